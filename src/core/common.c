@@ -1,0 +1,138 @@
+#include "core/common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int tp_fail(char *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, TP_ERR_LEN, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static void oom(size_t n) {
+    fprintf(stderr, "tempo: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *tp_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n);
+    return p;
+}
+
+void *tp_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size);
+    return p;
+}
+
+void *tp_xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n);
+    return q;
+}
+
+char *tp_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = tp_xmalloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+void *tp_alloc_aligned(size_t n) {
+    size_t sz = (n + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (!p) return NULL;
+    memset(p, 0, sz ? sz : 64);
+    return p;
+}
+
+void tp_free_aligned(void *p) { free(p); }
+
+float tp_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    union { uint32_t u; float f; } v = { .u = bits };
+    return v.f;
+}
+
+uint16_t tp_f32_to_f16(float f) {
+    union { float f; uint32_t u; } v = { .f = f };
+    uint32_t x = v.u;
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    int32_t exp = (int32_t)((x >> 23) & 0xff);
+    uint32_t man = x & 0x7fffff;
+    if (exp == 0xff) return sign | 0x7c00 | (man ? 0x200 : 0); /* inf / nan */
+    int32_t e = exp - 127 + 15;
+    if (e >= 31) return sign | 0x7c00; /* overflow -> inf */
+    if (e <= 0) { /* subnormal or zero */
+        if (e < -10) return sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return sign | (uint16_t)half;
+    }
+    uint32_t half = ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; /* may carry into exp: correct */
+    return sign | (uint16_t)half;
+}
+
+uint16_t tp_f32_to_bf16(float f) {
+    union { float f; uint32_t u; } v = { .f = f };
+    if ((v.u & 0x7fffffff) > 0x7f800000) return (uint16_t)((v.u >> 16) | 64); /* quiet nan */
+    uint32_t rounding = 0x7fff + ((v.u >> 16) & 1);
+    return (uint16_t)((v.u + rounding) >> 16);
+}
+
+double tp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+char *tp_read_file(const char *path, size_t *len_out, char *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { tp_fail(err, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = tp_xmalloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) { cap *= 2; buf = tp_xrealloc(buf, cap); }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); tp_fail(err, "%s: read error", path); return NULL; }
+    buf[len] = 0;
+    if (len_out) *len_out = len;
+    return buf;
+}

@@ -1,0 +1,46 @@
+/* common.h: small helpers every module uses.
+ *
+ * Errors: functions that can fail take `char *err` (at least TP_ERR_LEN bytes)
+ * and write one line naming the problem (file, key, value, limit) into it, with
+ * no trailing newline. They return NULL / -1 / false on failure. The CLI prints
+ * that line and exits non-zero; the library never prints on its own.
+ */
+#ifndef TEMPO_COMMON_H
+#define TEMPO_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TP_ERR_LEN 512
+
+/* printf into an error buffer (NULL-safe). Always returns -1 for `return tp_fail(...)`. */
+int tp_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Allocation that aborts with a message on out-of-memory: used for small,
+ * bounded bookkeeping only. Large buffers go through the memory accounting. */
+void *tp_xmalloc(size_t n);
+void *tp_xcalloc(size_t n, size_t size);
+void *tp_xrealloc(void *p, size_t n);
+char *tp_xstrdup(const char *s);
+
+/* 64-byte aligned allocation (SIMD-friendly), zeroed. Free with tp_free_aligned. */
+void *tp_alloc_aligned(size_t n);
+void tp_free_aligned(void *p);
+
+/* IEEE half and bfloat16 conversions (exact, round-to-nearest-even on the way in). */
+float tp_f16_to_f32(uint16_t h);
+uint16_t tp_f32_to_f16(float f);
+static inline float tp_bf16_to_f32(uint16_t b) {
+    union { uint32_t u; float f; } v = { .u = (uint32_t)b << 16 };
+    return v.f;
+}
+uint16_t tp_f32_to_bf16(float f);
+
+/* Monotonic clock in seconds. */
+double tp_now(void);
+
+/* Whole file into a NUL-terminated heap buffer; NULL + err on failure. */
+char *tp_read_file(const char *path, size_t *len_out, char *err);
+
+#endif

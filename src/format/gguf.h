@@ -1,0 +1,110 @@
+/* gguf.h: GGUF v2/v3 reader (memory-mapped) and writer.
+ *
+ * The reader maps the whole file read-only, parses the header, every metadata
+ * key/value (all value types, arrays nested to any depth) and every tensor info,
+ * and checks every count, length, offset and size against the file size before
+ * anything is used. Tensor data pointers point into the mapping: nothing is
+ * copied. A bad file gives NULL and a one-line message in err.
+ */
+#ifndef TEMPO_GGUF_H
+#define TEMPO_GGUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum gguf_vtype {
+    GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
+    GGUF_F32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9, GGUF_U64 = 10,
+    GGUF_I64 = 11, GGUF_F64 = 12,
+};
+
+typedef struct {
+    uint64_t len;
+    const char *str; /* points into the mapping; NOT NUL-terminated */
+} gguf_str;
+
+typedef struct gguf_value gguf_value;
+struct gguf_value {
+    uint32_t type; /* enum gguf_vtype */
+    union {
+        uint64_t u;  /* all unsigned ints and bool */
+        int64_t i;   /* all signed ints */
+        double f;    /* f32 and f64 */
+        gguf_str s;
+        struct {
+            uint32_t elem_type;
+            uint64_t count;
+            const void *raw;       /* for scalar element types: the packed little-endian data in the file */
+            gguf_value *items;     /* for STRING and ARRAY element types: parsed items (count of them) */
+        } arr;
+    } v;
+};
+
+typedef struct {
+    gguf_str key;
+    gguf_value value;
+} gguf_kv;
+
+typedef struct {
+    char name[72];       /* NUL-terminated copy */
+    uint32_t n_dims;
+    uint64_t ne[4];      /* ne[0] innermost; unused dims are 1 */
+    uint32_t type;       /* ggml type id (tensor/dtype.h) */
+    uint64_t offset;     /* relative to the data section */
+    uint64_t nbytes;
+    const void *data;    /* inside the mapping */
+} gguf_tensor;
+
+typedef struct gguf_file {
+    char *path;
+    const uint8_t *map;
+    size_t map_size;
+    uint32_t version;
+    uint64_t alignment;
+    uint64_t n_kv;
+    gguf_kv *kv;
+    uint64_t n_tensors;
+    gguf_tensor *tensors;
+    size_t data_offset;  /* start of the tensor data section in the file */
+} gguf_file;
+
+gguf_file *gguf_open(const char *path, char *err);
+void gguf_close(gguf_file *f);
+
+/* Metadata lookup. NULL when absent. */
+const gguf_kv *gguf_find(const gguf_file *f, const char *key);
+/* Typed getters: return false if absent; set err and return false if present with
+ * an incompatible type (any integer width converts to any integer when it fits). */
+bool gguf_get_int(const gguf_file *f, const char *key, int64_t *out, char *err);
+bool gguf_get_float(const gguf_file *f, const char *key, double *out, char *err);
+bool gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err);
+/* String: returns a malloc'ed NUL-terminated copy or NULL if absent/wrong type. */
+char *gguf_get_string(const gguf_file *f, const char *key);
+/* Array element readers (arr must be a GGUF_ARRAY value). */
+int64_t gguf_arr_int(const gguf_value *arr, uint64_t i);
+double gguf_arr_float(const gguf_value *arr, uint64_t i);
+gguf_str gguf_arr_str(const gguf_value *arr, uint64_t i);
+
+const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
+
+/* ---- writer (used by tests and the benchmark to make their own files) ---- */
+typedef struct gguf_writer gguf_writer;
+gguf_writer *gguf_writer_new(uint32_t alignment);
+void gguf_writer_free(gguf_writer *w);
+void gguf_w_u32(gguf_writer *w, const char *key, uint32_t v);
+void gguf_w_i32(gguf_writer *w, const char *key, int32_t v);
+void gguf_w_f32(gguf_writer *w, const char *key, float v);
+void gguf_w_bool(gguf_writer *w, const char *key, bool v);
+void gguf_w_str(gguf_writer *w, const char *key, const char *v);
+void gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n);
+void gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n);
+void gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n);
+/* Copy every metadata key of an open file (e.g. a tokenizer) into the writer. */
+void gguf_w_copy_kv(gguf_writer *w, const gguf_file *src, const char *prefix);
+/* Add a tensor; data (nbytes computed from type and ne) is copied. */
+void gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                   const uint64_t *ne, const void *data);
+int gguf_writer_save(gguf_writer *w, const char *path, char *err);
+
+#endif

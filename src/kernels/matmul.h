@@ -1,0 +1,51 @@
+/* matmul.h: the hot kernels: batched matrix-vector products over quantized weights.
+ *
+ * A weight W is n_out rows of n_in elements of one ggml type (row-major, GGUF layout).
+ * tp_matmul computes, for each of nb input vectors x[b] (f32, n_in each, contiguous):
+ *     y[b*n_out + r] = sum_c W[r][c] * x[b][c]
+ * Each weight row is read from memory once for the whole batch (batches of up to
+ * TP_MATMUL_MAX_BATCH tokens; larger nb is processed in chunks), so a TEMPO set of
+ * k tokens costs about as much memory traffic as one token. Rows are split across
+ * the pool's threads. Kernels are chosen at run time from the CPU's features
+ * (AVX-512, AVX2+FMA, or portable C).
+ *
+ * For Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights the activations are quantized to Q8_0 first
+ * and dotted in integer arithmetic, as ggml does; K-quant weights use Q8_K
+ * activations; F16/BF16/F32 weights use f32 activations.
+ *
+ * Work buffers are owned by a tp_matmul_ctx created once per model, so the hot
+ * path does not allocate.
+ */
+#ifndef TEMPO_MATMUL_H
+#define TEMPO_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/threadpool.h"
+
+#define TP_MATMUL_MAX_BATCH 64
+
+typedef struct {
+    const void *data; /* n_out rows */
+    uint32_t type;    /* ggml type id */
+    int n_in, n_out;
+} tp_weight;
+
+typedef struct tp_matmul_ctx tp_matmul_ctx;
+
+/* max_n_in: the longest input row any weight will see. */
+tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in);
+void tp_matmul_ctx_free(tp_matmul_ctx *c);
+/* Bytes the context holds (for memory accounting). */
+size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c);
+
+void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w);
+
+/* Which SIMD level the dispatcher picked: "avx512", "avx2" or "scalar". */
+const char *tp_simd_level(void);
+
+/* Row of an embedding table as f32 (any supported type). */
+void tp_weight_row(const tp_weight *w, int row, float *out);
+
+#endif

@@ -1,0 +1,79 @@
+/* kvcache.h: the key/value cache: one slot per fed token, with TEMPO bookkeeping.
+ *
+ * A slot is one cached token: its id, logical (RoPE) position, the TEMPO step that
+ * fed it (-1 for prompt tokens) and whether it is alive. Slots are stored in the
+ * order they were appended ("physical order"). Keys and values are stored per
+ * layer as rows of kv_dim (= n_kv_heads * head_dim) in f32 (default) or f16.
+ *
+ * Limits: the cache refuses to grow past max_slots slots or max_bytes of storage
+ * (the messages name both numbers). Pruned (dead) slots can be reclaimed with
+ * tp_kv_compact, which moves live slots down without changing their contents, so
+ * no result changes.
+ *
+ * Storage is reserved once for the capacity (calloc: pages become resident only
+ * as slots are written); the per-token path never allocates.
+ */
+#ifndef TEMPO_KVCACHE_H
+#define TEMPO_KVCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { TP_KV_F32 = 0, TP_KV_F16 = 1, TP_KV_Q8_0 = 2 } tp_kv_type;
+
+typedef struct {
+    int32_t token;
+    int32_t pos;   /* logical position (RoPE) */
+    int32_t step;  /* TEMPO step that fed it; -1 = prompt */
+    bool alive;
+} tp_slot;
+
+typedef struct tp_kv {
+    int n_layers, kv_dim;
+    tp_kv_type type;
+    int capacity;          /* slots allocated (<= max_slots) */
+    int max_slots;         /* refuse to grow past this many slots */
+    size_t max_bytes;      /* refuse to grow past this much K+V storage (0 = no limit) */
+    int n;                 /* slots in use (alive or dead, not yet compacted) */
+    int n_alive;
+    tp_slot *slots;        /* [capacity] */
+    void **k, **v;         /* [n_layers] -> [capacity][kv_dim] of type */
+} tp_kv;
+
+/* capacity: slots to reserve (usually min(n_ctx, max_cache_tokens)). */
+tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t max_bytes, char *err);
+void tp_kv_free(tp_kv *kv);
+void tp_kv_clear(tp_kv *kv);
+
+size_t tp_kv_bytes_per_slot(const tp_kv *kv);      /* K+V over all layers */
+size_t tp_kv_bytes_used(const tp_kv *kv);          /* n * bytes_per_slot */
+
+/* Check that n_new more slots fit (after reclaiming dead ones if needed).
+ * 0 when they fit; -1 with the spec's message in err, and *which set to
+ * 1 (token limit) or 2 (memory limit). */
+int tp_kv_reserve(tp_kv *kv, int n_new, int *which, char *err);
+
+/* Append a slot's metadata; K/V rows are written by the forward pass via the row pointers below. */
+int tp_kv_append(tp_kv *kv, int32_t token, int32_t pos, int32_t step);
+
+/* Mark a slot dead (pruned). It stays in place until tp_kv_compact. */
+void tp_kv_kill(tp_kv *kv, int slot);
+/* Remove dead slots; map_out[old] = new index or -1 (optional, n entries). Returns slots removed. */
+int tp_kv_compact(tp_kv *kv, int *map_out);
+
+/* Write/read one row (kv_dim values) of layer l, slot s. */
+void tp_kv_store(tp_kv *kv, int l, int s, const float *k, const float *v);
+/* Pointer to the raw row (type-specific) for the attention kernel. */
+static inline const void *tp_kv_krow(const tp_kv *kv, int l, int s);
+static inline const void *tp_kv_vrow(const tp_kv *kv, int l, int s);
+size_t tp_kv_row_bytes(const tp_kv *kv);
+
+static inline const void *tp_kv_krow(const tp_kv *kv, int l, int s) {
+    return (const char *)kv->k[l] + (size_t)s * tp_kv_row_bytes(kv);
+}
+static inline const void *tp_kv_vrow(const tp_kv *kv, int l, int s) {
+    return (const char *)kv->v[l] + (size_t)s * tp_kv_row_bytes(kv);
+}
+
+#endif

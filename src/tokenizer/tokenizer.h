@@ -1,0 +1,56 @@
+/* tokenizer.h: Llama 2 (SentencePiece-style, "llama") and Llama 3 (byte-level BPE,
+ * "gpt2") tokenizers, built from GGUF metadata (tokenizer.ggml.*) or, for Hugging
+ * Face folders, from tokenizer.json.
+ *
+ * Encoding follows llama.cpp's llama-vocab.cpp behaviour exactly (tested on its
+ * test vectors): SPM with the "▁" space prefix and byte fallback; BPE with the
+ * pre-tokenizer split regex (PCRE2, Unicode) and ranked merges.
+ */
+#ifndef TEMPO_TOKENIZER_H
+#define TEMPO_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gguf_file;
+
+typedef enum { TOK_SPM = 1, TOK_BPE = 2 } tok_kind;
+
+/* token_type values, as in GGUF */
+enum { TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER = 4, TOKT_UNUSED = 5, TOKT_BYTE = 6 };
+
+typedef struct tokenizer tokenizer;
+
+tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err);
+/* dir holds tokenizer.json (required) and tokenizer_config.json (optional). */
+tokenizer *tokenizer_from_hf(const char *dir, char *err);
+void tokenizer_free(tokenizer *t);
+
+tok_kind tokenizer_kind(const tokenizer *t);
+int tokenizer_vocab_size(const tokenizer *t);
+int tokenizer_bos(const tokenizer *t); /* -1 if none */
+int tokenizer_eos(const tokenizer *t); /* -1 if none */
+bool tokenizer_adds_bos(const tokenizer *t);
+/* End-of-generation: eos, eot, eom and the like. */
+bool tokenizer_is_eog(const tokenizer *t, int id);
+
+/* Encode text. add_bos: prepend BOS when the tokenizer has one and wants it
+ * (add_bos=false never adds). parse_special: text like "<|eot_id|>" that spells
+ * a control/special token becomes that token. Returns the number of ids written
+ * into out (at most cap) -- or the number needed if it exceeds cap; -1 on error. */
+int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
+                     int32_t *out, int cap);
+
+/* Bytes of one token as it appears in text ("▁" -> space, <0x0A> -> "\n", GPT-2
+ * byte mapping undone). Control tokens give "" unless show_special. Returns the
+ * length written (the piece may be longer than cap: then -needed). */
+int tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap);
+/* Decode a sequence (the first piece after BOS keeps its leading space, as llama.cpp). */
+char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int n);
+/* The token's vocabulary string as stored (e.g. "▁the"); NULL for a bad id. */
+const char *tokenizer_token_text(const tokenizer *t, int id);
+/* Id of an exact vocabulary string, or -1. */
+int tokenizer_find(const tokenizer *t, const char *text);
+
+#endif

@@ -1,0 +1,45 @@
+/* util.c: helpers shared by the tests. */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+char *test_run_capture(const char *cmd, int *status) {
+    FILE *p = popen(cmd, "r");
+    if (!p) { *status = -1; return NULL; }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += n;
+        if (len + 1 >= cap) { cap *= 2; buf = realloc(buf, cap); }
+    }
+    buf[len] = 0;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+const char *test_tempo_bin(void) {
+    const char *b = getenv("TEMPO_BIN");
+    return b && *b ? b : "build/asan/tempo";
+}
+
+int test_parse_ints(const char *s, int *out, int cap) {
+    int n = 0;
+    char *end;
+    while (*s && n < cap) {
+        long v = strtol(s, &end, 10);
+        if (end == s) { s++; continue; }
+        out[n++] = (int)v;
+        s = end;
+    }
+    return n;
+}
+
+char *test_tmpdir(void) {
+    char tmpl[] = "/tmp/tempo-test-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
