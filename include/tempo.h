@@ -98,6 +98,8 @@ typedef struct {
     const char *def;      /* default as text, for --help */
 } tempo_option_info;
 const tempo_option_info *tempo_options(int *n);
+/* The type of option `key` (a tempo_opt_type), or -1 if there is no such option. */
+int tempo_option_type(const char *key);
 
 /* ----------------------------------------------------------------- model -- */
 typedef struct tempo_model tempo_model;
