@@ -1,0 +1,559 @@
+/* gguf.c: GGUF v2/v3 reader.
+ *
+ * The file is mapped read-only and parsed with a bounds-checked cursor: every
+ * length, count and offset is checked against the bytes that remain before it
+ * is used, and every allocation is bounded by the file size (a count is only
+ * accepted if the file could hold that many minimal items). Layout reference:
+ * ggml's docs/gguf.md ("File Structure").
+ */
+#include "format/gguf.h"
+
+#include "core/common.h"
+#include "tensor/dtype.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GGUF_MAX_DEPTH 8      /* nesting of arrays of arrays; real files use 1 */
+#define GGUF_NAME_MAX 71      /* gguf_tensor.name holds 71 bytes + NUL */
+
+typedef struct {
+    const uint8_t *p;
+    size_t size;
+    size_t pos;
+} cursor;
+
+static size_t cur_left(const cursor *c) { return c->size - c->pos; }
+
+static bool rd_bytes(cursor *c, void *out, size_t n) {
+    if (cur_left(c) < n) return false;
+    memcpy(out, c->p + c->pos, n);
+    c->pos += n;
+    return true;
+}
+static bool rd_u32(cursor *c, uint32_t *v) { return rd_bytes(c, v, 4); }
+static bool rd_u64(cursor *c, uint64_t *v) { return rd_bytes(c, v, 8); }
+
+/* A gguf string: uint64 length + bytes. The bytes stay in the mapping. */
+static bool rd_str(cursor *c, gguf_str *s) {
+    uint64_t len;
+    if (!rd_u64(c, &len)) return false;
+    if (len > cur_left(c)) return false;
+    s->len = len;
+    s->str = (const char *)(c->p + c->pos);
+    c->pos += (size_t)len;
+    return true;
+}
+
+static size_t scalar_size(uint32_t t) {
+    switch (t) {
+    case GGUF_U8: case GGUF_I8: case GGUF_BOOL: return 1;
+    case GGUF_U16: case GGUF_I16: return 2;
+    case GGUF_U32: case GGUF_I32: case GGUF_F32: return 4;
+    case GGUF_U64: case GGUF_I64: case GGUF_F64: return 8;
+    default: return 0;
+    }
+}
+
+static const char *vtype_name(uint32_t t) {
+    static const char *names[] = { "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool",
+                                   "string", "array", "u64", "i64", "f64" };
+    return t < sizeof names / sizeof names[0] ? names[t] : "invalid";
+}
+
+/* Decode a little-endian scalar of type t at p into v (type already set). */
+static void decode_scalar(uint32_t t, const uint8_t *p, gguf_value *v) {
+    uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
+    int8_t i8; int16_t i16; int32_t i32; int64_t i64;
+    float f32; double f64;
+    switch (t) {
+    case GGUF_U8: memcpy(&u8, p, 1); v->v.u = u8; break;
+    case GGUF_BOOL: memcpy(&u8, p, 1); v->v.u = u8 != 0; break;
+    case GGUF_I8: memcpy(&i8, p, 1); v->v.i = i8; break;
+    case GGUF_U16: memcpy(&u16, p, 2); v->v.u = u16; break;
+    case GGUF_I16: memcpy(&i16, p, 2); v->v.i = i16; break;
+    case GGUF_U32: memcpy(&u32, p, 4); v->v.u = u32; break;
+    case GGUF_I32: memcpy(&i32, p, 4); v->v.i = i32; break;
+    case GGUF_F32: memcpy(&f32, p, 4); v->v.f = f32; break;
+    case GGUF_U64: memcpy(&u64, p, 8); v->v.u = u64; break;
+    case GGUF_I64: memcpy(&i64, p, 8); v->v.i = i64; break;
+    case GGUF_F64: memcpy(&f64, p, 8); v->v.f = f64; break;
+    default: break;
+    }
+}
+
+static void free_value(gguf_value *v) {
+    if (v->type != GGUF_ARRAY || !v->v.arr.items) return;
+    if (v->v.arr.elem_type == GGUF_ARRAY)
+        for (uint64_t i = 0; i < v->v.arr.count; i++) free_value(&v->v.arr.items[i]);
+    free(v->v.arr.items);
+    v->v.arr.items = NULL;
+}
+
+/* Why a value failed to parse: truncated, or a bad type / nesting. */
+typedef enum { PV_OK, PV_TRUNC, PV_BADTYPE, PV_DEEP } pv_status;
+
+/* Parse a value of type `type` at the cursor into *v. On failure *v owns nothing. */
+static pv_status parse_value(cursor *c, uint32_t type, gguf_value *v, int depth, uint32_t *bad_type) {
+    memset(v, 0, sizeof *v);
+    v->type = type;
+    size_t sz = scalar_size(type);
+    if (sz) {
+        if (cur_left(c) < sz) return PV_TRUNC;
+        decode_scalar(type, c->p + c->pos, v);
+        c->pos += sz;
+        return PV_OK;
+    }
+    if (type == GGUF_STRING) return rd_str(c, &v->v.s) ? PV_OK : PV_TRUNC;
+    if (type != GGUF_ARRAY) { *bad_type = type; return PV_BADTYPE; }
+    if (depth >= GGUF_MAX_DEPTH) return PV_DEEP;
+
+    uint32_t et;
+    uint64_t count;
+    if (!rd_u32(c, &et) || !rd_u64(c, &count)) return PV_TRUNC;
+    v->v.arr.elem_type = et;
+    v->v.arr.raw = c->p + c->pos;
+    size_t esz = scalar_size(et);
+    if (esz) {
+        /* count * esz must fit in what is left (division avoids overflow) */
+        if (count > cur_left(c) / esz) return PV_TRUNC;
+        v->v.arr.count = count;
+        c->pos += (size_t)count * esz;
+        return PV_OK;
+    }
+    if (et != GGUF_STRING && et != GGUF_ARRAY) { *bad_type = et; return PV_BADTYPE; }
+    /* A string needs at least 8 bytes, an array at least 12: bounds the allocation. */
+    size_t min_item = et == GGUF_STRING ? 8 : 12;
+    if (count > cur_left(c) / min_item) return PV_TRUNC;
+    gguf_value *items = tp_xmalloc((size_t)(count ? count : 1) * sizeof *items);
+    for (uint64_t i = 0; i < count; i++) {
+        pv_status st = parse_value(c, et, &items[i], depth + 1, bad_type);
+        if (st != PV_OK) {
+            for (uint64_t j = 0; j < i; j++) free_value(&items[j]);
+            free(items);
+            return st;
+        }
+    }
+    v->v.arr.count = count;
+    v->v.arr.items = items;
+    return PV_OK;
+}
+
+/* ---- duplicate detection: a small open-addressing set of (ptr, len) strings ---- */
+typedef struct {
+    const char **s;
+    size_t *len;
+    size_t cap;
+} strset;
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static void strset_init(strset *set, uint64_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    set->cap = cap;
+    set->s = tp_xcalloc(cap, sizeof *set->s);
+    set->len = tp_xcalloc(cap, sizeof *set->len);
+}
+
+static void strset_free(strset *set) { free(set->s); free(set->len); }
+
+/* Insert; returns false if already present. */
+static bool strset_add(strset *set, const char *s, size_t n) {
+    size_t i = (size_t)hash_bytes(s, n) & (set->cap - 1);
+    while (set->s[i]) {
+        if (set->len[i] == n && memcmp(set->s[i], s, n) == 0) return false;
+        i = (i + 1) & (set->cap - 1);
+    }
+    set->s[i] = s;
+    set->len[i] = n;
+    return true;
+}
+
+/* Print a key for a message: at most 64 chars, non-printables as '?'. */
+static void key_for_msg(const gguf_str *k, char out[72]) {
+    size_t n = k->len < 64 ? (size_t)k->len : 64;
+    for (size_t i = 0; i < n; i++) {
+        char ch = k->str[i];
+        out[i] = (ch >= 32 && ch < 127) ? ch : '?';
+    }
+    if (k->len > 64) { memcpy(out + 64, "...", 3); n = 67; }
+    out[n] = 0;
+}
+
+static bool key_eq(const gguf_str *k, const char *s) {
+    size_t n = strlen(s);
+    return k->len == n && memcmp(k->str, s, n) == 0;
+}
+
+void gguf_close(gguf_file *f) {
+    if (!f) return;
+    if (f->kv) {
+        for (uint64_t i = 0; i < f->n_kv; i++) free_value(&f->kv[i].value);
+        free(f->kv);
+    }
+    free(f->tensors);
+    if (f->map) munmap((void *)f->map, f->map_size);
+    free(f->path);
+    free(f);
+}
+
+static gguf_file *fail_close(gguf_file *f) {
+    gguf_close(f);
+    return NULL;
+}
+
+/* Parse metadata; f->kv holds f->n_kv fully parsed entries on return (also on failure). */
+static bool parse_kvs(gguf_file *f, cursor *c, uint64_t n_kv, char *err) {
+    const char *path = f->path;
+    /* the smallest kv is an empty key (8) + type (4) + a one-byte value */
+    if (n_kv > cur_left(c) / 13)
+        return tp_fail(err, "%s: metadata count %llu is too large for file size %zu", path,
+                       (unsigned long long)n_kv, f->map_size), false;
+    f->kv = tp_xcalloc((size_t)(n_kv ? n_kv : 1), sizeof *f->kv);
+    strset seen;
+    strset_init(&seen, n_kv);
+    bool ok = false;
+    for (uint64_t i = 0; i < n_kv; i++) {
+        gguf_kv *kv = &f->kv[i];
+        uint32_t type, bad = 0;
+        char kname[72];
+        if (!rd_str(c, &kv->key)) {
+            tp_fail(err, "%s: truncated in metadata key %llu", path, (unsigned long long)i);
+            goto out;
+        }
+        key_for_msg(&kv->key, kname);
+        if (!rd_u32(c, &type)) {
+            tp_fail(err, "%s: truncated in metadata key %llu ('%s')", path, (unsigned long long)i, kname);
+            goto out;
+        }
+        pv_status st = parse_value(c, type, &kv->value, 0, &bad);
+        if (st == PV_TRUNC) {
+            tp_fail(err, "%s: truncated in metadata key %llu ('%s')", path, (unsigned long long)i, kname);
+            goto out;
+        }
+        if (st == PV_BADTYPE) {
+            tp_fail(err, "%s: metadata key %llu ('%s') has invalid value type %u", path,
+                    (unsigned long long)i, kname, bad);
+            goto out;
+        }
+        if (st == PV_DEEP) {
+            tp_fail(err, "%s: metadata key %llu ('%s') nests arrays deeper than %d", path,
+                    (unsigned long long)i, kname, GGUF_MAX_DEPTH);
+            goto out;
+        }
+        f->n_kv = i + 1; /* this entry now owns its value */
+        if (!strset_add(&seen, kv->key.str ? kv->key.str : "", (size_t)kv->key.len)) {
+            tp_fail(err, "%s: duplicate metadata key '%s'", path, kname);
+            goto out;
+        }
+    }
+    ok = true;
+out:
+    strset_free(&seen);
+    return ok;
+}
+
+static bool get_alignment(gguf_file *f, char *err) {
+    f->alignment = 32;
+    const gguf_kv *kv = gguf_find(f, "general.alignment");
+    if (!kv) return true;
+    int64_t a;
+    char e2[TP_ERR_LEN];
+    if (!gguf_get_int(f, "general.alignment", &a, e2))
+        return tp_fail(err, "%s: %s", f->path, e2), false;
+    /* The spec asks for a multiple of 8; we accept any power of two (and cap it so
+     * that aligning an offset cannot overflow). */
+    if (a <= 0 || (a & (a - 1)) != 0 || a > (1 << 30))
+        return tp_fail(err, "%s: general.alignment %lld is not a power of two in [1, 2^30]", f->path,
+                       (long long)a), false;
+    f->alignment = (uint64_t)a;
+    return true;
+}
+
+static bool parse_tensor_infos(gguf_file *f, cursor *c, uint64_t n_t, char *err) {
+    const char *path = f->path;
+    /* smallest info: name (8) + n_dims (4) + type (4) + offset (8) */
+    if (n_t > cur_left(c) / 24)
+        return tp_fail(err, "%s: tensor count %llu is too large for file size %zu", path,
+                       (unsigned long long)n_t, f->map_size), false;
+    f->tensors = tp_xcalloc((size_t)(n_t ? n_t : 1), sizeof *f->tensors);
+    f->n_tensors = n_t;
+    for (uint64_t i = 0; i < n_t; i++) {
+        gguf_tensor *t = &f->tensors[i];
+        gguf_str name;
+        unsigned long long ii = (unsigned long long)i;
+        if (!rd_str(c, &name)) return tp_fail(err, "%s: truncated in tensor info %llu", path, ii), false;
+        char nm[72];
+        key_for_msg(&name, nm);
+        if (name.len == 0 || name.len > GGUF_NAME_MAX)
+            return tp_fail(err, "%s: tensor %llu name '%s' has length %llu (must be 1..%d)", path, ii, nm,
+                           (unsigned long long)name.len, GGUF_NAME_MAX), false;
+        if (memchr(name.str, 0, (size_t)name.len))
+            return tp_fail(err, "%s: tensor %llu name contains a NUL byte", path, ii), false;
+        memcpy(t->name, name.str, (size_t)name.len);
+        t->name[name.len] = 0;
+        if (!rd_u32(c, &t->n_dims))
+            return tp_fail(err, "%s: truncated in tensor info %llu ('%s')", path, ii, t->name), false;
+        if (t->n_dims > 4)
+            return tp_fail(err, "%s: tensor '%s' has %u dimensions (max 4)", path, t->name, t->n_dims), false;
+        for (int d = 0; d < 4; d++) t->ne[d] = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            if (!rd_u64(c, &t->ne[d]))
+                return tp_fail(err, "%s: truncated in tensor info %llu ('%s')", path, ii, t->name), false;
+        if (!rd_u32(c, &t->type) || !rd_u64(c, &t->offset))
+            return tp_fail(err, "%s: truncated in tensor info %llu ('%s')", path, ii, t->name), false;
+    }
+    return true;
+}
+
+/* Checks that need the alignment and the data section start. */
+static bool check_tensors(gguf_file *f, char *err) {
+    const char *path = f->path;
+    strset seen;
+    strset_init(&seen, f->n_tensors);
+    bool ok = false;
+    size_t data_avail = f->map_size - f->data_offset;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        gguf_tensor *t = &f->tensors[i];
+        if (!strset_add(&seen, t->name, strlen(t->name))) {
+            tp_fail(err, "%s: duplicate tensor name '%s'", path, t->name);
+            goto out;
+        }
+        const char *tname = tp_dtype_name(t->type);
+        size_t be = tp_dtype_block_elems(t->type), bb = tp_dtype_block_bytes(t->type);
+        if (!tname || !be || !bb) {
+            tp_fail(err, "%s: tensor '%s' has unknown type %u", path, t->name, t->type);
+            goto out;
+        }
+        uint64_t nel = 1;
+        for (int d = 0; d < 4; d++) {
+            if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX) {
+                tp_fail(err, "%s: tensor '%s' has invalid size %llu in dimension %d", path, t->name,
+                        (unsigned long long)t->ne[d], d);
+                goto out;
+            }
+            if (__builtin_mul_overflow(nel, t->ne[d], &nel) || nel > (uint64_t)INT64_MAX) {
+                tp_fail(err, "%s: tensor '%s' element count overflows", path, t->name);
+                goto out;
+            }
+        }
+        if (t->ne[0] % be != 0) {
+            tp_fail(err, "%s: tensor '%s' row length %llu is not a multiple of the %s block size %zu", path,
+                    t->name, (unsigned long long)t->ne[0], tname, be);
+            goto out;
+        }
+        uint64_t nbytes = (t->ne[0] / be) * bb; /* <= ne[0] * 292: no overflow for ne[0] < 2^63 / 292? */
+        if (t->ne[0] / be > UINT64_MAX / bb ||
+            __builtin_mul_overflow(nbytes, t->ne[1], &nbytes) ||
+            __builtin_mul_overflow(nbytes, t->ne[2], &nbytes) ||
+            __builtin_mul_overflow(nbytes, t->ne[3], &nbytes)) {
+            tp_fail(err, "%s: tensor '%s' byte size overflows", path, t->name);
+            goto out;
+        }
+        t->nbytes = nbytes;
+        if (t->offset % f->alignment != 0) {
+            tp_fail(err, "%s: tensor '%s' offset %llu is not a multiple of the alignment %llu", path, t->name,
+                    (unsigned long long)t->offset, (unsigned long long)f->alignment);
+            goto out;
+        }
+        if (t->offset > data_avail || nbytes > data_avail - t->offset) {
+            unsigned long long off = (unsigned long long)f->data_offset + t->offset;
+            tp_fail(err, "%s: tensor '%s' data [%llu, %llu) exceeds file size %zu", path, t->name, off,
+                    off + nbytes < off ? ~0ull : off + nbytes, f->map_size);
+            goto out;
+        }
+        t->data = f->map + f->data_offset + t->offset;
+    }
+    ok = true;
+out:
+    strset_free(&seen);
+    return ok;
+}
+
+gguf_file *gguf_open(const char *path, char *err) {
+    gguf_file *f = tp_xcalloc(1, sizeof *f);
+    f->path = tp_xstrdup(path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        tp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return fail_close(f);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        tp_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return fail_close(f);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        tp_fail(err, "%s: not a regular file", path);
+        close(fd);
+        return fail_close(f);
+    }
+    if (st.st_size < 4) {
+        tp_fail(err, "%s: not a GGUF file (only %lld bytes)", path, (long long)st.st_size);
+        close(fd);
+        return fail_close(f);
+    }
+    if ((uint64_t)st.st_size > SIZE_MAX) {
+        tp_fail(err, "%s: file too large to map", path);
+        close(fd);
+        return fail_close(f);
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int merr = errno;
+    close(fd);
+    if (m == MAP_FAILED) {
+        tp_fail(err, "%s: cannot mmap: %s", path, strerror(merr));
+        return fail_close(f);
+    }
+    f->map = m;
+    f->map_size = (size_t)st.st_size;
+
+    cursor c = { f->map, f->map_size, 0 };
+    if (memcmp(f->map, "GGUF", 4) != 0) {
+        tp_fail(err, "%s: not a GGUF file (bad magic)", path);
+        return fail_close(f);
+    }
+    c.pos = 4;
+    uint64_t n_t, n_kv;
+    if (!rd_u32(&c, &f->version)) {
+        tp_fail(err, "%s: truncated in header", path);
+        return fail_close(f);
+    }
+    if (f->version != 2 && f->version != 3) {
+        if (f->version == 0x02000000u || f->version == 0x03000000u)
+            tp_fail(err, "%s: unsupported GGUF version %u (a big-endian file?)", path, f->version);
+        else
+            tp_fail(err, "%s: unsupported GGUF version %u", path, f->version);
+        return fail_close(f);
+    }
+    if (!rd_u64(&c, &n_t) || !rd_u64(&c, &n_kv)) {
+        tp_fail(err, "%s: truncated in header", path);
+        return fail_close(f);
+    }
+    if (!parse_kvs(f, &c, n_kv, err)) return fail_close(f);
+    if (!get_alignment(f, err)) return fail_close(f);
+    if (!parse_tensor_infos(f, &c, n_t, err)) return fail_close(f);
+
+    /* Data section: the end of the tensor infos rounded up to the alignment. */
+    uint64_t a = f->alignment;
+    uint64_t data = ((uint64_t)c.pos + a - 1) / a * a;
+    if (data > f->map_size) {
+        if (n_t > 0) {
+            tp_fail(err, "%s: truncated in padding before tensor data (data section at %llu, file size %zu)",
+                    path, (unsigned long long)data, f->map_size);
+            return fail_close(f);
+        }
+        data = f->map_size; /* no tensors: trailing padding may be absent */
+    }
+    f->data_offset = (size_t)data;
+    if (!check_tensors(f, err)) return fail_close(f);
+    return f;
+}
+
+/* ---- lookup ---- */
+
+const gguf_kv *gguf_find(const gguf_file *f, const char *key) {
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        if (key_eq(&f->kv[i].key, key)) return &f->kv[i];
+    return NULL;
+}
+
+const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    return NULL;
+}
+
+static bool is_unsigned(uint32_t t) { return t == GGUF_U8 || t == GGUF_U16 || t == GGUF_U32 || t == GGUF_U64; }
+static bool is_signed(uint32_t t) { return t == GGUF_I8 || t == GGUF_I16 || t == GGUF_I32 || t == GGUF_I64; }
+
+bool gguf_get_int(const gguf_file *f, const char *key, int64_t *out, char *err) {
+    const gguf_kv *kv = gguf_find(f, key);
+    if (!kv) { if (err) err[0] = 0; return false; }
+    uint32_t t = kv->value.type;
+    if (is_signed(t)) { *out = kv->value.v.i; return true; }
+    if (is_unsigned(t)) {
+        if (kv->value.v.u > (uint64_t)INT64_MAX)
+            return tp_fail(err, "key '%s': value %llu does not fit in int64", key,
+                           (unsigned long long)kv->value.v.u), false;
+        *out = (int64_t)kv->value.v.u;
+        return true;
+    }
+    return tp_fail(err, "key '%s' has type %s, expected an integer", key, vtype_name(t)), false;
+}
+
+bool gguf_get_float(const gguf_file *f, const char *key, double *out, char *err) {
+    const gguf_kv *kv = gguf_find(f, key);
+    if (!kv) { if (err) err[0] = 0; return false; }
+    uint32_t t = kv->value.type;
+    if (t == GGUF_F32 || t == GGUF_F64) { *out = kv->value.v.f; return true; }
+    /* an integer where a float is expected converts (e.g. rope.freq_base written as u32) */
+    if (is_signed(t)) { *out = (double)kv->value.v.i; return true; }
+    if (is_unsigned(t)) { *out = (double)kv->value.v.u; return true; }
+    return tp_fail(err, "key '%s' has type %s, expected a float", key, vtype_name(t)), false;
+}
+
+bool gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err) {
+    const gguf_kv *kv = gguf_find(f, key);
+    if (!kv) { if (err) err[0] = 0; return false; }
+    uint32_t t = kv->value.type;
+    if (t == GGUF_BOOL || is_unsigned(t)) { *out = kv->value.v.u != 0; return true; }
+    if (is_signed(t)) { *out = kv->value.v.i != 0; return true; }
+    return tp_fail(err, "key '%s' has type %s, expected a bool", key, vtype_name(t)), false;
+}
+
+char *gguf_get_string(const gguf_file *f, const char *key) {
+    const gguf_kv *kv = gguf_find(f, key);
+    if (!kv || kv->value.type != GGUF_STRING) return NULL;
+    size_t n = (size_t)kv->value.v.s.len;
+    char *s = tp_xmalloc(n + 1);
+    if (n) memcpy(s, kv->value.v.s.str, n);
+    s[n] = 0;
+    return s;
+}
+
+int64_t gguf_arr_int(const gguf_value *arr, uint64_t i) {
+    if (!arr || arr->type != GGUF_ARRAY || i >= arr->v.arr.count) return 0;
+    uint32_t et = arr->v.arr.elem_type;
+    size_t sz = scalar_size(et);
+    if (!sz) return 0;
+    gguf_value v = { .type = et };
+    decode_scalar(et, (const uint8_t *)arr->v.arr.raw + i * sz, &v);
+    if (is_signed(et)) return v.v.i;
+    if (et == GGUF_F32 || et == GGUF_F64) {
+        if (!(v.v.f >= -9.2e18 && v.v.f <= 9.2e18)) return 0; /* NaN / out of range */
+        return (int64_t)v.v.f;
+    }
+    return (int64_t)v.v.u;
+}
+
+double gguf_arr_float(const gguf_value *arr, uint64_t i) {
+    if (!arr || arr->type != GGUF_ARRAY || i >= arr->v.arr.count) return 0;
+    uint32_t et = arr->v.arr.elem_type;
+    size_t sz = scalar_size(et);
+    if (!sz) return 0;
+    gguf_value v = { .type = et };
+    decode_scalar(et, (const uint8_t *)arr->v.arr.raw + i * sz, &v);
+    if (et == GGUF_F32 || et == GGUF_F64) return v.v.f;
+    if (is_signed(et)) return (double)v.v.i;
+    return (double)v.v.u;
+}
+
+gguf_str gguf_arr_str(const gguf_value *arr, uint64_t i) {
+    gguf_str none = { 0, NULL };
+    if (!arr || arr->type != GGUF_ARRAY || arr->v.arr.elem_type != GGUF_STRING || i >= arr->v.arr.count ||
+        !arr->v.arr.items)
+        return none;
+    return arr->v.arr.items[i].v.s;
+}
