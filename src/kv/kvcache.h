@@ -68,6 +68,8 @@ void tp_kv_store(tp_kv *kv, int l, int s, const float *k, const float *v);
 static inline const void *tp_kv_krow(const tp_kv *kv, int l, int s);
 static inline const void *tp_kv_vrow(const tp_kv *kv, int l, int s);
 size_t tp_kv_row_bytes(const tp_kv *kv);
+/* out[0..len) = elements off..off+len of a stored row, as f32. */
+void tp_kv_load(const tp_kv *kv, const void *row, int off, int len, float *out);
 
 static inline const void *tp_kv_krow(const tp_kv *kv, int l, int s) {
     return (const char *)kv->k[l] + (size_t)s * tp_kv_row_bytes(kv);

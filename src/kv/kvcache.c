@@ -1,0 +1,181 @@
+/* kvcache.c: slot bookkeeping and K/V storage (see kvcache.h). */
+#include "kv/kvcache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "tensor/dtype.h"
+
+#define GB (1024.0 * 1024.0 * 1024.0)
+
+size_t tp_kv_row_bytes(const tp_kv *kv) {
+    switch (kv->type) {
+    case TP_KV_F32: return (size_t)kv->kv_dim * 4;
+    case TP_KV_F16: return (size_t)kv->kv_dim * 2;
+    case TP_KV_Q8_0: return (size_t)kv->kv_dim / QK8_0 * sizeof(block_q8_0);
+    }
+    return 0;
+}
+
+size_t tp_kv_bytes_per_slot(const tp_kv *kv) {
+    return 2 * (size_t)kv->n_layers * tp_kv_row_bytes(kv);
+}
+
+size_t tp_kv_bytes_used(const tp_kv *kv) { return (size_t)kv->n * tp_kv_bytes_per_slot(kv); }
+
+tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t max_bytes, char *err) {
+    if (capacity <= 0) { tp_fail(err, "KV cache capacity must be positive (got %d)", capacity); return NULL; }
+    if (type == TP_KV_Q8_0 && kv_dim % QK8_0) {
+        tp_fail(err, "--kv-cache-type q8_0 needs a KV row length that is a multiple of 32 (this model's is %d)", kv_dim);
+        return NULL;
+    }
+    tp_kv *kv = tp_xcalloc(1, sizeof *kv);
+    kv->n_layers = n_layers;
+    kv->kv_dim = kv_dim;
+    kv->type = type;
+    kv->capacity = capacity;
+    kv->max_slots = capacity;
+    kv->max_bytes = max_bytes;
+    kv->slots = tp_xcalloc((size_t)capacity, sizeof *kv->slots);
+    kv->k = tp_xcalloc((size_t)n_layers, sizeof *kv->k);
+    kv->v = tp_xcalloc((size_t)n_layers, sizeof *kv->v);
+    size_t layer_bytes = (size_t)capacity * tp_kv_row_bytes(kv);
+    for (int l = 0; l < n_layers; l++) {
+        /* calloc of a large block maps fresh zero pages: they become resident
+         * only when a slot is written, so reserving the capacity is cheap. */
+        kv->k[l] = calloc(1, layer_bytes);
+        kv->v[l] = calloc(1, layer_bytes);
+        if (!kv->k[l] || !kv->v[l]) {
+            tp_kv_free(kv);
+            tp_fail(err, "cannot reserve the KV cache: %d slots x %d layers (%.2fGB)", capacity, n_layers,
+                    2.0 * (double)layer_bytes * n_layers / GB);
+            return NULL;
+        }
+    }
+    return kv;
+}
+
+void tp_kv_free(tp_kv *kv) {
+    if (!kv) return;
+    for (int l = 0; l < kv->n_layers; l++) {
+        free(kv->k[l]);
+        free(kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    free(kv->slots);
+    free(kv);
+}
+
+void tp_kv_clear(tp_kv *kv) {
+    kv->n = 0;
+    kv->n_alive = 0;
+}
+
+int tp_kv_reserve(tp_kv *kv, int n_new, int *which, char *err) {
+    int need = kv->n + n_new;
+    size_t per = tp_kv_bytes_per_slot(kv);
+    bool too_many = need > kv->max_slots;
+    bool too_big = kv->max_bytes && (size_t)need * per > kv->max_bytes;
+    if ((too_many || too_big) && kv->n_alive < kv->n) {
+        tp_kv_compact(kv, NULL); /* reclaim pruned slots before refusing */
+        need = kv->n + n_new;
+        too_many = need > kv->max_slots;
+        too_big = kv->max_bytes && (size_t)need * per > kv->max_bytes;
+    }
+    if (too_many) {
+        if (which) *which = 1;
+        return tp_fail(err,
+                       "Cache token limit exceeded: %d > %d. Raise --max-cache-tokens, lower --max-tokens, "
+                       "or raise --selection-threshold / lower --max-parallel-tokens for fewer tokens per step.",
+                       need, kv->max_slots);
+    }
+    if (too_big) {
+        if (which) *which = 2;
+        return tp_fail(err,
+                       "Cache memory limit would be exceeded: %.2fGB > %.2fGB. Raise --max-memory-gb, lower "
+                       "--max-tokens, raise --selection-threshold, or lower --max-parallel-tokens.",
+                       (double)need * (double)per / GB, (double)kv->max_bytes / GB);
+    }
+    return 0;
+}
+
+int tp_kv_append(tp_kv *kv, int32_t token, int32_t pos, int32_t step) {
+    if (kv->n >= kv->capacity) return -1;
+    tp_slot *s = &kv->slots[kv->n];
+    s->token = token;
+    s->pos = pos;
+    s->step = step;
+    s->alive = true;
+    kv->n_alive++;
+    return kv->n++;
+}
+
+void tp_kv_kill(tp_kv *kv, int slot) {
+    if (slot < 0 || slot >= kv->n || !kv->slots[slot].alive) return;
+    kv->slots[slot].alive = false;
+    kv->n_alive--;
+}
+
+int tp_kv_compact(tp_kv *kv, int *map_out) {
+    size_t rb = tp_kv_row_bytes(kv);
+    int w = 0;
+    for (int r = 0; r < kv->n; r++) {
+        if (!kv->slots[r].alive) {
+            if (map_out) map_out[r] = -1;
+            continue;
+        }
+        if (w != r) {
+            kv->slots[w] = kv->slots[r];
+            for (int l = 0; l < kv->n_layers; l++) {
+                memcpy((char *)kv->k[l] + (size_t)w * rb, (char *)kv->k[l] + (size_t)r * rb, rb);
+                memcpy((char *)kv->v[l] + (size_t)w * rb, (char *)kv->v[l] + (size_t)r * rb, rb);
+            }
+        }
+        if (map_out) map_out[r] = w;
+        w++;
+    }
+    int removed = kv->n - w;
+    kv->n = w;
+    return removed;
+}
+
+/* Q8_0 rows: the same rounding as ggml's quantize_row_q8_0 reference. */
+static void store_row(const tp_kv *kv, void *dst, const float *src) {
+    switch (kv->type) {
+    case TP_KV_F32: memcpy(dst, src, (size_t)kv->kv_dim * 4); break;
+    case TP_KV_F16: {
+        uint16_t *d = dst;
+        for (int i = 0; i < kv->kv_dim; i++) d[i] = tp_f32_to_f16(src[i]);
+        break;
+    }
+    case TP_KV_Q8_0: tp_quantize_row(TP_Q8_0, src, dst, (size_t)kv->kv_dim); break;
+    }
+}
+
+void tp_kv_store(tp_kv *kv, int l, int s, const float *k, const float *v) {
+    size_t rb = tp_kv_row_bytes(kv);
+    store_row(kv, (char *)kv->k[l] + (size_t)s * rb, k);
+    store_row(kv, (char *)kv->v[l] + (size_t)s * rb, v);
+}
+
+void tp_kv_load(const tp_kv *kv, const void *row, int off, int len, float *out) {
+    switch (kv->type) {
+    case TP_KV_F32: memcpy(out, (const float *)row + off, (size_t)len * 4); break;
+    case TP_KV_F16: {
+        const uint16_t *r = (const uint16_t *)row + off;
+        for (int i = 0; i < len; i++) out[i] = tp_f16_to_f32(r[i]);
+        break;
+    }
+    case TP_KV_Q8_0: {
+        const block_q8_0 *b = row;
+        for (int i = 0; i < len; i++) {
+            int e = off + i;
+            out[i] = tp_f16_to_f32(b[e / QK8_0].d) * (float)b[e / QK8_0].qs[e % QK8_0];
+        }
+        break;
+    }
+    }
+}
