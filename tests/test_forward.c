@@ -1,0 +1,232 @@
+/* test_forward.c: the forward pass on the real stories260K model against
+ * llama.cpp's and llama2.c's reference outputs (shared/models/reference). */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+#define REF_FILE SHARED_DIR "/models/reference/stories260K-llamacpp-greedy.txt"
+#define M_F32 SHARED_DIR "/models/stories260K.gguf"
+#define M_F16 SHARED_DIR "/models/generated/stories260K-f16.gguf"
+#define M_Q8 SHARED_DIR "/models/generated/stories260K-q8_0.gguf"
+#define M_Q4 SHARED_DIR "/models/generated/stories260K-q4_0.gguf"
+
+/* One "=== model: ..." section of the reference file. */
+typedef struct {
+    int prompt[16], n_prompt;
+    int gen[256], n_gen;
+    int n_logit_lines;
+    float first8[8][8];      /* [pos][i] */
+    int top_id[8][5];
+    float top_logit[8][5];
+} ref_section;
+
+/* model: "models/stories260K.gguf"; bos_only: the "" prompt section, else "Once upon a time". */
+static bool load_ref(const char *model, bool bos_only, ref_section *r) {
+    size_t len;
+    char err[TP_ERR_LEN];
+    char *txt = tp_read_file(REF_FILE, &len, err);
+    if (!txt) return false;
+    char head[256];
+    snprintf(head, sizeof head, "=== model: %s  prompt: %s", model, bos_only ? "\"\"" : "\"Once upon a time\"");
+    char *s = strstr(txt, head);
+    bool ok = false;
+    memset(r, 0, sizeof *r);
+    if (s) {
+        char *end = strstr(s + 1, "=== model:");
+        if (end) *end = 0;
+        char *line = strtok(s, "\n");
+        while (line) {
+            if (!strncmp(line, "prompt_tokens:", 14)) r->n_prompt = test_parse_ints(line + 14, r->prompt, 16);
+            else if (!strncmp(line, "generated_tokens:", 17)) r->n_gen = test_parse_ints(line + 17, r->gen, 256);
+            else if (!strncmp(line, "logits pos=", 11) && r->n_logit_lines < 8) {
+                int p = r->n_logit_lines++;
+                char *f = strstr(line, "first8:") + 7;
+                for (int i = 0; i < 8; i++) r->first8[p][i] = strtof(f, &f);
+                char *t = strstr(line, "top5:") + 5;
+                for (int i = 0; i < 5; i++) {
+                    r->top_id[p][i] = (int)strtol(t, &t, 10);
+                    t++; /* ':' */
+                    r->top_logit[p][i] = strtof(t, &t);
+                }
+            }
+            line = strtok(NULL, "\n");
+        }
+        ok = r->n_prompt > 0 && r->n_gen > 0;
+    }
+    free(txt);
+    return ok;
+}
+
+static tp_model *load(const char *path) {
+    char err[TP_ERR_LEN] = "";
+    tp_load_opts o = { .n_threads = 2 };
+    tp_model *m = tp_model_load(path, &o, err);
+    if (!m) fprintf(stderr, "  load %s: %s\n", path, err);
+    return m;
+}
+
+static tp_kv *new_kv(const tp_model *m, tp_kv_type t) {
+    char err[TP_ERR_LEN];
+    return tp_kv_new(m->hp.n_layers, m->hp.n_kv_heads * m->hp.head_dim, t, m->hp.n_ctx, 0, err);
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Prefill the prompt (causal, all logits into `prompt_logits` if given), then n greedy steps. */
+static int greedy(tp_model *m, tp_kv_type kt, const int *prompt, int np, int n, int *out, float *prompt_logits) {
+    tp_kv *kv = new_kv(m, kt);
+    int V = m->hp.n_vocab;
+    float *logits = malloc(sizeof(float) * V * (size_t)np);
+    int32_t toks[64], pos[64];
+    for (int i = 0; i < np; i++) { toks[i] = prompt[i]; pos[i] = i; }
+    char err[TP_ERR_LEN];
+    tp_batch b = { .n = np, .tokens = toks, .pos = pos, .step = -1, .vis = TP_VIS_CAUSAL, .logits = logits };
+    int got = 0;
+    if (tp_forward(m, kv, &b, err) == 0) {
+        if (prompt_logits) memcpy(prompt_logits, logits, sizeof(float) * V * (size_t)np);
+        int next = argmax(logits + (size_t)(np - 1) * V, V);
+        for (got = 0; got < n; got++) {
+            out[got] = next;
+            if (got + 1 == n) { got++; break; }
+            int32_t t = next, p = np + got;
+            tp_batch s = { .n = 1, .tokens = &t, .pos = &p, .step = got, .vis = TP_VIS_ISOLATED, .logits = logits };
+            if (tp_forward(m, kv, &s, err)) { fprintf(stderr, "  %s\n", err); break; }
+            next = argmax(logits, V);
+        }
+    } else fprintf(stderr, "  %s\n", err);
+    free(logits);
+    tp_kv_free(kv);
+    return got;
+}
+
+static int count_equal_prefix(const int *a, const int *b, int n) {
+    int i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+TEST(forward_f32_greedy_200_from_bos_matches_references) {
+    ref_section r;
+    REQUIRE(load_ref("models/stories260K.gguf", true, &r));
+    tp_model *m = load(M_F32);
+    REQUIRE(m);
+    int out[200];
+    int n = greedy(m, TP_KV_F32, r.prompt, r.n_prompt, 200, out, NULL);
+    CHECK_INT_EQ(n, 200);
+    CHECK_INT_EQ(count_equal_prefix(out, r.gen, 200), 200);
+    /* llama2.c's text: run.c drops the first piece's leading space */
+    char err[TP_ERR_LEN];
+    char *want = tp_read_file(SHARED_DIR "/models/reference/stories260K-llama2c-greedy200.txt", NULL, err);
+    REQUIRE(want);
+    int32_t ids[200];
+    for (int i = 0; i < 200; i++) ids[i] = out[i];
+    char *text = tokenizer_decode(m->tok, ids, 200);
+    REQUIRE(text);
+    const char *t = text[0] == ' ' ? text + 1 : text;
+    size_t wl = strlen(want);
+    while (wl && want[wl - 1] == '\n') want[--wl] = 0;
+    CHECK_MSG(strcmp(t, want) == 0, "text differs:\n%s\n---\n%s", t, want);
+    free(text);
+    free(want);
+    tp_model_free(m);
+}
+
+static void check_prompt_logits(const char *model_rel, const char *path, tp_kv_type kt, double tol, int n_tokens) {
+    ref_section r;
+    REQUIRE(load_ref(model_rel, false, &r));
+    tp_model *m = load(path);
+    REQUIRE(m);
+    int V = m->hp.n_vocab;
+    float *pl = malloc(sizeof(float) * V * (size_t)r.n_prompt);
+    int out[64];
+    int n = greedy(m, kt, r.prompt, r.n_prompt, n_tokens, out, pl);
+    CHECK_INT_EQ(n, n_tokens);
+    CHECK_INT_EQ(count_equal_prefix(out, r.gen, n_tokens), n_tokens);
+    double worst = 0;
+    for (int p = 0; p < r.n_logit_lines; p++) {
+        const float *lg = pl + (size_t)p * V;
+        for (int i = 0; i < 8; i++) {
+            double d = fabs(lg[i] - r.first8[p][i]);
+            if (d > worst) worst = d;
+        }
+        for (int i = 0; i < 5; i++) {
+            double d = fabs(lg[r.top_id[p][i]] - r.top_logit[p][i]);
+            if (d > worst) worst = d;
+        }
+        CHECK_INT_EQ(argmax(lg, V), r.top_id[p][0]);
+    }
+    CHECK_MSG(worst <= tol, "%s: max |logit - llama.cpp| = %.3g > %.3g", path, worst, tol);
+    fprintf(stderr, "  %s kv=%s: max |logit diff| %.3g over %d positions\n", model_rel, kt == TP_KV_F16 ? "f16" : "f32",
+            worst, r.n_logit_lines);
+    free(pl);
+    tp_model_free(m);
+}
+
+/* llama.cpp computed its logits with an f16 KV cache: with one, we agree to 1e-4. */
+TEST(forward_f32_prompt_logits_f16_cache_within_1e4) {
+    check_prompt_logits("models/stories260K.gguf", M_F32, TP_KV_F16, 1e-4, 64);
+}
+
+TEST(forward_f32_prompt_logits_f32_cache_within_1e2) {
+    check_prompt_logits("models/stories260K.gguf", M_F32, TP_KV_F32, 1e-2, 64);
+}
+
+TEST(forward_f16_file_greedy_200) {
+    ref_section r;
+    REQUIRE(load_ref("models/generated/stories260K-f16.gguf", true, &r));
+    tp_model *m = load(M_F16);
+    REQUIRE(m);
+    int out[200];
+    CHECK_INT_EQ(greedy(m, TP_KV_F32, r.prompt, r.n_prompt, 200, out, NULL), 200);
+    CHECK_INT_EQ(count_equal_prefix(out, r.gen, 200), 200);
+    tp_model_free(m);
+}
+
+/* Quantized files: llama.cpp quantizes activations to Q8_0 for these weights, as
+ * we do, but sums in a different order and uses an f16 KV cache; the first 16
+ * tokens agree exactly and the logits at the prompt positions within 2e-2
+ * (logits are ~10-20 in magnitude; Q4_0's own rounding error is ~1e-1, so a
+ * real kernel bug shows far above this). */
+TEST(forward_q8_0_first16_and_logits) {
+    check_prompt_logits("models/generated/stories260K-q8_0.gguf", M_Q8, TP_KV_F16, 2e-2, 16);
+}
+
+TEST(forward_q4_0_first16_and_logits) {
+    check_prompt_logits("models/generated/stories260K-q4_0.gguf", M_Q4, TP_KV_F16, 2e-2, 16);
+}
+
+/* A batch of 8 tokens (causal) equals feeding the same 8 one at a time. */
+TEST(forward_batch_of_8_equals_8_single_steps) {
+    tp_model *m = load(M_F32);
+    REQUIRE(m);
+    int V = m->hp.n_vocab;
+    int32_t toks[8] = { 1, 403, 407, 261, 378, 432, 383, 286 }, pos[8];
+    for (int i = 0; i < 8; i++) pos[i] = i;
+    float *a = malloc(sizeof(float) * V * 8), *b = malloc(sizeof(float) * V * 8);
+    char err[TP_ERR_LEN];
+    tp_kv *kv = new_kv(m, TP_KV_F32);
+    tp_batch bb = { .n = 8, .tokens = toks, .pos = pos, .step = -1, .vis = TP_VIS_CAUSAL, .logits = a };
+    REQUIRE(tp_forward(m, kv, &bb, err) == 0);
+    tp_kv_clear(kv);
+    for (int i = 0; i < 8; i++) {
+        tp_batch s = { .n = 1, .tokens = &toks[i], .pos = &pos[i], .step = -1, .vis = TP_VIS_CAUSAL,
+                       .logits = b + (size_t)i * V };
+        REQUIRE(tp_forward(m, kv, &s, err) == 0);
+    }
+    double worst = 0;
+    for (int i = 0; i < 8 * V; i++) if (fabs(a[i] - b[i]) > worst) worst = fabs(a[i] - b[i]);
+    CHECK_MSG(worst <= 1e-4, "batched vs single: %.3g", worst);
+    free(a);
+    free(b);
+    tp_kv_free(kv);
+    tp_model_free(m);
+}
