@@ -52,6 +52,8 @@ tempo_model *tempo_model_open(const char *path, const tempo_config *cfg, char *e
     tm->m = m;
     tm->path = tp_xstrdup(path);
     tm->mon = tempo_memory_monitor_new(cfg->max_memory_gb);
+    tp_memory_set_weights(tm->mon, m->weight_bytes + m->owned_bytes);
+    tp_memory_set_work(tm->mon, tp_forward_work_bytes(m));
 out:
     if (cfg == &defaults) tempo_config_free(&defaults);
     return tm;

@@ -31,13 +31,16 @@ tok_kind tokenizer_kind(const tokenizer *t);
 int tokenizer_vocab_size(const tokenizer *t);
 int tokenizer_bos(const tokenizer *t); /* -1 if none */
 int tokenizer_eos(const tokenizer *t); /* -1 if none */
+int tokenizer_eot(const tokenizer *t); /* end of turn (<|eot_id|>), -1 if none */
 bool tokenizer_adds_bos(const tokenizer *t);
 /* End-of-generation: eos, eot, eom and the like. */
 bool tokenizer_is_eog(const tokenizer *t, int id);
 
 /* Encode text. add_bos: prepend BOS when the tokenizer has one and wants it
  * (add_bos=false never adds). parse_special: text like "<|eot_id|>" that spells
- * a control/special token becomes that token. Returns the number of ids written
+ * a control/special token becomes that token (user-defined tokens always do, as
+ * llama.cpp). add_bos also appends EOS when the tokenizer asks for that
+ * (tokenizer.ggml.add_eos_token; llama.cpp's add_special). Returns the number of ids written
  * into out (at most cap) -- or the number needed if it exceeds cap; -1 on error. */
 int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
                      int32_t *out, int cap);
@@ -46,10 +49,15 @@ int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool pa
  * byte mapping undone). Control tokens give "" unless show_special. Returns the
  * length written (the piece may be longer than cap: then -needed). */
 int tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap);
-/* Decode a sequence (the first piece after BOS keeps its leading space, as llama.cpp). */
+/* Decode a sequence (the first piece after BOS keeps its leading space, as llama.cpp).
+ * Control tokens are left out; the result is malloc'ed and NUL-terminated. */
 char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int n);
+/* The same, writing control tokens (e.g. "<|eot_id|>") as their text when show_special. */
+char *tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special);
 /* The token's vocabulary string as stored (e.g. "▁the"); NULL for a bad id. */
 const char *tokenizer_token_text(const tokenizer *t, int id);
+/* TOKT_* of a token (0 for a bad id). */
+int tokenizer_token_type(const tokenizer *t, int id);
 /* Id of an exact vocabulary string, or -1. */
 int tokenizer_find(const tokenizer *t, const char *text);
 
