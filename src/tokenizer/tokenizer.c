@@ -1,0 +1,606 @@
+/* tokenizer.c: the parts both tokenizer kinds share: the vocabulary and its
+ * text -> id hash, BPE merge table, special tokens and the end-of-generation set,
+ * splitting text on special tokens, decoding, and loading from GGUF metadata.
+ * The merge algorithms themselves are in spm.c and bpe.c; tokenizer.json is
+ * read by hf_json.c. Behaviour follows llama.cpp's src/llama-vocab.cpp.
+ */
+#include "tokenizer/tok_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "format/gguf.h"
+
+/* ---------- small containers ---------- */
+
+void tok_ivec_push(tok_ivec *a, int32_t x) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->v = tp_xrealloc(a->v, (size_t)a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = x;
+}
+
+static bool bigram_less(const tok_bigram *a, const tok_bigram *b) {
+    return a->key < b->key || (a->key == b->key && a->left < b->left);
+}
+
+void tok_heap_push(tok_heap *h, tok_bigram b) {
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->v = tp_xrealloc(h->v, (size_t)h->cap * sizeof *h->v);
+    }
+    int i = h->n++;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!bigram_less(&b, &h->v[p])) break;
+        h->v[i] = h->v[p];
+        i = p;
+    }
+    h->v[i] = b;
+}
+
+tok_bigram tok_heap_pop(tok_heap *h) {
+    tok_bigram top = h->v[0];
+    tok_bigram last = h->v[--h->n];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && bigram_less(&h->v[c + 1], &h->v[c])) c++;
+        if (!bigram_less(&h->v[c], &last)) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n > 0) h->v[i] = last;
+    return top;
+}
+
+/* ---------- vocabulary ---------- */
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+static uint32_t pow2_at_least(size_t n) {
+    uint32_t c = 16;
+    while (c < n) c <<= 1;
+    return c;
+}
+
+tokenizer *tok_new(tok_kind kind, int n_vocab, const char *source) {
+    tokenizer *t = tp_xcalloc(1, sizeof *t);
+    t->kind = kind;
+    t->n_vocab = n_vocab;
+    snprintf(t->src, sizeof t->src, "%s", source ? source : "tokenizer");
+    size_t n = (size_t)n_vocab;
+    t->arena_cap = 1 << 16;
+    t->arena = tp_xmalloc(t->arena_cap);
+    t->arena[0] = 0; /* every token starts as "" at offset 0 */
+    t->arena_len = 1;
+    t->off = tp_xcalloc(n, sizeof *t->off);
+    t->len = tp_xcalloc(n, sizeof *t->len);
+    t->score = tp_xcalloc(n, sizeof *t->score);
+    t->type = tp_xcalloc(n, sizeof *t->type);
+    t->eog = tp_xcalloc(n, sizeof *t->eog);
+    t->bos = t->eos = t->eot = t->eom = t->unk = -1;
+    return t;
+}
+
+void tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type) {
+    if (t->arena_len + len + 1 > t->arena_cap) {
+        while (t->arena_len + len + 1 > t->arena_cap) t->arena_cap *= 2;
+        t->arena = tp_xrealloc(t->arena, t->arena_cap);
+    }
+    memcpy(t->arena + t->arena_len, text, len);
+    t->arena[t->arena_len + len] = 0;
+    t->off[id] = (uint32_t)t->arena_len;
+    t->len[id] = (uint32_t)len;
+    t->arena_len += len + 1;
+    t->score[id] = score;
+    t->type[id] = (uint8_t)type;
+}
+
+void tok_index(tokenizer *t) {
+    uint32_t cap = pow2_at_least((size_t)t->n_vocab * 2);
+    free(t->hash);
+    t->hash = tp_xmalloc((size_t)cap * sizeof *t->hash);
+    memset(t->hash, 0xff, (size_t)cap * sizeof *t->hash);
+    t->hash_mask = cap - 1;
+    for (int id = 0; id < t->n_vocab; id++) {
+        const char *s = t->arena + t->off[id];
+        uint32_t n = t->len[id];
+        uint32_t h = (uint32_t)hash_bytes(s, n) & t->hash_mask;
+        for (;; h = (h + 1) & t->hash_mask) {
+            int32_t o = t->hash[h];
+            if (o < 0) { t->hash[h] = id; break; }
+            /* a duplicate text maps to the last id that has it (as llama.cpp) */
+            if (t->len[o] == n && memcmp(t->arena + t->off[o], s, n) == 0) { t->hash[h] = id; break; }
+        }
+    }
+}
+
+int tok_lookup(const tokenizer *t, const char *text, size_t len) {
+    uint32_t h = (uint32_t)hash_bytes(text, len) & t->hash_mask;
+    for (;; h = (h + 1) & t->hash_mask) {
+        int32_t o = t->hash[h];
+        if (o < 0) return -1;
+        if (t->len[o] == len && memcmp(t->arena + t->off[o], text, len) == 0) return o;
+    }
+}
+
+int tok_valid_id(const tokenizer *t, int64_t id) {
+    return id >= 0 && id < t->n_vocab ? (int)id : -1;
+}
+
+/* ---------- BPE merges ---------- */
+
+static uint32_t merge_slot(uint64_t key, uint32_t mask) {
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+void tok_reserve_merges(tokenizer *t, size_t n) {
+    uint32_t cap = pow2_at_least(n * 2);
+    free(t->mkey); free(t->mrank); free(t->mres);
+    t->mkey = tp_xcalloc(cap, sizeof *t->mkey);
+    t->mrank = tp_xmalloc((size_t)cap * sizeof *t->mrank);
+    t->mres = tp_xmalloc((size_t)cap * sizeof *t->mres);
+    t->mmask = cap - 1;
+    t->n_merges = 0;
+}
+
+void tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank) {
+    int32_t li = tok_lookup(t, l, ll), ri = tok_lookup(t, r, rl);
+    if (li < 0 || ri < 0) return;
+    if ((size_t)(t->n_merges + 1) * 2 > (size_t)t->mmask + 1) return; /* reserve was too small */
+    char buf[512];
+    char *cat = ll + rl <= sizeof buf ? buf : tp_xmalloc(ll + rl);
+    memcpy(cat, l, ll);
+    memcpy(cat + ll, r, rl);
+    int32_t res = tok_lookup(t, cat, ll + rl);
+    if (cat != buf) free(cat);
+    uint64_t key = ((uint64_t)(uint32_t)li << 32 | (uint32_t)ri) + 1;
+    for (uint32_t h = merge_slot(key, t->mmask);; h = (h + 1) & t->mmask) {
+        if (t->mkey[h] == key) return; /* the first (lowest-rank) one wins */
+        if (t->mkey[h] == 0) {
+            t->mkey[h] = key;
+            t->mrank[h] = rank;
+            t->mres[h] = res;
+            t->n_merges++;
+            return;
+        }
+    }
+}
+
+bool tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank) {
+    const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
+    if (!sp) return false;
+    size_t ll = (size_t)(sp - s);
+    tok_add_merge(t, s, ll, sp + 1, len - ll - 1, rank);
+    return true;
+}
+
+bool tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res) {
+    if (l < 0 || r < 0 || !t->mkey) return false;
+    uint64_t key = ((uint64_t)(uint32_t)l << 32 | (uint32_t)r) + 1;
+    for (uint32_t h = merge_slot(key, t->mmask);; h = (h + 1) & t->mmask) {
+        if (t->mkey[h] == key) { *rank = t->mrank[h]; *res = t->mres[h]; return true; }
+        if (t->mkey[h] == 0) return false;
+    }
+}
+
+/* ---------- finishing: special tokens, EOG, pieces ---------- */
+
+static const tokenizer *sort_ctx;
+static int cmp_special(const void *a, const void *b) {
+    int x = *(const int32_t *)a, y = *(const int32_t *)b;
+    uint32_t lx = sort_ctx->len[x], ly = sort_ctx->len[y];
+    if (lx != ly) return lx > ly ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Token texts that end generation, as llama.cpp's list (plus "</s>"). */
+static const char *const eog_texts[] = {
+    "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<|end|>",
+    "<end_of_turn>", "<EOT>", "</s>",
+};
+
+static void build_pieces(tokenizer *t) {
+    size_t cap = t->arena_len + 16, len = 0;
+    t->pieces = tp_xmalloc(cap);
+    t->poff = tp_xmalloc((size_t)t->n_vocab * sizeof *t->poff);
+    t->plen = tp_xmalloc((size_t)t->n_vocab * sizeof *t->plen);
+    for (int id = 0; id < t->n_vocab; id++) {
+        const char *s = t->arena + t->off[id];
+        uint32_t n = t->len[id];
+        /* a decoded piece is never longer than the stored text */
+        if (len + n + 1 > cap) {
+            while (len + n + 1 > cap) cap *= 2;
+            t->pieces = tp_xrealloc(t->pieces, cap);
+        }
+        char *o = t->pieces + len;
+        size_t m = 0;
+        int ty = t->type[id];
+        if (ty == TOKT_CONTROL || ty == TOKT_UNKNOWN || ty == TOKT_USER) {
+            memcpy(o, s, n);
+            m = n;
+        } else if (ty == TOKT_NORMAL && t->kind == TOK_SPM) {
+            for (uint32_t i = 0; i < n;) {
+                if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) { o[m++] = ' '; i += 3; }
+                else o[m++] = s[i++];
+            }
+        } else if (ty == TOKT_NORMAL) { /* BPE: undo the GPT-2 byte mapping */
+            for (uint32_t i = 0; i < n;) {
+                uint8_t c = (uint8_t)s[i];
+                int k = tok_utf8_len(c);
+                if (i + (uint32_t)k > n) k = 1;
+                uint32_t cp = c;
+                if (k == 2) cp = (uint32_t)(c & 0x1f) << 6 | ((uint8_t)s[i + 1] & 0x3f);
+                int b = k <= 2 ? bpe_char_byte(cp) : -1;
+                if (b >= 0) o[m++] = (char)b;
+                else { memcpy(o + m, s + i, (size_t)k); m += (size_t)k; } /* not a mapped char: keep */
+                i += (uint32_t)k;
+            }
+        } else if (ty == TOKT_BYTE && t->kind == TOK_SPM) {
+            unsigned v;
+            if (n == 6 && sscanf(s, "<0x%2x>", &v) == 1) o[m++] = (char)v;
+        }
+        t->poff[id] = (uint32_t)len;
+        t->plen[id] = (uint32_t)m;
+        len += m;
+    }
+}
+
+bool tok_finish(tokenizer *t, char *err) {
+    /* eot / eom by text when the metadata has none (llama.cpp does the same) */
+    if (t->eot < 0) t->eot = tok_lookup(t, "<|eot_id|>", 10);
+    if (t->eom < 0) t->eom = tok_lookup(t, "<|eom_id|>", 10);
+
+    for (size_t i = 0; i < sizeof eog_texts / sizeof eog_texts[0]; i++) {
+        int id = tok_lookup(t, eog_texts[i], strlen(eog_texts[i]));
+        if (id < 0) continue;
+        t->eog[id] = 1;
+        /* an end-of-generation token must never show up as text */
+        if (t->type[id] != TOKT_CONTROL && t->type[id] != TOKT_UNKNOWN) t->type[id] = TOKT_CONTROL;
+    }
+    if (t->eos >= 0) t->eog[t->eos] = 1;
+    if (t->eot >= 0) t->eog[t->eot] = 1;
+    if (t->eom >= 0) t->eog[t->eom] = 1;
+
+    int ns = 0;
+    for (int id = 0; id < t->n_vocab; id++) {
+        int ty = t->type[id];
+        if ((ty == TOKT_CONTROL || ty == TOKT_USER || ty == TOKT_UNKNOWN) && t->len[id] > 0) ns++;
+    }
+    t->special = tp_xmalloc((size_t)(ns ? ns : 1) * sizeof *t->special);
+    t->n_special = 0;
+    for (int id = 0; id < t->n_vocab; id++) {
+        int ty = t->type[id];
+        if ((ty == TOKT_CONTROL || ty == TOKT_USER || ty == TOKT_UNKNOWN) && t->len[id] > 0)
+            t->special[t->n_special++] = id;
+    }
+    sort_ctx = t;
+    qsort(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special);
+    sort_ctx = NULL;
+
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        int n;
+        if (t->kind == TOK_SPM) n = snprintf(buf, sizeof buf, "<0x%02X>", b);
+        else n = bpe_byte_utf8((uint8_t)b, buf);
+        t->byte_tok[b] = tok_lookup(t, buf, (size_t)n);
+    }
+
+    build_pieces(t);
+
+    if (t->kind == TOK_BPE && !bpe_compile_regex(t, err)) return false;
+    return true;
+}
+
+void tokenizer_free(tokenizer *t) {
+    if (!t) return;
+    free(t->arena); free(t->off); free(t->len); free(t->score); free(t->type); free(t->eog);
+    free(t->hash);
+    free(t->mkey); free(t->mrank); free(t->mres);
+    free(t->pieces); free(t->poff); free(t->plen);
+    free(t->special);
+    if (t->re) pcre2_code_free(t->re);
+    free(t);
+}
+
+/* ---------- queries ---------- */
+
+tok_kind tokenizer_kind(const tokenizer *t) { return t->kind; }
+int tokenizer_vocab_size(const tokenizer *t) { return t->n_vocab; }
+int tokenizer_bos(const tokenizer *t) { return t->bos; }
+int tokenizer_eos(const tokenizer *t) { return t->eos; }
+int tokenizer_eot(const tokenizer *t) { return t->eot; }
+bool tokenizer_adds_bos(const tokenizer *t) { return t->add_bos && t->bos >= 0; }
+bool tokenizer_is_eog(const tokenizer *t, int id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
+int tokenizer_token_type(const tokenizer *t, int id) {
+    return id >= 0 && id < t->n_vocab ? t->type[id] : 0;
+}
+
+const char *tokenizer_token_text(const tokenizer *t, int id) {
+    if (id < 0 || id >= t->n_vocab) return NULL;
+    return t->arena + t->off[id];
+}
+
+int tokenizer_find(const tokenizer *t, const char *text) {
+    return text ? tok_lookup(t, text, strlen(text)) : -1;
+}
+
+/* ---------- encoding ---------- */
+
+typedef struct {
+    int32_t tok;   /* -1: raw text [off, off+len) */
+    size_t off, len;
+} fragment;
+
+/* Split the text on special-token texts, longest token first, every occurrence
+ * in every remaining raw fragment (llama.cpp's tokenizer_st_partition). Control
+ * and unknown tokens only count when parse_special; user-defined ones always do. */
+static fragment *partition(const tokenizer *t, const char *text, size_t n, bool parse_special, int *nf) {
+    int cap = 8, cnt = 0;
+    fragment *fr = tp_xmalloc((size_t)cap * sizeof *fr);
+    if (n == 0) { *nf = 0; return fr; }
+    fr[cnt++] = (fragment){ -1, 0, n };
+    for (int k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        if (!parse_special && t->type[id] != TOKT_USER) continue;
+        const char *st = t->arena + t->off[id];
+        size_t sl = t->len[id];
+        if (sl > n || !memmem(text, n, st, sl)) continue; /* quick reject */
+        fragment *nw = NULL;
+        int ncap = 0, nn = 0;
+        for (int i = 0; i < cnt; i++) {
+            fragment f = fr[i];
+            for (;;) {
+                const char *m = f.tok < 0 && f.len >= sl ? memmem(text + f.off, f.len, st, sl) : NULL;
+                size_t left = m ? (size_t)(m - (text + f.off)) : 0;
+                int add = !m ? 1 : (left > 0) + 1;
+                if (nn + add > ncap) {
+                    ncap = ncap ? ncap * 2 : cnt * 2 + 4;
+                    while (nn + add > ncap) ncap *= 2;
+                    nw = tp_xrealloc(nw, (size_t)ncap * sizeof *nw);
+                }
+                if (!m) { nw[nn++] = f; break; }
+                if (left > 0) nw[nn++] = (fragment){ -1, f.off, left };
+                nw[nn++] = (fragment){ id, 0, 0 };
+                f.off += left + sl;
+                f.len -= left + sl;
+                if (f.len == 0) break;
+            }
+        }
+        free(fr);
+        fr = nw;
+        cnt = nn;
+        cap = ncap;
+    }
+    (void)cap;
+    *nf = cnt;
+    return fr;
+}
+
+int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
+                     int32_t *out, int cap) {
+    if (!t || !text || cap < 0 || (cap > 0 && !out)) return -1;
+    size_t n = strlen(text);
+    tok_ivec ids = { 0 };
+    int nf;
+    fragment *fr = partition(t, text, n, parse_special, &nf);
+    bool ok = true;
+
+    if (add_bos && t->add_bos && t->bos >= 0) tok_ivec_push(&ids, t->bos);
+
+    char *esc = NULL;
+    size_t esc_cap = 0;
+    bool prev_special = true; /* SPM: a fragment at the start or after a special token gets "▁" */
+    for (int i = 0; i < nf && ok; i++) {
+        if (fr[i].tok >= 0) {
+            tok_ivec_push(&ids, fr[i].tok);
+            prev_special = true;
+            continue;
+        }
+        const char *s = text + fr[i].off;
+        size_t len = fr[i].len;
+        if (t->kind == TOK_BPE) {
+            ok = bpe_encode(t, s, len, &ids);
+            continue;
+        }
+        /* SPM: optional space prefix, then every space becomes U+2581 "▁" */
+        size_t need = (len + 1) * 3;
+        if (need > esc_cap) { esc_cap = need; esc = tp_xrealloc(esc, esc_cap); }
+        size_t m = 0;
+        if (t->add_space_prefix && prev_special) { memcpy(esc, "\xe2\x96\x81", 3); m = 3; }
+        for (size_t j = 0; j < len; j++) {
+            if (s[j] == ' ') { memcpy(esc + m, "\xe2\x96\x81", 3); m += 3; }
+            else esc[m++] = s[j];
+        }
+        spm_encode(t, esc, m, &ids);
+        prev_special = false;
+    }
+    free(esc);
+    free(fr);
+
+    if (ok && add_bos && t->add_eos && t->eos >= 0) tok_ivec_push(&ids, t->eos);
+
+    int result = ok ? ids.n : -1;
+    if (ok && cap > 0) memcpy(out, ids.v, (size_t)(ids.n < cap ? ids.n : cap) * sizeof *out);
+    free(ids.v);
+    return result;
+}
+
+/* ---------- decoding ---------- */
+
+static bool hidden(const tokenizer *t, int id, bool show_special) {
+    return !show_special && (t->type[id] == TOKT_CONTROL || t->type[id] == TOKT_UNKNOWN);
+}
+
+int tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap) {
+    if (!t || id < 0 || id >= t->n_vocab || hidden(t, id, show_special)) return 0;
+    int n = (int)t->plen[id];
+    if (n > cap) return -n;
+    memcpy(buf, t->pieces + t->poff[id], (size_t)n);
+    return n;
+}
+
+char *tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < t->n_vocab && !hidden(t, ids[i], show_special)) total += t->plen[ids[i]];
+    char *s = tp_xmalloc(total + 1), *o = s;
+    for (int i = 0; i < n; i++) {
+        int id = ids[i];
+        if (id < 0 || id >= t->n_vocab || hidden(t, id, show_special)) continue;
+        memcpy(o, t->pieces + t->poff[id], t->plen[id]);
+        o += t->plen[id];
+    }
+    *o = 0;
+    return s;
+}
+
+char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int n) {
+    return tokenizer_decode_special(t, ids, n, false);
+}
+
+/* ---------- GGUF ---------- */
+
+static bool read_id(const gguf_file *f, tokenizer *t, const char *key, int *out, char *err) {
+    int64_t v;
+    char e2[TP_ERR_LEN];
+    if (gguf_get_int(f, key, &v, e2)) { *out = tok_valid_id(t, v); return true; }
+    if (e2[0]) return tp_fail(err, "%s: %s", t->src, e2), false;
+    return true; /* absent: keep the default */
+}
+
+static bool read_flag(const gguf_file *f, tokenizer *t, const char *key, bool *out, char *err) {
+    char e2[TP_ERR_LEN];
+    bool v;
+    if (gguf_get_bool(f, key, &v, e2)) { *out = v; return true; }
+    if (e2[0]) return tp_fail(err, "%s: %s", t->src, e2), false;
+    return true;
+}
+
+static const gguf_value *find_array(const gguf_file *f, const char *path, const char *key, bool numeric,
+                                    uint64_t want, bool required, bool *bad, char *err) {
+    const gguf_kv *kv = gguf_find(f, key);
+    *bad = false;
+    if (!kv) {
+        if (required) { *bad = true; tp_fail(err, "%s: %s missing", path, key); }
+        return NULL;
+    }
+    const gguf_value *v = &kv->value;
+    uint32_t et = v->v.arr.elem_type;
+    bool ok = v->type == GGUF_ARRAY &&
+              (numeric ? et <= GGUF_I64 && et != GGUF_BOOL && et != GGUF_STRING && et != GGUF_ARRAY
+                       : et == GGUF_STRING);
+    if (!ok) {
+        *bad = true;
+        tp_fail(err, "%s: %s is not %s array", path, key, numeric ? "a numeric" : "a string");
+        return NULL;
+    }
+    if (want && v->v.arr.count != want) {
+        *bad = true;
+        tp_fail(err, "%s: %s has %llu entries, expected %llu (one per token)", path, key,
+                (unsigned long long)v->v.arr.count, (unsigned long long)want);
+        return NULL;
+    }
+    return v;
+}
+
+tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err) {
+    const char *path = f && f->path ? f->path : "gguf";
+    if (!f) return tp_fail(err, "tokenizer: no GGUF file"), NULL;
+    char *model = gguf_get_string(f, "tokenizer.ggml.model");
+    if (!model) return tp_fail(err, "%s: tokenizer.ggml.model missing", path), NULL;
+    tok_kind kind;
+    if (strcmp(model, "llama") == 0) kind = TOK_SPM;
+    else if (strcmp(model, "gpt2") == 0) kind = TOK_BPE;
+    else {
+        tp_fail(err, "%s: tokenizer.ggml.model '%s' not supported (llama or gpt2)", path, model);
+        free(model);
+        return NULL;
+    }
+    free(model);
+
+    if (kind == TOK_BPE) {
+        char *pre = gguf_get_string(f, "tokenizer.ggml.pre");
+        bool ok = pre && (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0 ||
+                          strcmp(pre, "llama-v3") == 0);
+        if (!ok) {
+            tp_fail(err, "%s: tokenizer.ggml.pre '%s' not supported for gpt2 (llama-bpe or llama3)", path,
+                    pre ? pre : "(missing)");
+            free(pre);
+            return NULL;
+        }
+        free(pre);
+    }
+
+    bool bad;
+    const gguf_value *toks = find_array(f, path, "tokenizer.ggml.tokens", false, 0, true, &bad, err);
+    if (!toks) return NULL;
+    uint64_t n = toks->v.arr.count;
+    if (n == 0 || n > (1u << 30)) return tp_fail(err, "%s: tokenizer.ggml.tokens has %llu entries", path,
+                                                 (unsigned long long)n), NULL;
+    const gguf_value *scores = find_array(f, path, "tokenizer.ggml.scores", true, n, false, &bad, err);
+    if (bad) return NULL;
+    const gguf_value *types = find_array(f, path, "tokenizer.ggml.token_type", true, n, false, &bad, err);
+    if (bad) return NULL;
+    const gguf_value *merges = NULL;
+    if (kind == TOK_BPE) {
+        merges = find_array(f, path, "tokenizer.ggml.merges", false, 0, true, &bad, err);
+        if (!merges) return NULL;
+    }
+
+    tokenizer *t = tok_new(kind, (int)n, path);
+    for (uint64_t i = 0; i < n; i++) {
+        gguf_str s = gguf_arr_str(toks, i);
+        float sc = scores ? (float)gguf_arr_float(scores, i) : 0.0f;
+        int ty = types ? (int)gguf_arr_int(types, i) : TOKT_NORMAL;
+        tok_set_token(t, (int)i, s.str ? s.str : "", (size_t)s.len, sc, ty);
+    }
+    tok_index(t);
+
+    if (kind == TOK_SPM) {
+        /* llama.cpp's defaults for SentencePiece vocabularies */
+        t->bos = tok_valid_id(t, 1);
+        t->eos = tok_valid_id(t, 2);
+        t->unk = tok_valid_id(t, 0);
+        t->add_bos = true;
+        t->add_space_prefix = true;
+    } else {
+        t->add_bos = true; /* Llama 3 */
+        t->ignore_merges = true;
+        uint64_t nm = merges->v.arr.count;
+        tok_reserve_merges(t, (size_t)nm);
+        for (uint64_t i = 0; i < nm; i++) {
+            gguf_str s = gguf_arr_str(merges, i);
+            if (!s.str || !tok_add_merge_str(t, s.str, (size_t)s.len, (int)i)) {
+                tp_fail(err, "%s: tokenizer.ggml.merges[%llu] is not \"left right\"", path,
+                        (unsigned long long)i);
+                tokenizer_free(t);
+                return NULL;
+            }
+        }
+    }
+
+    bool ok = read_id(f, t, "tokenizer.ggml.bos_token_id", &t->bos, err) &&
+              read_id(f, t, "tokenizer.ggml.eos_token_id", &t->eos, err) &&
+              read_id(f, t, "tokenizer.ggml.unknown_token_id", &t->unk, err) &&
+              read_id(f, t, "tokenizer.ggml.eot_token_id", &t->eot, err) &&
+              read_id(f, t, "tokenizer.ggml.eom_token_id", &t->eom, err) &&
+              read_flag(f, t, "tokenizer.ggml.add_bos_token", &t->add_bos, err) &&
+              read_flag(f, t, "tokenizer.ggml.add_eos_token", &t->add_eos, err) &&
+              (kind != TOK_SPM || read_flag(f, t, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err)) &&
+              tok_finish(t, err);
+    if (!ok) { tokenizer_free(t); return NULL; }
+    return t;
+}
