@@ -31,10 +31,16 @@ size_t tp_budget_kv_max_bytes(const tp_budget *b);
  * dead KV slots first when that is what makes room. Returns 0 when the run must
  * stop: *why is TEMPO_STOP_CACHE_LIMIT or TEMPO_STOP_MEMORY_LIMIT and msg (TP_ERR_LEN)
  * holds the spec's message. With memory_policy "adapt" it returns a smaller width
- * instead of stopping while width 1 still fits, and records an adjustment. */
+ * instead of stopping while width 1 still fits, and records an adjustment.
+ * Ask only for steps whose set will be fed (not the last step). When it returns
+ * w > 0, w slots are known to fit: tp_kv_reserve(kv, w) has passed. It may call
+ * tp_kv_compact(kv) (only when dead slots exist), like tp_kv_reserve itself. */
 int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop_reason *why, char *msg);
+/* The width cap now in force (max_parallel before any "adapt" narrowing). */
+int tp_budget_current_width(const tp_budget *b);
 
-/* Adjustments recorded under "adapt" (the result's adjustments take ownership). */
+/* Adjustments recorded under "adapt" (the result's adjustments take ownership:
+ * free each reason, then the array). */
 int tp_budget_adjustments(tp_budget *b, tempo_adjustment **out);
 
 /* With debug_mode: one memory line to stderr, "<label>: Memory: System ...". */

@@ -1,0 +1,320 @@
+/* memory.c: the memory monitor (tempo.h "memory" section, memory.h).
+ *
+ * Stats come from /proc/meminfo (MemTotal, MemAvailable) and /proc/self/status
+ * (VmRSS, VmHWM). Accounted bytes are told to the monitor by the engine (model,
+ * KV cache, work buffers); usage is the larger of accounted and measured.
+ */
+#include "memory/memory.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "core/common.h"
+#include "model/model.h"
+
+struct tempo_memory_monitor {
+    double max_gb;
+    size_t limit;                         /* max_gb in bytes */
+    size_t other, weights, kv, work;      /* accounted bytes */
+};
+
+/* ------------------------------------------------------------- /proc ---- */
+
+/* Read a small /proc file into buf (no allocation). Returns bytes read or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t len = 0;
+    while (len + 1 < cap) {
+        ssize_t r = read(fd, buf + len, cap - 1 - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = 0;
+    return (ssize_t)len;
+}
+
+/* Value of "Key:   1234 kB" in /proc text, in bytes; 0 when absent. */
+static uint64_t kb_field(const char *text, const char *key) {
+    size_t kl = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == ':') return strtoull(p + kl + 1, NULL, 10) * 1024u;
+    }
+    return 0;
+}
+
+int tp_memory_read_proc(tp_proc_mem *out) {
+    char buf[4096];
+    int ok = 0;
+    memset(out, 0, sizeof *out);
+    if (read_small("/proc/meminfo", buf, sizeof buf) > 0) {
+        out->mem_total = kb_field(buf, "MemTotal");
+        out->mem_available = kb_field(buf, "MemAvailable");
+        ok++;
+    }
+    if (read_small("/proc/self/status", buf, sizeof buf) > 0) {
+        out->vm_rss = kb_field(buf, "VmRSS");
+        out->vm_hwm = kb_field(buf, "VmHWM");
+        ok++;
+    }
+    return ok ? 0 : -1;
+}
+
+const char *tp_memory_fmt_gb(double bytes, char *buf, size_t cap) {
+    double gb = bytes / TP_GB;
+    if (gb >= 0.1 || gb == 0) snprintf(buf, cap, "%.2fGB", gb);
+    else if (gb >= 0.001) snprintf(buf, cap, "%.4fGB", gb);
+    else snprintf(buf, cap, "%.6fGB", gb);
+    return buf;
+}
+
+/* ------------------------------------------------------------ limits ---- */
+
+int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *err) {
+    double limit = max_memory_gb * TP_GB;
+    if ((double)model_bytes <= limit) return 0;
+    char a[32], b[32];
+    return tp_fail(err,
+                   "model needs %s of weights but --max-memory-gb is %s: raise --max-memory-gb to more than %s "
+                   "(weights, KV cache and work buffers must all fit) or use a smaller or quantized model",
+                   tp_memory_fmt_gb((double)model_bytes, a, sizeof a), tp_memory_fmt_gb(limit, b, sizeof b),
+                   tp_memory_fmt_gb((double)model_bytes, a, sizeof a));
+}
+
+tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb) {
+    tempo_memory_monitor *mm = tp_xcalloc(1, sizeof *mm);
+    mm->max_gb = max_memory_gb;
+    mm->limit = (size_t)(max_memory_gb * TP_GB);
+    tp_proc_mem pm;
+    tp_memory_read_proc(&pm);
+    mm->other = (size_t)pm.vm_rss; /* the runtime before anything is told to us */
+    return mm;
+}
+
+void tempo_memory_monitor_free(tempo_memory_monitor *mm) { free(mm); }
+
+void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes) { mm->other = bytes; }
+void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes) { mm->weights = bytes; }
+void tp_memory_set_kv(tempo_memory_monitor *mm, size_t bytes) { mm->kv = bytes; }
+void tp_memory_set_work(tempo_memory_monitor *mm, size_t bytes) { mm->work = bytes; }
+
+void tp_memory_set_model(tempo_memory_monitor *mm, const tp_model *m) {
+    mm->weights = m->weight_bytes + m->owned_bytes;
+    mm->work = tp_forward_work_bytes(m);
+    /* The loader reads every weight page once, so the resident set now holds the
+     * weights; what is left over is the runtime, the tokenizer and bookkeeping.
+     * (If some weights are not resident yet this under-counts "other", and the
+     * measured resident set, which usage also looks at, covers the difference.) */
+    tp_proc_mem pm;
+    tp_memory_read_proc(&pm);
+    size_t known = mm->weights + mm->work + mm->kv;
+    mm->other = pm.vm_rss > known ? (size_t)pm.vm_rss - known : 0;
+}
+
+size_t tp_memory_accounted_bytes(const tempo_memory_monitor *mm) {
+    return mm->other + mm->weights + mm->kv + mm->work;
+}
+size_t tp_memory_limit_bytes(const tempo_memory_monitor *mm) { return mm->limit; }
+double tp_memory_max_gb(const tempo_memory_monitor *mm) { return mm->max_gb; }
+
+size_t tp_memory_usage_bytes(tempo_memory_monitor *mm) {
+    tp_proc_mem pm;
+    tp_memory_read_proc(&pm);
+    size_t acc = tp_memory_accounted_bytes(mm);
+    return (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
+}
+
+tempo_mem_level tp_memory_level(const tempo_memory_monitor *mm, size_t bytes) {
+    double frac = mm->limit ? (double)bytes / (double)mm->limit : INFINITY;
+    if (frac >= TP_MEM_CRITICAL_FRACTION) return TEMPO_MEM_CRITICAL;
+    if (frac >= TP_MEM_WARNING_FRACTION) return TEMPO_MEM_WARNING;
+    return TEMPO_MEM_OK;
+}
+
+/* ------------------------------------------------------------- public ---- */
+
+void tempo_memory_get_stats(tempo_memory_monitor *mm, tempo_memory_stats *out) {
+    tp_proc_mem pm;
+    memset(out, 0, sizeof *out);
+    tp_memory_read_proc(&pm);
+    out->system_total_gb = (double)pm.mem_total / TP_GB;
+    out->system_available_gb = (double)pm.mem_available / TP_GB;
+    out->system_used_gb = pm.mem_total > pm.mem_available ? (double)(pm.mem_total - pm.mem_available) / TP_GB : 0;
+    out->system_percent = pm.mem_total ? 100.0 * out->system_used_gb / out->system_total_gb : 0;
+    out->process_rss_gb = (double)pm.vm_rss / TP_GB;
+    out->process_peak_gb = (double)pm.vm_hwm / TP_GB;
+    out->kv_gb = (double)mm->kv / TP_GB;
+    out->weights_gb = (double)mm->weights / TP_GB;
+    out->has_gpu = false; /* CPU engine: no GPU backend */
+}
+
+double tempo_memory_current_usage_gb(tempo_memory_monitor *mm) {
+    return (double)tp_memory_usage_bytes(mm) / TP_GB;
+}
+
+double tempo_memory_available_gb(tempo_memory_monitor *mm) {
+    tp_proc_mem pm;
+    tp_memory_read_proc(&pm);
+    size_t acc = tp_memory_accounted_bytes(mm);
+    size_t use = (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
+    double avail = mm->limit > use ? (double)(mm->limit - use) : 0.0;
+    /* The limit may be larger than what the machine can still give. */
+    if (pm.mem_available && (double)pm.mem_available < avail) avail = (double)pm.mem_available;
+    return avail / TP_GB;
+}
+
+tempo_mem_level tempo_memory_check_limit(tempo_memory_monitor *mm, const char *operation, char *err) {
+    size_t use = tp_memory_usage_bytes(mm);
+    tempo_mem_level lv = tp_memory_level(mm, use);
+    char u[32], l[32];
+    double pct = mm->limit ? 100.0 * (double)use / (double)mm->limit : INFINITY;
+    tp_memory_fmt_gb((double)use, u, sizeof u);
+    tp_memory_fmt_gb((double)mm->limit, l, sizeof l);
+    if (!operation) operation = "operation";
+    if (lv == TEMPO_MEM_CRITICAL)
+        tp_fail(err,
+                "Memory critical during %s: %s of --max-memory-gb %s used (%.1f%%, critical level 95%%). "
+                "Raise --max-memory-gb, or use a smaller or quantized model",
+                operation, u, l, pct);
+    else if (lv == TEMPO_MEM_WARNING)
+        tp_fail(err, "Memory warning during %s: %s of --max-memory-gb %s used (%.1f%%, warning level 85%%)",
+                operation, u, l, pct);
+    else if (err)
+        err[0] = 0;
+    return lv;
+}
+
+double tempo_memory_estimate_kv_cache_gb(int batch_size, int sequence_length, int num_layers, int num_kv_heads,
+                                         int head_dim, int bytes_per_elem) {
+    /* K and V: one head_dim row per KV head (grouped-query attention shares
+     * them between query heads), per layer, per cached token. */
+    return 2.0 * batch_size * (double)sequence_length * num_layers * num_kv_heads * head_dim * bytes_per_elem /
+           TP_GB;
+}
+
+double tempo_memory_estimate_parallel_batch_gb(int num_parallel_tokens, int sequence_length, int vocab_size,
+                                               int hidden_size, int bytes_per_elem) {
+    /* Per parallel token: its hidden state, its logits over the vocabulary and
+     * its attention scores over the sequence. */
+    return (double)num_parallel_tokens * ((double)hidden_size + vocab_size + sequence_length) * bytes_per_elem /
+           TP_GB;
+}
+
+size_t tp_memory_kv_slot_bytes(int n_layers, int kv_dim, tp_kv_type type) {
+    size_t row = 0;
+    switch (type) {
+    case TP_KV_F32: row = (size_t)kv_dim * 4; break;
+    case TP_KV_F16: row = (size_t)kv_dim * 2; break;
+    case TP_KV_Q8_0: row = (size_t)kv_dim / 32 * 34; break; /* blocks of 32: f16 scale + 32 int8 */
+    }
+    return 2 * (size_t)n_layers * row;
+}
+
+size_t tp_memory_token_work_bytes(int dim, int n_vocab, int ctx) {
+    return 4 * ((size_t)dim + (size_t)n_vocab + (size_t)ctx);
+}
+
+int tp_memory_max_parallel_for(double available_bytes, int steps, size_t slot_bytes, size_t token_work,
+                               size_t *per_token_out) {
+    size_t per = (size_t)(steps > 0 ? steps : 1) * slot_bytes + token_work;
+    if (per_token_out) *per_token_out = per;
+    double usable = available_bytes * (1.0 - TP_MEM_AUTO_RESERVE);
+    double w = per ? floor(usable / (double)per) : TP_MEM_AUTO_MAX_PARALLEL;
+    if (!(w >= 1)) return 1;
+    if (w > TP_MEM_AUTO_MAX_PARALLEL) return TP_MEM_AUTO_MAX_PARALLEL;
+    return (int)w;
+}
+
+int tempo_memory_calculate_max_parallel_tokens(tempo_memory_monitor *mm, const tempo_model *tm,
+                                               int sequence_length) {
+    const tp_hparams *hp = &tm->m->hp;
+    size_t slot = tp_memory_kv_slot_bytes(hp->n_layers, hp->n_kv_heads * hp->head_dim, TP_KV_F32);
+    size_t work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, hp->n_ctx);
+    double avail = tempo_memory_available_gb(mm) * TP_GB;
+    return tp_memory_max_parallel_for(avail, sequence_length, slot, work, NULL);
+}
+
+size_t tp_memory_predict_run_bytes(const tp_model *m, size_t other_bytes, int prompt_tokens, int steps, int width,
+                                   tp_kv_type type, int max_slots) {
+    const tp_hparams *hp = &m->hp;
+    size_t slot = tp_memory_kv_slot_bytes(hp->n_layers, hp->n_kv_heads * hp->head_dim, type);
+    long long slots = (long long)prompt_tokens + (long long)steps * width;
+    if (max_slots > 0 && slots > max_slots) slots = max_slots;
+    return other_bytes + m->weight_bytes + m->owned_bytes + tp_forward_work_bytes(m) + (size_t)slots * slot +
+           (size_t)width * tp_memory_token_work_bytes(hp->dim, hp->n_vocab, (int)slots);
+}
+
+void tempo_memory_free_memory(tempo_memory_monitor *mm) {
+    (void)mm;
+    /* Give freed heap pages back to the system (the C counterpart of the
+     * prototype's gc.collect()). */
+    malloc_trim(0);
+}
+
+void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *buf, size_t cap) {
+    tempo_memory_stats s;
+    tempo_memory_get_stats(mm, &s);
+    snprintf(buf, cap, "%s%sMemory: System %.2f/%.2fGB (%.1f%%) Process %.2fGB (peak %.2fGB) KV %.2fGB",
+             label && *label ? label : "", label && *label ? ": " : "", s.system_used_gb, s.system_total_gb,
+             s.system_percent, s.process_rss_gb, s.process_peak_gb, s.kv_gb);
+}
+
+char *tempo_memory_get_config(tempo_memory_monitor *mm) {
+    tempo_memory_stats s;
+    tempo_memory_get_stats(mm, &s);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "max_memory_gb", mm->max_gb);
+    cJSON_AddNumberToObject(o, "current_usage_gb", tempo_memory_current_usage_gb(mm));
+    cJSON_AddNumberToObject(o, "available_gb", tempo_memory_available_gb(mm));
+    cJSON_AddNumberToObject(o, "accounted_gb", (double)tp_memory_accounted_bytes(mm) / TP_GB);
+    cJSON_AddNumberToObject(o, "weights_gb", s.weights_gb);
+    cJSON_AddNumberToObject(o, "kv_gb", s.kv_gb);
+    cJSON_AddNumberToObject(o, "work_gb", (double)mm->work / TP_GB);
+    cJSON_AddNumberToObject(o, "other_gb", (double)mm->other / TP_GB);
+    cJSON_AddNumberToObject(o, "process_rss_gb", s.process_rss_gb);
+    cJSON_AddNumberToObject(o, "process_peak_gb", s.process_peak_gb);
+    cJSON_AddNumberToObject(o, "system_total_gb", s.system_total_gb);
+    cJSON_AddNumberToObject(o, "system_available_gb", s.system_available_gb);
+    cJSON_AddNumberToObject(o, "warning_threshold", TP_MEM_WARNING_FRACTION);
+    cJSON_AddNumberToObject(o, "critical_threshold", TP_MEM_CRITICAL_FRACTION);
+    cJSON_AddNumberToObject(o, "auto_reserve", TP_MEM_AUTO_RESERVE);
+    cJSON_AddBoolToObject(o, "has_gpu", s.has_gpu);
+    char *txt = cJSON_Print(o);
+    cJSON_Delete(o);
+    return txt;
+}
+
+/* ------------------------------------------------------ measured child ---- */
+
+int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status, char *err) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return tp_fail(err, "cannot start '%s': %s", cmd, strerror(errno));
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    struct rusage ru;
+    pid_t r;
+    do r = wait4(pid, &st, 0, &ru);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return tp_fail(err, "waiting for '%s': %s", cmd, strerror(errno));
+    if (peak_bytes) *peak_bytes = (size_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+    if (exit_status) *exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return 0;
+}
