@@ -433,7 +433,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool pa
     if (ok && add_bos && t->add_eos && t->eos >= 0) tok_ivec_push(&ids, t->eos);
 
     int result = ok ? ids.n : -1;
-    if (ok && cap > 0) memcpy(out, ids.v, (size_t)(ids.n < cap ? ids.n : cap) * sizeof *out);
+    if (ok && cap > 0 && ids.n > 0) memcpy(out, ids.v, (size_t)(ids.n < cap ? ids.n : cap) * sizeof *out);
     free(ids.v);
     return result;
 }
