@@ -135,9 +135,13 @@ static int read_pairs(const char *path, FILE *f, pairs *ps, char *err) {
         if (!yaml_parser_parse(&yp, &e)) {
             if (yp.error == YAML_READER_ERROR && ferror(f))
                 tp_fail(err, "%s: cannot read: %s", path, strerror(errno));
+            else if (yp.context)
+                tp_fail(err, "%s:%d: YAML syntax error: %s (%s started on line %d)", path,
+                        (int)yp.problem_mark.line + 1, yp.problem ? yp.problem : "malformed", yp.context,
+                        (int)yp.context_mark.line + 1);
             else
-                tp_fail(err, "%s:%d: YAML syntax error: %s%s%s", path, (int)yp.problem_mark.line + 1,
-                        yp.problem ? yp.problem : "malformed", yp.context ? " " : "", yp.context ? yp.context : "");
+                tp_fail(err, "%s:%d: YAML syntax error: %s", path, (int)yp.problem_mark.line + 1,
+                        yp.problem ? yp.problem : "malformed");
             goto out;
         }
         int line = (int)e.start_mark.line + 1;

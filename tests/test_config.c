@@ -1,0 +1,279 @@
+/* test_config.c: the YAML config file (tempo_config_load_yaml). */
+#include "test.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tempo.h"
+
+static char *write_tmp(const char *name, const char *text) {
+    char *dir = test_tmpdir();
+    if (!dir) return NULL;
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    snprintf(path, n, "%s/%s", dir, name);
+    free(dir);
+    FILE *f = fopen(path, "w");
+    if (!f) { free(path); return NULL; }
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void remove_tmp(char *path) {
+    if (!path) return;
+    unlink(path);
+    char *slash = strrchr(path, '/');
+    if (slash) { *slash = 0; rmdir(path); }
+    free(path);
+}
+
+static bool str_eq(const char *a, const char *b) { return (!a && !b) || (a && b && !strcmp(a, b)); }
+
+/* Every field of tempo_config, so a key that lands in the wrong field is caught. */
+static bool cfg_equal(const tempo_config *a, const tempo_config *b) {
+    return str_eq(a->model, b->model) && a->threads == b->threads && str_eq(a->kv_cache_type, b->kv_cache_type) &&
+           str_eq(a->prompt, b->prompt) && a->max_tokens == b->max_tokens && a->min_steps == b->min_steps &&
+           a->enable_thinking == b->enable_thinking && a->selection_threshold == b->selection_threshold &&
+           a->max_parallel_tokens == b->max_parallel_tokens && a->isolate == b->isolate &&
+           a->allow_intraset_token_visibility == b->allow_intraset_token_visibility &&
+           a->dynamic_threshold == b->dynamic_threshold && a->final_threshold == b->final_threshold &&
+           a->bezier_p1 == b->bezier_p1 && a->bezier_p2 == b->bezier_p2 && a->use_relu == b->use_relu &&
+           a->relu_activation_point == b->relu_activation_point &&
+           a->use_retroactive_pruning == b->use_retroactive_pruning &&
+           a->attention_threshold == b->attention_threshold && a->relative_threshold == b->relative_threshold &&
+           a->no_relative_attention == b->no_relative_attention &&
+           a->no_multi_scale_attention == b->no_multi_scale_attention && a->default_mode == b->default_mode &&
+           a->temperature == b->temperature && a->top_k == b->top_k && a->top_p == b->top_p &&
+           a->repetition_penalty == b->repetition_penalty && a->seed == b->seed &&
+           a->max_memory_gb == b->max_memory_gb && a->max_cache_tokens == b->max_cache_tokens &&
+           a->disable_kv_cache == b->disable_kv_cache && a->debug_mode == b->debug_mode &&
+           str_eq(a->memory_policy, b->memory_policy) && a->output_json == b->output_json &&
+           str_eq(a->output_dir, b->output_dir) && a->no_color == b->no_color &&
+           a->show_token_ids == b->show_token_ids;
+}
+
+/* The spec's config.yaml example, taken from the spec itself. */
+TEST(config_yaml_spec_example_verbatim) {
+    char err[TEMPO_ERR_LEN] = "";
+    FILE *f = fopen(SHARED_DIR "/spec/memory-management.md", "r");
+    REQUIRE(f);
+    char line[1024], block[4096] = "";
+    bool in = false, done = false;
+    while (!done && fgets(line, sizeof line, f)) {
+        if (!in && !strncmp(line, "```yaml", 7)) { in = true; continue; }
+        if (in && !strncmp(line, "```", 3)) { done = true; break; }
+        if (in) strncat(block, line, sizeof block - strlen(block) - 1);
+    }
+    fclose(f);
+    REQUIRE(done);
+    REQUIRE(strstr(block, "max_parallel_tokens: 20  # Optional"));
+    char *path = write_tmp("config.yaml", block);
+    REQUIRE(path);
+    tempo_config c;
+    tempo_config_init(&c);
+    int rc = tempo_config_load_yaml(&c, path, err);
+    CHECK_MSG(rc == 0, "load failed: %s", err);
+    CHECK(c.max_memory_gb == 36.0);
+    CHECK_INT_EQ(c.max_parallel_tokens, 20);
+    CHECK_INT_EQ(c.max_cache_tokens, 2048);
+    CHECK(str_eq(c.prompt, "Your prompt here"));
+    CHECK_INT_EQ(c.max_tokens, 100);
+    CHECK(c.selection_threshold == 0.1);
+    tempo_config_free(&c);
+    remove_tmp(path);
+}
+
+/* A non-default value for each option, valid for its type and range. */
+static const char *other_value(const tempo_option_info *o) {
+    switch (o->type) {
+    case TEMPO_OPT_BOOL: return strcmp(o->def, "true") == 0 ? "false" : "true";
+    case TEMPO_OPT_INT: return "7";
+    case TEMPO_OPT_FLOAT: return "0.375";
+    case TEMPO_OPT_STRING:
+        if (!strcmp(o->key, "kv_cache_type")) return "f16";
+        if (!strcmp(o->key, "memory_policy")) return "adapt";
+        return "some text: with a colon";
+    }
+    return "";
+}
+
+/* Every option of the table is read under its key, exactly as tempo_config_set reads it. */
+TEST(config_yaml_every_option) {
+    char err[TEMPO_ERR_LEN] = "";
+    int n;
+    const tempo_option_info *opts = tempo_options(&n);
+    REQUIRE(n > 30);
+    tempo_config all_yaml, all_set, def;
+    tempo_config_init(&all_yaml);
+    tempo_config_init(&all_set);
+    tempo_config_init(&def);
+    char text[8192] = "# every option\n";
+    for (int i = 0; i < n; i++) {
+        const char *v = other_value(&opts[i]);
+        char one[256];
+        snprintf(one, sizeof one, "%s: \"%s\"\n", opts[i].key, v);
+        strncat(text, one, sizeof text - strlen(text) - 1);
+        /* each key alone: it changes the config, and the same as the flag would */
+        char *p = write_tmp("one.yaml", one);
+        REQUIRE(p);
+        tempo_config a, b;
+        tempo_config_init(&a);
+        tempo_config_init(&b);
+        int ra = tempo_config_load_yaml(&a, p, err);
+        CHECK_MSG(ra == 0, "%s: %s", opts[i].key, err);
+        CHECK_MSG(tempo_config_set(&b, opts[i].key, v, err) == 0, "%s: %s", opts[i].key, err);
+        CHECK_MSG(cfg_equal(&a, &b), "key %s does not load like its flag", opts[i].key);
+        CHECK_MSG(!cfg_equal(&a, &def), "key %s changed nothing", opts[i].key);
+        tempo_config_set(&all_set, opts[i].key, v, err);
+        tempo_config_free(&a);
+        tempo_config_free(&b);
+        remove_tmp(p);
+    }
+    char *p = write_tmp("all.yaml", text);
+    REQUIRE(p);
+    CHECK_MSG(tempo_config_load_yaml(&all_yaml, p, err) == 0, "%s", err);
+    CHECK(cfg_equal(&all_yaml, &all_set));
+    remove_tmp(p);
+    tempo_config_free(&all_yaml);
+    tempo_config_free(&all_set);
+    tempo_config_free(&def);
+}
+
+TEST(config_yaml_plain_types) {
+    char err[TEMPO_ERR_LEN] = "";
+    char *p = write_tmp("t.yaml",
+                        "model: ../shared/models/stories260K.gguf\n"
+                        "debug_mode: yes\n"
+                        "disable_kv_cache: true\n"
+                        "max_memory_gb: 2\n"
+                        "seed: 123456789012\n"
+                        "kv_cache_type: q8_0\n"
+                        "prompt: 'It''s a test'\n"
+                        "memory_policy: adapt\n");
+    REQUIRE(p);
+    tempo_config c;
+    tempo_config_init(&c);
+    CHECK_MSG(tempo_config_load_yaml(&c, p, err) == 0, "%s", err);
+    CHECK(str_eq(c.model, "../shared/models/stories260K.gguf"));
+    CHECK(c.debug_mode && c.disable_kv_cache);
+    CHECK(c.max_memory_gb == 2.0);
+    CHECK(c.seed == 123456789012LL);
+    CHECK(str_eq(c.kv_cache_type, "q8_0"));
+    CHECK(str_eq(c.prompt, "It's a test"));
+    CHECK(str_eq(c.memory_policy, "adapt"));
+    tempo_config_free(&c);
+    remove_tmp(p);
+}
+
+/* Null means the default; for max_parallel_tokens that is auto (0), also spelled "auto". */
+TEST(config_yaml_null_and_auto) {
+    char err[TEMPO_ERR_LEN] = "";
+    const char *cases[] = { "max_parallel_tokens:\n", "max_parallel_tokens: ~\n", "max_parallel_tokens: null\n",
+                            "max_parallel_tokens: auto\n", "max_parallel_tokens:   # auto\n" };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *p = write_tmp("n.yaml", cases[i]);
+        REQUIRE(p);
+        tempo_config c;
+        tempo_config_init(&c);
+        c.max_parallel_tokens = 5;
+        CHECK_MSG(tempo_config_load_yaml(&c, p, err) == 0, "%s: %s", cases[i], err);
+        CHECK_MSG(c.max_parallel_tokens == 0, "%s gave %d", cases[i], c.max_parallel_tokens);
+        tempo_config_free(&c);
+        remove_tmp(p);
+    }
+    char *p = write_tmp("n.yaml", "max_cache_tokens: null\nmodel: ~\nprompt:\nthreads: ~\nmemory_policy: null\n");
+    REQUIRE(p);
+    tempo_config c;
+    tempo_config_init(&c);
+    c.max_cache_tokens = 99;
+    c.threads = 3;
+    tempo_config_set(&c, "model", "x.gguf", err);
+    tempo_config_set(&c, "prompt", "changed", err);
+    tempo_config_set(&c, "memory_policy", "adapt", err);
+    CHECK_MSG(tempo_config_load_yaml(&c, p, err) == 0, "%s", err);
+    CHECK_INT_EQ(c.max_cache_tokens, 0);
+    CHECK(c.model == NULL);
+    CHECK(str_eq(c.prompt, "Once upon a time"));
+    CHECK_INT_EQ(c.threads, 0);
+    CHECK(str_eq(c.memory_policy, "stop"));
+    tempo_config_free(&c);
+    remove_tmp(p);
+}
+
+/* Load `text`, expect failure; the message must contain every string in want (NULL-terminated). */
+static void expect_error(const char *text, const char *const *want, int line) {
+    char err[TEMPO_ERR_LEN] = "";
+    char *p = write_tmp("config.yaml", text);
+    if (!p) { test_fail_at(__FILE__, line, "cannot write temp file"); return; }
+    tempo_config c, before;
+    tempo_config_init(&c);
+    tempo_config_init(&before);
+    int rc = tempo_config_load_yaml(&c, p, err);
+    if (rc != -1) test_fail_at(__FILE__, line, "expected an error for %s", text);
+    if (!strstr(err, p)) test_fail_at(__FILE__, line, "message does not name the file: %s", err);
+    for (; *want; want++)
+        if (!strstr(err, *want)) test_fail_at(__FILE__, line, "message lacks '%s': %s", *want, err);
+    if (strchr(err, '\n')) test_fail_at(__FILE__, line, "message is not one line: %s", err);
+    /* nothing of a failed file is applied */
+    if (!cfg_equal(&c, &before)) test_fail_at(__FILE__, line, "a failed load changed the config");
+    tempo_config_free(&c);
+    tempo_config_free(&before);
+    remove_tmp(p);
+}
+#define EXPECT_ERROR(text, ...) do { const char *const w_[] = { __VA_ARGS__, NULL }; expect_error(text, w_, __LINE__); } while (0)
+
+TEST(config_yaml_unknown_key_names_line) {
+    EXPECT_ERROR("# config\nmax_memory_gb: 2.0\nprompt: \"hi\"\nmax_tokenz: 100\n", "config.yaml:4: unknown key 'max_tokenz'",
+                 "did you mean 'max_tokens'");
+    EXPECT_ERROR("max-memory-gb: 2.0\n", "config.yaml:1: unknown key 'max-memory-gb'", "'max_memory_gb'");
+    EXPECT_ERROR("max_tokens: 5\nfrobnicate: 1\n", "config.yaml:2: unknown key 'frobnicate'");
+}
+
+TEST(config_yaml_wrong_types_name_key_and_line) {
+    EXPECT_ERROR("prompt: hi\nmax_tokens: 100\nselection_threshold: abc\n", "config.yaml:3: selection_threshold:",
+                 "expected a number", "'abc'");
+    EXPECT_ERROR("max_tokens: [1, 2]\n", "config.yaml:1: max_tokens:", "expected a single value, got a list");
+    EXPECT_ERROR("max_memory_gb:\n  - 1\n  - 2\n", "config.yaml:2: max_memory_gb:", "got a list");
+    EXPECT_ERROR("max_parallel_tokens: {a: 1}\n", "config.yaml:1: max_parallel_tokens:", "got a mapping");
+    EXPECT_ERROR("max_tokens: 1.5\n", "config.yaml:1: max_tokens:", "expected an integer");
+    EXPECT_ERROR("debug_mode: maybe\n", "config.yaml:1: debug_mode:", "expected true or false");
+    EXPECT_ERROR("\n\nselection_threshold: 1.5\n", "config.yaml:3: selection_threshold:", "out of range");
+    EXPECT_ERROR("max_memory_gb: -1\n", "config.yaml:1: max_memory_gb:", "out of range");
+    EXPECT_ERROR("max_parallel_tokens: 0\n", "config.yaml:1: max_parallel_tokens:", "out of range");
+    EXPECT_ERROR("kv_cache_type: f8\n", "config.yaml:1: kv_cache_type:", "'f8'");
+    EXPECT_ERROR("max_tokens: 10\nmax_tokens: 20\n", "config.yaml:2:", "'max_tokens' is given twice", "line 1");
+}
+
+TEST(config_yaml_bad_files) {
+    char err[TEMPO_ERR_LEN] = "";
+    tempo_config c;
+    tempo_config_init(&c);
+    CHECK(tempo_config_load_yaml(&c, "/nonexistent/dir/config.yaml", err) == -1);
+    CHECK_MSG(strstr(err, "/nonexistent/dir/config.yaml") && strstr(err, "cannot read"), "%s", err);
+    CHECK(tempo_config_load_yaml(&c, "/tmp", err) == -1);
+    CHECK_MSG(strstr(err, "/tmp") && strstr(err, "directory"), "%s", err);
+    tempo_config_free(&c);
+    EXPECT_ERROR("max_tokens: 10\nprompt: \"unterminated\n", "config.yaml:", "YAML syntax error");
+    EXPECT_ERROR("- max_tokens\n- 10\n", "config.yaml:1:", "key: value");
+    EXPECT_ERROR("max_tokens: 10\n---\nmax_tokens: 20\n", "config.yaml:2:", "more than one YAML document");
+}
+
+TEST(config_yaml_empty_file_changes_nothing) {
+    char err[TEMPO_ERR_LEN] = "";
+    const char *texts[] = { "", "# only a comment\n", "---\n" };
+    for (size_t i = 0; i < 3; i++) {
+        char *p = write_tmp("e.yaml", texts[i]);
+        REQUIRE(p);
+        tempo_config c, d;
+        tempo_config_init(&c);
+        tempo_config_init(&d);
+        CHECK_MSG(tempo_config_load_yaml(&c, p, err) == 0, "'%s': %s", texts[i], err);
+        CHECK(cfg_equal(&c, &d));
+        tempo_config_free(&c);
+        tempo_config_free(&d);
+        remove_tmp(p);
+    }
+}
