@@ -189,8 +189,19 @@ static int feed_rebuild(gen *g, int k, int n, bool want_attn) {
     int old = g->F - n;
     tp_kv_clear(g->kv);
     if (kv_reserve(g, g->F)) return -1;
-    for (int start = 0; start < old; start += REBUILD_CHUNK) {
-        int c = old - start < REBUILD_CHUNK ? old - start : REBUILD_CHUNK, cols = start + c;
+    for (int start = 0, c; start < old; start += c) {
+        /* A chunk never splits a set: with visible siblings, a member must see
+         * siblings that come after it in the set. Prompt tokens split anywhere. */
+        c = 0;
+        while (start + c < old) {
+            int e = start + c, grp = 1;
+            if (g->fed_step[e] >= 0)
+                while (e + grp < old && g->fed_step[e + grp] == g->fed_step[e]) grp++;
+            if (c > 0 && c + grp > REBUILD_CHUNK) break;
+            c += grp;
+            if (c >= REBUILD_CHUNK) break;
+        }
+        int cols = start + c;
         for (int i = 0; i < c; i++)
             for (int j = 0; j < cols; j++) g->mask[(size_t)i * cols + j] = visible(g, start + i, j);
         tp_batch b = { .n = c, .tokens = g->fed_tok + start, .pos = g->fed_pos + start,
