@@ -31,10 +31,13 @@ all: build/tempo build/libtempo.a
 
 # Debian packages the build needs; `make deps` installs them (as root).
 deps:
-	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev pkg-config; do \
+	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  apt-get update -qq && apt-get install -y -qq $$missing; fi
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "tempo needs these Debian packages:$$missing"; \
+	    echo "install them with: sudo apt-get install$$missing"; exit 1; fi; fi
 
 build/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -69,7 +72,8 @@ build/bench: bench/bench.c build/libtempo.a
 
 # The tests run from the repository root and read ../shared/.
 # TEMPO_BIN lets tests that drive the CLI find the sanitized binary.
-test: build/asan/test_tempo build/asan/tempo
+test: deps
+	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	TEMPO_BIN=build/asan/tempo build/asan/test_tempo $(T)
 
@@ -77,7 +81,8 @@ bench: build/bench build/tempo
 	build/bench
 
 MODEL ?= ../shared/models/stories260K.gguf
-run: build/tempo
+run: deps
+	$(MAKE) --no-print-directory build/tempo
 	@if [ ! -f "$(MODEL)" ]; then \
 	  mkdir -p build/models; MODEL=build/models/stories15M-q8_0.gguf; \
 	  echo "$(MODEL) not found; downloading a small public TinyStories GGUF"; \
