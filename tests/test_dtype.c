@@ -188,3 +188,53 @@ TEST(dtype_quantize_roundtrip_error_bounds) {
     tp_dequantize_row(TP_Q4_0, buf, y, 32);
     for (int i = 0; i < 32; i++) CHECK(y[i] == 0.0f);
 }
+
+/* Our Q4_K / Q6_K quantizers (not ggml's algorithm) produce valid blocks whose
+ * error on vec.src is close to ggml's own quantization of the same data. */
+TEST(dtype_quantize_k_quants_error_close_to_ggml) {
+    char err[TP_ERR_LEN] = "";
+    gguf_file *f = gguf_open(VECTORS, err);
+    CHECK_MSG(f != NULL, "%s", err);
+    REQUIRE(f != NULL);
+    const gguf_tensor *src = gguf_find_tensor(f, "vec.src");
+    REQUIRE(src != NULL);
+    size_t n = (size_t)src->ne[0] * (size_t)src->ne[1];
+    const float *x = src->data; /* 32-byte aligned in the mapping */
+    static const struct { uint32_t t; const char *deq; } cases[] = {
+        { TP_Q4_K, "vec.q4_K.deq" }, { TP_Q6_K, "vec.q6_K.deq" },
+    };
+    for (size_t c = 0; c < 2; c++) {
+        const gguf_tensor *g = gguf_find_tensor(f, cases[c].deq);
+        REQUIRE(g != NULL);
+        uint8_t *q = malloc(tp_dtype_row_bytes(cases[c].t, n));
+        float *y = malloc(n * sizeof(float));
+        tp_quantize_row(cases[c].t, x, q, n);
+        tp_dequantize_row(cases[c].t, q, y, n);
+        double e_ours = 0, e_ggml = 0, amax = 0;
+        for (size_t i = 0; i < n; i++) {
+            e_ours += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+            double gd = ((const float *)g->data)[i];
+            e_ggml += (gd - x[i]) * (gd - x[i]);
+            if (fabs(x[i]) > amax) amax = fabs(x[i]);
+        }
+        e_ours = sqrt(e_ours / (double)n);
+        e_ggml = sqrt(e_ggml / (double)n);
+        /* ggml searches for better scales; plain min/max costs some accuracy but must stay near */
+        CHECK_MSG(e_ours <= 1.3 * e_ggml && e_ours > 0, "%s: rmse %g vs ggml %g", tp_dtype_name(cases[c].t), e_ours,
+                  e_ggml);
+        CHECK_MSG(e_ours < amax * (cases[c].t == TP_Q4_K ? 0.012 : 0.004), "%s: rmse %g, max |x| %g",
+                  tp_dtype_name(cases[c].t), e_ours, amax);
+        free(q);
+        free(y);
+    }
+    /* a zero block stays zero */
+    float z[256] = { 0 }, y[256];
+    uint8_t buf[210];
+    tp_quantize_row(TP_Q6_K, z, buf, 256);
+    tp_dequantize_row(TP_Q6_K, buf, y, 256);
+    for (int i = 0; i < 256; i++) CHECK(y[i] == 0.0f);
+    tp_quantize_row(TP_Q4_K, z, buf, 256);
+    tp_dequantize_row(TP_Q4_K, buf, y, 256);
+    for (int i = 0; i < 256; i++) CHECK(y[i] == 0.0f);
+    gguf_close(f);
+}

@@ -503,6 +503,93 @@ static void quant_q5_1(const float *x, uint8_t *dst, size_t nb) {
     }
 }
 
+/* Q4_K and Q6_K: a simple min/max quantizer of our own (NOT ggml's iterative
+ * search in make_qkx2_quants / make_qx_quants, so the bytes differ from ggml's;
+ * the error is of the same order, see tests). Used to make test files. */
+
+static int round_clamp(float v, int lo, int hi) {
+    if (!(v > (float)lo)) return lo; /* also NaN */
+    if (v >= (float)hi) return hi;
+    return (int)lrintf(v);
+}
+
+static void quant_q4_K(const float *x, uint8_t *dst, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += QK_K) {
+        block_q4_K b;
+        memset(&b, 0, sizeof b);
+        float scale[8], mn[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            float lo = 0.0f, hi = -INFINITY; /* the min is kept <= 0: m is stored as a positive offset */
+            for (int l = 0; l < 32; l++) {
+                lo = fminf(lo, x[32 * j + l]);
+                hi = fmaxf(hi, x[32 * j + l]);
+            }
+            scale[j] = (hi - lo) / 15;
+            mn[j] = -lo;
+            max_scale = fmaxf(max_scale, scale[j]);
+            max_min = fmaxf(max_min, mn[j]);
+        }
+        b.d = tp_f32_to_f16(max_scale / 63);
+        b.dmin = tp_f32_to_f16(max_min / 63);
+        const float d = tp_f16_to_f32(b.d), dmin = tp_f16_to_f32(b.dmin);
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) {
+            sc[j] = (uint8_t)(d > 0 ? round_clamp(scale[j] / d, 0, 63) : 0);
+            m[j] = (uint8_t)(dmin > 0 ? round_clamp(mn[j] / dmin, 0, 63) : 0);
+        }
+        /* pack 8 six-bit (sc, m) pairs: the inverse of scale_min_k4 */
+        for (int j = 0; j < 4; j++) {
+            b.scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+            b.scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+            b.scales[j + 8] = (uint8_t)((sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4));
+        }
+        uint8_t q[QK_K];
+        for (int j = 0; j < 8; j++) {
+            const float ds = d * sc[j], dm = dmin * m[j];
+            for (int l = 0; l < 32; l++)
+                q[32 * j + l] = (uint8_t)(ds > 0 ? round_clamp((x[32 * j + l] + dm) / ds, 0, 15) : 0);
+        }
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) b.qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        memcpy(dst + i * sizeof b, &b, sizeof b);
+    }
+}
+
+static void quant_q6_K(const float *x, uint8_t *dst, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += QK_K) {
+        block_q6_K b;
+        memset(&b, 0, sizeof b);
+        float scale[16], amax_scale = 0;
+        for (int k = 0; k < 16; k++) {
+            float amax = 0, max = 0;
+            for (int l = 0; l < 16; l++)
+                if (fabsf(x[16 * k + l]) > amax) { amax = fabsf(x[16 * k + l]); max = x[16 * k + l]; }
+            scale[k] = max / -32; /* the extreme value maps to q = -32 exactly */
+            amax_scale = fmaxf(amax_scale, fabsf(scale[k]));
+        }
+        b.d = tp_f32_to_f16(amax_scale / 127);
+        const float d = tp_f16_to_f32(b.d);
+        uint8_t q[QK_K];
+        for (int k = 0; k < 16; k++) {
+            int sc = d > 0 ? round_clamp(scale[k] / d, -128, 127) : 0;
+            b.scales[k] = (int8_t)sc;
+            const float ds = d * sc;
+            for (int l = 0; l < 16; l++)
+                q[16 * k + l] = (uint8_t)(ds != 0 ? round_clamp(x[16 * k + l] / ds, -32, 31) + 32 : 32);
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *qq = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                int q1 = qq[l], q2 = qq[l + 32], q3 = qq[l + 64], q4 = qq[l + 96];
+                b.ql[64 * h + l] = (uint8_t)((q1 & 0xF) | ((q3 & 0xF) << 4));
+                b.ql[64 * h + l + 32] = (uint8_t)((q2 & 0xF) | ((q4 & 0xF) << 4));
+                b.qh[32 * h + l] = (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+            }
+        }
+        memcpy(dst + i * sizeof b, &b, sizeof b);
+    }
+}
+
 void tp_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
     uint8_t *d = dst;
     size_t be = tp_dtype_block_elems(type);
@@ -526,6 +613,8 @@ void tp_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
     case TP_Q5_0: quant_q5_0(src, d, nb); return;
     case TP_Q5_1: quant_q5_1(src, d, nb); return;
     case TP_Q8_0: quant_q8_0(src, d, nb); return;
+    case TP_Q4_K: quant_q4_K(src, d, nb); return;
+    case TP_Q6_K: quant_q6_K(src, d, nb); return;
     default:
         /* No quantizer for this type: zero bytes (callers only use the types above). */
         memset(d, 0, tp_dtype_row_bytes(type, n));

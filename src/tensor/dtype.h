@@ -42,7 +42,11 @@ size_t tp_dtype_row_bytes(uint32_t type, size_t n);
 /* dst[0..n) = dequantized src (n a multiple of the block size). */
 void tp_dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
 
-/* Reference quantizers (ggml's *_ref algorithms), for writing test/bench files. */
+/* Quantizers, for writing test/bench files (n a multiple of the block size).
+ * F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: ggml's reference (*_ref) algorithms,
+ * byte-identical to ggml_quantize_chunk without an importance matrix.
+ * Q4_K, Q6_K: a simpler min/max quantizer of our own (same format, similar
+ * error, different bytes from ggml's). Other types: dst is zero-filled. */
 void tp_quantize_row(uint32_t type, const float *src, void *dst, size_t n);
 
 #endif
