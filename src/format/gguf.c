@@ -352,8 +352,8 @@ static bool check_tensors(gguf_file *f, char *err) {
                     t->name, (unsigned long long)t->ne[0], tname, be);
             goto out;
         }
-        uint64_t nbytes = (t->ne[0] / be) * bb; /* <= ne[0] * 292: no overflow for ne[0] < 2^63 / 292? */
-        if (t->ne[0] / be > UINT64_MAX / bb ||
+        uint64_t nbytes;
+        if (__builtin_mul_overflow(t->ne[0] / be, (uint64_t)bb, &nbytes) ||
             __builtin_mul_overflow(nbytes, t->ne[1], &nbytes) ||
             __builtin_mul_overflow(nbytes, t->ne[2], &nbytes) ||
             __builtin_mul_overflow(nbytes, t->ne[3], &nbytes)) {
