@@ -371,8 +371,14 @@ static bool write_file(const char *path, const char *s) {
     return fclose(f) == 0;
 }
 
-/* A tiny byte-level BPE tokenizer.json; merges and ignore_merges vary. */
-static char *tiny_json(const char *merges, bool ignore_merges) {
+/* A tiny byte-level BPE tokenizer.json; merges and ignore_merges vary, and the
+ * BOS template is either the post-processor itself or inside a Sequence (Llama 3.1). */
+static char *tiny_json(const char *merges, bool ignore_merges, bool seq_pp) {
+    static const char tmpl[] = "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+                               "{\"id\":\"<|end|>\"}},{\"Sequence\":{\"id\":\"A\"}}]}";
+    char pp[512];
+    if (seq_pp) snprintf(pp, sizeof pp, "{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\"},%s]}", tmpl);
+    else snprintf(pp, sizeof pp, "%s", tmpl);
     static const char fmt[] =
         "{\"version\":\"1.0\",\"normalizer\":null,"
         "\"added_tokens\":[{\"id\":7,\"content\":\"<|end|>\",\"special\":true},"
@@ -380,8 +386,7 @@ static char *tiny_json(const char *merges, bool ignore_merges) {
         "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
         "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"%s\"},\"behavior\":\"Isolated\",\"invert\":false},"
         "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]},"
-        "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<|end|>\"}},"
-        "{\"Sequence\":{\"id\":\"A\"}}]},"
+        "\"post_processor\":%s,"
         "\"decoder\":{\"type\":\"ByteLevel\"},"
         "\"model\":{\"type\":\"BPE\",\"ignore_merges\":%s,"
         "\"vocab\":{\"a\":0,\"b\":1,\"c\":2,\"ab\":3,\"abc\":4,\"\\u0120\":5,\"ac\":6},"
@@ -389,16 +394,16 @@ static char *tiny_json(const char *merges, bool ignore_merges) {
     /* the regex, escaped for JSON */
     const char *re = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| "
                      "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
-    size_t n = sizeof fmt + strlen(re) + strlen(merges) + 16;
+    size_t n = sizeof fmt + strlen(re) + strlen(pp) + strlen(merges) + 16;
     char *s = malloc(n);
-    snprintf(s, n, fmt, re, ignore_merges ? "true" : "false", merges);
+    snprintf(s, n, fmt, re, pp, ignore_merges ? "true" : "false", merges);
     return s;
 }
 
-static tokenizer *tiny_tok(const char *dir, const char *merges, bool ignore_merges, char *err) {
+static tokenizer *tiny_tok(const char *dir, const char *merges, bool ignore_merges, bool seq_pp, char *err) {
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    char *j = tiny_json(merges, ignore_merges);
+    char *j = tiny_json(merges, ignore_merges, seq_pp);
     bool ok = write_file(path, j);
     free(j);
     return ok ? tokenizer_from_hf(dir, err) : NULL;
@@ -411,7 +416,7 @@ TEST(tokenizer_hf_tiny_merge_forms) {
     int32_t ids[16];
     const char *forms[2] = { "[\"a b\",\"ab c\"]", "[[\"a\",\"b\"],[\"ab\",\"c\"]]" };
     for (int k = 0; k < 2; k++) {
-        tokenizer *t = tiny_tok(dir, forms[k], false, err);
+        tokenizer *t = tiny_tok(dir, forms[k], false, k == 1, err);
         if (!t) fprintf(stderr, "  %s\n", err);
         REQUIRE(t);
         CHECK_INT_EQ(tokenizer_vocab_size(t), 9);
@@ -434,14 +439,14 @@ TEST(tokenizer_hf_tiny_merge_forms) {
         tokenizer_free(t);
     }
     /* ignore_merges: a pre-token that is a token is taken whole */
-    tokenizer *t = tiny_tok(dir, forms[1], true, err);
+    tokenizer *t = tiny_tok(dir, forms[1], true, false, err);
     REQUIRE(t);
     int n = tokenizer_encode(t, "ac", false, false, ids, 16);
     CHECK(n == 1 && ids[0] == 6);
     tokenizer_free(t);
 
     /* errors name the file and the key */
-    t = tiny_tok(dir, "[[\"a\"]]", false, err);
+    t = tiny_tok(dir, "[[\"a\"]]", false, false, err);
     CHECK(!t);
     CHECK_MSG(strstr(err, "tokenizer.json: model.merges[0]") != NULL, "err: %s", err);
     char path[512];

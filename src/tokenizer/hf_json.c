@@ -74,11 +74,23 @@ static bool is_llama3_pretok(const cJSON *pt) {
     return true;
 }
 
-/* TemplateProcessing "single": the id of a SpecialToken at the start (first) or end. */
-static const char *template_special(const cJSON *pp, bool first) {
+/* The TemplateProcessing post-processor, alone or inside a Sequence (Llama 3.1). */
+static const cJSON *find_template(const cJSON *pp) {
     const char *ty = str_item(pp, "type");
-    if (!ty || strcmp(ty, "TemplateProcessing") != 0) return NULL;
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
+    if (!ty) return NULL;
+    if (strcmp(ty, "TemplateProcessing") == 0) return pp;
+    if (strcmp(ty, "Sequence") != 0) return NULL;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(pp, "processors")) {
+        const cJSON *t = find_template(e);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+/* The template's "single": the id of a SpecialToken at its start (first) or end. */
+static const char *template_special(const cJSON *tp, bool first) {
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(tp, "single");
     int n = cJSON_GetArraySize(single);
     if (!cJSON_IsArray(single) || n == 0) return NULL;
     const cJSON *e = cJSON_GetArrayItem(single, first ? 0 : n - 1);
@@ -179,12 +191,12 @@ static tokenizer *build(const cJSON *root, const cJSON *cfg, const char *path, c
 
     /* special tokens and flags: tokenizer_config.json first, then the post-processor
      * template, then Llama 3's names */
-    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+    const cJSON *tp = find_template(cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
     const char *bos = cfg ? token_content(cfg, "bos_token") : NULL;
     const char *eos = cfg ? token_content(cfg, "eos_token") : NULL;
     const char *src_bos = cfg_path, *src_eos = cfg_path;
-    if (!bos) { bos = template_special(pp, true); src_bos = path; }
-    if (!eos) { eos = template_special(pp, false); src_eos = path; }
+    if (!bos) { bos = template_special(tp, true); src_bos = path; }
+    if (!eos) { eos = template_special(tp, false); src_eos = path; }
     if (bos) {
         if ((t->bos = tokenizer_find(t, bos)) < 0) {
             tp_fail(err, "%s: bos_token '%s' is not in the vocabulary", src_bos, bos);
@@ -205,9 +217,9 @@ static tokenizer *build(const cJSON *root, const cJSON *cfg, const char *path, c
      * default llama.cpp uses for this pre-tokenizer and so for the converted GGUF. */
     const cJSON *ab = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token") : NULL;
     const cJSON *ae = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token") : NULL;
-    const char *tb = template_special(pp, true), *te = template_special(pp, false);
+    const char *tb = template_special(tp, true), *te = template_special(tp, false);
     if (cJSON_IsBool(ab)) t->add_bos = cJSON_IsTrue(ab);
-    else if (str_item(pp, "type") && strcmp(str_item(pp, "type"), "TemplateProcessing") == 0)
+    else if (tp)
         t->add_bos = tb && t->bos >= 0 && tokenizer_find(t, tb) == t->bos;
     else t->add_bos = true;
     if (cJSON_IsBool(ae)) t->add_eos = cJSON_IsTrue(ae);

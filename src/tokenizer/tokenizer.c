@@ -198,11 +198,8 @@ bool tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int
 
 /* ---------- finishing: special tokens, EOG, pieces ---------- */
 
-static const tokenizer *sort_ctx;
-static int cmp_special(const void *a, const void *b) {
-    int x = *(const int32_t *)a, y = *(const int32_t *)b;
-    uint32_t lx = sort_ctx->len[x], ly = sort_ctx->len[y];
-    if (lx != ly) return lx > ly ? -1 : 1;
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -274,21 +271,19 @@ bool tok_finish(tokenizer *t, char *err) {
     if (t->eot >= 0) t->eog[t->eot] = 1;
     if (t->eom >= 0) t->eog[t->eom] = 1;
 
+    /* special tokens, longest text first (then by id): key = (~len << 32) | id */
+    uint64_t *keys = tp_xmalloc((size_t)t->n_vocab * sizeof *keys);
     int ns = 0;
     for (int id = 0; id < t->n_vocab; id++) {
         int ty = t->type[id];
-        if ((ty == TOKT_CONTROL || ty == TOKT_USER || ty == TOKT_UNKNOWN) && t->len[id] > 0) ns++;
-    }
-    t->special = tp_xmalloc((size_t)(ns ? ns : 1) * sizeof *t->special);
-    t->n_special = 0;
-    for (int id = 0; id < t->n_vocab; id++) {
-        int ty = t->type[id];
         if ((ty == TOKT_CONTROL || ty == TOKT_USER || ty == TOKT_UNKNOWN) && t->len[id] > 0)
-            t->special[t->n_special++] = id;
+            keys[ns++] = (uint64_t)(UINT32_MAX - t->len[id]) << 32 | (uint32_t)id;
     }
-    sort_ctx = t;
-    qsort(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special);
-    sort_ctx = NULL;
+    qsort(keys, (size_t)ns, sizeof *keys, cmp_u64);
+    t->special = tp_xmalloc((size_t)(ns ? ns : 1) * sizeof *t->special);
+    for (int i = 0; i < ns; i++) t->special[i] = (int32_t)(keys[i] & 0xffffffffu);
+    t->n_special = ns;
+    free(keys);
 
     for (int b = 0; b < 256; b++) {
         char buf[8];
@@ -348,8 +343,8 @@ typedef struct {
  * in every remaining raw fragment (llama.cpp's tokenizer_st_partition). Control
  * and unknown tokens only count when parse_special; user-defined ones always do. */
 static fragment *partition(const tokenizer *t, const char *text, size_t n, bool parse_special, int *nf) {
-    int cap = 8, cnt = 0;
-    fragment *fr = tp_xmalloc((size_t)cap * sizeof *fr);
+    int cnt = 0;
+    fragment *fr = tp_xmalloc(sizeof *fr);
     if (n == 0) { *nf = 0; return fr; }
     fr[cnt++] = (fragment){ -1, 0, n };
     for (int k = 0; k < t->n_special; k++) {
@@ -382,9 +377,7 @@ static fragment *partition(const tokenizer *t, const char *text, size_t n, bool 
         free(fr);
         fr = nw;
         cnt = nn;
-        cap = ncap;
     }
-    (void)cap;
     *nf = cnt;
     return fr;
 }

@@ -4,7 +4,13 @@
  *
  * Encoding follows llama.cpp's llama-vocab.cpp behaviour exactly (tested on its
  * test vectors): SPM with the "▁" space prefix and byte fallback; BPE with the
- * pre-tokenizer split regex (PCRE2, Unicode) and ranked merges.
+ * pre-tokenizer split regex (PCRE2, Unicode) and ranked merges. Supported: GGUF
+ * tokenizer.ggml.model "llama" and "gpt2" with pre "llama-bpe"/"llama3"/"llama-v3";
+ * tokenizer.json with a BPE model and Llama 3's pre-tokenizer (Split + ByteLevel).
+ *
+ * Decoding concatenates llama_token_to_piece-style pieces, so an SPM text keeps
+ * the leading space its "▁" prefix gives (llama_detokenize would strip it).
+ * A built tokenizer is immutable: encode/decode may run from several threads.
  */
 #ifndef TEMPO_TOKENIZER_H
 #define TEMPO_TOKENIZER_H
