@@ -331,6 +331,88 @@ TEST(tokenizer_gguf_errors) {
     free(dir);
 }
 
+/* Random mixtures of words, digits, contractions, scripts, emoji and exotic
+ * whitespace (U+0085, U+1680, U+200B, U+202F, form feed), tokenized by two
+ * independent implementations: Hugging Face's tokenizers.js 0.2.0 on Llama 3's
+ * tokenizer.json (no special tokens) and llama-tokenizer-js 1.2.2 for Llama 2
+ * (with BOS). Tempo agreed with both on 3000 such strings each; these are a sample. */
+typedef struct {
+    const char *text, *ids;
+} ref_case;
+static const ref_case bpe_ref[] = {
+    { "\xe1\x9a\x80\xe2\x80\x8b\xe2\x80\x8b\x0c\xc2\x85\xe2\x80\xaf\xe1\x9a\x80\xe1\x9a\x80\xe2\x80\xaf",
+      "157 248 222 88996 200 116360 113012 157 248 222 157 248 222 113012" },
+    { "\xc2\x85\xe1\x9a\x80\xe2\x80\x8b\xe2\x80\x8b\x0c",
+      "116360 157 248 222 88996 200" },
+    { "\xe1\x9a\x80\xe2\x80\x8b\x0c\xe2\x80\xaf\xe2\x80\xaf",
+      "157 248 222 16067 200 113012 113012" },
+    { "\xe2\x80\x8b\x0c\x0c\xe2\x80\x8b\xe2\x80\x8b\x0c\xe2\x80\xaf\xe1\x9a\x80\x0c",
+      "16067 200 200 88996 200 113012 157 248 222 200" },
+    { "    'll'd\xc3\xa9 you\xf0\x9f\xa6\x99" "F\xc3\xbchrer<",
+      "262 364 657 4265 978 499 9468 99 247 37 51853 261 27" },
+    { "\xe3\x80\x80...'S#I(\xcf\x82<|==",
+      "23249 74438 50 2 40 7 46742 27 91 419" },
+    { "==   \xd0\xbd\xd0\xb5\xd1\x89\xd0\xbe" "12345'Ve\xe0\xb8\x82",
+      "419 256 19175 102118 4513 1774 6 43712 48939" },
+    { "\xd9\xa3y1234F\xc3\xbchrer\xcc\x81\x0d\x0a_\xdf\x81" "B",
+      "117413 88 4513 19 37 51853 261 54939 319 62 155 223 33" },
+    { "@    you'Ve\xcc\x81",
+      "31 262 499 6 43712 54939" },
+    { "%\xd0\x91\xd1\x8a\xd0\xbb\xd0\xb3\xd0\xb0\xd1\x80\xd1\x81\xd0\xba\xd0\xb8\xef\xbe\x9d\xc2\xbdthe",
+      "4 61432 34694 3114 112203 80112 120413 27154 1820" },
+    { "!!x'm\xf0\x9f\x9a\x80're",
+      "3001 87 2846 9468 248 222 6 265" },
+    { "you\xe1\x9e\xb6hello\xe2\x80\x83'Ve",
+      "9514 86675 15339 116503 6 43712" },
+};
+static const ref_case spm_ref[] = {
+    { "\xe1\x9a\x80\xe2\x80\x8b\xe2\x80\x8b\x0c\xc2\x85\xe2\x80\xaf\xe1\x9a\x80\xe1\x9a\x80\xe2\x80\xaf",
+      "1 29871 228 157 131 30166 30166 15 197 136 30262 228 157 131 228 157 131 30262" },
+    { "\xc2\x85\xe1\x9a\x80\xe2\x80\x8b\xe2\x80\x8b\x0c",
+      "1 29871 197 136 228 157 131 30166 30166 15" },
+    { "\xe1\x9a\x80\xe2\x80\x8b\x0c\xe2\x80\xaf\xe2\x80\xaf",
+      "1 29871 228 157 131 30166 15 30262 30262" },
+    { "\xe2\x80\x8b\x0c\x0c\xe2\x80\x8b\xe2\x80\x8b\x0c\xe2\x80\xaf\xe1\x9a\x80\x0c",
+      "1 29871 30166 15 15 30166 30166 15 30262 228 157 131 15" },
+    { "    'll'd\xc3\xa9 you\xf0\x9f\xa6\x99" "F\xc3\xbchrer<",
+      "1 268 525 645 29915 29881 29948 366 243 162 169 156 29943 4000 261 29966" },
+    { "\xe3\x80\x80...'S#I(\xcf\x82<|==",
+      "1 29871 30358 856 29915 29903 29937 29902 29898 30145 29966 29989 1360" },
+    { "==   \xd0\xbd\xd0\xb5\xd1\x89\xd0\xbe" "12345'Ve\xe0\xb8\x82",
+      "1 1275 259 1538 4851 29896 29906 29941 29946 29945 29915 29963 29872 31310" },
+    { "\xd9\xa3y1234F\xc3\xbchrer\xcc\x81\x0d\x0a_\xdf\x81" "B",
+      "1 29871 220 166 29891 29896 29906 29941 29946 29943 4000 261 30103 30004 13 29918 226 132 29933" },
+    { "@    you'Ve\xcc\x81",
+      "1 732 1678 366 29915 29963 29872 30103" },
+    { "%\xd0\x91\xd1\x8a\xd0\xbb\xd0\xb3\xd0\xb0\xd1\x80\xd1\x81\xd0\xba\xd0\xb8\xef\xbe\x9d\xc2\xbdthe",
+      "1 1273 30031 29713 1305 242 193 160 30226 1552" },
+    { "!!x'm\xf0\x9f\x9a\x80're",
+      "1 21443 29916 29915 29885 243 162 157 131 29915 276" },
+    { "you\xe1\x9e\xb6hello\xe2\x80\x83'Ve",
+      "1 366 31324 12199 30363 29915 29963 29872" },
+};
+
+static void check_ref(const tokenizer *t, const ref_case *rc, int n, bool bos) {
+    int32_t ids[256];
+    int want[256];
+    for (int i = 0; i < n; i++) {
+        int k = tokenizer_encode(t, rc[i].text, bos, false, ids, 256);
+        int nw = test_parse_ints(rc[i].ids, want, 256);
+        CHECK_MSG(ids_equal(ids, k, want, nw), "reference case %d differs", i);
+    }
+}
+
+TEST(tokenizer_independent_references) {
+    tokenizer *t = load_gguf_tok(BPE_VOCAB);
+    REQUIRE(t);
+    check_ref(t, bpe_ref, (int)(sizeof bpe_ref / sizeof bpe_ref[0]), false);
+    tokenizer_free(t);
+    t = load_gguf_tok(SPM_VOCAB);
+    REQUIRE(t);
+    check_ref(t, spm_ref, (int)(sizeof spm_ref / sizeof spm_ref[0]), true);
+    tokenizer_free(t);
+}
+
 /* ---------- tokenizer.json ---------- */
 
 TEST(tokenizer_hf_llama3_matches_gguf) {
