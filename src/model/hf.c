@@ -1,11 +1,437 @@
 /* hf.c: Hugging Face model folders (config.json + safetensors + tokenizer.json).
- * Not implemented yet: the loader says so clearly. */
+ *
+ * A folder as published on the Hub runs directly, with no conversion step:
+ *   config.json                 hyperparameters (LlamaForCausalLM and Llama-shaped
+ *                               names such as MistralForCausalLM)
+ *   model.safetensors, or model.safetensors.index.json + its shards
+ *                               weights, memory-mapped (format/safetensors.h)
+ *   tokenizer.json, tokenizer_config.json
+ *                               the tokenizer (tokenizer_from_hf)
+ *   generation_config.json      optional: bos/eos ids
+ *
+ * Weights: a Hugging Face matrix [out, in] (row-major) has the bytes of a GGUF
+ * tensor ne [in, out], so F32/F16/BF16 matrices are used in place. Norm vectors
+ * that are not f32 are converted (tp_model_own, counted in owned_bytes).
+ *
+ * RoPE: Hugging Face checkpoints keep q_proj/k_proj rows in rotate_half order
+ * (each head's first half pairs with its second half), where GGUF files hold
+ * llama.cpp's permutation of them (adjacent pairs). Rather than permuting rows
+ * (a copy of q/k), the forward pass rotates (i, i + rope_dim/2) pairs
+ * (hp.rope_split_half): the q and k vectors are then a fixed permutation of the
+ * GGUF ones, applied to both, so every q.k dot product, and the result, is the
+ * same.
+ */
+#include "model/hf.h"
 #include "model/model.h"
 
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
 #include "core/common.h"
+#include "format/safetensors.h"
+#include "tensor/dtype.h"
+#include "tokenizer/tokenizer.h"
+
+void tp_hf_free(void *hf) { st_set_free(hf); }
+
+/* As llama.cpp's convert_hf_to_gguf.py (LlamaModel, rope_freqs): inverse
+ * frequencies in f32, wavelength thresholds orig_ctx / {low,high}_freq. */
+void tp_llama3_rope_factors(float *out, int rope_dim, double base, double factor, double low_freq,
+                            double high_freq, double orig_ctx) {
+    double low_wavelen = orig_ctx / low_freq, high_wavelen = orig_ctx / high_freq;
+    for (int i = 0; i < rope_dim / 2; i++) {
+        float freq = (float)(1.0 / pow(base, (double)(2 * i) / rope_dim));
+        double wavelen = 2 * M_PI / freq;
+        double f;
+        if (wavelen < high_wavelen) f = 1.0;
+        else if (wavelen > low_wavelen) f = factor;
+        else {
+            double smooth = (orig_ctx / wavelen - low_freq) / (high_freq - low_freq);
+            f = 1.0 / ((1 - smooth) / factor + smooth);
+        }
+        out[i] = (float)f;
+    }
+}
+
+/* ---- config.json ---- */
+
+typedef struct {
+    const char *path; /* for messages */
+    const cJSON *j;
+    char *err;
+} cfg_ctx;
+
+static cJSON *read_json(const char *path, bool optional, char *err) {
+    struct stat st;
+    if (optional && stat(path, &st) != 0) return NULL;
+    size_t n;
+    char *txt = tp_read_file(path, &n, err);
+    if (!txt) return NULL;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(txt, n, &end, false);
+    if (!j) tp_fail(err, "%s: not valid JSON (near byte %ld)", path, end ? (long)(end - txt) : -1L);
+    else if (!cJSON_IsObject(j)) {
+        tp_fail(err, "%s: not a JSON object", path);
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    free(txt);
+    return j;
+}
+
+static const cJSON *item(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNull(v) ? NULL : v; /* null means "not set" in Hugging Face configs */
+}
+
+/* A positive integer that fits an int; absent: def, or an error if required (def < 0). */
+static bool cfg_int(cfg_ctx *c, const char *key, int64_t def, int *out) {
+    const cJSON *v = item(c->j, key);
+    if (!v) {
+        if (def < 0) return tp_fail(c->err, "%s: missing %s", c->path, key), false;
+        *out = (int)def;
+        return true;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(d >= 1 && d <= (double)(1 << 30)) || d != floor(d))
+        return tp_fail(c->err, "%s: %s must be a positive integer", c->path, key), false;
+    *out = (int)d;
+    return true;
+}
+
+/* A number from object o (c->j when NULL); absent: def, or an error if required. */
+static bool cfg_num(cfg_ctx *c, const cJSON *o, const char *what, const char *key, bool required, double def,
+                    double *out) {
+    const cJSON *v = item(o ? o : c->j, key);
+    if (!v) {
+        if (required) return tp_fail(c->err, "%s: %s needs %s", c->path, what, key), false;
+        *out = def;
+        return true;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return tp_fail(c->err, "%s: %s%s%s must be a number", c->path, o ? what : "", o ? " " : "", key), false;
+    *out = v->valuedouble;
+    return true;
+}
+
+static bool llama_shaped(const char *arch) {
+    static const char *const names[] = { "LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(arch, names[i]) == 0) return true;
+    return false;
+}
+
+/* The architecture: architectures[0], else model_type. */
+static bool check_arch(cfg_ctx *c, tp_model *m) {
+    const cJSON *a = item(c->j, "architectures");
+    const char *arch = NULL;
+    if (cJSON_IsArray(a) && cJSON_IsString(a->child)) arch = a->child->valuestring;
+    else if (a && !cJSON_IsArray(a)) return tp_fail(c->err, "%s: architectures is not a list", c->path), false;
+    if (arch) {
+        if (!llama_shaped(arch))
+            return tp_fail(c->err, "%s: architecture '%.60s' is not Llama-shaped (tempo runs LlamaForCausalLM, "
+                                   "MistralForCausalLM)", c->path, arch), false;
+    } else {
+        const cJSON *mt = item(c->j, "model_type");
+        if (!cJSON_IsString(mt)) return tp_fail(c->err, "%s: missing architectures and model_type", c->path), false;
+        if (strcmp(mt->valuestring, "llama") != 0 && strcmp(mt->valuestring, "mistral") != 0)
+            return tp_fail(c->err, "%s: model_type '%.60s' is not Llama-shaped (tempo runs llama, mistral)", c->path,
+                           mt->valuestring), false;
+    }
+    /* Llama-shaped also means: SiLU gated FFN, no biases. */
+    const cJSON *act = item(c->j, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
+        return tp_fail(c->err, "%s: hidden_act '%.40s' is not supported (silu)", c->path,
+                       cJSON_IsString(act) ? act->valuestring : "?"), false;
+    static const char *const biases[] = { "attention_bias", "mlp_bias" };
+    for (int i = 0; i < 2; i++)
+        if (cJSON_IsTrue(item(c->j, biases[i])))
+            return tp_fail(c->err, "%s: %s = true is not supported (Llama layers have no biases)", c->path,
+                           biases[i]), false;
+    snprintf(m->arch, sizeof m->arch, "llama");
+    return true;
+}
+
+/* rope_scaling (or transformers 5's rope_parameters): none, linear, or llama3. */
+typedef struct {
+    double linear;                    /* divisor of every frequency (1 = none) */
+    bool llama3;
+    double factor, low, high, orig;   /* llama3 */
+} rope_cfg;
+
+static bool read_rope(cfg_ctx *c, double *theta, rope_cfg *r) {
+    memset(r, 0, sizeof *r);
+    r->linear = 1.0;
+    const cJSON *rs = item(c->j, "rope_scaling");
+    const cJSON *rp = item(c->j, "rope_parameters");
+    if (rp && !cJSON_IsObject(rp)) return tp_fail(c->err, "%s: rope_parameters is not an object", c->path), false;
+    if (!cfg_num(c, NULL, "", "rope_theta", false, 10000.0, theta)) return false;
+    if (rp && !item(c->j, "rope_theta") && !cfg_num(c, rp, "rope_parameters", "rope_theta", false, 10000.0, theta))
+        return false;
+    if (!(*theta > 1)) return tp_fail(c->err, "%s: rope_theta %g must be greater than 1", c->path, *theta), false;
+    if (!rs) rs = rp;
+    if (!rs) return true;
+    if (!cJSON_IsObject(rs)) return tp_fail(c->err, "%s: rope_scaling is not an object", c->path), false;
+    const cJSON *ty = item(rs, "rope_type");
+    if (!ty) ty = item(rs, "type");
+    if (ty && !cJSON_IsString(ty)) return tp_fail(c->err, "%s: rope_scaling type is not a string", c->path), false;
+    const char *type = ty ? ty->valuestring : "default";
+    if (strcmp(type, "default") == 0) return true;
+    if (strcmp(type, "linear") == 0) {
+        if (!cfg_num(c, rs, "rope_scaling linear", "factor", true, 1, &r->linear)) return false;
+        if (!(r->linear > 0))
+            return tp_fail(c->err, "%s: rope_scaling factor %g must be positive", c->path, r->linear), false;
+        return true;
+    }
+    if (strcmp(type, "llama3") == 0) {
+        const char *w = "rope_scaling llama3";
+        r->llama3 = true;
+        if (!cfg_num(c, rs, w, "factor", true, 0, &r->factor) ||
+            !cfg_num(c, rs, w, "low_freq_factor", true, 0, &r->low) ||
+            !cfg_num(c, rs, w, "high_freq_factor", true, 0, &r->high) ||
+            !cfg_num(c, rs, w, "original_max_position_embeddings", true, 0, &r->orig))
+            return false;
+        if (!(r->factor > 0) || !(r->low > 0) || !(r->high > r->low) || !(r->orig >= 1))
+            return tp_fail(c->err, "%s: rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor "
+                                   "and original_max_position_embeddings >= 1 (got %g, %g, %g, %g)",
+                           c->path, r->factor, r->low, r->high, r->orig), false;
+        return true;
+    }
+    return tp_fail(c->err, "%s: rope_scaling type '%.40s' is not supported (llama3, linear)", c->path, type), false;
+}
+
+static bool read_hparams(cfg_ctx *c, tp_hparams *hp) {
+    if (!cfg_int(c, "hidden_size", -1, &hp->dim) || !cfg_int(c, "num_hidden_layers", -1, &hp->n_layers) ||
+        !cfg_int(c, "num_attention_heads", -1, &hp->n_heads) || !cfg_int(c, "intermediate_size", -1, &hp->ffn_dim) ||
+        !cfg_int(c, "num_key_value_heads", hp->n_heads, &hp->n_kv_heads) ||
+        !cfg_int(c, "max_position_embeddings", 2048, &hp->n_ctx)) /* 2048: LlamaConfig's default */
+        return false;
+    if (hp->n_heads % hp->n_kv_heads)
+        return tp_fail(c->err, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", c->path,
+                       hp->n_heads, hp->n_kv_heads), false;
+    if (!item(c->j, "head_dim") && hp->dim % hp->n_heads)
+        return tp_fail(c->err, "%s: hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim)",
+                       c->path, hp->dim, hp->n_heads), false;
+    if (!cfg_int(c, "head_dim", hp->dim / hp->n_heads, &hp->head_dim)) return false;
+    if (hp->head_dim % 2) return tp_fail(c->err, "%s: head_dim %d is odd", c->path, hp->head_dim), false;
+    hp->rope_dim = hp->head_dim;
+    /* Mistral's sliding window: attention over the whole context equals it only
+     * while the context fits the window, so the window caps the context. */
+    const cJSON *sw = item(c->j, "sliding_window");
+    if (sw) {
+        int w;
+        if (!cfg_int(c, "sliding_window", 0, &w)) return false;
+        if (w < hp->n_ctx) hp->n_ctx = w;
+    }
+    double eps;
+    if (!cfg_num(c, NULL, "", "rms_norm_eps", false, 1e-6, &eps)) return false; /* LlamaConfig's default */
+    if (!(eps > 0 && eps < 1)) return tp_fail(c->err, "%s: rms_norm_eps %g is out of range", c->path, eps), false;
+    hp->eps = (float)eps;
+    return true;
+}
+
+/* bos/eos ids: a number or a list of numbers; each must be a vocabulary id. */
+static bool check_ids(const char *path, const cJSON *j, const char *key, int n_vocab, char *err) {
+    const cJSON *v = item(j, key);
+    if (!v) return true;
+    const cJSON *e = cJSON_IsArray(v) ? v->child : v;
+    for (; e; e = cJSON_IsArray(v) ? e->next : NULL) {
+        double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
+        if (!(d >= 0 && d < n_vocab) || d != floor(d))
+            return tp_fail(err, "%s: %s must be token ids below the vocabulary size %d", path, key, n_vocab), false;
+    }
+    return true;
+}
+
+/* ---- tensors ---- */
+
+typedef struct {
+    tp_model *m;
+    const st_set *st;
+    const char *dir;
+    char *err;
+} hf_loader;
+
+static const char *type_name(const st_tensor *t) { return t->dtype; }
+
+static void fmt_shape(char *buf, size_t cap, const st_tensor *t) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < t->n_dims && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+/* Find a tensor and check its shape ([d0] or [d0, d1], outermost first) and dtype. */
+static const st_tensor *need(hf_loader *ld, const char *name, int64_t d0, int64_t d1, bool optional) {
+    const st_tensor *t = st_set_find(ld->st, name);
+    if (!t) {
+        if (!optional) tp_fail(ld->err, "%s: missing required tensor %s", ld->dir, name);
+        return NULL;
+    }
+    int nd = d1 ? 2 : 1;
+    if (t->n_dims != nd || (int64_t)t->shape[0] != d0 || (d1 && (int64_t)t->shape[1] != d1)) {
+        char got[96];
+        fmt_shape(got, sizeof got, t);
+        if (d1)
+            tp_fail(ld->err, "%s: tensor %s has shape %s, expected [%lld, %lld]", t->file->path, name, got,
+                    (long long)d0, (long long)d1);
+        else
+            tp_fail(ld->err, "%s: tensor %s has shape %s, expected [%lld]", t->file->path, name, got, (long long)d0);
+        return NULL;
+    }
+    if (t->type == ST_TYPE_OTHER) {
+        tp_fail(ld->err, "%s: tensor %s has dtype %s; tempo computes with F32, F16 and BF16", t->file->path, name,
+                type_name(t));
+        return NULL;
+    }
+    ld->m->weight_bytes += t->nbytes;
+    return t;
+}
+
+/* The mapped bytes when they are aligned for their element type (safetensors
+ * only aligns what its header padding gives); otherwise an owned aligned copy. */
+static const void *usable(hf_loader *ld, const st_tensor *t) {
+    size_t es = t->type == TP_F32 ? 4 : 2;
+    if ((uintptr_t)t->data % es == 0) return t->data;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, t->nbytes ? t->nbytes : 1) != 0) {
+        tp_fail(ld->err, "%s: cannot allocate %llu bytes to align tensor %s", t->file->path,
+                (unsigned long long)t->nbytes, t->name);
+        return NULL;
+    }
+    memcpy(p, t->data, t->nbytes);
+    tp_model_own(ld->m, p, t->nbytes);
+    return p;
+}
+
+static bool load_matrix(hf_loader *ld, tp_weight *w, const char *name, int n_in, int n_out) {
+    const st_tensor *t = need(ld, name, n_out, n_in, false);
+    if (!t) return false;
+    if (!(w->data = usable(ld, t))) return false;
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    return true;
+}
+
+/* A norm vector as f32: the mapped bytes when they are f32, else an owned copy. */
+static const float *load_vector(hf_loader *ld, const char *name, int n) {
+    const st_tensor *t = need(ld, name, n, 0, false);
+    if (!t) return NULL;
+    if (t->type == TP_F32) return usable(ld, t);
+    float *v = tp_xmalloc((size_t)n * sizeof(float));
+    const uint8_t *p = t->data;
+    for (int i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * (size_t)i, 2); /* may be unaligned */
+        v[i] = t->type == TP_BF16 ? tp_bf16_to_f32(h) : tp_f16_to_f32(h);
+    }
+    tp_model_own(ld->m, v, (size_t)n * sizeof(float));
+    return v;
+}
+
+static bool load_weights(hf_loader *ld, bool tied) {
+    tp_model *m = ld->m;
+    tp_hparams *hp = &m->hp;
+    const st_tensor *emb = st_set_find(ld->st, "model.embed_tokens.weight");
+    if (!emb) return tp_fail(ld->err, "%s: missing required tensor model.embed_tokens.weight", ld->dir), false;
+    if (emb->n_dims != 2 || emb->shape[0] < 1 || emb->shape[0] > (1u << 30))
+        return tp_fail(ld->err, "%s: tensor model.embed_tokens.weight is not a [vocab, %d] matrix", emb->file->path,
+                       hp->dim), false;
+    hp->n_vocab = (int)emb->shape[0];
+    int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
+    if (!load_matrix(ld, &m->tok_embd, "model.embed_tokens.weight", hp->dim, hp->n_vocab)) return false;
+    if (!(m->out_norm = load_vector(ld, "model.norm.weight", hp->dim))) return false;
+    if (tied) m->output = m->tok_embd;
+    else if (!load_matrix(ld, &m->output, "lm_head.weight", hp->dim, hp->n_vocab)) return false;
+
+    m->layers = tp_xcalloc((size_t)hp->n_layers, sizeof *m->layers);
+    for (int l = 0; l < hp->n_layers; l++) {
+        tp_layer *L = &m->layers[l];
+        char nm[128];
+#define NAME(s) (snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, s), nm)
+        if (!(L->attn_norm = load_vector(ld, NAME("input_layernorm"), hp->dim))) return false;
+        if (!(L->ffn_norm = load_vector(ld, NAME("post_attention_layernorm"), hp->dim))) return false;
+        if (!load_matrix(ld, &L->wq, NAME("self_attn.q_proj"), hp->dim, q_dim)) return false;
+        if (!load_matrix(ld, &L->wk, NAME("self_attn.k_proj"), hp->dim, kv_dim)) return false;
+        if (!load_matrix(ld, &L->wv, NAME("self_attn.v_proj"), hp->dim, kv_dim)) return false;
+        if (!load_matrix(ld, &L->wo, NAME("self_attn.o_proj"), q_dim, hp->dim)) return false;
+        if (!load_matrix(ld, &L->w_gate, NAME("mlp.gate_proj"), hp->dim, hp->ffn_dim)) return false;
+        if (!load_matrix(ld, &L->w_up, NAME("mlp.up_proj"), hp->dim, hp->ffn_dim)) return false;
+        if (!load_matrix(ld, &L->w_down, NAME("mlp.down_proj"), hp->ffn_dim, hp->dim)) return false;
+#undef NAME
+    }
+    return true;
+}
 
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err) {
-    (void)opts;
-    tp_fail(err, "%s: Hugging Face model folders are not supported yet", dir);
+    char path[4096], gpath[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(gpath, sizeof gpath, "%s/generation_config.json", dir);
+    cJSON *cfg = read_json(path, false, err);
+    if (!cfg) return NULL;
+    err[0] = 0;
+    cJSON *gen = read_json(gpath, true, err);
+    if (!gen && err[0]) { cJSON_Delete(cfg); return NULL; }
+
+    tp_model *m = tp_xcalloc(1, sizeof *m);
+    tp_hparams *hp = &m->hp;
+    cfg_ctx c = { path, cfg, err };
+    double theta;
+    rope_cfg rope;
+    if (!check_arch(&c, m) || !read_hparams(&c, hp) || !read_rope(&c, &theta, &rope)) goto fail;
+    hp->rope_base = (float)theta;
+    hp->rope_split_half = true;
+    const cJSON *tie = item(cfg, "tie_word_embeddings");
+    if (tie && !cJSON_IsBool(tie)) { tp_fail(err, "%s: tie_word_embeddings is not true/false", path); goto fail; }
+    bool tied = cJSON_IsTrue(tie); /* LlamaConfig's default: false */
+
+    st_set *st = st_set_open(dir, err);
+    if (!st) goto fail;
+    m->hf = st;
+    hf_loader ld = { m, st, dir, err };
+    if (!load_weights(&ld, tied)) goto fail;
+    int cfg_vocab;
+    if (!cfg_int(&c, "vocab_size", hp->n_vocab, &cfg_vocab)) goto fail;
+    if (cfg_vocab != hp->n_vocab) {
+        tp_fail(err, "%s: vocab_size %d but model.embed_tokens.weight has %d rows", path, cfg_vocab, hp->n_vocab);
+        goto fail;
+    }
+    if (!check_ids(path, cfg, "bos_token_id", hp->n_vocab, err) ||
+        !check_ids(path, cfg, "eos_token_id", hp->n_vocab, err) ||
+        (gen && (!check_ids(gpath, gen, "bos_token_id", hp->n_vocab, err) ||
+                 !check_ids(gpath, gen, "eos_token_id", hp->n_vocab, err))))
+        goto fail;
+
+    if (!(m->tok = tokenizer_from_hf(dir, err))) goto fail;
+    if (tokenizer_vocab_size(m->tok) > hp->n_vocab) {
+        tp_fail(err, "%s: tokenizer has %d tokens but model.embed_tokens.weight has %d rows", dir,
+                tokenizer_vocab_size(m->tok), hp->n_vocab);
+        goto fail;
+    }
+
+    if (rope.llama3) {
+        float *ff = tp_xmalloc((size_t)(hp->rope_dim / 2) * sizeof(float));
+        tp_llama3_rope_factors(ff, hp->rope_dim, theta, rope.factor, rope.low, rope.high, rope.orig);
+        tp_model_own(m, ff, (size_t)(hp->rope_dim / 2) * sizeof(float));
+        m->rope_freq_factors = ff;
+    }
+    if (tp_model_finish(m, opts, err)) goto fail;
+    if (rope.linear != 1.0)
+        for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / rope.linear);
+    cJSON_Delete(cfg);
+    cJSON_Delete(gen);
+    return m;
+fail:
+    cJSON_Delete(cfg);
+    cJSON_Delete(gen);
+    /* freed here so that tp_model_free need not know about it (see tp_hf_free) */
+    tp_hf_free(m->hf);
+    m->hf = NULL;
+    tp_model_free(m);
     return NULL;
 }

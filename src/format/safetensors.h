@@ -1,0 +1,90 @@
+/* safetensors.h: safetensors reader (memory-mapped, single file or sharded) and
+ * a small writer.
+ *
+ * A safetensors file is a little-endian uint64 header length N, N bytes of JSON
+ * ({"__metadata__": {...}, "<name>": {"dtype", "shape", "data_offsets"}}), then
+ * the tensor data; offsets are relative to the first byte after the header and
+ * shapes are outermost first (a Hugging Face [out, in] matrix is GGUF ne [in, out]
+ * with the same bytes).
+ *
+ * The reader maps the file read-only and checks, before anything is used: the
+ * header length against the file, the JSON, every dtype, that each tensor's byte
+ * span equals its shape times its element size, that spans lie inside the data
+ * and do not overlap. Tensor data pointers point into the mapping. A bad file
+ * gives NULL and one line in err that starts with the file's name.
+ *
+ * A model folder holds either model.safetensors or model.safetensors.index.json
+ * ({"weight_map": {tensor: shard file}}) and its shards; st_set opens either.
+ */
+#ifndef TEMPO_SAFETENSORS_H
+#define TEMPO_SAFETENSORS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ST_MAX_DIMS 8
+#define ST_TYPE_OTHER UINT32_MAX /* a dtype the file may hold but tempo cannot compute with */
+
+struct st_file;
+
+typedef struct {
+    char *name;
+    char dtype[12];               /* as written in the file: "BF16", "F32", "I64", ... */
+    uint32_t type;                /* TP_F32, TP_F16, TP_BF16, or ST_TYPE_OTHER */
+    int n_dims;
+    uint64_t shape[ST_MAX_DIMS];  /* outermost first, as in the file */
+    uint64_t n_elems;
+    uint64_t nbytes;
+    const void *data;             /* inside the mapping */
+    const struct st_file *file;
+} st_tensor;
+
+typedef struct st_file {
+    char *path;
+    const char *base;             /* file name within path, for messages */
+    const uint8_t *map;
+    size_t map_size;
+    size_t data_offset;           /* 8 + header length */
+    int n_tensors;
+    st_tensor *tensors;           /* sorted by name */
+} st_file;
+
+st_file *st_open(const char *path, char *err);
+void st_close(st_file *f);
+const st_tensor *st_find(const st_file *f, const char *name);
+
+/* The weights of a model folder: one file or the shards named by the index. */
+typedef struct {
+    int n_files;
+    st_file **files;
+    int n_tensors;
+    const st_tensor **tensors;    /* every tensor of every shard, sorted by name */
+} st_set;
+
+/* dir/model.safetensors.index.json if present (every shard it names is opened and
+ * every tensor it lists must be in its shard), else dir/model.safetensors. */
+st_set *st_set_open(const char *dir, char *err);
+void st_set_free(st_set *s);
+const st_tensor *st_set_find(const st_set *s, const char *name);
+
+/* ---- writer (tests and tools make their own files) ----
+ * Tensors are written in the order added; the header is padded with spaces to a
+ * multiple of 8 bytes so that every tensor's data is 8-byte aligned in the file
+ * when earlier tensors' sizes are multiples of 8. */
+typedef struct st_writer st_writer;
+st_writer *st_writer_new(void);
+void st_writer_free(st_writer *w);
+/* dtype: "F32", "F16", "BF16" or any other safetensors dtype name; shape outermost
+ * first; data (the product of shape times the element size bytes) is copied. */
+void st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
+                 const void *data);
+/* A __metadata__ string entry. */
+void st_w_meta(st_writer *w, const char *key, const char *value);
+/* 0 on success; -1 with err naming the path (a bad tensor added earlier is reported here). */
+int st_writer_save(st_writer *w, const char *path, char *err);
+
+/* Element size of a safetensors dtype name, 0 if unknown. */
+size_t st_dtype_size(const char *dtype);
+
+#endif
