@@ -277,3 +277,38 @@ TEST(config_yaml_empty_file_changes_nothing) {
         remove_tmp(p);
     }
 }
+
+/* The CLI reads the file first; flags override it. Bad files stop with the file:line message. */
+TEST(config_cli_file_then_flags) {
+    char cmd[1024];
+    int st;
+    char *p = write_tmp("run.yaml",
+                        "# config.yaml\nmax_memory_gb: 36.0\nmax_parallel_tokens: 2\nprompt: \"Your prompt here\"\n"
+                        "max_tokens: 3\nselection_threshold: 0\n");
+    REQUIRE(p);
+    snprintf(cmd, sizeof cmd, "%s --model %s/models/stories260K.gguf --config %s --max-tokens 5 --output-json 2>/dev/null",
+             test_tempo_bin(), SHARED_DIR, p);
+    char *out = test_run_capture(cmd, &st);
+    REQUIRE(out);
+    CHECK_MSG(st == 0, "exit %d", st);
+    CHECK_MSG(strstr(out, "\"prompt\": \"Your prompt here\"") || strstr(out, "\"prompt\":\"Your prompt here\""), "%s", out);
+    CHECK_MSG(strstr(out, "\"max_tokens\": 5") || strstr(out, "\"max_tokens\":5"), "flag did not override the file");
+    CHECK(strstr(out, "\"max_parallel_tokens\": 2") || strstr(out, "\"max_parallel_tokens\":2"));
+    free(out);
+    remove_tmp(p);
+
+    p = write_tmp("bad.yaml", "max_tokens: 3\nmax_tokenz: 4\n");
+    REQUIRE(p);
+    snprintf(cmd, sizeof cmd, "%s --model %s/models/stories260K.gguf --config %s 2>&1", test_tempo_bin(), SHARED_DIR, p);
+    out = test_run_capture(cmd, &st);
+    REQUIRE(out);
+    CHECK_MSG(st == 2, "exit %d", st);
+    CHECK_MSG(strstr(out, "bad.yaml:2: unknown key 'max_tokenz'"), "%s", out);
+    free(out);
+    remove_tmp(p);
+
+    snprintf(cmd, sizeof cmd, "%s --config /nonexistent.yaml 2>&1", test_tempo_bin());
+    out = test_run_capture(cmd, &st);
+    CHECK(st == 2 && out && strstr(out, "/nonexistent.yaml: cannot read"));
+    free(out);
+}

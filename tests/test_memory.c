@@ -1,0 +1,639 @@
+/* test_memory.c: the memory monitor, the run budget, and the memory limits end
+ * to end (the spec's memory test: generation under limits, the measured peak
+ * stays within --max-memory-gb). */
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <regex.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tempo.h"
+#include "kv/kvcache.h"
+#include "memory/budget.h"
+#include "memory/memory.h"
+#include "model/model.h"
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#define STORIES SHARED_DIR "/models/stories260K.gguf"
+
+/* /proc values read here independently of the monitor (kB lines -> bytes). */
+static double proc_kb(const char *file, const char *key) {
+    FILE *f = fopen(file, "r");
+    if (!f) return -1;
+    char line[256];
+    double v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') { v = atof(line + kl + 1) * 1024.0; break; }
+    fclose(f);
+    return v;
+}
+
+TEST(memory_stats_match_proc) {
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
+    REQUIRE(mm);
+    /* touch 64 MB so the process's resident set visibly moves */
+    size_t big = 64u << 20;
+    char *p = malloc(big);
+    REQUIRE(p);
+    memset(p, 1, big);
+    tempo_memory_stats s;
+    tempo_memory_get_stats(mm, &s);
+    double total = proc_kb("/proc/meminfo", "MemTotal"), avail = proc_kb("/proc/meminfo", "MemAvailable");
+    double rss = proc_kb("/proc/self/status", "VmRSS"), hwm = proc_kb("/proc/self/status", "VmHWM");
+    CHECK(total > 0 && rss > 0);
+    CHECK_NEAR(s.system_total_gb, total / GIB, 1e-9);
+    CHECK_NEAR(s.system_available_gb, avail / GIB, 0.25);                 /* other processes move it */
+    CHECK_NEAR(s.system_used_gb + s.system_available_gb, s.system_total_gb, 1e-9);
+    CHECK_NEAR(s.system_percent, 100.0 * s.system_used_gb / s.system_total_gb, 1e-9);
+    CHECK_NEAR(s.process_rss_gb, rss / GIB, 8.0 / 1024);                  /* within 8 MB */
+    CHECK_NEAR(s.process_peak_gb, hwm / GIB, 8.0 / 1024);
+    CHECK(s.process_rss_gb >= 64.0 / 1024);
+    CHECK(s.process_peak_gb >= s.process_rss_gb - 1e-9);
+    CHECK(!s.has_gpu);
+    /* usage is at least the measured resident set */
+    CHECK(tempo_memory_current_usage_gb(mm) >= rss / GIB - 8.0 / 1024);
+    double av = tempo_memory_available_gb(mm);
+    CHECK(av >= 0 && av <= 36.0 - tempo_memory_current_usage_gb(mm) + 1e-6);
+    CHECK(av <= avail / GIB + 0.25);
+    p[big - 1] = 2;
+    free(p);
+    tempo_memory_monitor_free(mm);
+}
+
+/* Warning from exactly 85%, critical from exactly 95% of max_memory_gb. */
+TEST(memory_thresholds_exact) {
+    char err[TEMPO_ERR_LEN];
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(100.0); /* far above this process's resident set */
+    size_t limit = tp_memory_limit_bytes(mm);
+    CHECK(limit == (size_t)100 << 30);
+    tp_memory_set_other(mm, 0);
+    tp_memory_set_kv(mm, 0);
+    tp_memory_set_work(mm, 0);
+    size_t warn = (size_t)85 << 30, crit = (size_t)95 << 30;
+
+    tp_memory_set_weights(mm, warn - 1);
+    CHECK(tempo_memory_check_limit(mm, "model loading", err) == TEMPO_MEM_OK);
+    CHECK(err[0] == 0);
+    tp_memory_set_weights(mm, warn);
+    CHECK(tempo_memory_check_limit(mm, "model loading", err) == TEMPO_MEM_WARNING);
+    CHECK_MSG(strstr(err, "model loading") && strstr(err, "85.0%") && strstr(err, "100.00GB"), "%s", err);
+    tp_memory_set_weights(mm, crit - 1);
+    CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_WARNING);
+    /* the parts add up: weights + KV + work + other */
+    tp_memory_set_weights(mm, crit - 1000);
+    tp_memory_set_kv(mm, 600);
+    tp_memory_set_work(mm, 399);
+    CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_WARNING);
+    tp_memory_set_other(mm, 1);
+    CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_CRITICAL);
+    CHECK_MSG(strstr(err, "step 3") && strstr(err, "95.0%") && strstr(err, "critical") &&
+              strstr(err, "--max-memory-gb"), "%s", err);
+    CHECK_NEAR(tempo_memory_current_usage_gb(mm), 95.0, 1e-9);
+    CHECK_NEAR(tempo_memory_available_gb(mm) <= 5.0 + 1e-9 ? 1 : 0, 1, 0);
+    tp_memory_set_weights(mm, (size_t)120 << 30);
+    CHECK(tempo_memory_check_limit(mm, "x", err) == TEMPO_MEM_CRITICAL);
+    CHECK(tempo_memory_available_gb(mm) == 0.0);
+    tempo_memory_monitor_free(mm);
+}
+
+TEST(memory_model_fits_names_both_sizes) {
+    char err[TEMPO_ERR_LEN] = "";
+    CHECK(tp_memory_check_model_fits(2.0, (int64_t)(3.21 * GIB), err) == -1);
+    CHECK_MSG(strstr(err, "model needs 3.21GB of weights but --max-memory-gb is 2.00GB"), "%s", err);
+    CHECK(tp_memory_check_model_fits(2.0, (int64_t)(2.0 * GIB), err) == 0);
+    /* small sizes keep enough digits to be read */
+    CHECK(tp_memory_check_model_fits(0.0005, 1185376, err) == -1);
+    CHECK_MSG(strstr(err, "0.0011GB") && strstr(err, "0.000500GB"), "%s", err);
+}
+
+/* stories260K: dim 64, 5 layers, 8 heads, 4 KV heads, head_dim 8, vocab 512, ctx 2048. */
+TEST(memory_estimates_hand_computed) {
+    /* KV: 2 (K,V) x tokens x layers x KV heads x head_dim x bytes */
+    CHECK_NEAR(tempo_memory_estimate_kv_cache_gb(1, 100, 5, 4, 8, 4) * GIB, 2.0 * 100 * 5 * 4 * 8 * 4, 1e-6);
+    CHECK_NEAR(tempo_memory_estimate_kv_cache_gb(1, 100, 5, 4, 8, 4) * GIB, 128000, 1e-6);
+    CHECK_NEAR(tempo_memory_estimate_kv_cache_gb(2, 2048, 5, 4, 8, 2) * GIB, 2.0 * 2 * 2048 * 5 * 4 * 8 * 2, 1e-6);
+    /* the spec's 3B example shapes: 28 layers, 8 KV heads, head_dim 128, f16, 100 tokens */
+    CHECK_NEAR(tempo_memory_estimate_kv_cache_gb(1, 100, 28, 8, 128, 2), 2.0 * 100 * 28 * 8 * 128 * 2 / GIB, 1e-12);
+    /* parallel batch: tokens x (hidden + vocab + sequence) x bytes */
+    CHECK_NEAR(tempo_memory_estimate_parallel_batch_gb(20, 100, 512, 64, 4) * GIB, 20.0 * (64 + 512 + 100) * 4, 1e-6);
+    CHECK_NEAR(tempo_memory_estimate_parallel_batch_gb(20, 100, 128256, 3072, 2),
+               20.0 * (3072 + 128256 + 100) * 2 / GIB, 1e-12);
+    /* one KV slot: K+V over 5 layers of kv_dim 32 */
+    CHECK_INT_EQ(tp_memory_kv_slot_bytes(5, 32, TP_KV_F32), 2 * 5 * 32 * 4);
+    CHECK_INT_EQ(tp_memory_kv_slot_bytes(5, 32, TP_KV_F16), 2 * 5 * 32 * 2);
+    CHECK_INT_EQ(tp_memory_kv_slot_bytes(5, 32, TP_KV_Q8_0), 2 * 5 * 34);
+    CHECK_INT_EQ(tp_memory_token_work_bytes(64, 512, 2048), 4 * (64 + 512 + 2048));
+    /* the same rule as the KV cache itself */
+    const tp_kv_type types[] = { TP_KV_F32, TP_KV_F16, TP_KV_Q8_0 };
+    for (int i = 0; i < 3; i++) {
+        char err[TEMPO_ERR_LEN];
+        tp_kv *kv = tp_kv_new(5, 32, types[i], 8, 0, err);
+        REQUIRE(kv);
+        CHECK_INT_EQ(tp_kv_bytes_per_slot(kv), tp_memory_kv_slot_bytes(5, 32, types[i]));
+        tp_kv_free(kv);
+    }
+}
+
+TEST(memory_max_parallel_rule) {
+    size_t per = 0;
+    /* 1 MiB available, 100 steps, 1280-byte slots, 4*(64+512+2048) bytes of buffers:
+     * per token = 128000 + 10496 = 138496; 0.8 MiB / 138496 = 6.06 -> 6 */
+    CHECK_INT_EQ(tp_memory_max_parallel_for(1048576.0, 100, 1280, 10496, &per), 6);
+    CHECK_INT_EQ(per, 138496);
+    /* exactly 7 tokens' worth after the 20% reserve */
+    CHECK_INT_EQ(tp_memory_max_parallel_for(7.0 * 138496 / 0.8 + 1, 100, 1280, 10496, NULL), 7);
+    CHECK_INT_EQ(tp_memory_max_parallel_for(7.0 * 138496 / 0.8 - 2, 100, 1280, 10496, NULL), 6);
+    /* clamped to 1..50 */
+    CHECK_INT_EQ(tp_memory_max_parallel_for(36.0 * GIB, 100, 1280, 10496, NULL), 50);
+    CHECK_INT_EQ(tp_memory_max_parallel_for(0, 100, 1280, 10496, NULL), 1);
+    CHECK_INT_EQ(tp_memory_max_parallel_for(1000, 100, 1280, 10496, NULL), 1);
+    /* longer runs cost more per parallel token */
+    CHECK(tp_memory_max_parallel_for(8.0 * 1048576, 1000, 1280, 10496, NULL) <
+          tp_memory_max_parallel_for(8.0 * 1048576, 100, 1280, 10496, NULL));
+}
+
+TEST(memory_log_line_format) {
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
+    tp_memory_set_kv(mm, (size_t)(0.05 * GIB));
+    char line[256];
+    tempo_memory_log_line(mm, NULL, line, sizeof line);
+    regex_t re;
+    REQUIRE(regcomp(&re,
+                    "^Memory: System [0-9]+\\.[0-9]{2}/[0-9]+\\.[0-9]{2}GB \\([0-9]+\\.[0-9]%\\) "
+                    "Process [0-9]+\\.[0-9]{2}GB \\(peak [0-9]+\\.[0-9]{2}GB\\) KV 0\\.05GB$",
+                    REG_EXTENDED) == 0);
+    CHECK_MSG(regexec(&re, line, 0, NULL, 0) == 0, "'%s'", line);
+    tempo_memory_log_line(mm, "After model load", line, sizeof line);
+    CHECK_MSG(!strncmp(line, "After model load: Memory: System ", 33), "'%s'", line);
+    CHECK_MSG(regexec(&re, line + 18, 0, NULL, 0) == 0, "'%s'", line);
+    regfree(&re);
+    tempo_memory_monitor_free(mm);
+}
+
+TEST(memory_config_snapshot) {
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(12.5);
+    tp_memory_set_weights(mm, (size_t)GIB);
+    char *txt = tempo_memory_get_config(mm);
+    REQUIRE(txt);
+    cJSON *o = cJSON_Parse(txt);
+    REQUIRE(o);
+    CHECK(cJSON_GetObjectItem(o, "max_memory_gb")->valuedouble == 12.5);
+    CHECK_NEAR(cJSON_GetObjectItem(o, "weights_gb")->valuedouble, 1.0, 1e-12);
+    CHECK(cJSON_GetObjectItem(o, "current_usage_gb")->valuedouble >= 1.0);
+    CHECK(cJSON_GetObjectItem(o, "available_gb")->valuedouble <= 11.5 + 1e-9);
+    CHECK(cJSON_GetObjectItem(o, "warning_threshold")->valuedouble == 0.85);
+    CHECK(cJSON_GetObjectItem(o, "critical_threshold")->valuedouble == 0.95);
+    cJSON_Delete(o);
+    free(txt);
+    tempo_memory_free_memory(mm);
+    tempo_memory_monitor_free(mm);
+}
+
+/* ---------------------------------------------------------------- budget -- */
+
+/* A model with stories260K's shapes (no weights: the budget reads only shapes and sizes). */
+static void fake_model(tp_model *m) {
+    memset(m, 0, sizeof *m);
+    m->hp = (tp_hparams){ .n_vocab = 512, .dim = 64, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8,
+                          .ffn_dim = 172, .n_ctx = 2048, .rope_dim = 8 };
+    m->weight_bytes = 1u << 20;
+}
+
+/* Make exactly `free_slots` KV slots fit under the 95% level: the accounted
+ * runtime is set so that it, not this process's resident set, decides. */
+static void leave_room(tempo_memory_monitor *mm, long free_slots, size_t slot) {
+    size_t crit = (size_t)(0.95 * (double)tp_memory_limit_bytes(mm));
+    tp_memory_set_kv(mm, 0);
+    size_t known = tp_memory_accounted_bytes(mm);
+    tp_memory_set_other(mm, 0);
+    known = tp_memory_accounted_bytes(mm);
+    tp_memory_set_other(mm, crit - known - (size_t)free_slots * slot - slot / 2);
+}
+
+static tp_kv *fill_prompt(tp_budget *b, int n_prompt, char *err) {
+    tp_kv *kv = tp_kv_new(5, 32, TP_KV_F32, tp_budget_kv_max_slots(b), tp_budget_kv_max_bytes(b), err);
+    for (int i = 0; kv && i < n_prompt; i++) tp_kv_append(kv, 1, i, -1);
+    return kv;
+}
+
+TEST(memory_budget_stop_at_memory_limit) {
+    char err[TEMPO_ERR_LEN] = "", msg[TEMPO_ERR_LEN];
+    tp_model m;
+    fake_model(&m);
+    tempo_config cfg;
+    tempo_config_init(&cfg);
+    cfg.max_parallel_tokens = 30;
+    cfg.max_tokens = 50;
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(8.0);
+    tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
+    REQUIRE(b);
+    CHECK_INT_EQ(tp_budget_max_parallel(b), 30);
+    CHECK_INT_EQ(tp_budget_kv_max_slots(b), 2048);
+    tp_kv *kv = fill_prompt(b, 4, err);
+    REQUIRE(kv);
+    leave_room(mm, 4 + 100, 1280); /* the prompt's 4 slots + 100 more */
+    int fed = 0, k;
+    tempo_stop_reason why = TEMPO_STOP_MAX_TOKENS;
+    for (k = 0; k < 49; k++) {
+        int w = tp_budget_step_width(b, kv, k, 30, &why, msg);
+        if (w == 0) break;
+        CHECK_INT_EQ(w, 30);
+        for (int j = 0; j < w; j++) tp_kv_append(kv, 2, 4 + k, k);
+        fed += w;
+    }
+    CHECK_INT_EQ(k, 3);     /* 3 x 30 = 90 fit, a 4th step of 30 does not */
+    CHECK_INT_EQ(fed, 90);
+    CHECK(why == TEMPO_STOP_MEMORY_LIMIT);
+    CHECK_MSG(strstr(msg, "Memory limit reached at step 3") && strstr(msg, "--max-memory-gb 8.00GB") &&
+              strstr(msg, "--memory-policy adapt"), "%s", msg);
+    tempo_adjustment *adj = NULL;
+    CHECK_INT_EQ(tp_budget_adjustments(b, &adj), 0);
+    free(adj);
+    tp_kv_free(kv);
+    tp_budget_free(b);
+    tempo_memory_monitor_free(mm);
+    tempo_config_free(&cfg);
+}
+
+TEST(memory_budget_adapt_narrows_and_finishes) {
+    char err[TEMPO_ERR_LEN] = "", msg[TEMPO_ERR_LEN];
+    tp_model m;
+    fake_model(&m);
+    tempo_config cfg;
+    tempo_config_init(&cfg);
+    cfg.max_parallel_tokens = 10;
+    cfg.max_tokens = 51; /* 50 fed steps */
+    tempo_config_set(&cfg, "memory_policy", "adapt", err);
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(8.0);
+    tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
+    REQUIRE(b);
+    tp_kv *kv = fill_prompt(b, 4, err);
+    REQUIRE(kv);
+    leave_room(mm, 4 + 120, 1280);
+    int fed = 0, prev = 10, steps = 0;
+    for (int k = 0; k < 50; k++) {
+        tempo_stop_reason why = TEMPO_STOP_MAX_TOKENS;
+        int w = tp_budget_step_width(b, kv, k, 10, &why, msg);
+        CHECK_MSG(w >= 1, "step %d stopped: %s", k, msg);
+        if (w < 1) break;
+        CHECK(w <= prev); /* widths only shrink */
+        CHECK_INT_EQ(w, tp_budget_current_width(b));
+        prev = w;
+        for (int j = 0; j < w; j++) tp_kv_append(kv, 2, 4 + k, k);
+        fed += w;
+        steps++;
+    }
+    CHECK_INT_EQ(steps, 50);      /* every step ran */
+    CHECK(fed <= 120);            /* and the limit held */
+    CHECK(prev < 10);
+    tempo_adjustment *adj = NULL;
+    int n = tp_budget_adjustments(b, &adj);
+    CHECK(n >= 1);
+    for (int i = 0; i < n; i++) {
+        CHECK(adj[i].new_width >= 1 && adj[i].new_width < adj[i].old_width);
+        CHECK(i == 0 ? adj[i].old_width == 10 : adj[i].old_width == adj[i - 1].new_width);
+        CHECK(i == 0 || adj[i].from_step > adj[i - 1].from_step);
+        CHECK_MSG(adj[i].reason && strstr(adj[i].reason, "memory"), "%s", adj[i].reason);
+        free(adj[i].reason);
+    }
+    if (n) CHECK_INT_EQ(adj[n - 1].new_width, prev);
+    free(adj);
+    /* below one slot, adapt stops too, with the memory message */
+    leave_room(mm, 0, 1280);
+    tempo_stop_reason why;
+    CHECK_INT_EQ(tp_budget_step_width(b, kv, 49, 10, &why, msg), 0);
+    CHECK(why == TEMPO_STOP_MEMORY_LIMIT);
+    tp_kv_free(kv);
+    tp_budget_free(b);
+    tempo_memory_monitor_free(mm);
+    tempo_config_free(&cfg);
+}
+
+TEST(memory_budget_cache_token_limit_and_reclaim) {
+    char err[TEMPO_ERR_LEN] = "", msg[TEMPO_ERR_LEN];
+    tp_model m;
+    fake_model(&m);
+    tempo_config cfg;
+    tempo_config_init(&cfg);
+    cfg.max_parallel_tokens = 4;
+    cfg.max_cache_tokens = 20;
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
+    tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
+    REQUIRE(b);
+    CHECK_INT_EQ(tp_budget_kv_max_slots(b), 20);
+    tp_kv *kv = fill_prompt(b, 6, err);
+    REQUIRE(kv);
+    tempo_stop_reason why = TEMPO_STOP_MAX_TOKENS;
+    int k = 0;
+    for (; k < 10; k++) {
+        int w = tp_budget_step_width(b, kv, k, 4, &why, msg);
+        if (!w) break;
+        for (int j = 0; j < w; j++) tp_kv_append(kv, 2, 6 + k, k);
+    }
+    CHECK_INT_EQ(k, 3); /* 6 + 12 = 18; 18 + 4 > 20 */
+    CHECK(why == TEMPO_STOP_CACHE_LIMIT);
+    CHECK_MSG(strstr(msg, "Cache token limit exceeded: 22 > 20."), "%s", msg);
+    /* pruned slots are reclaimed before refusing */
+    tp_kv_kill(kv, 7);
+    tp_kv_kill(kv, 8);
+    CHECK_INT_EQ(tp_budget_step_width(b, kv, 3, 4, &why, msg), 4);
+    CHECK_INT_EQ(kv->n, 16);
+    tp_kv_free(kv);
+    tp_budget_free(b);
+    tempo_memory_monitor_free(mm);
+    tempo_config_free(&cfg);
+}
+
+TEST(memory_budget_auto_width_and_model_check) {
+    char err[TEMPO_ERR_LEN] = "";
+    tp_model m;
+    fake_model(&m);
+    tempo_config cfg;
+    tempo_config_init(&cfg);
+    /* default: auto from memory; plenty of memory -> the cap of 50 */
+    tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
+    tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
+    REQUIRE(b);
+    double avail = tempo_memory_available_gb(mm);
+    if (avail > 1.0) CHECK_INT_EQ(tp_budget_max_parallel(b), 50);
+    CHECK(tp_budget_kv_max_bytes(b) > 0 && tp_budget_kv_max_bytes(b) < (size_t)(0.95 * 36 * GIB));
+    tp_budget_free(b);
+    tempo_memory_monitor_free(mm);
+    /* a limit below what this process already holds: critical at "model loading" */
+    mm = tempo_memory_monitor_new(0.001);
+    CHECK(tp_budget_new(mm, &m, &cfg, err) == NULL);
+    CHECK_MSG(strstr(err, "model loading") && strstr(err, "critical"), "%s", err);
+    tempo_memory_monitor_free(mm);
+    tempo_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------ end to end -- */
+/* The spec's memory test, done right: real generation runs of the CLI on
+ * stories260K under limits, with the peak resident set of each run measured by
+ * the kernel (wait4's ru_maxrss), not reported by the run itself.
+ *
+ * The runs use the optimised binary (TEMPO_OPT_BIN, default build/tempo): the
+ * sanitized one carries tens of MB of AddressSanitizer shadow memory, which
+ * would swamp a limit of a few MB. */
+
+static const char *opt_bin(void) {
+    const char *b = getenv("TEMPO_OPT_BIN");
+    if (!b || !*b) b = "build/tempo";
+    return access(b, X_OK) == 0 ? b : NULL;
+}
+
+typedef struct {
+    int status;
+    size_t peak;        /* bytes, measured */
+    char *out, *err;    /* stdout, stderr */
+    cJSON *json;        /* stdout parsed when --output-json */
+} run_result;
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    return s;
+}
+
+/* Run `bin --model stories260K <args>`; false when it could not be started. */
+static bool run_tempo(const char *bin, const char *args, run_result *r) {
+    char dir[] = "/tmp/tempo-mem-XXXXXX";
+    memset(r, 0, sizeof *r);
+    if (!mkdtemp(dir)) return false;
+    char cmd[2048], out[64], errp[64], e[TEMPO_ERR_LEN];
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(errp, sizeof errp, "%s/err", dir);
+    snprintf(cmd, sizeof cmd, "exec %s --model %s --no-color %s > %s 2> %s", bin, STORIES, args, out, errp);
+    if (tp_memory_run_measured(cmd, &r->peak, &r->status, e)) return false;
+    r->out = slurp(out);
+    r->err = slurp(errp);
+    unlink(out);
+    unlink(errp);
+    rmdir(dir);
+    r->json = cJSON_Parse(r->out);
+    return true;
+}
+
+static void run_free(run_result *r) {
+    free(r->out);
+    free(r->err);
+    cJSON_Delete(r->json);
+}
+
+static int json_steps(const run_result *r) {
+    cJSON *s = r->json ? cJSON_GetObjectItem(r->json, "steps") : NULL;
+    return s ? cJSON_GetArraySize(s) : -1;
+}
+
+static const char *json_stop(const run_result *r) {
+    cJSON *s = r->json ? cJSON_GetObjectItem(r->json, "stop_reason") : NULL;
+    return s && cJSON_IsString(s) ? s->valuestring : "";
+}
+
+/* Peak of a short run at width w: the fixed part of every run (runtime, model, buffers). */
+static size_t base_peak(const char *bin, int w) {
+    char args[256];
+    run_result r;
+    snprintf(args, sizeof args, "--max-tokens 2 --selection-threshold 0 --max-parallel-tokens %d --output-json", w);
+    if (!run_tempo(bin, args, &r)) return 0;
+    size_t p = r.status == 0 ? r.peak : 0;
+    run_free(&r);
+    return p;
+}
+
+TEST(memory_e2e_peak_within_limit_at_several_limits_and_widths) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    const double limits[] = { 0.02, 0.05, 0.25 };
+    const int widths[] = { 1, 8, 50 };
+    for (int li = 0; li < 3; li++)
+        for (int wi = 0; wi < 3; wi++) {
+            char args[256];
+            run_result r;
+            /* threshold 0: every step holds exactly W members, the worst case */
+            snprintf(args, sizeof args,
+                     "--max-tokens 40 --selection-threshold 0 --max-parallel-tokens %d --max-memory-gb %g --output-json",
+                     widths[wi], limits[li]);
+            REQUIRE(run_tempo(bin, args, &r));
+            CHECK_MSG(r.peak > 0 && (double)r.peak <= limits[li] * GIB,
+                      "W=%d limit %gGB: peak %.2fMB", widths[wi], limits[li], r.peak / 1048576.0);
+            CHECK_MSG(r.status == 0 && json_steps(&r) == 40 && !strcmp(json_stop(&r), "max_tokens"),
+                      "W=%d limit %gGB: status %d, %d steps, stop %s\n%s", widths[wi], limits[li], r.status,
+                      json_steps(&r), json_stop(&r), r.err);
+            /* the run's own peak report agrees with the kernel's */
+            cJSON *mt = r.json ? cJSON_GetObjectItem(r.json, "metrics") : NULL;
+            double own = mt ? cJSON_GetObjectItem(mt, "peak_memory_bytes")->valuedouble : 0;
+            CHECK_MSG(own > 0 && own <= (double)r.peak + 1e5, "reported peak %.0f vs measured %zu", own, r.peak);
+            run_free(&r);
+        }
+}
+
+/* A limit a little above what a run needs to start: the run stops mid-way with
+ * memory_limit, keeps every step it completed, and the peak stays in the limit. */
+TEST(memory_e2e_memory_limit_mid_run) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    size_t base = base_peak(bin, 50);
+    REQUIRE(base > 0);
+    double limit_gb = ((double)base + 1.0 * 1048576) / 0.95 / GIB; /* about 1 MB = 800 slots of room */
+    char args[512];
+    run_result r;
+    snprintf(args, sizeof args,
+             "--max-tokens 40 --selection-threshold 0 --max-parallel-tokens 50 --max-memory-gb %.9f --output-json",
+             limit_gb);
+    REQUIRE(run_tempo(bin, args, &r));
+    int n = json_steps(&r);
+    CHECK_MSG(r.status != 0, "exit status %d", r.status);
+    CHECK_MSG(!strcmp(json_stop(&r), "memory_limit"), "stop %s\n%s", json_stop(&r), r.err);
+    CHECK_MSG(n >= 1 && n < 39, "%d steps", n);
+    CHECK_MSG((double)r.peak <= limit_gb * GIB, "peak %.3fMB > limit %.3fMB", r.peak / 1048576.0,
+              limit_gb * 1024);
+    char want[64];
+    snprintf(want, sizeof want, "Memory limit reached at step %d:", n);
+    CHECK_MSG(strstr(r.err, want), "stderr lacks '%s':\n%s", want, r.err);
+    cJSON *sm = r.json ? cJSON_GetObjectItem(r.json, "stop_message") : NULL;
+    CHECK(sm && cJSON_IsString(sm) && strstr(sm->valuestring, want));
+    /* every completed step has its 50 members */
+    cJSON *steps = r.json ? cJSON_GetObjectItem(r.json, "steps") : NULL;
+    for (int k = 0; steps && k < n; k++)
+        CHECK_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "tokens")), 50);
+    run_free(&r);
+
+    /* The same run as text: every completed step was printed. */
+    snprintf(args, sizeof args,
+             "--max-tokens 40 --selection-threshold 0 --max-parallel-tokens 50 --max-memory-gb %.9f", limit_gb);
+    REQUIRE(run_tempo(bin, args, &r));
+    CHECK(r.status != 0);
+    int groups = 0;
+    for (const char *p = r.out; (p = strchr(p, '[')); p++) groups++;
+    CHECK_MSG(groups == n, "%d bracket groups printed, %d steps completed\n%s", groups, n, r.out);
+    CHECK((double)r.peak <= limit_gb * GIB);
+    run_free(&r);
+}
+
+/* --memory-policy adapt at the same limit: later steps narrow, the run finishes. */
+TEST(memory_e2e_adapt_finishes_inside_limit) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    size_t base = base_peak(bin, 50);
+    REQUIRE(base > 0);
+    double limit_gb = ((double)base + 1.0 * 1048576) / 0.95 / GIB;
+    char args[512];
+    run_result r;
+    snprintf(args, sizeof args,
+             "--max-tokens 40 --selection-threshold 0 --max-parallel-tokens 50 --max-memory-gb %.9f "
+             "--memory-policy adapt --output-json",
+             limit_gb);
+    REQUIRE(run_tempo(bin, args, &r));
+    CHECK_MSG(r.status == 0 && !strcmp(json_stop(&r), "max_tokens") && json_steps(&r) == 40,
+              "status %d stop %s steps %d\n%s", r.status, json_stop(&r), json_steps(&r), r.err);
+    CHECK_MSG((double)r.peak <= limit_gb * GIB, "peak %.3fMB > limit %.3fMB", r.peak / 1048576.0, limit_gb * 1024);
+    cJSON *adj = r.json ? cJSON_GetObjectItem(r.json, "adjustments") : NULL;
+    int na = adj ? cJSON_GetArraySize(adj) : 0;
+    CHECK_MSG(na >= 1, "no adjustments recorded");
+    cJSON *steps = cJSON_GetObjectItem(r.json, "steps");
+    int prev_new = 50;
+    for (int i = 0; i < na; i++) {
+        cJSON *a = cJSON_GetArrayItem(adj, i);
+        int from = cJSON_GetObjectItem(a, "from_step")->valueint;
+        int oldw = cJSON_GetObjectItem(a, "old_width")->valueint, neww = cJSON_GetObjectItem(a, "new_width")->valueint;
+        cJSON *reason = cJSON_GetObjectItem(a, "reason");
+        CHECK(oldw == prev_new && neww >= 1 && neww < oldw);
+        CHECK(reason && cJSON_IsString(reason) && strstr(reason->valuestring, "memory"));
+        /* the step it names is the first one with the new width */
+        CHECK_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(steps, from), "tokens")), neww);
+        if (from > 0)
+            CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(steps, from - 1), "tokens")) > neww);
+        prev_new = neww;
+    }
+    run_free(&r);
+}
+
+TEST(memory_e2e_model_over_limit_stops_before_loading) {
+    const char *bin = opt_bin() ? opt_bin() : test_tempo_bin();
+    run_result r;
+    REQUIRE(run_tempo(bin, "--max-tokens 5 --max-memory-gb 0.0005 --output-json", &r));
+    CHECK(r.status != 0);
+    CHECK_MSG(strstr(r.err, "model needs 0.0011GB of weights but --max-memory-gb is 0.000500GB"), "%s", r.err);
+    CHECK(r.json == NULL); /* nothing was generated */
+    run_free(&r);
+}
+
+/* --max-cache-tokens smaller than prompt + steps: cache_limit with the spec's message. */
+TEST(memory_e2e_cache_token_limit) {
+    const char *bin = test_tempo_bin();
+    run_result r;
+    /* "Once upon a time" is BOS + 4 tokens = 5 slots; 4 per step: 9, 13, 17, then 21 > 20 */
+    REQUIRE(run_tempo(bin,
+                      "--max-tokens 10 --selection-threshold 0 --max-parallel-tokens 4 --max-cache-tokens 20 "
+                      "--output-json",
+                      &r));
+    CHECK(r.status != 0);
+    CHECK_MSG(!strcmp(json_stop(&r), "cache_limit"), "stop %s\n%s", json_stop(&r), r.err);
+    CHECK_INT_EQ(json_steps(&r), 3);
+    CHECK_MSG(strstr(r.err, "Cache token limit exceeded: 21 > 20. Raise --max-cache-tokens"), "%s", r.err);
+    run_free(&r);
+}
+
+/* Auto width from a tight limit: printed, smaller than 50, and the run fits. */
+TEST(memory_e2e_auto_width_fits) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    size_t base = base_peak(bin, 1);
+    REQUIRE(base > 0);
+    double limit_gb = ((double)base + 1.0 * 1048576) / 0.95 / GIB;
+    char args[512];
+    run_result r;
+    snprintf(args, sizeof args, "--max-tokens 40 --selection-threshold 0 --max-memory-gb %.9f --output-json", limit_gb);
+    REQUIRE(run_tempo(bin, args, &r));
+    const char *line = strstr(r.err, "Auto max_parallel_tokens: ");
+    REQUIRE(line);
+    int w = atoi(line + 26);
+    CHECK_MSG(w >= 1 && w < 50, "auto width %d", w);
+    cJSON *cfg = r.json ? cJSON_GetObjectItem(r.json, "config") : NULL;
+    CHECK(cfg && cJSON_GetObjectItem(cfg, "max_parallel_tokens")->valueint == w);
+    CHECK_MSG(r.status == 0 && json_steps(&r) == 40, "status %d steps %d\n%s", r.status, json_steps(&r), r.err);
+    CHECK_MSG((double)r.peak <= limit_gb * GIB, "peak %.3fMB > limit %.3fMB", r.peak / 1048576.0, limit_gb * 1024);
+    run_free(&r);
+}
+
+/* --debug-mode: the memory line after load, after prefill, after each fed step and at the end. */
+TEST(memory_e2e_debug_log_lines) {
+    run_result r;
+    REQUIRE(run_tempo(test_tempo_bin(), "--max-tokens 6 --max-parallel-tokens 3 --selection-threshold 0 --debug-mode", &r));
+    CHECK(r.status == 0);
+    regex_t re;
+    REQUIRE(regcomp(&re,
+                    "^(After model load|After prefill|Step [0-9]+|End): Memory: System [0-9]+\\.[0-9]{2}/[0-9]+\\.[0-9]{2}GB "
+                    "\\([0-9]+\\.[0-9]%\\) Process [0-9]+\\.[0-9]{2}GB \\(peak [0-9]+\\.[0-9]{2}GB\\) KV [0-9]+\\.[0-9]{2}GB$",
+                    REG_EXTENDED | REG_NEWLINE) == 0);
+    int n_load = 0, n_prefill = 0, n_step = 0, n_end = 0, n_bad = 0;
+    char *save = NULL;
+    for (char *ln = strtok_r(r.err, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+        if (!strstr(ln, "Memory: ")) continue;
+        if (regexec(&re, ln, 0, NULL, 0)) { n_bad++; fprintf(stderr, "  bad line: %s\n", ln); continue; }
+        n_load += !strncmp(ln, "After model load:", 17);
+        n_prefill += !strncmp(ln, "After prefill:", 14);
+        n_step += !strncmp(ln, "Step ", 5);
+        n_end += !strncmp(ln, "End:", 4);
+    }
+    regfree(&re);
+    CHECK_INT_EQ(n_bad, 0);
+    CHECK_INT_EQ(n_load, 1);
+    CHECK_INT_EQ(n_prefill, 1);
+    CHECK_INT_EQ(n_step, 5); /* 6 steps, the last is not fed */
+    CHECK_INT_EQ(n_end, 1);
+    run_free(&r);
+}
