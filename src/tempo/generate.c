@@ -134,6 +134,7 @@ typedef struct {
 
     tempo_stop_reason why;
     char msg[TP_ERR_LEN];
+    int forward_calls;
 } gen;
 
 static void stop(gen *g, tempo_stop_reason why, const char *msg) {
@@ -164,6 +165,11 @@ static bool visible(const gen *g, int i, int j) {
     if (sj < si) return g->fed_dead[j] >= si;    /* alive when query i was fed */
     if (sj == si) return g->vis == TP_VIS_SET;   /* siblings */
     return false;
+}
+
+static int fwd(gen *g, const tp_batch *b, char *err) {
+    g->forward_calls++;
+    return tp_forward(g->m, g->kv, b, err);
 }
 
 static int kv_reserve(gen *g, int n) {
@@ -206,7 +212,7 @@ static int feed_rebuild(gen *g, int k, int n, bool want_attn) {
             for (int j = 0; j < cols; j++) g->mask[(size_t)i * cols + j] = visible(g, start + i, j);
         tp_batch b = { .n = c, .tokens = g->fed_tok + start, .pos = g->fed_pos + start,
                        .step = g->fed_step[start], .vis = TP_VIS_CAUSAL, .mask = g->mask };
-        if (tp_forward(g->m, g->kv, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
+        if (fwd(g, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
         for (int s = start; s < cols; s++) g->kv->slots[s].step = g->fed_step[s];
     }
     int cols = g->F;
@@ -215,7 +221,7 @@ static int feed_rebuild(gen *g, int k, int n, bool want_attn) {
     tp_batch b = { .n = n, .tokens = g->fed_tok + old, .pos = g->fed_pos + old, .step = k,
                    .vis = g->vis, .mask = g->mask, .logits = g->logits,
                    .layer_weights = want_attn ? g->lambda : NULL, .attn = want_attn ? g->attn : NULL };
-    if (tp_forward(g->m, g->kv, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
+    if (fwd(g, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
     return 0;
 }
 
@@ -230,7 +236,7 @@ static int feed_one_by_one(gen *g, int k, int n, bool want_attn) {
         tp_batch b = { .n = 1, .tokens = &g->ids[j], .pos = g->feed_pos, .step = k, .vis = g->vis,
                        .mask = g->mask, .logits = g->logits + (size_t)j * g->V,
                        .layer_weights = want_attn ? g->lambda : NULL, .attn = want_attn ? g->attn_row : NULL };
-        if (tp_forward(g->m, g->kv, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
+        if (fwd(g, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
         g->slot_of[off + j] = cols - 1;
         if (want_attn) {
             float *row = g->attn + (size_t)j * stride;
@@ -268,7 +274,7 @@ static int feed_set(gen *g, int k, int n, bool want_attn) {
     tp_batch b = { .n = n, .tokens = g->feed_tok, .pos = g->feed_pos, .step = k, .vis = g->vis,
                    .logits = g->logits, .layer_weights = want_attn ? g->lambda : NULL,
                    .attn = want_attn ? g->attn : NULL };
-    if (tp_forward(g->m, g->kv, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
+    if (fwd(g, &b, err)) { stop(g, TEMPO_STOP_ERROR, err); return -1; }
     for (int f = 0; f < n; f++) g->slot_of[off + g->order[f]] = n0 + f;
     if (g->o->reverse_feed) /* order is an involution: swapping rows f and n-1-f restores member order */
         for (int f = 0; f < n / 2; f++) {
@@ -548,7 +554,7 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     }
     tp_batch pb = { .n = P, .tokens = prompt, .pos = g->feed_pos, .step = -1, .vis = TP_VIS_CAUSAL,
                     .logits = g->zraw, .logits_last_only = true };
-    if (tp_forward(m, g->kv, &pb, err)) {
+    if (fwd(g, &pb, err)) {
         tp_tempo_result_free(r);
         goto fail;
     }
@@ -611,6 +617,7 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
         o->stats->fed_steps = fed_steps;
         o->stats->fed_tokens = fed_tokens;
         o->stats->n_prompt = P;
+        o->stats->forward_calls = g->forward_calls;
     }
     if (r->n_steps == 0) { free(r->steps); r->steps = NULL; }
     free(prompt);

@@ -20,6 +20,7 @@ typedef struct {
     int fed_steps;         /* steps whose set went through the model */
     int fed_tokens;        /* tokens fed after the prompt */
     int n_prompt;          /* prompt tokens */
+    int forward_calls;     /* tp_forward calls, prefill included */
 } tp_tempo_stats;
 
 typedef struct {

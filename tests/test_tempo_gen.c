@@ -1,0 +1,577 @@
+/* test_tempo_gen.c: TEMPO generation end to end on stories260K: the invariants of
+ * design/tempo-semantics.md section 8, end-of-generation handling, pruning,
+ * standard mode, limits and the per-step callback. */
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/common.h"
+#include "format/gguf.h"
+#include "kv/kvcache.h"
+#include "model/model.h"
+#include "tempo/generate.h"
+#include "tempo/select.h"
+#include "tokenizer/tokenizer.h"
+
+#define STORIES SHARED_DIR "/models/stories260K.gguf"
+#define GREEDY_REF SHARED_DIR "/models/reference/stories260K-llamacpp-greedy.txt"
+
+static tempo_model *open_stories(void) {
+    char err[TEMPO_ERR_LEN] = "";
+    tempo_config c;
+    tempo_config_init(&c);
+    c.threads = 2;
+    tempo_model *m = tempo_model_open(STORIES, &c, err);
+    tempo_config_free(&c);
+    if (!m) fprintf(stderr, "  open %s: %s\n", STORIES, err);
+    return m;
+}
+
+static void cfg_init(tempo_config *c, int max_tokens, double threshold, int width) {
+    tempo_config_init(c);
+    c->threads = 2;
+    c->max_tokens = max_tokens;
+    c->selection_threshold = threshold;
+    c->max_parallel_tokens = width;
+}
+
+static tempo_result *run(tempo_model *m, const tempo_config *c, const tp_tempo_opts *o) {
+    char err[TEMPO_ERR_LEN] = "";
+    tempo_result *r = tp_tempo_generate(m, c, o, NULL, NULL, err);
+    if (!r) fprintf(stderr, "  generate: %s\n", err);
+    return r;
+}
+
+/* llama.cpp's greedy ids for "Once upon a time" (64 tokens). */
+static int reference_ids(int *out, int cap) {
+    char err[TP_ERR_LEN];
+    char *text = tp_read_file(GREEDY_REF, NULL, err);
+    if (!text) return 0;
+    int n = 0;
+    char *sec = strstr(text, "=== model: models/stories260K.gguf  prompt: \"Once upon a time\"");
+    char *line = sec ? strstr(sec, "generated_tokens:") : NULL;
+    if (line) {
+        char *eol = strchr(line, '\n');
+        if (eol) *eol = 0;
+        n = test_parse_ints(line + strlen("generated_tokens:"), out, cap);
+    }
+    free(text);
+    return n;
+}
+
+/* Same steps, same members in the same order, probabilities within tol, same pruning. */
+static void check_same_sets(const tempo_result *a, const tempo_result *b, double tol) {
+    CHECK_INT_EQ(a->n_steps, b->n_steps);
+    CHECK_INT_EQ(a->stop_reason, b->stop_reason);
+    int n = a->n_steps < b->n_steps ? a->n_steps : b->n_steps;
+    for (int k = 0; k < n; k++) {
+        const tempo_step *x = &a->steps[k], *y = &b->steps[k];
+        if (x->n_tokens != y->n_tokens) {
+            test_fail_at(__FILE__, __LINE__, "step %d: %d vs %d members", k, x->n_tokens, y->n_tokens);
+            return;
+        }
+        for (int j = 0; j < x->n_tokens; j++) {
+            const tempo_token *s = &x->tokens[j], *t = &y->tokens[j];
+            if (s->token_id != t->token_id || fabs(s->probability - t->probability) > tol ||
+                s->pruned != t->pruned || s->pruned_at_step != t->pruned_at_step) {
+                test_fail_at(__FILE__, __LINE__, "step %d member %d: id %d/%d p %.7f/%.7f pruned %d@%d / %d@%d", k, j,
+                             s->token_id, t->token_id, s->probability, t->probability, s->pruned,
+                             s->pruned_at_step, t->pruned, t->pruned_at_step);
+                return;
+            }
+        }
+    }
+}
+
+static int count_pruned(const tempo_result *r) {
+    int n = 0;
+    for (int k = 0; k < r->n_steps; k++)
+        for (int j = 0; j < r->steps[k].n_tokens; j++) n += r->steps[k].tokens[j].pruned;
+    return n;
+}
+
+/* ------------------------------------------------------- invariant 1 -- */
+static void check_greedy(tempo_model *m, tempo_config *c) {
+    int ref[128];
+    int nref = reference_ids(ref, 128);
+    REQUIRE(nref == 64);
+    tempo_result *r = run(m, c, NULL);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->n_steps, 64);
+    CHECK_INT_EQ(r->parallel_steps, 0);
+    for (int k = 0; k < r->n_steps && k < 64; k++) {
+        CHECK_INT_EQ(r->steps[k].n_tokens, 1);
+        if (r->steps[k].tokens[0].token_id != ref[k]) {
+            test_fail_at(__FILE__, __LINE__, "step %d: id %d, reference %d", k, r->steps[k].tokens[0].token_id, ref[k]);
+            break;
+        }
+        CHECK_INT_EQ(r->steps[k].position, 5 + k);
+    }
+    CHECK(strncmp(r->clean_text, "Once upon a time, there was a little girl named Lily.", 53) == 0);
+    CHECK(strcmp(r->clean_text, r->generated_text) == 0);
+    tempo_result_free(r);
+}
+
+TEST(tempo_gen_greedy_width_one_matches_reference) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 64, 0.01, 1);
+    check_greedy(m, &c);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_greedy_high_threshold_matches_reference) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 64, 0.51, 0); /* width from memory */
+    check_greedy(m, &c);
+    c.disable_kv_cache = true;
+    check_greedy(m, &c);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_default_mode_greedy_matches_reference) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 64, 0.01, 8);
+    c.default_mode = true;
+    check_greedy(m, &c);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_default_mode_sampling_is_seeded) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 40, 0.1, 0);
+    c.default_mode = true;
+    c.temperature = 1.0;
+    c.top_k = 40;
+    c.top_p = 0.9;
+    c.repetition_penalty = 1.1;
+    c.seed = 7;
+    tempo_result *a = run(m, &c, NULL), *b = run(m, &c, NULL);
+    c.seed = 8;
+    tempo_result *d = run(m, &c, NULL);
+    REQUIRE(a && b && d);
+    check_same_sets(a, b, 0.0);
+    CHECK(strcmp(a->clean_text, d->clean_text) != 0);
+    for (int k = 0; k < a->n_steps; k++) CHECK(a->steps[k].n_tokens == 1);
+    tempo_result_free(a); tempo_result_free(b); tempo_result_free(d);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+/* ------------------------------------------------------- invariant 2 -- */
+static void check_cache_off(tempo_model *m, bool visible, bool pruning, bool relative) {
+    tempo_config c;
+    cfg_init(&c, 40, 0.05, 4);
+    c.allow_intraset_token_visibility = visible;
+    c.use_retroactive_pruning = pruning;
+    c.no_relative_attention = !relative;
+    c.attention_threshold = 0.02;
+    tempo_result *a = run(m, &c, NULL);
+    c.disable_kv_cache = true;
+    tempo_result *b = run(m, &c, NULL);
+    REQUIRE(a && b);
+    CHECK(a->parallel_steps >= 5);
+    if (pruning) CHECK(count_pruned(a) > 0);
+    check_same_sets(a, b, 1e-4);
+    CHECK(strcmp(a->generated_text, b->generated_text) == 0);
+    tempo_result_free(a);
+    tempo_result_free(b);
+    tempo_config_free(&c);
+}
+
+TEST(tempo_gen_kv_cache_off_same_sets) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    check_cache_off(m, false, false, true);
+    check_cache_off(m, true, false, true);
+    check_cache_off(m, false, true, true);
+    check_cache_off(m, true, true, false);
+    tempo_model_close(m);
+}
+
+/* ------------------------------------------------------- invariant 3 -- */
+/* Feed `set` after the prompt in a fresh cache; logits [n][V]. */
+static int feed_after_prompt(tp_model *tm, const int32_t *set, int n, tp_visibility vis, float *logits) {
+    char err[TP_ERR_LEN];
+    static const int32_t prompt[5] = { 1, 403, 407, 261, 378 };
+    int32_t pos[16];
+    tp_kv *kv = tp_kv_new(tm->hp.n_layers, tm->hp.n_kv_heads * tm->hp.head_dim, TP_KV_F32, 64, 0, err);
+    if (!kv) return -1;
+    for (int i = 0; i < 5; i++) pos[i] = i;
+    tp_batch pb = { .n = 5, .tokens = prompt, .pos = pos, .step = -1, .vis = TP_VIS_CAUSAL };
+    int rc = tp_forward(tm, kv, &pb, err);
+    for (int i = 0; i < n; i++) pos[i] = 5;
+    tp_batch b = { .n = n, .tokens = set, .pos = pos, .step = 0, .vis = vis, .logits = logits };
+    if (!rc) rc = tp_forward(tm, kv, &b, err);
+    if (rc) fprintf(stderr, "  forward: %s\n", err);
+    tp_kv_free(kv);
+    return rc;
+}
+
+static float max_diff(const float *a, const float *b, int n) {
+    float d = 0;
+    for (int i = 0; i < n; i++) d = fmaxf(d, fabsf(a[i] - b[i]));
+    return d;
+}
+
+TEST(tempo_gen_isolated_logits_independent_of_siblings) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tp_model *tm = m->m;
+    int V = tm->hp.n_vocab;
+    float *l1 = malloc(sizeof(float) * V * 5), *l2 = malloc(sizeof(float) * V * 5), *l3 = malloc(sizeof(float) * V);
+    const int32_t a[3] = { 432, 383, 286 }, b[3] = { 286, 432, 383 }, alone[1] = { 383 };
+    const int32_t other[5] = { 100, 383, 200, 300, 50 };
+    REQUIRE(!feed_after_prompt(tm, a, 3, TP_VIS_ISOLATED, l1));
+    REQUIRE(!feed_after_prompt(tm, b, 3, TP_VIS_ISOLATED, l2));
+    REQUIRE(!feed_after_prompt(tm, alone, 1, TP_VIS_ISOLATED, l3));
+    /* 383: row 1 of a, row 2 of b, row 0 alone, row 1 of other */
+    CHECK(max_diff(l1 + V, l2 + 2 * V, V) <= 1e-5f);
+    CHECK(max_diff(l1 + V, l3, V) <= 1e-5f);
+    CHECK(max_diff(l1, l2 + V, V) <= 1e-5f);       /* 432 */
+    REQUIRE(!feed_after_prompt(tm, other, 5, TP_VIS_ISOLATED, l2));
+    CHECK(max_diff(l1 + V, l2 + V, V) <= 1e-5f);
+    /* visible siblings: a full block, so order does not matter either, but siblings do */
+    REQUIRE(!feed_after_prompt(tm, a, 3, TP_VIS_SET, l1));
+    REQUIRE(!feed_after_prompt(tm, b, 3, TP_VIS_SET, l2));
+    CHECK(max_diff(l1 + V, l2 + 2 * V, V) <= 1e-5f);
+    CHECK(max_diff(l1 + V, l3, V) > 1e-3f);
+    free(l1); free(l2); free(l3);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_sibling_order_independent) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    for (int vis = 0; vis < 2; vis++) {
+        tempo_config c;
+        cfg_init(&c, 40, 0.05, 5);
+        c.allow_intraset_token_visibility = vis;
+        c.use_retroactive_pruning = true;
+        tp_tempo_opts rev = { .reverse_feed = true };
+        tempo_result *a = run(m, &c, NULL), *b = run(m, &c, &rev);
+        REQUIRE(a && b);
+        CHECK(a->parallel_steps >= 5);
+        check_same_sets(a, b, 1e-5);
+        tempo_result_free(a);
+        tempo_result_free(b);
+        tempo_config_free(&c);
+    }
+    tempo_model_close(m);
+}
+
+/* ------------------------------------------------------- invariant 4 -- */
+TEST(tempo_gen_batched_equals_one_by_one) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    for (int pruning = 0; pruning < 2; pruning++) {
+        tempo_config c;
+        cfg_init(&c, 40, 0.05, 6);
+        c.use_retroactive_pruning = pruning;
+        tp_tempo_stats s1 = { 0 }, s2 = { 0 };
+        tp_tempo_opts batched = { .stats = &s1 }, single = { .one_by_one = true, .stats = &s2 };
+        tempo_result *a = run(m, &c, &batched), *b = run(m, &c, &single);
+        REQUIRE(a && b);
+        CHECK(a->parallel_steps >= 5);
+        check_same_sets(a, b, 1e-4);
+        /* ONE forward per set: the prefill plus one per fed step */
+        CHECK_INT_EQ(s1.forward_calls, 1 + s1.fed_steps);
+        CHECK_INT_EQ(s2.forward_calls, 1 + s2.fed_tokens);
+        CHECK(s1.fed_tokens > s1.fed_steps);
+        tempo_result_free(a);
+        tempo_result_free(b);
+        tempo_config_free(&c);
+    }
+    tempo_model_close(m);
+}
+
+/* ------------------------------------------------------- invariant 5 -- */
+typedef struct {
+    bool compacting;
+    int dead_seen, dead_nonzero, alive_zero, lingering, calls;
+} attn_watch;
+
+static void watch_attention(void *user, int step, const tp_kv *kv, int n_q, const float *attn) {
+    attn_watch *w = user;
+    w->calls++;
+    if (w->compacting && kv->n_alive != kv->n) w->lingering++;
+    for (int s = 0; s < kv->n; s++) {
+        bool earlier = kv->slots[s].step < step;
+        for (int q = 0; q < n_q; q++) {
+            float a = attn[(size_t)q * kv->n + s];
+            if (!kv->slots[s].alive) w->dead_nonzero += a != 0.0f;
+            else if (earlier) w->alive_zero += a == 0.0f;
+        }
+        w->dead_seen += !kv->slots[s].alive;
+    }
+}
+
+TEST(tempo_gen_pruning_hides_pruned_slots) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 48, 0.05, 6);
+    c.use_retroactive_pruning = true;
+    attn_watch keep = { 0 }, compact = { .compacting = true };
+    tp_tempo_opts o1 = { .no_compact = true, .on_attention = watch_attention, .user = &keep };
+    tp_tempo_opts o2 = { .on_attention = watch_attention, .user = &compact };
+    tempo_result *a = run(m, &c, &o1), *b = run(m, &c, &o2);
+    REQUIRE(a && b);
+    int pruned = count_pruned(a);
+    CHECK(pruned > 0);
+    CHECK(keep.dead_seen > 0);          /* pruned slots stayed in the cache ... */
+    CHECK_INT_EQ(keep.dead_nonzero, 0); /* ... and got exactly zero attention */
+    CHECK_INT_EQ(keep.alive_zero, 0);   /* while every live earlier slot got some */
+    CHECK_INT_EQ(compact.lingering, 0); /* reclaimed: no dead slot survives to the next forward */
+    CHECK(compact.calls > 0);
+    check_same_sets(a, b, 1e-5);        /* compaction changes no result */
+    for (int k = 0; k < a->n_steps; k++) {
+        const tempo_step *st = &a->steps[k];
+        int alive = 0, pr = 0;
+        for (int j = 0; j < st->n_tokens; j++) {
+            const tempo_token *t = &st->tokens[j];
+            alive += !t->pruned;
+            pr += t->pruned;
+            if (t->pruned) CHECK(t->pruned_at_step > k && t->pruned_at_step < a->n_steps);
+            else CHECK(t->pruned_at_step == -1);
+        }
+        CHECK(alive >= 1);
+        CHECK(st->was_pruned == (pr > 0));
+    }
+    /* pruned members are not in the text */
+    for (int k = 0; k < a->n_steps; k++)
+        for (int j = 0; j < a->steps[k].n_tokens; j++) {
+            const tempo_token *t = &a->steps[k].tokens[j];
+            if (t->pruned && strlen(t->text) > 3) {
+                char buf[64];
+                snprintf(buf, sizeof buf, "/%s/", t->text);
+                CHECK(strstr(a->generated_text, buf) == NULL);
+            }
+        }
+    tempo_result_free(a);
+    tempo_result_free(b);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_pruning_rules_and_layer_weights) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 40, 0.05, 6);
+    c.use_retroactive_pruning = true;
+    tempo_result *rel = run(m, &c, NULL);
+    c.no_multi_scale_attention = true;
+    tempo_result *last3 = run(m, &c, NULL);
+    c.no_multi_scale_attention = false;
+    c.no_relative_attention = true;
+    c.attention_threshold = 1.0; /* prunes every member but the best of each earlier set */
+    tempo_result *all = run(m, &c, NULL);
+    c.attention_threshold = 0.0; /* prunes nothing */
+    tempo_result *none = run(m, &c, NULL);
+    REQUIRE(rel && last3 && all && none);
+    CHECK(count_pruned(rel) > 0);
+    CHECK(count_pruned(last3) > 0);
+    CHECK_INT_EQ(count_pruned(none), 0);
+    /* threshold 1: after the pass following step k, every set before k has one member */
+    for (int k = 0; k + 1 < all->n_steps; k++) {
+        const tempo_step *st = &all->steps[k];
+        int alive = 0;
+        for (int j = 0; j < st->n_tokens; j++) {
+            alive += !st->tokens[j].pruned;
+            if (st->tokens[j].pruned) CHECK_INT_EQ(st->tokens[j].pruned_at_step, k + 1);
+        }
+        if (k + 2 < all->n_steps) CHECK_INT_EQ(alive, 1);
+    }
+    tempo_result_free(rel); tempo_result_free(last3); tempo_result_free(all); tempo_result_free(none);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+/* ------------------------------------------------------------ selection -- */
+TEST(tempo_gen_sets_follow_the_threshold) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 30, 0.05, 3);
+    c.dynamic_threshold = true;
+    tempo_result *r = run(m, &c, NULL);
+    REQUIRE(r);
+    tp_threshold_params p = { 0.05, 30, true, 1.0, false, 0.2, 0.8, 0.5 };
+    int wide = 0;
+    for (int k = 0; k < r->n_steps; k++) {
+        const tempo_step *st = &r->steps[k];
+        double tau = tp_threshold(&p, k);
+        CHECK(st->n_tokens <= 3);
+        if (st->n_tokens > 1) {
+            wide++;
+            for (int j = 0; j < st->n_tokens; j++) CHECK(st->tokens[j].probability >= tau);
+            for (int j = 1; j < st->n_tokens; j++) CHECK(st->tokens[j - 1].probability >= st->tokens[j].probability);
+        }
+    }
+    CHECK(wide > 0);
+    CHECK_INT_EQ(r->steps[r->n_steps - 1].n_tokens, 1); /* tau = 1 at the end */
+    tempo_result_free(r);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+typedef struct { int steps, prunes, last_step; bool ordered; int abort_at; } cb_state;
+
+static int count_cb(tempo_event ev, const tempo_step *st, void *user) {
+    cb_state *s = user;
+    if (ev == TEMPO_EVENT_PRUNE) { s->prunes++; return 0; }
+    if (st->step != s->last_step + 1) s->ordered = false;
+    s->last_step = st->step;
+    s->steps++;
+    return s->abort_at >= 0 && st->step == s->abort_at;
+}
+
+TEST(tempo_gen_callback_reports_each_step) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 30, 0.05, 4);
+    c.use_retroactive_pruning = true;
+    char err[TEMPO_ERR_LEN];
+    cb_state s = { 0, 0, -1, true, -1 };
+    tempo_result *r = tempo_generate(m, &c, count_cb, &s, err);
+    REQUIRE(r);
+    CHECK_INT_EQ(s.steps, r->n_steps);
+    CHECK(s.ordered);
+    int sets_pruned = 0;
+    for (int k = 0; k < r->n_steps; k++) sets_pruned += r->steps[k].was_pruned;
+    CHECK(s.prunes >= sets_pruned);
+    CHECK(sets_pruned > 0);
+    tempo_result_free(r);
+    cb_state ab = { 0, 0, -1, true, 4 };
+    r = tempo_generate(m, &c, count_cb, &ab, err);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->n_steps, 5);
+    CHECK_INT_EQ(r->stop_reason, TEMPO_STOP_ERROR);
+    tempo_result_free(r);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_json_of_a_run) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 20, 0.05, 4);
+    tempo_result *r = run(m, &c, NULL);
+    REQUIRE(r);
+    char *js = tempo_result_to_json(r, &c);
+    cJSON *d = cJSON_Parse(js);
+    REQUIRE(d);
+    cJSON *steps = cJSON_GetObjectItem(d, "steps");
+    CHECK_INT_EQ(cJSON_GetArraySize(steps), r->n_steps);
+    CHECK_INT_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(steps, 3), "position")->valueint, 5 + 3);
+    CHECK(strcmp(cJSON_GetObjectItem(d, "generated_text")->valuestring, r->generated_text) == 0);
+    CHECK(strcmp(cJSON_GetObjectItem(d, "stop_reason")->valuestring, "max_tokens") == 0);
+    cJSON *met = cJSON_GetObjectItem(d, "metrics");
+    CHECK_INT_EQ(cJSON_GetObjectItem(met, "steps")->valueint, 20);
+    CHECK(cJSON_GetObjectItem(met, "peak_memory_bytes")->valuedouble > 1e6);
+    int slots = 5;
+    for (int k = 0; k < r->n_steps; k++) slots += r->steps[k].n_tokens;
+    CHECK_INT_EQ(cJSON_GetObjectItem(met, "total_slots")->valueint, slots);
+    cJSON_Delete(d);
+    free(js);
+    tempo_result_free(r);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+/* ---------------------------------------------------------------- limits -- */
+TEST(tempo_gen_context_and_cache_limits) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    char err[TEMPO_ERR_LEN] = "";
+    tempo_config c;
+    cfg_init(&c, 2044, 0.05, 4); /* 5 + 2044 > 2048 */
+    tempo_result *r = tempo_generate(m, &c, NULL, NULL, err);
+    CHECK(r == NULL);
+    CHECK(strstr(err, "5 tokens") && strstr(err, "2044") && strstr(err, "2048"));
+    tempo_result_free(r);
+    c.max_tokens = 2043; /* fits the context exactly */
+    c.max_parallel_tokens = 1;
+    c.max_cache_tokens = 30; /* but not the cache */
+    r = tempo_generate(m, &c, NULL, NULL, err);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->stop_reason, TEMPO_STOP_CACHE_LIMIT);
+    CHECK(r->stop_message && strstr(r->stop_message, "Cache token limit exceeded"));
+    CHECK(r->n_steps >= 20 && r->n_steps <= 26);
+    CHECK(strlen(r->clean_text) > strlen("Once upon a time"));
+    tempo_result_free(r);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+TEST(tempo_gen_forced_width) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 10, 0.9, 1);
+    tp_tempo_stats st = { 0 };
+    tp_tempo_opts o = { .forced_width = 8, .stats = &st };
+    tempo_result *r = run(m, &c, &o);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->n_steps, 10);
+    for (int k = 0; k < r->n_steps; k++) CHECK_INT_EQ(r->steps[k].n_tokens, 8);
+    CHECK_INT_EQ(st.fed_steps, 9);
+    CHECK_INT_EQ(st.fed_tokens, 72);
+    tempo_result_free(r);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
+
+/* -------------------------------------------------------------- thinking -- */
+TEST(tempo_gen_thinking_prompt) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 3, 0.1, 2);
+    free(c.prompt);
+    c.prompt = tp_xstrdup("Hi");
+    c.enable_thinking = true;
+    char *p = tp_tempo_prompt_text(m->m->tok, &c);
+    CHECK(strcmp(p, "System: Enable deep thinking subroutine.\n\nUser: Hi\n\nAssistant:") == 0);
+    free(p);
+    tempo_result *r = run(m, &c, NULL);
+    REQUIRE(r);
+    CHECK(strncmp(r->prompt, "System: Enable", 14) == 0);
+    CHECK(strncmp(r->generated_text, r->prompt, strlen(r->prompt)) == 0);
+    tempo_result_free(r);
+    tempo_model_close(m);
+
+    char err[TP_ERR_LEN];
+    gguf_file *f = gguf_open(SHARED_DIR "/tokenizer-tests/generated/ggml-vocab-llama3-from-tokenizer-json.gguf", err);
+    REQUIRE(f);
+    tokenizer *t = tokenizer_from_gguf(f, err);
+    REQUIRE(t);
+    p = tp_tempo_prompt_text(t, &c);
+    CHECK(strcmp(p, "<|start_header_id|>system<|end_header_id|>\n\nEnable deep thinking subroutine.<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                    "<|start_header_id|>assistant<|end_header_id|>\n\n") == 0);
+    int32_t ids[64];
+    int n = tokenizer_encode(t, p, true, true, ids, 64);
+    CHECK(n > 10 && ids[0] == 128000 && ids[1] == tokenizer_find(t, "<|start_header_id|>"));
+    CHECK(ids[n - 3] == tokenizer_find(t, "<|end_header_id|>") || ids[n - 2] == tokenizer_find(t, "<|end_header_id|>"));
+    free(p);
+    tokenizer_free(t);
+    gguf_close(f);
+    tempo_config_free(&c);
+}

@@ -1,0 +1,347 @@
+/* test_tempo_units.c: TEMPO's pure parts: thresholds at known points, selection
+ * (inclusive threshold, top-W cap, ties, end of generation, fallback), the mixture,
+ * pruning weights and decisions, the sampler, text and JSON output. */
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "output/json.h"
+#include "output/text.h"
+#include "tempo/prune.h"
+#include "tempo/rng.h"
+#include "tempo/sample.h"
+#include "tempo/select.h"
+
+static tp_threshold_params thr(double t0, int T, bool dyn, bool relu) {
+    tp_threshold_params p = { t0, T, dyn, 1.0, relu, 0.2, 0.8, 0.5 };
+    return p;
+}
+
+TEST(tempo_threshold_constant) {
+    tp_threshold_params p = thr(0.1, 10, false, false);
+    for (int k = 0; k < 10; k++) CHECK_NEAR(tp_threshold(&p, k), 0.1, 1e-15);
+}
+
+TEST(tempo_threshold_bezier_known_points) {
+    CHECK_NEAR(tp_bezier(0.0, 0.2, 0.8), 0.0, 1e-15);
+    CHECK_NEAR(tp_bezier(1.0, 0.2, 0.8), 1.0, 1e-15);
+    CHECK_NEAR(tp_bezier(0.5, 0.2, 0.8), 0.5, 1e-15);     /* .075 + .3 + .125 */
+    CHECK_NEAR(tp_bezier(0.25, 0.2, 0.8), 0.2125, 1e-15); /* .084375 + .1125 + .015625 */
+    CHECK_NEAR(tp_bezier(0.5, 0.0, 0.0), 0.125, 1e-15);
+    /* max_tokens 11: t = k / 10 */
+    tp_threshold_params p = thr(0.1, 11, true, false);
+    CHECK_NEAR(tp_threshold(&p, 0), 0.1, 1e-12);
+    CHECK_NEAR(tp_threshold(&p, 5), 0.1 + 0.9 * 0.5, 1e-12);
+    CHECK_NEAR(tp_threshold(&p, 10), 1.0, 1e-12);
+    /* one step: t = 0 / max(1, 0) = 0 */
+    tp_threshold_params one = thr(0.3, 1, true, false);
+    CHECK_NEAR(tp_threshold(&one, 0), 0.3, 1e-12);
+}
+
+TEST(tempo_threshold_relu_known_points) {
+    CHECK_NEAR(tp_relu_schedule(0.25, 0.5), 0.0, 1e-15);
+    CHECK_NEAR(tp_relu_schedule(0.5, 0.5), 0.0, 1e-15);
+    CHECK_NEAR(tp_relu_schedule(0.75, 0.5), 0.5, 1e-15);
+    CHECK_NEAR(tp_relu_schedule(1.0, 0.5), 1.0, 1e-15);
+    CHECK_NEAR(tp_relu_schedule(0.5, 0.0), 0.5, 1e-15);
+    tp_threshold_params p = thr(0.1, 5, true, true); /* t = k / 4 */
+    CHECK_NEAR(tp_threshold(&p, 1), 0.1, 1e-12);
+    CHECK_NEAR(tp_threshold(&p, 3), 0.1 + 0.9 * 0.5, 1e-12);
+    CHECK_NEAR(tp_threshold(&p, 4), 1.0, 1e-12);
+}
+
+TEST(tempo_threshold_clamped) {
+    tp_threshold_params p = { 0.5, 3, true, 1.5, false, 1.0, 1.0, 0.5 }; /* B overshoots nothing, tau_f > 1 */
+    CHECK_NEAR(tp_threshold(&p, 2), 1.0, 1e-15);
+    tp_threshold_params q = { 0.5, 3, true, -0.5, false, 0.2, 0.8, 0.5 };
+    CHECK_NEAR(tp_threshold(&q, 2), 0.0, 1e-15);
+}
+
+TEST(tempo_select_inclusive_order_and_cap) {
+    float D[8] = { 0.0625f, 0.25f, 0.0f, 0.25f, 0.125f, 0.3125f, 0.0f, 0.0f };
+    int32_t ids[8];
+    float p[8];
+    /* tau = 0.125 exactly: 4 is included (inclusive); ties 1 and 3 by id */
+    int n = tp_select(D, 8, NULL, 0.125, 8, 0, 0, ids, p);
+    REQUIRE(n == 4);
+    CHECK(ids[0] == 5 && ids[1] == 1 && ids[2] == 3 && ids[3] == 4);
+    CHECK(p[0] == 0.3125f && p[1] == 0.25f && p[3] == 0.125f);
+    /* W = 2 keeps the first two in selection order */
+    n = tp_select(D, 8, NULL, 0.125, 2, 0, 0, ids, p);
+    REQUIRE(n == 2);
+    CHECK(ids[0] == 5 && ids[1] == 1);
+    /* W = 1: greedy */
+    n = tp_select(D, 8, NULL, 0.0, 1, 0, 0, ids, p);
+    CHECK(n == 1 && ids[0] == 5);
+    /* nothing passes: the most probable token */
+    n = tp_select(D, 8, NULL, 0.9, 4, 0, 0, ids, p);
+    CHECK(n == 1 && ids[0] == 5 && p[0] == 0.3125f);
+}
+
+TEST(tempo_select_end_of_generation) {
+    float D[6] = { 0.05f, 0.4f, 0.3f, 0.2f, 0.05f, 0.0f };
+    uint8_t eog[6] = { 0, 1, 0, 0, 0, 0 }; /* id 1 is the argmax and an EOG */
+    int32_t ids[6];
+    float p[6];
+    CHECK(tp_select(D, 6, eog, 0.1, 4, 3, 0, ids, p) == 0);      /* k >= min_steps: stop */
+    CHECK(tp_select(D, 6, eog, 0.1, 4, 3, 3, ids, p) == 0);      /* k == min_steps: stop */
+    int n = tp_select(D, 6, eog, 0.1, 4, 2, 3, ids, p);          /* before min_steps: EOG removed */
+    REQUIRE(n == 2);
+    CHECK(ids[0] == 2 && ids[1] == 3);
+    n = tp_select(D, 6, eog, 0.5, 4, 0, 5, ids, p);              /* nothing left: best non-EOG */
+    CHECK(n == 1 && ids[0] == 2);
+    /* an EOG that passes but is not the argmax is simply removed */
+    uint8_t eog2[6] = { 0, 0, 1, 0, 0, 0 };
+    n = tp_select(D, 6, eog2, 0.1, 4, 0, 0, ids, p);
+    REQUIRE(n == 2);
+    CHECK(ids[0] == 1 && ids[1] == 3);
+}
+
+TEST(tempo_mixture_weights_and_single_member) {
+    float logits[2 * 3] = { 1.0f, 2.0f, 3.0f, 0.0f, 0.0f, 0.0f };
+    float p[2] = { 0.3f, 0.1f }, out[3];
+    tp_mixture(logits, p, 2, 3, out);
+    double e1 = exp(1), e2 = exp(2), e3 = exp(3), s = e1 + e2 + e3;
+    double w0 = 0.75, w1 = 0.25;
+    CHECK_NEAR(out[0], w0 * e1 / s + w1 / 3.0, 1e-6);
+    CHECK_NEAR(out[1], w0 * e2 / s + w1 / 3.0, 1e-6);
+    CHECK_NEAR(out[2], w0 * e3 / s + w1 / 3.0, 1e-6);
+    CHECK_NEAR(out[0] + out[1] + out[2], 1.0, 1e-6);
+    float one[3] = { 1.0f, 2.0f, 3.0f }, p1 = 0.7f, o1[3];
+    tp_mixture(one, &p1, 1, 3, o1);
+    CHECK_NEAR(o1[2], e3 / s, 1e-6);
+    CHECK(tp_argmax(o1, 3, NULL) == 2);
+}
+
+TEST(tempo_prune_layer_weights) {
+    float w[5];
+    tp_prune_layer_weights(5, true, w); /* linspace(.2, 1, 5) / 3 */
+    CHECK_NEAR(w[0], 0.2 / 3, 1e-7);
+    CHECK_NEAR(w[2], 0.6 / 3, 1e-7);
+    CHECK_NEAR(w[4], 1.0 / 3, 1e-7);
+    tp_prune_layer_weights(5, false, w);
+    CHECK(w[0] == 0.0f && w[1] == 0.0f);
+    CHECK_NEAR(w[2], 1.0 / 3, 1e-7);
+    CHECK_NEAR(w[4], 1.0 / 3, 1e-7);
+    tp_prune_layer_weights(2, false, w);
+    CHECK_NEAR(w[0], 0.5, 1e-7);
+    CHECK_NEAR(w[1], 0.5, 1e-7);
+    tp_prune_layer_weights(1, true, w);
+    CHECK_NEAR(w[0], 1.0, 1e-7);
+}
+
+TEST(tempo_prune_score_weights_queries) {
+    /* 2 queries x 4 columns; p = .6, .2 -> w = .75, .25 */
+    float attn[8] = { 0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.0f, 0.5f, 0.0f };
+    float p[2] = { 0.6f, 0.2f };
+    CHECK_NEAR(tp_prune_score(attn, 4, p, 2, 0), 0.75 * 0.1 + 0.25 * 0.5, 1e-7);
+    CHECK_NEAR(tp_prune_score(attn, 4, p, 2, 1), 0.75 * 0.2, 1e-7);
+}
+
+TEST(tempo_prune_rules_keep_the_best_member) {
+    tp_prune_rule rel = { true, 0.5, 0.01 }, abs_ = { false, 0.5, 0.2 };
+    float score[4] = { 0.5f, 0.1f, 0.3f, 0.2f }, prob[4] = { 0.4f, 0.3f, 0.2f, 0.1f };
+    int32_t id[4] = { 10, 11, 12, 13 };
+    bool alive[4] = { true, true, true, true }, pr[4];
+    /* mean .275, limit .1375: only member 1 */
+    CHECK(tp_prune_decide(&rel, 4, score, prob, id, alive, pr) == 1);
+    CHECK(pr[1] && !pr[0] && !pr[2] && !pr[3]);
+    /* absolute .2: member 1 only (0.2 is not below 0.2) */
+    CHECK(tp_prune_decide(&abs_, 4, score, prob, id, alive, pr) == 1);
+    CHECK(pr[1] && !pr[3]);
+    /* a dead member is not in the mean: alive {0, 2, 3}: mean 1/3, limit 1/6: none */
+    bool alive2[4] = { true, false, true, true };
+    CHECK(tp_prune_decide(&rel, 4, score, prob, id, alive2, pr) == 0);
+    /* everything under the absolute threshold: the best one stays */
+    tp_prune_rule hi = { false, 0.5, 0.9 };
+    CHECK(tp_prune_decide(&hi, 4, score, prob, id, alive, pr) == 3);
+    CHECK(!pr[0] && pr[1] && pr[2] && pr[3]);
+    /* ties on score: higher probability, then lower id */
+    float flat[3] = { 0.1f, 0.1f, 0.1f }, fp[3] = { 0.2f, 0.5f, 0.5f };
+    int32_t fid[3] = { 7, 9, 8 };
+    bool fa[3] = { true, true, true }, fpr[3];
+    CHECK(tp_prune_decide(&hi, 3, flat, fp, fid, fa, fpr) == 2);
+    CHECK(fpr[0] && fpr[1] && !fpr[2]);
+    /* a set with one alive member is left alone */
+    bool one[3] = { false, true, false };
+    CHECK(tp_prune_decide(&hi, 3, flat, fp, fid, one, fpr) == 0);
+}
+
+TEST(tempo_sampler_greedy_ban_penalty) {
+    tp_sampler_params sp = { 0.0, 0, 1.0, 1.0, 1 };
+    tp_sampler *s = tp_sampler_new(&sp, 4);
+    float z[4] = { 1.0f, 3.0f, 2.9f, -1.0f };
+    CHECK(tp_sampler_pick(s, z, NULL, 0, NULL) == 1);
+    float z2[4] = { 1.0f, 3.0f, 2.9f, -1.0f };
+    uint8_t ban[4] = { 0, 1, 0, 0 };
+    CHECK(tp_sampler_pick(s, z2, NULL, 0, ban) == 2);
+    tp_sampler_free(s);
+    /* repetition penalty 1.5 on id 1 (seen twice, applied once): 3/1.5 = 2 < 2.9 */
+    tp_sampler_params rp = { 0.0, 0, 1.0, 1.5, 1 };
+    s = tp_sampler_new(&rp, 4);
+    float z3[4] = { 1.0f, 3.0f, 2.9f, -1.0f };
+    int32_t hist[3] = { 1, 1, 3 };
+    CHECK(tp_sampler_pick(s, z3, hist, 3, NULL) == 2);
+    CHECK_NEAR(z3[1], 2.0, 1e-6);
+    CHECK_NEAR(z3[3], -1.5, 1e-6); /* negative logits are multiplied */
+    tp_sampler_free(s);
+}
+
+TEST(tempo_sampler_seeded_and_distribution) {
+    enum { V = 4, N = 20000 };
+    tp_sampler_params sp = { 1.0, 0, 1.0, 1.0, 42 };
+    tp_sampler *a = tp_sampler_new(&sp, V), *b = tp_sampler_new(&sp, V);
+    sp.seed = 43;
+    tp_sampler *c = tp_sampler_new(&sp, V);
+    const float base[V] = { 0.0f, 1.0f, 2.0f, 0.5f };
+    int count[V] = { 0 }, same = 0, diff = 0;
+    for (int i = 0; i < N; i++) {
+        float z1[V], z2[V], z3[V];
+        memcpy(z1, base, sizeof z1); memcpy(z2, base, sizeof z2); memcpy(z3, base, sizeof z3);
+        int x = tp_sampler_pick(a, z1, NULL, 0, NULL), y = tp_sampler_pick(b, z2, NULL, 0, NULL);
+        int w = tp_sampler_pick(c, z3, NULL, 0, NULL);
+        same += x == y;
+        diff += x != w;
+        count[x]++;
+    }
+    CHECK(same == N);
+    CHECK(diff > N / 10);
+    double s = exp(0) + exp(1) + exp(2) + exp(0.5);
+    CHECK_NEAR(count[2] / (double)N, exp(2) / s, 0.02);
+    CHECK_NEAR(count[0] / (double)N, 1.0 / s, 0.02);
+    tp_sampler_free(a); tp_sampler_free(b); tp_sampler_free(c);
+    /* top-k 1 and a tiny top-p are greedy */
+    tp_sampler_params k1 = { 1.0, 1, 1.0, 1.0, 7 }, p0 = { 1.0, 0, 0.01, 1.0, 7 };
+    tp_sampler *sk = tp_sampler_new(&k1, V), *spp = tp_sampler_new(&p0, V);
+    for (int i = 0; i < 100; i++) {
+        float z1[V], z2[V];
+        memcpy(z1, base, sizeof z1); memcpy(z2, base, sizeof z2);
+        CHECK(tp_sampler_pick(sk, z1, NULL, 0, NULL) == 2);
+        CHECK(tp_sampler_pick(spp, z2, NULL, 0, NULL) == 2);
+    }
+    tp_sampler_free(sk); tp_sampler_free(spp);
+    /* top-k 2 never picks outside the two best */
+    tp_sampler_params k2 = { 5.0, 2, 1.0, 1.0, 9 };
+    tp_sampler *s2 = tp_sampler_new(&k2, V);
+    int seen[V] = { 0 };
+    for (int i = 0; i < 500; i++) {
+        float z[V];
+        memcpy(z, base, sizeof z);
+        seen[tp_sampler_pick(s2, z, NULL, 0, NULL)]++;
+    }
+    CHECK(seen[0] == 0 && seen[3] == 0 && seen[1] > 0 && seen[2] > 0);
+    tp_sampler_free(s2);
+}
+
+TEST(tempo_rng_uniform_range) {
+    tp_rng r;
+    tp_rng_seed(&r, 123);
+    double sum = 0;
+    for (int i = 0; i < 10000; i++) {
+        double u = tp_rng_uniform(&r);
+        CHECK(u >= 0.0 && u < 1.0);
+        sum += u;
+    }
+    CHECK_NEAR(sum / 10000, 0.5, 0.02);
+}
+
+/* A two-step result: " a" then [" b"/" c"(pruned)/" d"]. */
+static tempo_token toks[4] = {
+    { 5, " a", 0.9f, false, -1 },
+    { 6, " b", 0.5f, false, -1 }, { 7, " c", 0.3f, true, 1 }, { 8, " d", 0.2f, false, -1 },
+};
+static tempo_step steps2[2] = {
+    { 0, 3, 1, &toks[0], false },
+    { 1, 4, 3, &toks[1], true },
+};
+
+TEST(tempo_text_plain_and_ids) {
+    char *t = tp_text_generated("P:", steps2, 2, false);
+    CHECK(strcmp(t, "P: a[ b/ d]") == 0);
+    free(t);
+    t = tp_text_generated("P:", steps2, 2, true);
+    CHECK(strcmp(t, "P: a(5)[ b(6)/ d(8)]") == 0);
+    free(t);
+    t = tp_text_clean("P:", steps2, 2);
+    CHECK(strcmp(t, "P: a b") == 0);
+    free(t);
+    /* one member left alive: no brackets */
+    tempo_token two[2] = { { 1, "x", 0.6f, true, 3 }, { 2, "y", 0.4f, false, -1 } };
+    tempo_step st = { 0, 0, 2, two, true };
+    tp_str s = { 0 };
+    tp_text_append_step(&s, &st, true, false);
+    char *o = tp_str_take(&s);
+    CHECK(strcmp(o, "y") == 0);
+    free(o);
+}
+
+TEST(tempo_text_colour) {
+    tp_str s = { 0 };
+    tp_text_append_step(&s, &steps2[1], true, false);
+    char *o = tp_str_take(&s);
+    /* member 0 green, member 2 (index kept after pruning) blue */
+    CHECK(strcmp(o, "[\x1b[32m b\x1b[0m/\x1b[34m d\x1b[0m]") == 0);
+    free(o);
+    tp_text_append_step(&s, &steps2[0], true, false); /* a single token is not coloured */
+    o = tp_str_take(&s);
+    CHECK(strcmp(o, " a") == 0);
+    free(o);
+}
+
+TEST(tempo_text_utf8_sanitize) {
+    char *o = tp_utf8_sanitize("ok \xC3\xA9 \xE2\x82 x \xF0\x9F\x98\x80 \xFF");
+    CHECK(strcmp(o, "ok \xC3\xA9 \xEF\xBF\xBD\xEF\xBF\xBD x \xF0\x9F\x98\x80 \xEF\xBF\xBD") == 0);
+    free(o);
+}
+
+TEST(tempo_json_schema) {
+    tempo_config cfg;
+    tempo_config_init(&cfg);
+    tempo_result r = { 0 };
+    r.prompt = "P:";
+    r.generated_text = "P: a[ b/ d]";
+    r.clean_text = "P: a b";
+    r.n_steps = 2;
+    r.steps = steps2;
+    r.stop_reason = TEMPO_STOP_EOS;
+    r.generation_time_s = 0.5;
+    r.parallel_steps = 1;
+    r.total_slots = 7;
+    r.max_parallel_tokens = 7;
+    char *js = tp_json_result(&r, &cfg);
+    cJSON *d = cJSON_Parse(js);
+    REQUIRE(d);
+    const char *top[] = { "prompt", "generated_text", "clean_text", "steps", "config", "metrics", "stop_reason" };
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++) CHECK_MSG(cJSON_HasObjectItem(d, top[i]), "missing %s", top[i]);
+    CHECK(strcmp(cJSON_GetObjectItem(d, "stop_reason")->valuestring, "eos") == 0);
+    cJSON *steps = cJSON_GetObjectItem(d, "steps");
+    REQUIRE(cJSON_GetArraySize(steps) == 2);
+    cJSON *s1 = cJSON_GetArrayItem(steps, 1);
+    CHECK(cJSON_GetObjectItem(s1, "step")->valueint == 1);
+    CHECK(cJSON_GetObjectItem(s1, "position")->valueint == 4);
+    CHECK(cJSON_GetObjectItem(s1, "original_count")->valueint == 3);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(s1, "was_pruned")));
+    cJSON *t1 = cJSON_GetArrayItem(cJSON_GetObjectItem(s1, "tokens"), 1);
+    const char *tk[] = { "token_id", "text", "probability", "pruned", "pruned_at_step" };
+    for (size_t i = 0; i < 5; i++) CHECK_MSG(cJSON_HasObjectItem(t1, tk[i]), "missing token key %s", tk[i]);
+    CHECK(cJSON_GetObjectItem(t1, "token_id")->valueint == 7);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(t1, "pruned")));
+    CHECK(cJSON_GetObjectItem(t1, "pruned_at_step")->valueint == 1);
+    CHECK_NEAR(cJSON_GetObjectItem(t1, "probability")->valuedouble, 0.3, 1e-6);
+    cJSON *m = cJSON_GetObjectItem(d, "metrics");
+    const char *mk[] = { "generation_time_s", "steps", "parallel_steps", "total_slots", "peak_memory_bytes", "steps_per_second" };
+    for (size_t i = 0; i < 6; i++) CHECK_MSG(cJSON_HasObjectItem(m, mk[i]), "missing metric %s", mk[i]);
+    CHECK_NEAR(cJSON_GetObjectItem(m, "steps_per_second")->valuedouble, 4.0, 1e-9);
+    /* config: every option of the table, effective width */
+    cJSON *c = cJSON_GetObjectItem(d, "config");
+    int n;
+    const tempo_option_info *opts = tempo_options(&n);
+    for (int i = 0; i < n; i++) CHECK_MSG(cJSON_HasObjectItem(c, opts[i].key), "config lacks %s", opts[i].key);
+    CHECK(cJSON_GetObjectItem(c, "max_parallel_tokens")->valueint == 7);
+    CHECK_NEAR(cJSON_GetObjectItem(c, "selection_threshold")->valuedouble, 0.1, 1e-12);
+    cJSON_Delete(d);
+    free(js);
+    tempo_config_free(&cfg);
+}
