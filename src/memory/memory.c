@@ -23,6 +23,7 @@
 #include "api/api.h"
 #include "core/common.h"
 #include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 struct tempo_memory_monitor {
     double max_gb;
@@ -317,4 +318,60 @@ int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status
     if (peak_bytes) *peak_bytes = (size_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
     if (exit_status) *exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     return 0;
+}
+
+/* ----------------------------------------------------------------- bench ---- */
+
+/* Run one configuration; peak bytes, exit status and wall time. */
+static int bench_run(const char *bin, const char *model, const char *extra, int T, int W, size_t *peak, int *st,
+                     double *secs, char *err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "exec %s --model '%s' --max-tokens %d --max-parallel-tokens %d --selection-threshold 0 --no-color %s "
+             ">/dev/null 2>&1",
+             bin, model, T, W, extra ? extra : "");
+    double t0 = tp_now();
+    int rc = tp_memory_run_measured(cmd, peak, st, err);
+    *secs = tp_now() - t0;
+    return rc;
+}
+
+int tp_memory_bench(const char *bin, const char *model_path, const char *extra_args, tp_kv_type kv_type,
+                    const int *max_tokens, int n_max_tokens, const int *widths, int n_widths, FILE *out, char *err) {
+    tp_load_opts lo = { 0 };
+    tp_model *m = tp_model_load(model_path, &lo, err);
+    if (!m) return -1;
+    const tp_hparams *hp = &m->hp;
+    tempo_config def;
+    tempo_config_init(&def);
+    int32_t ids[256];
+    int P = m->tok ? tokenizer_encode(m->tok, def.prompt, true, true, ids, 256) : 8; /* the default prompt */
+    tempo_config_free(&def);
+    if (P < 1) P = 8;
+    int rc = 0;
+    fprintf(out, "memory: peak resident set of real runs vs the estimate (%s)\n", model_path);
+    fprintf(out, "%10s %6s %8s %12s %12s %8s %6s %8s\n", "max_tokens", "width", "slots", "estimate_GB", "peak_GB",
+            "peak/est", "exit", "seconds");
+    for (int wi = 0; wi < n_widths && rc == 0; wi++) {
+        size_t peak1 = 0;
+        int st = 0;
+        double secs = 0;
+        /* the fixed part, from a run of one step at this width */
+        if (bench_run(bin, model_path, extra_args, 1, widths[wi], &peak1, &st, &secs, err)) { rc = -1; break; }
+        size_t fixed = tp_memory_predict_run_bytes(m, 0, P, 0, widths[wi], kv_type, hp->n_ctx);
+        size_t other = peak1 > fixed ? peak1 - fixed : 0;
+        for (int ti = 0; ti < n_max_tokens; ti++) {
+            int T = max_tokens[ti];
+            size_t peak = 0;
+            if (bench_run(bin, model_path, extra_args, T, widths[wi], &peak, &st, &secs, err)) { rc = -1; break; }
+            /* the last step's set is not fed */
+            long long slots = (long long)P + (long long)(T - 1) * widths[wi];
+            if (slots > hp->n_ctx) slots = hp->n_ctx;
+            size_t est = tp_memory_predict_run_bytes(m, other, P, T - 1, widths[wi], kv_type, hp->n_ctx);
+            fprintf(out, "%10d %6d %8lld %12.3f %12.3f %8.2f %6d %8.2f\n", T, widths[wi], slots, est / TP_GB,
+                    peak / TP_GB, est ? (double)peak / (double)est : 0.0, st, secs);
+        }
+    }
+    tp_model_free(m);
+    return rc;
 }

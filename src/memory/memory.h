@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tempo.h"
 #include "kv/kvcache.h"
@@ -89,3 +90,16 @@ int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status
 const char *tp_memory_fmt_gb(double bytes, char *buf, size_t cap);
 
 #endif
+
+/* For make bench: the measured peak of real runs next to the estimate.
+ * For each (max_tokens, width) pair runs
+ *   bin --model model_path --max-tokens T --max-parallel-tokens W --selection-threshold 0 <extra_args>
+ * (threshold 0: every step holds exactly W members, the worst case the estimate
+ * is for), measures its peak resident set (kernel-reported) and prints one row:
+ *   max_tokens width slots estimate_GB peak_GB peak/estimate stop seconds
+ * The estimate is tp_memory_predict_run_bytes with "other" (runtime, tokenizer)
+ * taken from a 1-step run of the same file. The runs use the default prompt;
+ * extra_args may add flags (e.g. "--max-memory-gb 64") but not change the
+ * prompt; kv_type must match any --kv-cache-type in them. 0, or -1 with err. */
+int tp_memory_bench(const char *bin, const char *model_path, const char *extra_args, tp_kv_type kv_type,
+                    const int *max_tokens, int n_max_tokens, const int *widths, int n_widths, FILE *out, char *err);
