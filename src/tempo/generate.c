@@ -559,7 +559,7 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
         goto fail;
     }
     memcpy(g->D, g->zraw, sizeof(float) * V);
-    tp_softmax(g->D, g->V);
+    tp_prob_softmax(g->D, g->V);
     double t1 = tp_now();
     tp_budget_log(g->budget, "After prefill", g->kv);
 

@@ -73,7 +73,7 @@ int tp_select(const float *D, int n_vocab, const uint8_t *is_eog, double tau, in
     return n;
 }
 
-void tp_softmax(float *x, int n) {
+void tp_prob_softmax(float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
     float sum = 0.0f;
@@ -88,7 +88,7 @@ void tp_mixture(float *logits, const float *p, int n, int n_vocab, float *out) {
     memset(out, 0, sizeof(float) * (size_t)n_vocab);
     for (int j = 0; j < n; j++) {
         float *row = logits + (size_t)j * n_vocab;
-        tp_softmax(row, n_vocab);
+        tp_prob_softmax(row, n_vocab);
         float w = total > 0.0f ? p[j] / total : 1.0f / (float)n;
         for (int i = 0; i < n_vocab; i++) out[i] += w * row[i];
     }

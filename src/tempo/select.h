@@ -39,7 +39,7 @@ int tp_select(const float *D, int n_vocab, const uint8_t *is_eog, double tau, in
 int tp_argmax(const float *D, int n, const uint8_t *skip);
 
 /* In-place fp32 softmax of one row. */
-void tp_softmax(float *x, int n);
+void tp_prob_softmax(float *x, int n);
 
 /* Mixture (section 4): out = sum_j w_j softmax(logits_j), w_j = p_j / sum p.
  * logits: [n][n_vocab], overwritten with the members' softmax. */
