@@ -109,6 +109,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tem
      * model, the runtime and the per-token buffers of a full-width step are in. */
     size_t fixed = usage + (size_t)b->w_start * tok_work;
     b->max_bytes = b->crit > fixed ? b->crit - fixed : 1; /* 1, not 0: 0 would mean "no limit" */
+    tp_budget_log(b, "After model load", NULL);
     return b;
 }
 
@@ -202,7 +203,7 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
             if (mem_free < 1) return stop_memory(b, step, 1, slot, mem_free, why, msg);
             int which = 0;
             tp_kv_reserve(kv, 1, &which, msg);
-            *why = TEMPO_STOP_CACHE_LIMIT;
+            *why = which == 2 ? TEMPO_STOP_MEMORY_LIMIT : TEMPO_STOP_CACHE_LIMIT;
             return 0;
         }
         /* Narrow when this width would leave later steps without one slot each:
@@ -231,7 +232,8 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
 
     int which = 0;
     if (tp_kv_reserve(kv, width, &which, msg)) {
-        *why = TEMPO_STOP_CACHE_LIMIT;
+        /* past max_cache_tokens: cache_limit; past the cache's byte share of the memory limit: memory_limit */
+        *why = which == 2 ? TEMPO_STOP_MEMORY_LIMIT : TEMPO_STOP_CACHE_LIMIT;
         return 0;
     }
 

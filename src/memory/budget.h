@@ -29,7 +29,8 @@ size_t tp_budget_kv_max_bytes(const tp_budget *b);
 
 /* Before selecting step `step`'s members: how many may be fed (1..want). Reclaims
  * dead KV slots first when that is what makes room. Returns 0 when the run must
- * stop: *why is TEMPO_STOP_CACHE_LIMIT or TEMPO_STOP_MEMORY_LIMIT and msg (TP_ERR_LEN)
+ * stop: *why is TEMPO_STOP_CACHE_LIMIT (max_cache_tokens) or TEMPO_STOP_MEMORY_LIMIT
+ * (the memory limit, or the KV cache's byte share of it) and msg (TP_ERR_LEN)
  * holds the spec's message. With memory_policy "adapt" it returns a smaller width
  * instead of stopping while width 1 still fits, and records an adjustment.
  * Ask only for steps whose set will be fed (not the last step). When it returns
