@@ -42,8 +42,16 @@ size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c);
 
 void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w);
 
-/* Which SIMD level the dispatcher picked: "avx512", "avx2" or "scalar". */
+/* Which SIMD level the dispatcher picked: "avx512", "avx2" or "scalar".
+ * The best level the CPU supports, unless the environment variable
+ * TEMPO_SIMD=scalar|avx2|avx512 (read once) names a lower available one.
+ * "avx512" needs AVX-512 F/BW/VL and VNNI. */
 const char *tp_simd_level(void);
+
+/* Force a level by name (tests, benchmarks); NULL restores the automatic
+ * choice. Returns 0, or -1 if the name is unknown or this CPU lacks it
+ * (nothing changes). Process-wide; do not call while a tp_matmul runs. */
+int tp_matmul_set_simd(const char *level);
 
 /* Row of an embedding table as f32 (any supported type). */
 void tp_weight_row(const tp_weight *w, int row, float *out);

@@ -1,9 +1,13 @@
 /* threadpool.h: a fixed pool of worker threads for data-parallel kernels.
  *
- * tp_pool_run(pool, fn, ctx, n) calls fn(ctx, i, n) once for every thread index
- * i in [0, n_threads) and returns when all have finished. The caller's thread
- * takes part (index 0). Workers spin briefly then sleep, so a per-token forward
- * pass does not pay a futex wake-up per matmul. No allocation after create.
+ * tp_pool_run(pool, fn, ctx) calls fn(ctx, i, n) once for every thread index
+ * i in [0, n) (n = tp_pool_threads(pool)) and returns when all have finished;
+ * everything fn wrote is then visible to the caller. The caller's thread takes
+ * part (index 0). Workers spin briefly (~0.2 ms) then sleep on a condition
+ * variable, so a per-token forward pass does not pay a futex wake-up per
+ * matmul. No allocation after create. A NULL pool runs fn(ctx, 0, 1).
+ * tp_pool_run is not re-entrant: fn must not call tp_pool_run on the same pool,
+ * and only one thread may drive a pool at a time.
  */
 #ifndef TEMPO_THREADPOOL_H
 #define TEMPO_THREADPOOL_H

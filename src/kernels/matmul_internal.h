@@ -1,0 +1,74 @@
+/* matmul_internal.h: what the matmul front end (matmul.c) shares with the
+ * per-ISA kernel files (matmul_avx2.c, matmul_avx512.c). Not a public header.
+ *
+ * Quantized activations. Before a product with a quantized weight, each of the
+ * nb input vectors is quantized in groups of 32 values into the buffers below
+ * (one layout for every weight type, filled according to the weight type):
+ *   xq  int8  [b*n_in + 32g + i]   the quantized values, natural order
+ *   xd  float [b*G + g]            the group's scale (Q8_0: fp16-rounded amax/127;
+ *                                  Q8_K: the super-block's d, repeated per group)
+ *   xm  float [b*G + g]            the factor of the weight's "min" term:
+ *                                  Q8_1-style s = fp16(d * sum(q)) for Q4_1/Q5_1,
+ *                                  d * sum(q) for the K-quants (Q8_K bsums)
+ *   xc  int32 [(b*G + g)*8 + l]    -offset * (q[4l] + q[4l+1] + q[4l+2] + q[4l+3]):
+ *                                  lets SIMD kernels use weights stored as unsigned
+ *                                  (value + offset) bytes: the u8 x s8 dot product
+ *                                  of lane l started at xc[l] equals the signed one.
+ * G = n_in / 32. The per-lane correction depends on the weight type's offset
+ * (tp_mm_offset), so the buffers are refilled for each product.
+ */
+#ifndef TEMPO_MATMUL_INTERNAL_H
+#define TEMPO_MATMUL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/matmul.h"
+
+enum { TP_SIMD_SCALAR = 0, TP_SIMD_AVX2 = 1, TP_SIMD_AVX512 = 2, TP_SIMD_N = 3 };
+enum { TP_ACT_F32 = 0, TP_ACT_Q8 = 1, TP_ACT_Q8K = 2 };
+#define TP_MM_NTYPES 32 /* kernel tables are indexed by ggml type id */
+
+typedef struct {
+    /* weight */
+    const uint8_t *w;
+    size_t row_bytes;
+    uint32_t type;
+    int n_in, n_out;
+    /* activations of this batch chunk */
+    int nb;
+    const float *xf; /* f32 inputs, nb x n_in */
+    const int8_t *xq;
+    const int32_t *xc;
+    const float *xd, *xm;
+    /* output: y[b*n_out + r] */
+    float *y;
+} tp_mm_job;
+
+/* Computes rows [r0, r1) for all nb inputs. scratch: n_in floats private to the thread. */
+typedef void (*tp_mm_kernel)(const tp_mm_job *j, int r0, int r1, float *scratch);
+
+/* Quantizes one input vector of n values (n a multiple of 32, or of 256 for Q8_K)
+ * into the layout above, for a weight with the given offset. */
+typedef void (*tp_mm_quant_fn)(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d,
+                               float *m);
+
+typedef struct {
+    tp_mm_kernel kernel[TP_MM_NTYPES];
+    tp_mm_quant_fn quant[3]; /* indexed by TP_ACT_* (F32 unused) */
+    int row_step;            /* rows a kernel prefers to handle together (chunks are multiples) */
+} tp_mm_impl;
+
+/* Which activation format a weight type uses, and its unsigned offset. */
+int tp_mm_act_kind(uint32_t type);
+int tp_mm_offset(uint32_t type);
+
+/* Per-ISA tables; return 0 if the file was compiled without that ISA. */
+int tp_mm_fill_avx2(tp_mm_impl *impl);
+int tp_mm_fill_avx512(tp_mm_impl *impl);
+
+/* The portable quantizers (the SIMD ones must give identical bytes). */
+void tp_mm_quant_q8_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m);
+void tp_mm_quant_q8k_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m);
+
+#endif
