@@ -867,6 +867,16 @@ TEST(safetensors_rejects_corrupt_files) {
     free(dir);
 }
 
+/* Header length of a safetensors file (its first 8 bytes). */
+static uint64_t st_open_header_bytes(const char *path) {
+    uint8_t b[8] = { 0 };
+    FILE *f = fopen(path, "rb");
+    if (f) { if (fread(b, 1, 8, f) != 8) memset(b, 0, 8); fclose(f); }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | b[i];
+    return n;
+}
+
 TEST(safetensors_set_index_errors) {
     char *dir = test_tmpdir();
     REQUIRE(dir);
@@ -889,6 +899,12 @@ TEST(safetensors_set_index_errors) {
         CHECK(st_set_find(set, "y") == NULL);
     }
     st_set_free(set);
+    /* the weight bytes for the memory check: the shards the index names, not other files */
+    char *decoy = join(dir, "consolidated.safetensors");
+    write_text(decoy, "not counted");
+    write_text(idx, "{\"weight_map\": {\"x\": \"part-1.safetensors\", \"y\": \"part-1.safetensors\"}}");
+    CHECK_INT_EQ(st_set_file_bytes(dir, err), 8 + (int64_t)st_open_header_bytes(shard) + 16);
+    free(decoy);
     struct { const char *index, *want; } bad[] = {
         { "{\"weight_map\": {\"x\": \"part-1.safetensors\", \"y\": \"part-1.safetensors\"}}",
           "tensor y (listed in model.safetensors.index.json) is not in the file" },
@@ -906,6 +922,11 @@ TEST(safetensors_set_index_errors) {
         CHECK_MSG(set == NULL && strstr(err, bad[i].want), "index %s: '%s'", bad[i].index, err);
         st_set_free(set);
     }
+    CHECK(st_set_file_bytes(dir, err) < 0 && strstr(err, "missing weight_map"));
+    write_text(idx, "{\"weight_map\": {\"x\": \"part-9.safetensors\"}}");
+    CHECK(st_set_file_bytes(dir, err) < 0 && strstr(err, "part-9.safetensors: cannot open"));
+    remove(idx);
+    CHECK(st_set_file_bytes(dir, err) < 0 && strstr(err, "no model.safetensors"));
     free(shard);
     free(idx);
     rm_rf(dir);

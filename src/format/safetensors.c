@@ -321,6 +321,46 @@ st_set *st_set_open(const char *dir, char *err) {
     return s;
 }
 
+int64_t st_set_file_bytes(const char *dir, char *err) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (!file_exists(path)) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            return tp_fail(err, "%s: no model.safetensors or model.safetensors.index.json in the folder", dir);
+        return (int64_t)st.st_size;
+    }
+    char *txt = tp_read_file(path, NULL, err);
+    if (!txt) return -1;
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    int64_t total = -1;
+    if (!cJSON_IsObject(wm)) tp_fail(err, "%s: missing weight_map object", path);
+    else {
+        /* each distinct shard once (entries of one shard are usually adjacent, but need not be) */
+        total = 0;
+        for (const cJSON *e = wm->child; e && total >= 0; e = e->next) {
+            if (!cJSON_IsString(e) || !plain_name(e->valuestring)) {
+                total = tp_fail(err, "%s: weight_map entry %s is not a file name in the folder", path,
+                                e->string ? e->string : "?");
+                break;
+            }
+            bool seen = false;
+            for (const cJSON *p = wm->child; p != e && !seen; p = p->next)
+                seen = strcmp(p->valuestring, e->valuestring) == 0;
+            if (seen) continue;
+            char sp[4096];
+            snprintf(sp, sizeof sp, "%s/%s", dir, e->valuestring);
+            if (stat(sp, &st) != 0) total = tp_fail(err, "%s: cannot open: %s", sp, strerror(errno));
+            else total += (int64_t)st.st_size;
+        }
+    }
+    cJSON_Delete(root);
+    return total;
+}
+
 /* ---- writer ---- */
 
 typedef struct {

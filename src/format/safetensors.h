@@ -67,6 +67,11 @@ typedef struct {
 st_set *st_set_open(const char *dir, char *err);
 void st_set_free(st_set *s);
 const st_tensor *st_set_find(const st_set *s, const char *name);
+/* Bytes of the weight files st_set_open would map (the shards the index names, or
+ * model.safetensors), without opening them: for the memory check before loading.
+ * Other .safetensors files in the folder (e.g. Mistral's consolidated.safetensors)
+ * are not counted. -1 with err when there are none. */
+int64_t st_set_file_bytes(const char *dir, char *err);
 
 /* ---- writer (tests and tools make their own files) ----
  * Tensors are written in the order added; the header is padded with spaces to a
