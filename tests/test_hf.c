@@ -262,9 +262,11 @@ static int gguf_row_of_hf(int r, int head_dim) {
     return h * head_dim + (j < half ? 2 * j : 2 * (j - half) + 1);
 }
 
-/* Export stories260K to dir (F32, or BF16 when bf16). With gguf_out, also write a
- * GGUF holding the same (BF16-rounded) values in GGUF order. */
-static bool export_stories_opt(const char *dir, bool bf16, const char *gguf_out, bool pad) {
+/* Export stories260K to dir with every tensor in dtype ("F32", "F16" or "BF16").
+ * With gguf_out, also write a GGUF holding the same (rounded) values in GGUF order.
+ * pad: put a 1-byte tensor first, so that every other tensor is unaligned. */
+static bool export_stories_opt(const char *dir, const char *dtype, const char *gguf_out, bool pad) {
+    bool half = strcmp(dtype, "F32") != 0, bf16 = strcmp(dtype, "BF16") == 0;
     char err[TP_ERR_LEN];
     gguf_file *src = gguf_open(STORIES, err);
     if (!src) { fprintf(stderr, "  %s\n", err); return false; }
@@ -292,11 +294,14 @@ static bool export_stories_opt(const char *dir, bool bf16, const char *gguf_out,
         }
         uint64_t shape[2] = { n_rows, n_in };
         if (t->n_dims == 1) shape[0] = n_in;
-        if (bf16) {
+        if (half) {
             uint16_t *b = malloc(n * 2), *gb = malloc(n * 2);
-            for (size_t k = 0; k < n; k++) { b[k] = tp_f32_to_bf16(hf[k]); gb[k] = tp_f32_to_bf16(g[k]); }
-            st_w_tensor(w, name, "BF16", (int)t->n_dims, shape, b);
-            if (gw) gguf_w_tensor(gw, t->name, TP_BF16, t->n_dims, t->ne, gb);
+            for (size_t k = 0; k < n; k++) {
+                b[k] = bf16 ? tp_f32_to_bf16(hf[k]) : tp_f32_to_f16(hf[k]);
+                gb[k] = bf16 ? tp_f32_to_bf16(g[k]) : tp_f32_to_f16(g[k]);
+            }
+            st_w_tensor(w, name, dtype, (int)t->n_dims, shape, b);
+            if (gw) gguf_w_tensor(gw, t->name, bf16 ? TP_BF16 : TP_F16, t->n_dims, t->ne, gb);
             free(b);
             free(gb);
         } else {
@@ -319,8 +324,8 @@ static bool export_stories_opt(const char *dir, bool bf16, const char *gguf_out,
     return ok;
 }
 
-static bool export_stories(const char *dir, bool bf16, const char *gguf_out) {
-    return export_stories_opt(dir, bf16, gguf_out, false);
+static bool export_stories(const char *dir, const char *dtype, const char *gguf_out) {
+    return export_stories_opt(dir, dtype, gguf_out, false);
 }
 
 static const int32_t stories_prompt[5] = { 1, 403, 407, 261, 378 };
@@ -381,7 +386,7 @@ static bool in_mapping(const tp_model *m, const void *p) {
 TEST(hf_stories260K_f32_matches_gguf) {
     char *dir = test_tmpdir();
     REQUIRE(dir);
-    REQUIRE(export_stories(dir, false, NULL));
+    REQUIRE(export_stories(dir, "F32", NULL));
     char err[TP_ERR_LEN];
     tp_model *g = load_model(STORIES, 0, err), *h = load_model(dir, 0, err);
     if (g && h) {
@@ -414,23 +419,27 @@ TEST(hf_stories260K_f32_matches_gguf) {
     free(dir);
 }
 
-TEST(hf_stories260K_bf16_matches_gguf_with_same_bf16_weights) {
+/* A half-precision export against a GGUF holding the same rounded weights. */
+static void check_half_export(const char *dtype, uint32_t type) {
     char *dir = test_tmpdir();
     REQUIRE(dir);
-    char *gpath = join(dir, "stories-bf16.gguf.bin"); /* inside the folder, not a .safetensors */
-    REQUIRE(export_stories(dir, true, gpath));
-    char err[TP_ERR_LEN];
+    char *gpath = join(dir, "stories-half.gguf.bin"); /* inside the folder, not a .safetensors */
+    REQUIRE(export_stories(dir, dtype, gpath));
+    char err[TP_ERR_LEN], what[64];
     tp_model *g = load_model(gpath, 0, err), *h = load_model(dir, 0, err);
     if (g && h) {
         check_stories_hparams(h);
-        CHECK_INT_EQ(h->tok_embd.type, TP_BF16);
-        CHECK_INT_EQ(h->layers[0].wq.type, TP_BF16);
-        compare_models(g, h, 1e-4, "stories260K BF16");
-        /* BF16 matrices mapped; the 11 norm vectors converted to f32 and counted */
+        CHECK_INT_EQ(h->tok_embd.type, type);
+        CHECK_INT_EQ(h->layers[0].wq.type, type);
+        CHECK_INT_EQ(h->output.type, type);
+        snprintf(what, sizeof what, "stories260K %s", dtype);
+        compare_models(g, h, 1e-4, what);
+        /* matrices mapped; the 11 norm vectors converted to f32 and counted */
         CHECK_INT_EQ(h->owned_bytes, (2 * ST_LAYERS + 1) * ST_DIM * 4);
         CHECK_INT_EQ(h->weight_bytes, g->weight_bytes);
         CHECK(in_mapping(h, h->layers[2].wk.data));
         CHECK(!in_mapping(h, h->out_norm));
+        for (int i = 0; i < ST_DIM; i++) CHECK(h->out_norm[i] == g->out_norm[i]);
     }
     CHECK(g && h);
     tp_model_free(g);
@@ -440,12 +449,15 @@ TEST(hf_stories260K_bf16_matches_gguf_with_same_bf16_weights) {
     free(dir);
 }
 
+TEST(hf_stories260K_bf16_matches_gguf_with_same_bf16_weights) { check_half_export("BF16", TP_BF16); }
+TEST(hf_stories260K_f16_matches_gguf_with_same_f16_weights) { check_half_export("F16", TP_F16); }
+
 /* Tensors whose bytes are not aligned for their type in the file are copied
  * (and counted); tensors the model does not use are ignored. */
 TEST(hf_misaligned_tensors_are_copied_and_counted) {
     char *dir = test_tmpdir();
     REQUIRE(dir);
-    REQUIRE(export_stories_opt(dir, false, NULL, true));
+    REQUIRE(export_stories_opt(dir, "F32", NULL, true));
     char err[TP_ERR_LEN];
     tp_model *g = load_model(STORIES, 0, err), *h = load_model(dir, 0, err);
     if (g && h) {
@@ -877,6 +889,59 @@ static uint64_t st_open_header_bytes(const char *path) {
     return n;
 }
 
+/* Random byte changes in a small valid file's header and length: each open either
+ * succeeds with every tensor inside the file or fails with a message; never a crash. */
+TEST(safetensors_survives_header_mutations) {
+    char *dir = test_tmpdir();
+    REQUIRE(dir);
+    char *p = join(dir, "m.safetensors"), err[TP_ERR_LEN];
+    float v[8] = { 0 };
+    uint64_t s2[2] = { 2, 2 }, s1[1] = { 4 };
+    st_writer *w = st_writer_new();
+    st_w_tensor(w, "a", "F32", 2, s2, v);
+    st_w_tensor(w, "b", "BF16", 1, s1, v);
+    st_w_tensor(w, "c", "F16", 1, s1, v);
+    REQUIRE(st_writer_save(w, p, err) == 0);
+    st_writer_free(w);
+    size_t n;
+    char *orig = tp_read_file(p, &n, err);
+    REQUIRE(orig);
+    size_t hdr_end = 8 + (size_t)st_open_header_bytes(p);
+    uint64_t seed = 12345;
+    int opened = 0, refused = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        char *buf = malloc(n);
+        memcpy(buf, orig, n);
+        for (int k = 0; k < 1 + iter % 3; k++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(seed >> 33) % hdr_end;
+            static const char repl[] = "0123456789[]{}\",:-.e\\ FBIU";
+            buf[at] = (seed >> 20) & 1 ? repl[(seed >> 40) % (sizeof repl - 1)] : (char)(seed >> 48);
+        }
+        write_file(p, buf, n);
+        free(buf);
+        err[0] = 0;
+        st_file *f = st_open(p, err);
+        if (f) {
+            opened++;
+            for (int i = 0; i < f->n_tensors; i++) {
+                const uint8_t *d = f->tensors[i].data;
+                CHECK(d >= f->map + f->data_offset && d + f->tensors[i].nbytes <= f->map + f->map_size);
+            }
+        } else {
+            refused++;
+            CHECK(strstr(err, p) != NULL);
+        }
+        st_close(f);
+    }
+    fprintf(stderr, "  400 mutated headers: %d opened, %d refused\n", opened, refused);
+    CHECK(refused > 100);
+    free(orig);
+    free(p);
+    rm_rf(dir);
+    free(dir);
+}
+
 TEST(safetensors_set_index_errors) {
     char *dir = test_tmpdir();
     REQUIRE(dir);
@@ -953,7 +1018,7 @@ static char *config_with(const char *key, const char *value) {
 TEST(hf_config_errors_and_variants) {
     char *dir = test_tmpdir();
     REQUIRE(dir);
-    REQUIRE(export_stories(dir, false, NULL));
+    REQUIRE(export_stories(dir, "F32", NULL));
     char *cfg = join(dir, "config.json"), err[TP_ERR_LEN];
     struct { const char *key, *value, *want; } bad[] = {
         { "hidden_size", NULL, "config.json: missing hidden_size" },
