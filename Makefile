@@ -73,9 +73,10 @@ build/bench: bench/bench.c build/libtempo.a
 # The tests run from the repository root and read ../shared/.
 # TEMPO_BIN lets tests that drive the CLI find the sanitized binary.
 test: deps
-	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo
+	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo build/asan/example_embed build/tempo
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	TEMPO_BIN=build/asan/tempo build/asan/test_tempo $(T)
+	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
+	build/asan/test_tempo $(T)
 
 bench: build/bench build/tempo
 	build/bench

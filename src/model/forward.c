@@ -28,6 +28,9 @@
 #include "kernels/ops.h"
 #include "tensor/dtype.h"
 
+/* Multiply-adds below which attention is not worth splitting across threads. */
+#define ATTN_PARALLEL_MIN_WORK (64 * 1024)
+
 struct tp_fwd_work {
     int max_batch, max_ctx, n_threads;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; /* [max_batch][...] */
@@ -263,7 +266,9 @@ int tp_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err) {
                 tp_kv_store(kv, l, base + i, w->k + (size_t)i * kv_dim, w->v + (size_t)i * kv_dim);
             }
             attn_job J = { m, kv, b, l, n0, c0, nb, n_total, b->layer_weights ? b->layer_weights[l] : 0.0f };
-            tp_pool_run(m->pool, attn_task, &J);
+            /* Waking workers costs microseconds: small attention runs on this thread. */
+            if ((size_t)nb * hp->n_heads * (base + nb) * hd < ATTN_PARALLEL_MIN_WORK) attn_task(&J, 0, 1);
+            else tp_pool_run(m->pool, attn_task, &J);
             tp_matmul(m->mm, w->xb, w->att, nb, &L->wo);
             for (size_t i = 0; i < (size_t)nb * dim; i++) w->x[i] += w->xb[i];
 
