@@ -351,16 +351,29 @@ TEST(tempo_gen_pruning_hides_pruned_slots) {
         CHECK(alive >= 1);
         CHECK(st->was_pruned == (pr > 0));
     }
-    /* pruned members are not in the text */
-    for (int k = 0; k < a->n_steps; k++)
-        for (int j = 0; j < a->steps[k].n_tokens; j++) {
-            const tempo_token *t = &a->steps[k].tokens[j];
-            if (t->pruned && strlen(t->text) > 3) {
-                char buf[64];
-                snprintf(buf, sizeof buf, "/%s/", t->text);
-                CHECK(strstr(a->generated_text, buf) == NULL);
-            }
+    /* the text holds the alive members only: rebuild it independently */
+    char *want = malloc(strlen(a->generated_text) + 1);
+    size_t len = 0, cap = strlen(a->generated_text) + 1;
+    bool fits = true;
+#define PUT(str) do { size_t l_ = strlen(str); if (len + l_ < cap) { memcpy(want + len, str, l_); len += l_; } else fits = false; } while (0)
+    PUT(a->prompt);
+    for (int k = 0; k < a->n_steps; k++) {
+        const tempo_step *st = &a->steps[k];
+        int alive = 0, put = 0;
+        for (int j = 0; j < st->n_tokens; j++) alive += !st->tokens[j].pruned;
+        if (alive > 1) PUT("[");
+        for (int j = 0; j < st->n_tokens; j++) {
+            if (st->tokens[j].pruned) continue;
+            if (put++) PUT("/");
+            PUT(st->tokens[j].text);
         }
+        if (alive > 1) PUT("]");
+    }
+#undef PUT
+    want[len] = 0;
+    CHECK(fits);
+    CHECK_MSG(strcmp(want, a->generated_text) == 0, "'%s' vs '%s'", want, a->generated_text);
+    free(want);
     tempo_result_free(a);
     tempo_result_free(b);
     tempo_config_free(&c);
@@ -524,7 +537,7 @@ TEST(tempo_gen_forced_width) {
     tempo_model *m = open_stories();
     REQUIRE(m);
     tempo_config c;
-    cfg_init(&c, 10, 0.9, 1);
+    cfg_init(&c, 10, 0.9, 16);
     tp_tempo_stats st = { 0 };
     tp_tempo_opts o = { .forced_width = 8, .stats = &st };
     tempo_result *r = run(m, &c, &o);
@@ -574,4 +587,56 @@ TEST(tempo_gen_thinking_prompt) {
     tokenizer_free(t);
     gguf_close(f);
     tempo_config_free(&c);
+}
+
+/* ------------------------------------------------------ end of generation -- */
+/* stories260K never predicts its EOS, so " there" (383, greedy step 1) plays one. */
+static bool has_member(const tempo_result *r, int id) {
+    for (int k = 0; k < r->n_steps; k++)
+        for (int j = 0; j < r->steps[k].n_tokens; j++)
+            if (r->steps[k].tokens[j].token_id == id) return true;
+    return false;
+}
+
+TEST(tempo_gen_end_of_generation_and_min_steps) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    static const int32_t eog[1] = { 383 };
+    tp_tempo_opts o = { .extra_eog = eog, .n_extra_eog = 1 };
+    tempo_config c;
+    cfg_init(&c, 30, 0.01, 1);
+    tempo_result *r = run(m, &c, &o);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->stop_reason, TEMPO_STOP_EOS); /* argmax at step 1 is the EOG: nothing appended */
+    CHECK_INT_EQ(r->n_steps, 1);
+    CHECK_INT_EQ(r->steps[0].tokens[0].token_id, 432);
+    CHECK(strcmp(r->clean_text, "Once upon a time,") == 0);
+    tempo_result_free(r);
+
+    c.min_steps = 2; /* step 1 ignores it: the EOG is removed and the next best taken */
+    r = run(m, &c, &o);
+    REQUIRE(r);
+    CHECK(r->n_steps >= 2);
+    CHECK(!has_member(r, 383));
+    if (r->stop_reason == TEMPO_STOP_EOS) CHECK(r->n_steps >= 2);
+    tempo_result_free(r);
+
+    c.min_steps = 30; /* wide sets: the EOG is never a member, even when it passes the threshold */
+    c.max_parallel_tokens = 6;
+    r = run(m, &c, &o);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->n_steps, 30);
+    CHECK_INT_EQ(r->stop_reason, TEMPO_STOP_MAX_TOKENS);
+    CHECK(!has_member(r, 383));
+    CHECK(r->parallel_steps > 5);
+    tempo_result_free(r);
+
+    c.min_steps = 0; /* a wide run stops too when the EOG is the argmax */
+    r = run(m, &c, &o);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->stop_reason, TEMPO_STOP_EOS);
+    CHECK(!has_member(r, 383));
+    tempo_result_free(r);
+    tempo_config_free(&c);
+    tempo_model_close(m);
 }

@@ -521,6 +521,8 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     }
     int n_tok_vocab = tokenizer_vocab_size(g->tok);
     for (int i = 0; i < g->V && i < n_tok_vocab; i++) g->is_eog[i] = tokenizer_is_eog(g->tok, i);
+    for (int i = 0; i < o->n_extra_eog; i++)
+        if (o->extra_eog[i] >= 0 && o->extra_eog[i] < g->V) g->is_eog[o->extra_eog[i]] = 1;
     g->rule = (tp_prune_rule){ !cfg->no_relative_attention, cfg->relative_threshold, cfg->attention_threshold };
     g->thr = (tp_threshold_params){ cfg->selection_threshold, cfg->max_tokens, cfg->dynamic_threshold,
                                     cfg->final_threshold, cfg->use_relu, cfg->bezier_p1, cfg->bezier_p2,

@@ -32,6 +32,8 @@ typedef struct {
     bool no_compact;       /* leave pruned slots in the cache (dead) instead of reclaiming them */
     bool reverse_feed;     /* feed each set's members in reverse selection order */
     bool one_by_one;       /* feed each member in its own forward (isolated mode only) */
+    const int32_t *extra_eog; /* ids treated as end-of-generation too (stories260K never ends a story) */
+    int n_extra_eog;
     /* Called after every forward of a set that computed the attention summary:
      * attn is [n_q][kv->n] (row q = member q in selection order). */
     void (*on_attention)(void *user, int step, const tp_kv *kv, int n_q, const float *attn);
