@@ -1036,6 +1036,8 @@ TEST(hf_config_errors_and_variants) {
         { "vocab_size", "600", "vocab_size 600 but model.embed_tokens.weight has 512 rows" },
         { "tie_word_embeddings", "\"yes\"", "tie_word_embeddings is not true/false" },
         { "eos_token_id", "[2, 9999]", "eos_token_id must be token ids below the vocabulary size 512" },
+        { "max_position_embeddings", "2048, \"head_dim\": 1000000", "implausibly large" },
+        { "max_position_embeddings", "0", "max_position_embeddings must be a positive integer" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *c = config_with(bad[i].key, bad[i].value);

@@ -218,6 +218,12 @@ static bool read_hparams(cfg_ctx *c, tp_hparams *hp) {
                        c->path, hp->dim, hp->n_heads), false;
     if (!cfg_int(c, "head_dim", hp->dim / hp->n_heads, &hp->head_dim)) return false;
     if (hp->head_dim % 2) return tp_fail(c->err, "%s: head_dim %d is odd", c->path, hp->head_dim), false;
+    /* bounds that keep every product below in int range (the largest Llamas are far inside them) */
+    const int64_t lim = 1 << 20;
+    if (hp->dim > lim || hp->ffn_dim > lim || hp->n_layers > 65536 || (int64_t)hp->n_heads * hp->head_dim > lim)
+        return tp_fail(c->err, "%s: hidden_size %d, intermediate_size %d, num_hidden_layers %d or heads x head_dim "
+                               "%d x %d is implausibly large", c->path, hp->dim, hp->ffn_dim, hp->n_layers,
+                       hp->n_heads, hp->head_dim), false;
     hp->rope_dim = hp->head_dim;
     /* Mistral's sliding window: attention over the whole context equals it only
      * while the context fits the window, so the window caps the context. */
