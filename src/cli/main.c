@@ -59,7 +59,8 @@ static void print_usage(FILE *f) {
             strncat(flag, meta, sizeof flag - strlen(flag) - 1);
         }
         fprintf(f, "  %-36s %s", flag, opts[i].help);
-        if (opts[i].type != TEMPO_OPT_BOOL && opts[i].def && *opts[i].def) fprintf(f, " (default: %s)", opts[i].def);
+        if (opts[i].type != TEMPO_OPT_BOOL && opts[i].def && *opts[i].def && !strstr(opts[i].help, "default"))
+            fprintf(f, " (default: %s)", opts[i].def);
         fputc('\n', f);
     }
     fprintf(f, "  %-36s %s\n", "--config FILE", "YAML file of options (key: value); command-line flags override it");
@@ -123,8 +124,18 @@ static int cmd_tokenize(int argc, char **argv) {
 /* ------------------------------------------------------------ streaming -- */
 typedef struct {
     bool stream, color, show_ids;
+    const char *prompt;
+    bool prompt_shown;
     int pruned_events;
 } printer;
+
+/* The prompt goes out with the first step, so an error before generation
+ * starts leaves stdout empty. */
+static void show_prompt(printer *p) {
+    if (!p->stream || p->prompt_shown) return;
+    fputs(p->prompt, stdout);
+    p->prompt_shown = true;
+}
 
 static const char *color_of(int j) {
     static const char *const colors[] = { "\x1b[32m", "\x1b[33m", "\x1b[34m", "\x1b[35m", "\x1b[36m", "\x1b[31m" };
@@ -164,6 +175,7 @@ static int on_step(tempo_event ev, const tempo_step *st, void *user) {
     printer *p = user;
     if (ev == TEMPO_EVENT_PRUNE) { p->pruned_events++; return 0; }
     if (p->stream) {
+        show_prompt(p);
         print_step(stdout, st, p->color, p->show_ids);
         fflush(stdout);
     }
@@ -263,19 +275,16 @@ int main(int argc, char **argv) {
     const char *force = getenv("CLICOLOR_FORCE"), *nocolor = getenv("NO_COLOR");
     bool tty = isatty(STDOUT_FILENO) || (force && *force && strcmp(force, "0"));
     printer p = { .stream = !cfg.output_json, .show_ids = cfg.show_token_ids,
-                  .color = tty && !cfg.no_color && !(nocolor && *nocolor) };
-    if (p.stream) {
-        fputs(cfg.prompt ? cfg.prompt : "", stdout);
-        fflush(stdout);
-    }
+                  .color = tty && !cfg.no_color && !(nocolor && *nocolor), .prompt = cfg.prompt ? cfg.prompt : "" };
     tempo_result *r = tempo_generate(m, &cfg, on_step, &p, err);
     if (!r) {
-        if (p.stream) fputc('\n', stdout);
+        if (p.prompt_shown) fputc('\n', stdout);
         rc = fail(EXIT_RUNTIME, "%s", err);
         tempo_model_close(m);
         goto done;
     }
     if (p.stream) {
+        show_prompt(&p);
         fputc('\n', stdout);
         if (p.pruned_events) {
             /* Members pruned after they were shown: the text without them. */
