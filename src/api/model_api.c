@@ -9,6 +9,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "format/safetensors.h"
 #include "memory/memory.h"
 #include "tokenizer/tokenizer.h"
 
@@ -44,9 +45,11 @@ tempo_model *tempo_model_open(const char *path, const tempo_config *cfg, char *e
     tp_load_opts opts = { .n_threads = cfg->threads, .max_batch = 0, .max_ctx = 0 };
     tp_model *m = tp_model_load(path, &opts, err);
     if (!m) goto out;
-    if (m->gguf) {
-        bool bar = (size_t)bytes > PROGRESS_MIN_BYTES && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
-        prefault(m->gguf->map, m->gguf->map_size, bar);
+    bool bar = (size_t)bytes > PROGRESS_MIN_BYTES && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+    if (m->gguf) prefault(m->gguf->map, m->gguf->map_size, bar);
+    if (m->hf) {
+        const st_set *st = m->hf;
+        for (int i = 0; i < st->n_files; i++) prefault(st->files[i]->map, st->files[i]->map_size, bar);
     }
     tm = tp_xcalloc(1, sizeof *tm);
     tm->m = m;

@@ -253,6 +253,15 @@ static bool check_ids(const char *path, const cJSON *j, const char *key, int n_v
     return true;
 }
 
+/* Every eos id of a config (a number or a list) ends generation. */
+static void add_eos_ids(tokenizer *t, const cJSON *j) {
+    const cJSON *v = j ? item(j, "eos_token_id") : NULL;
+    if (!v) return;
+    const cJSON *e = cJSON_IsArray(v) ? v->child : v;
+    for (; e; e = cJSON_IsArray(v) ? e->next : NULL)
+        if (cJSON_IsNumber(e)) tokenizer_add_eog(t, (int)e->valuedouble);
+}
+
 /* ---- tensors ---- */
 
 typedef struct {
@@ -414,6 +423,8 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
         goto fail;
 
     if (!(m->tok = tokenizer_from_hf(dir, err))) goto fail;
+    add_eos_ids(m->tok, cfg);
+    add_eos_ids(m->tok, gen);
     if (tokenizer_vocab_size(m->tok) > hp->n_vocab) {
         tp_fail(err, "%s: tokenizer has %d tokens but model.embed_tokens.weight has %d rows", dir,
                 tokenizer_vocab_size(m->tok), hp->n_vocab);

@@ -12,10 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <dirent.h>
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "format/safetensors.h"
+#include "model/hf.h"
 #include "tensor/dtype.h"
 #include "tokenizer/tokenizer.h"
 
@@ -43,21 +44,7 @@ int64_t tp_model_file_bytes(const char *path, char *err) {
     struct stat st;
     if (stat(path, &st) != 0) return tp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return (int64_t)st.st_size;
-    /* A Hugging Face folder: its weights are the .safetensors files. */
-    DIR *d = opendir(path);
-    if (!d) return tp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    int64_t total = 0;
-    struct dirent *e;
-    char buf[4096];
-    while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if (n > 12 && strcmp(e->d_name + n - 12, ".safetensors") == 0) {
-            snprintf(buf, sizeof buf, "%s/%s", path, e->d_name);
-            if (stat(buf, &st) == 0) total += (int64_t)st.st_size;
-        }
-    }
-    closedir(d);
-    return total;
+    return st_set_file_bytes(path, err); /* a Hugging Face folder: its weight shards */
 }
 
 void tp_model_free_work(tp_model *m); /* forward.c */
@@ -69,6 +56,7 @@ void tp_model_free(tp_model *m) {
     if (m->pool) tp_pool_free(m->pool);
     if (m->tok) tokenizer_free(m->tok);
     if (m->gguf) gguf_close(m->gguf);
+    tp_hf_free(m->hf);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);

@@ -319,6 +319,10 @@ int tokenizer_eos(const tokenizer *t) { return t->eos; }
 int tokenizer_eot(const tokenizer *t) { return t->eot; }
 bool tokenizer_adds_bos(const tokenizer *t) { return t->add_bos && t->bos >= 0; }
 bool tokenizer_is_eog(const tokenizer *t, int id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
+
+void tokenizer_add_eog(tokenizer *t, int id) {
+    if (id >= 0 && id < t->n_vocab) t->eog[id] = 1;
+}
 int tokenizer_token_type(const tokenizer *t, int id) {
     return id >= 0 && id < t->n_vocab ? t->type[id] : 0;
 }

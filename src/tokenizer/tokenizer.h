@@ -41,6 +41,8 @@ int tokenizer_eot(const tokenizer *t); /* end of turn (<|eot_id|>), -1 if none *
 bool tokenizer_adds_bos(const tokenizer *t);
 /* End-of-generation: eos, eot, eom and the like. */
 bool tokenizer_is_eog(const tokenizer *t, int id);
+/* Mark one more id as end-of-generation (e.g. eos ids listed in a model's config). */
+void tokenizer_add_eog(tokenizer *t, int id);
 
 /* Encode text. add_bos: prepend BOS when the tokenizer has one and wants it
  * (add_bos=false never adds). parse_special: text like "<|eot_id|>" that spells
