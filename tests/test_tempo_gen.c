@@ -640,3 +640,34 @@ TEST(tempo_gen_end_of_generation_and_min_steps) {
     tempo_config_free(&c);
     tempo_model_close(m);
 }
+
+/* The memory budget reclaims dead slots itself when the cache is full; the loop
+ * must follow the renumbering. Without our own compaction, dead slots pile up
+ * until the budget compacts: the sets must be those of the compacting run. */
+typedef struct { int prev_n, shrunk; } shrink_watch;
+
+static void watch_shrink(void *user, int step, const tp_kv *kv, int n_q, const float *attn) {
+    shrink_watch *w = user;
+    if (kv->n < w->prev_n) w->shrunk++;
+    w->prev_n = kv->n;
+}
+
+TEST(tempo_gen_follows_compaction_by_the_budget) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_config c;
+    cfg_init(&c, 60, 0.05, 4);
+    c.use_retroactive_pruning = true;
+    c.max_cache_tokens = 90;
+    shrink_watch w = { 0, 0 };
+    tp_tempo_opts lazy = { .no_compact = true, .on_attention = watch_shrink, .user = &w };
+    tempo_result *a = run(m, &c, NULL), *b = run(m, &c, &lazy);
+    REQUIRE(a && b);
+    CHECK(w.shrunk > 0);
+    CHECK(count_pruned(a) > 0);
+    check_same_sets(a, b, 1e-5);
+    tempo_result_free(a);
+    tempo_result_free(b);
+    tempo_config_free(&c);
+    tempo_model_close(m);
+}
