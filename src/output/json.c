@@ -2,6 +2,7 @@
 #include "output/json.h"
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "core/common.h"
@@ -81,6 +82,23 @@ static cJSON *step_json(const tempo_step *st) {
     return o;
 }
 
+/* cJSON indents with tabs and writes "key":<tab>value. Literal tabs only occur in
+ * that layout (a tab inside a string is escaped), so rewrite them as the usual
+ * two-space indent and "key": value. */
+static char *reindent(const char *text) {
+    tp_str s = { 0 };
+    bool line_start = true;
+    for (const char *p = text; *p; p++) {
+        if (*p == '\t') {
+            tp_str_cat(&s, line_start ? "  " : " ");
+            continue;
+        }
+        line_start = *p == '\n';
+        tp_str_append(&s, p, 1);
+    }
+    return tp_str_take(&s);
+}
+
 char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
     cJSON *doc = cJSON_CreateObject();
     add_str(doc, "prompt", r->prompt);
@@ -113,7 +131,7 @@ char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
     }
     char *text = cJSON_Print(doc);
     cJSON_Delete(doc);
-    char *out = tp_xstrdup(text ? text : "{}");
+    char *out = reindent(text ? text : "{}");
     cJSON_free(text);
     return out;
 }
