@@ -31,6 +31,7 @@ struct tp_budget {
     size_t max_bytes;       /* the KV cache's byte share */
     size_t crit;            /* critical level in bytes */
     int kv_hwm;             /* most slots ever in use */
+    size_t records;         /* TP_MEM_MEMBER_OVERHEAD for every token fed so far */
     tempo_adjustment *adj;
     int n_adj, cap_adj;
 };
@@ -94,13 +95,14 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tem
         double avail = tempo_memory_available_gb(mon) * TP_GB - (double)n_prompt * (double)slot;
         if (avail < 0) avail = 0;
         size_t per = 0;
-        b->w_start = tp_memory_max_parallel_for(avail, cfg->max_tokens, slot, tok_work, &per);
+        b->w_start = tp_memory_max_parallel_for(avail, cfg->max_tokens, slot + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);
         fprintf(stderr,
                 "Auto max_parallel_tokens: %d (%s available under --max-memory-gb %s, 20%% reserved; "
-                "%s per parallel token = %d steps x %zu-byte KV slot + %zu bytes of working buffers; range 1-%d)\n",
+                "%s per parallel token = %d steps x (%zu-byte KV slot + %d bytes of records) + %zu bytes of working "
+                "buffers; range 1-%d)\n",
                 b->w_start, tp_memory_fmt_gb(avail, a, sizeof a),
                 tp_memory_fmt_gb((double)tp_memory_limit_bytes(mon), b2, sizeof b2),
-                tp_memory_fmt_gb((double)per, c, sizeof c), cfg->max_tokens, slot, tok_work,
+                tp_memory_fmt_gb((double)per, c, sizeof c), cfg->max_tokens, slot, TP_MEM_MEMBER_OVERHEAD, tok_work,
                 TP_MEM_AUTO_MAX_PARALLEL);
     }
     b->w_cur = b->w_start;
@@ -125,32 +127,34 @@ int tp_budget_kv_max_slots(const tp_budget *b) { return b->max_slots; }
 size_t tp_budget_kv_max_bytes(const tp_budget *b) { return b->max_bytes; }
 int tp_budget_current_width(const tp_budget *b) { return b->w_cur; }
 
-/* Resident bytes now: the accounted model with the KV high-water mark, or the
- * measured resident set when that is larger. */
+/* Resident bytes now: the accounted model with the KV high-water mark and the
+ * records of the tokens fed so far, or the measured resident set when that is
+ * larger. */
 static size_t base_bytes(tp_budget *b, size_t slot) {
     tp_memory_set_kv(b->mon, (size_t)b->kv_hwm * slot);
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t acc = tp_memory_accounted_bytes(b->mon);
+    size_t acc = tp_memory_accounted_bytes(b->mon) + b->records;
     return (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
 }
 
-/* How many more slots fit under the critical level. */
+/* How many more members fit under the critical level. A member costs its KV
+ * slot (unless it reuses a reclaimed one) plus its record and its share of the
+ * text and JSON output. */
 static long mem_free_slots(tp_budget *b, const tp_kv *kv, size_t slot, size_t *base_out) {
     size_t base = base_bytes(b, slot);
     if (base_out) *base_out = base;
-    long fresh = b->crit > base ? (long)((b->crit - base) / slot) : 0;
+    long fresh = b->crit > base ? (long)((b->crit - base) / (slot + TP_MEM_MEMBER_OVERHEAD)) : 0;
     long reuse = b->kv_hwm > kv->n ? b->kv_hwm - kv->n : 0;
     return fresh + reuse;
 }
 
-static long cache_free_slots(const tp_kv *kv, size_t slot) {
-    long f = (long)kv->max_slots - kv->n;
-    if (kv->max_bytes) {
-        long fb = (long)(kv->max_bytes / slot) - kv->n;
-        if (fb < f) f = fb;
-    }
-    return f;
+/* Slots left under max_cache_tokens. */
+static long cache_free_slots(const tp_kv *kv) { return (long)kv->max_slots - kv->n; }
+
+/* Slots left under the KV cache's byte share of the memory limit. */
+static long share_free_slots(const tp_kv *kv, size_t slot) {
+    return kv->max_bytes ? (long)(kv->max_bytes / slot) - kv->n : (long)kv->max_slots - kv->n;
 }
 
 static void record(tp_budget *b, int step, int old_w, int new_w, const char *reason) {
@@ -170,12 +174,14 @@ static int stop_memory(tp_budget *b, int step, int width, size_t slot, long mem_
     char need[32], left[32], lim[32];
     *why = TEMPO_STOP_MEMORY_LIMIT;
     tp_fail(msg,
-            "Memory limit reached at step %d: %d more KV slot%s need %s but %s is left under the critical level "
+            "Memory limit reached at step %d: %d more token%s need %s but %s is left under the critical level "
             "(95%% of --max-memory-gb %s). Raise --max-memory-gb, lower --max-parallel-tokens or --max-tokens, "
             "raise --selection-threshold, use --kv-cache-type f16, or use --memory-policy adapt to narrow later "
             "steps instead of stopping.",
-            step, width, width == 1 ? "" : "s", tp_memory_fmt_gb((double)width * (double)slot, need, sizeof need),
-            tp_memory_fmt_gb((double)(mem_free > 0 ? mem_free : 0) * (double)slot, left, sizeof left),
+            step, width, width == 1 ? "" : "s",
+            tp_memory_fmt_gb((double)width * (double)(slot + TP_MEM_MEMBER_OVERHEAD), need, sizeof need),
+            tp_memory_fmt_gb((double)(mem_free > 0 ? mem_free : 0) * (double)(slot + TP_MEM_MEMBER_OVERHEAD), left,
+                             sizeof left),
             tp_memory_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim));
     return 0;
 }
@@ -186,24 +192,27 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
     int width = want < b->w_cur ? want : b->w_cur;
     size_t slot = tp_kv_bytes_per_slot(kv);
     size_t base = 0;
-    long mem_free = mem_free_slots(b, kv, slot, &base);
-    long cache_free = cache_free_slots(kv, slot);
-    if ((width > mem_free || width > cache_free) && kv->n_alive < kv->n) {
-        tp_kv_compact(kv, NULL); /* reclaim pruned slots before refusing or narrowing */
+    long mem_free = 0, cache_free = 0, share_free = 0;
+    for (int pass = 0; pass < 2; pass++) {
         mem_free = mem_free_slots(b, kv, slot, &base);
-        cache_free = cache_free_slots(kv, slot);
+        cache_free = cache_free_slots(kv);
+        share_free = share_free_slots(kv, slot);
+        if (share_free < mem_free) mem_free = share_free; /* both are the memory limit */
+        if (pass == 1 || !(width > mem_free || width > cache_free) || kv->n_alive == kv->n) break;
+        tp_kv_compact(kv, NULL); /* reclaim pruned slots before refusing or narrowing */
     }
 
     if (b->adapt) {
         /* Steps still to feed, this one included (the last step's set is not fed). */
         long rest = (long)b->max_tokens - 1 - step;
         if (rest < 1) rest = 1;
-        long free_slots = mem_free < cache_free ? mem_free : cache_free;
+        bool by_memory = mem_free <= cache_free;
+        long free_slots = by_memory ? mem_free : cache_free;
         if (free_slots < 1) {
-            if (mem_free < 1) return stop_memory(b, step, 1, slot, mem_free, why, msg);
+            if (by_memory) return stop_memory(b, step, 1, slot, mem_free, why, msg);
             int which = 0;
             tp_kv_reserve(kv, 1, &which, msg);
-            *why = which == 2 ? TEMPO_STOP_MEMORY_LIMIT : TEMPO_STOP_CACHE_LIMIT;
+            *why = TEMPO_STOP_CACHE_LIMIT;
             return 0;
         }
         /* Narrow when this width would leave later steps without one slot each:
@@ -212,14 +221,15 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
             int nw = (int)(free_slots / rest);
             if (nw < 1) nw = 1;
             if (nw < b->w_cur) {
-                char reason[TP_ERR_LEN], left[32], lim[32];
-                if (mem_free <= cache_free)
+                char reason[TP_ERR_LEN], lim[32];
+                if (by_memory)
                     snprintf(reason, sizeof reason,
-                             "memory: %ld KV slots (%s) left under 95%% of --max-memory-gb %s for %ld more steps",
-                             free_slots, tp_memory_fmt_gb((double)free_slots * (double)slot, left, sizeof left),
-                             tp_memory_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim), rest);
+                             "memory: room for %ld more tokens under 95%% of --max-memory-gb %s, %ld steps to go",
+                             free_slots, tp_memory_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim),
+                             rest);
                 else
-                    snprintf(reason, sizeof reason, "cache: %ld of %d KV slots left for %ld more steps", free_slots,
+                    snprintf(reason, sizeof reason,
+                             "cache: %ld of %d KV slots (--max-cache-tokens) left, %ld steps to go", free_slots,
                              kv->max_slots, rest);
                 record(b, step, b->w_cur, nw, reason);
                 b->w_cur = nw;
@@ -238,8 +248,9 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
     }
 
     int new_n = kv->n + width;
-    size_t grow = new_n > b->kv_hwm ? (size_t)(new_n - b->kv_hwm) * slot : 0;
+    size_t grow = (size_t)width * TP_MEM_MEMBER_OVERHEAD + (new_n > b->kv_hwm ? (size_t)(new_n - b->kv_hwm) * slot : 0);
     if (new_n > b->kv_hwm) b->kv_hwm = new_n;
+    b->records += (size_t)width * TP_MEM_MEMBER_OVERHEAD;
     tp_memory_set_kv(b->mon, (size_t)b->kv_hwm * slot);
     if (!b->warned && tp_memory_level(b->mon, base + grow) >= TEMPO_MEM_WARNING) {
         char u[32], lim[32];

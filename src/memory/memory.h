@@ -31,6 +31,11 @@ struct tp_model;
 #define TP_MEM_CRITICAL_FRACTION 0.95
 #define TP_MEM_AUTO_RESERVE 0.20   /* calculate_max_parallel_tokens keeps 20% back */
 #define TP_MEM_AUTO_MAX_PARALLEL 50
+/* Bytes one fed token costs beyond its KV slot: its record in the result (id,
+ * probability, text) and its share of the text and JSON output built at the
+ * end. Measured on stories260K runs at about 0.5-1 KB; it matters only for
+ * tiny models, where a KV slot is about 1 KB itself. */
+#define TP_MEM_MEMBER_OVERHEAD 1024
 
 /* Snapshot of /proc (bytes). Fields that could not be read are 0. */
 typedef struct {
@@ -82,8 +87,10 @@ size_t tp_memory_predict_run_bytes(const struct tp_model *m, size_t other_bytes,
                                    int width, tp_kv_type type, int max_slots);
 
 /* Run `cmd` through /bin/sh as a child process and report its peak resident
- * set (ru_maxrss of wait4, so it is measured by the kernel, not by the child)
- * and exit status (-1 when it did not exit normally). 0, or -1 with err. */
+ * set, measured by the kernel (VmHWM read when the process stops at exit, under
+ * ptrace; not reported by the child), and exit status (-1 when it did not exit
+ * normally). `cmd` should start with "exec " so the shell becomes the program.
+ * 0, or -1 with err. */
 int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status, char *err);
 
 /* "0.05GB": two decimals from 0.1GB up, more digits below so small limits read right. */
