@@ -256,8 +256,9 @@ size_t tp_memory_predict_run_bytes(const tp_model *m, size_t other_bytes, int pr
     size_t slot = tp_memory_kv_slot_bytes(hp->n_layers, hp->n_kv_heads * hp->head_dim, type);
     long long slots = (long long)prompt_tokens + (long long)steps * width;
     if (max_slots > 0 && slots > max_slots) slots = max_slots;
+    size_t fed = slots > prompt_tokens ? (size_t)(slots - prompt_tokens) : 0; /* tokens fed after the prompt */
     return other_bytes + m->weight_bytes + m->owned_bytes + tp_forward_work_bytes(m) + (size_t)slots * slot +
-           (size_t)width * tp_memory_token_work_bytes(hp->dim, hp->n_vocab, (int)slots);
+           fed * TP_MEM_MEMBER_OVERHEAD + (size_t)width * tp_memory_token_work_bytes(hp->dim, hp->n_vocab, (int)slots);
 }
 
 void tempo_memory_free_memory(tempo_memory_monitor *mm) {
@@ -401,7 +402,7 @@ int tp_memory_bench(const char *bin, const char *model_path, const char *extra_a
             long long slots = (long long)P + (long long)(T - 1) * widths[wi];
             if (slots > hp->n_ctx) slots = hp->n_ctx;
             size_t est = tp_memory_predict_run_bytes(m, other, P, T - 1, widths[wi], kv_type, hp->n_ctx);
-            fprintf(out, "%10d %6d %8lld %12.3f %12.3f %8.2f %6d %8.2f\n", T, widths[wi], slots, est / TP_GB,
+            fprintf(out, "%10d %6d %8lld %12.4f %12.4f %8.2f %6d %8.2f\n", T, widths[wi], slots, est / TP_GB,
                     peak / TP_GB, est ? (double)peak / (double)est : 0.0, st, secs);
         }
     }

@@ -82,7 +82,7 @@ int tp_memory_max_parallel_for(double available_bytes, int steps, size_t slot_by
 
 /* Predicted peak resident bytes of one generation run (for the bench and the
  * tests): other + weights + work + KV for min(prompt + steps * width, max_slots)
- * slots + `width` tokens' working buffers. */
+ * slots + TP_MEM_MEMBER_OVERHEAD per fed token + `width` tokens' working buffers. */
 size_t tp_memory_predict_run_bytes(const struct tp_model *m, size_t other_bytes, int prompt_tokens, int steps,
                                    int width, tp_kv_type type, int max_slots);
 
