@@ -675,3 +675,28 @@ TEST(memory_e2e_debug_log_lines) {
     CHECK_INT_EQ(n_end, 1);
     run_free(&r);
 }
+
+/* Pruned slots are reclaimed before the cache refuses: with retroactive pruning
+ * the same --max-cache-tokens lets the run go further. */
+TEST(memory_e2e_cache_limit_reclaims_pruned_slots) {
+    run_result a, b;
+    const char *common = "--max-tokens 30 --selection-threshold 0 --max-parallel-tokens 4 --max-cache-tokens 60 --output-json";
+    char args[512];
+    REQUIRE(run_plain(test_tempo_bin(), common, &a));
+    snprintf(args, sizeof args, "%s --use-retroactive-pruning", common);
+    REQUIRE(run_plain(test_tempo_bin(), args, &b));
+    CHECK(a.status != 0 && !strcmp(json_stop(&a), "cache_limit"));
+    CHECK_INT_EQ(json_steps(&a), 13); /* 5 + 4 x 13 = 57; 61 > 60 */
+    int pruned = 0;
+    cJSON *steps = b.json ? cJSON_GetObjectItem(b.json, "steps") : NULL;
+    for (int k = 0; steps && k < cJSON_GetArraySize(steps); k++) {
+        cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "tokens");
+        for (int j = 0; j < cJSON_GetArraySize(t); j++)
+            pruned += cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(t, j), "pruned"));
+    }
+    CHECK(pruned > 0);
+    CHECK_MSG(json_steps(&b) > json_steps(&a), "pruned run: %d steps, %d pruned", json_steps(&b), pruned);
+    CHECK(json_steps(&b) == 30 || !strcmp(json_stop(&b), "cache_limit"));
+    run_free(&a);
+    run_free(&b);
+}
