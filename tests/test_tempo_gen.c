@@ -519,6 +519,13 @@ TEST(tempo_gen_context_and_cache_limits) {
     CHECK(r == NULL);
     CHECK(strstr(err, "5 tokens") && strstr(err, "2044") && strstr(err, "2048"));
     tempo_result_free(r);
+    c.max_tokens = 10;
+    c.max_parallel_tokens = 100; /* visible siblings must fit one forward chunk */
+    c.allow_intraset_token_visibility = true;
+    r = tempo_generate(m, &c, NULL, NULL, err);
+    CHECK(r == NULL);
+    CHECK_MSG(strstr(err, "--allow-intraset-token-visibility") && strstr(err, "64") && strstr(err, "100"), "%s", err);
+    c.allow_intraset_token_visibility = false;
     c.max_tokens = 2043; /* fits the context exactly */
     c.max_parallel_tokens = 1;
     c.max_cache_tokens = 30; /* but not the cache */

@@ -467,6 +467,12 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     g->W = g->standard ? 1 : tp_budget_max_parallel(g->budget);
     if (g->W < 1) g->W = 1;
     int Wb = o->forced_width > g->W ? o->forced_width : g->W; /* buffer width */
+    if (g->vis == TP_VIS_SET && Wb > TP_MATMUL_MAX_BATCH) {
+        /* Visible siblings must share one chunk of the forward pass. */
+        tp_fail(err, "--allow-intraset-token-visibility allows at most %d tokens per step, but --max-parallel-tokens is %d",
+                TP_MATMUL_MAX_BATCH, Wb);
+        goto fail;
+    }
     g->cap = tp_budget_kv_max_slots(g->budget);
     if (P > g->cap) {
         tp_fail(err, "the prompt is %d tokens but the KV cache may hold only %d (--max-cache-tokens)", P, g->cap);
@@ -489,7 +495,8 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     g->fed_of = tp_xmalloc(sizeof(int) * maxmem);
     g->multi = tp_xmalloc(sizeof(int) * (size_t)g->T);
     g->D = tp_xmalloc(sizeof(float) * V);
-    g->logits = tp_xmalloc(sizeof(float) * V * (size_t)Wb);
+    /* The buffers that grow with the width may be large: fail cleanly, not abort. */
+    g->logits = malloc(sizeof(float) * V * (size_t)Wb);
     g->zraw = tp_xmalloc(sizeof(float) * V);
     g->is_eog = tp_xcalloc(V, 1);
     g->ids = tp_xmalloc(sizeof(int32_t) * (size_t)Wb);
@@ -504,14 +511,19 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     g->order = tp_xmalloc(sizeof(int) * (size_t)Wb);
     g->map = tp_xmalloc(sizeof(int) * (size_t)g->cap);
     if (g->pruning) {
-        g->attn = tp_xmalloc(sizeof(float) * (size_t)Wb * (size_t)g->cap);
+        g->attn = malloc(sizeof(float) * (size_t)Wb * (size_t)g->cap);
         g->attn_row = tp_xmalloc(sizeof(float) * (size_t)g->cap);
         g->lambda = tp_xmalloc(sizeof(float) * (size_t)g->L);
         tp_prune_layer_weights(g->L, !cfg->no_multi_scale_attention, g->lambda);
     }
     if (g->nocache || o->one_by_one) {
         size_t rows = (size_t)(Wb > REBUILD_CHUNK ? Wb : REBUILD_CHUNK);
-        g->mask = tp_xmalloc(rows * (size_t)g->cap);
+        g->mask = malloc(rows * (size_t)g->cap);
+    }
+    if (!g->logits || (g->pruning && !g->attn) || ((g->nocache || o->one_by_one) && !g->mask)) {
+        tp_fail(err, "cannot allocate the working buffers for %d parallel tokens over a vocabulary of %d and %d cache slots "
+                "(lower --max-parallel-tokens or --max-cache-tokens)", Wb, g->V, g->cap);
+        goto fail;
     }
     if (g->standard) {
         tp_sampler_params sp = { cfg->temperature, cfg->top_k, cfg->top_p, cfg->repetition_penalty, (uint64_t)cfg->seed };
