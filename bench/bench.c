@@ -12,7 +12,12 @@
  * k = 1, 2, 4, 8, 16 (forced widths, one batched forward per set), and steps/s
  * of a real TEMPO run through the public API.
  *
- *   build/bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0]
+ * Last, the memory table on the Q4_0 file: the measured peak resident set of
+ * real runs (build/tempo as a child process) against max tokens 100, 1000, 4000
+ * and set width, next to the engine's estimate.
+ *
+ *   build/bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0] [--no-memory] [--quick]
+ * (--quick leaves out the 4000-token memory run, which takes several minutes.)
  * Timings are medians; the machine is shared, so compare ratios within one run.
  */
 #include <stdio.h>
@@ -24,6 +29,7 @@
 #include "core/common.h"
 #include "format/gguf.h"
 #include "kernels/threadpool.h"
+#include "memory/memory.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
 
@@ -33,7 +39,7 @@
 #define KV_HEADS 8
 #define HEAD_DIM (DIM / HEADS)
 #define FFN 8192
-#define CTX 8192
+#define CTX 16384
 #define VOCAB_GGUF "../shared/tokenizer-tests/generated/ggml-vocab-llama3-from-tokenizer-json.gguf"
 
 static int cmp_double(const void *a, const void *b) {
@@ -270,14 +276,31 @@ static void bench_tempo_run(const char *path, int threads) {
     tempo_config_free(&c);
 }
 
+/* Peak memory of real runs against max tokens and width (KV slots grow with
+ * both), beside the estimate the memory budget plans with. Widths are forced
+ * (threshold 0 keeps exactly W members per step). */
+static void bench_memory(const char *path, int threads, bool quick) {
+    char err[TP_ERR_LEN], extra[128];
+    snprintf(extra, sizeof extra, "--threads %d --max-memory-gb 64", threads);
+    const int short_runs[] = { 100, 1000 }, widths[] = { 1, 4 }, long_run[] = { 4000 }, one[] = { 1 };
+    fflush(stdout);
+    if (tp_memory_bench("build/tempo", path, extra, TP_KV_F32, short_runs, 2, widths, 2, stdout, err))
+        fprintf(stderr, "bench: %s\n", err);
+    if (!quick && tp_memory_bench("build/tempo", path, extra, TP_KV_F32, long_run, 1, one, 1, stdout, err))
+        fprintf(stderr, "bench: %s\n", err);
+}
+
 int main(int argc, char **argv) {
     int threads = 2;
     const char *keep = NULL, *only = NULL;
+    bool memory_table = true, quick = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else { fprintf(stderr, "usage: bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0]\n"); return 2; }
+        else if (!strcmp(argv[i], "--no-memory")) memory_table = false;
+        else if (!strcmp(argv[i], "--quick")) quick = true;
+        else { fprintf(stderr, "usage: bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0] [--no-memory] [--quick]\n"); return 2; }
     }
     if (access(VOCAB_GGUF, R_OK) != 0) { fprintf(stderr, "bench: needs %s\n", VOCAB_GGUF); return 1; }
     char dir[256];
@@ -307,6 +330,7 @@ int main(int argc, char **argv) {
         bench_file(files[i].label, paths[i], threads, bw, files[i].type == TP_Q8_0);
         if (files[i].type == TP_Q8_0) bench_tempo_run(paths[i], threads);
         printf("\n");
+        if (files[i].type == TP_Q4_0 && memory_table) bench_memory(paths[i], threads, quick);
         if (!keep) unlink(paths[i]);
     }
     if (!keep) rmdir(dir);

@@ -112,6 +112,14 @@ uint16_t tp_f32_to_bf16(float f) {
     return (uint16_t)((v.u + rounding) >> 16);
 }
 
+const char *tp_fmt_gb(double bytes, char *buf, size_t cap) {
+    double gb = bytes / (1024.0 * 1024.0 * 1024.0);
+    if (gb >= 0.1 || gb == 0) snprintf(buf, cap, "%.2fGB", gb);
+    else if (gb >= 0.001) snprintf(buf, cap, "%.4fGB", gb);
+    else snprintf(buf, cap, "%.6fGB", gb);
+    return buf;
+}
+
 double tp_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

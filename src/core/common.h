@@ -37,6 +37,10 @@ static inline float tp_bf16_to_f32(uint16_t b) {
 }
 uint16_t tp_f32_to_bf16(float f);
 
+/* "0.05GB" (1 GB = 1024^3 bytes): two decimals from 0.1GB up, more digits
+ * below so small limits read right. Returns buf. */
+const char *tp_fmt_gb(double bytes, char *buf, size_t cap);
+
 /* Monotonic clock in seconds. */
 double tp_now(void);
 

@@ -88,16 +88,17 @@ int tp_kv_reserve(tp_kv *kv, int n_new, int *which, char *err) {
     if (too_many) {
         if (which) *which = 1;
         return tp_fail(err,
-                       "Cache token limit exceeded: %d > %d. Raise --max-cache-tokens, lower --max-tokens, "
+                       "Cache token limit exceeded: %d > %d. Raise --max-cache-tokens (up to the model's context length), lower --max-tokens, "
                        "or raise --selection-threshold / lower --max-parallel-tokens for fewer tokens per step.",
                        need, kv->max_slots);
     }
     if (too_big) {
+        char a[32], b[32];
         if (which) *which = 2;
         return tp_fail(err,
-                       "Cache memory limit would be exceeded: %.2fGB > %.2fGB. Raise --max-memory-gb, lower "
+                       "Cache memory limit would be exceeded: %s > %s. Raise --max-memory-gb, lower "
                        "--max-tokens, raise --selection-threshold, or lower --max-parallel-tokens.",
-                       (double)need * (double)per / GB, (double)kv->max_bytes / GB);
+                       tp_fmt_gb((double)need * (double)per, a, sizeof a), tp_fmt_gb((double)kv->max_bytes, b, sizeof b));
     }
     return 0;
 }

@@ -100,9 +100,9 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tem
                 "Auto max_parallel_tokens: %d (%s available under --max-memory-gb %s, 20%% reserved; "
                 "%s per parallel token = %d steps x (%zu-byte KV slot + %d bytes of records) + %zu bytes of working "
                 "buffers; range 1-%d)\n",
-                b->w_start, tp_memory_fmt_gb(avail, a, sizeof a),
-                tp_memory_fmt_gb((double)tp_memory_limit_bytes(mon), b2, sizeof b2),
-                tp_memory_fmt_gb((double)per, c, sizeof c), cfg->max_tokens, slot, TP_MEM_MEMBER_OVERHEAD, tok_work,
+                b->w_start, tp_fmt_gb(avail, a, sizeof a),
+                tp_fmt_gb((double)tp_memory_limit_bytes(mon), b2, sizeof b2),
+                tp_fmt_gb((double)per, c, sizeof c), cfg->max_tokens, slot, TP_MEM_MEMBER_OVERHEAD, tok_work,
                 TP_MEM_AUTO_MAX_PARALLEL);
     }
     b->w_cur = b->w_start;
@@ -179,10 +179,10 @@ static int stop_memory(tp_budget *b, int step, int width, size_t slot, long mem_
             "raise --selection-threshold, use --kv-cache-type f16, or use --memory-policy adapt to narrow later "
             "steps instead of stopping.",
             step, width, width == 1 ? "" : "s",
-            tp_memory_fmt_gb((double)width * (double)(slot + TP_MEM_MEMBER_OVERHEAD), need, sizeof need),
-            tp_memory_fmt_gb((double)(mem_free > 0 ? mem_free : 0) * (double)(slot + TP_MEM_MEMBER_OVERHEAD), left,
+            tp_fmt_gb((double)width * (double)(slot + TP_MEM_MEMBER_OVERHEAD), need, sizeof need),
+            tp_fmt_gb((double)(mem_free > 0 ? mem_free : 0) * (double)(slot + TP_MEM_MEMBER_OVERHEAD), left,
                              sizeof left),
-            tp_memory_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim));
+            tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim));
     return 0;
 }
 
@@ -225,7 +225,7 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
                 if (by_memory)
                     snprintf(reason, sizeof reason,
                              "memory: room for %ld more tokens under 95%% of --max-memory-gb %s, %ld steps to go",
-                             free_slots, tp_memory_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim),
+                             free_slots, tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim),
                              rest);
                 else
                     snprintf(reason, sizeof reason,
@@ -255,8 +255,8 @@ int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop
     if (!b->warned && tp_memory_level(b->mon, base + grow) >= TEMPO_MEM_WARNING) {
         char u[32], lim[32];
         fprintf(stderr, "Warning: memory at %s of --max-memory-gb %s (%.1f%%, warning level 85%%) at step %d\n",
-                tp_memory_fmt_gb((double)(base + grow), u, sizeof u),
-                tp_memory_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim),
+                tp_fmt_gb((double)(base + grow), u, sizeof u),
+                tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim),
                 100.0 * (double)(base + grow) / (double)tp_memory_limit_bytes(b->mon), step);
         b->warned = true;
     }

@@ -76,14 +76,6 @@ int tp_memory_read_proc(tp_proc_mem *out) {
     return ok ? 0 : -1;
 }
 
-const char *tp_memory_fmt_gb(double bytes, char *buf, size_t cap) {
-    double gb = bytes / TP_GB;
-    if (gb >= 0.1 || gb == 0) snprintf(buf, cap, "%.2fGB", gb);
-    else if (gb >= 0.001) snprintf(buf, cap, "%.4fGB", gb);
-    else snprintf(buf, cap, "%.6fGB", gb);
-    return buf;
-}
-
 /* ------------------------------------------------------------ limits ---- */
 
 int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *err) {
@@ -93,8 +85,8 @@ int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *
     return tp_fail(err,
                    "model needs %s of weights but --max-memory-gb is %s: raise --max-memory-gb to more than %s "
                    "(weights, KV cache and work buffers must all fit) or use a smaller or quantized model",
-                   tp_memory_fmt_gb((double)model_bytes, a, sizeof a), tp_memory_fmt_gb(limit, b, sizeof b),
-                   tp_memory_fmt_gb((double)model_bytes, a, sizeof a));
+                   tp_fmt_gb((double)model_bytes, a, sizeof a), tp_fmt_gb(limit, b, sizeof b),
+                   tp_fmt_gb((double)model_bytes, a, sizeof a));
 }
 
 tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb) {
@@ -184,8 +176,8 @@ tempo_mem_level tempo_memory_check_limit(tempo_memory_monitor *mm, const char *o
     tempo_mem_level lv = tp_memory_level(mm, use);
     char u[32], l[32];
     double pct = mm->limit ? 100.0 * (double)use / (double)mm->limit : INFINITY;
-    tp_memory_fmt_gb((double)use, u, sizeof u);
-    tp_memory_fmt_gb((double)mm->limit, l, sizeof l);
+    tp_fmt_gb((double)use, u, sizeof u);
+    tp_fmt_gb((double)mm->limit, l, sizeof l);
     if (!operation) operation = "operation";
     if (lv == TEMPO_MEM_CRITICAL)
         tp_fail(err,

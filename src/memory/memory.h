@@ -93,10 +93,7 @@ size_t tp_memory_predict_run_bytes(const struct tp_model *m, size_t other_bytes,
  * 0, or -1 with err. */
 int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status, char *err);
 
-/* "0.05GB": two decimals from 0.1GB up, more digits below so small limits read right. */
-const char *tp_memory_fmt_gb(double bytes, char *buf, size_t cap);
 
-#endif
 
 /* For make bench: the measured peak of real runs next to the estimate.
  * For each (max_tokens, width) pair runs
@@ -110,3 +107,5 @@ const char *tp_memory_fmt_gb(double bytes, char *buf, size_t cap);
  * prompt; kv_type must match any --kv-cache-type in them. 0, or -1 with err. */
 int tp_memory_bench(const char *bin, const char *model_path, const char *extra_args, tp_kv_type kv_type,
                     const int *max_tokens, int n_max_tokens, const int *widths, int n_widths, FILE *out, char *err);
+
+#endif
