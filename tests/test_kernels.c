@@ -305,19 +305,21 @@ static void check_type(uint32_t type, int n_in, int n_out) {
 }
 
 /* 77 rows: several row chunks per thread and an odd last chunk. Rows of
- * 160 values (5 blocks, not a multiple of 256) for the 32-value types, 133
- * (a SIMD tail) for the float types, 512 for the K-quants. */
+ * 672 values (21 blocks: one whole AVX-512 chunk of 16 groups and a partial
+ * one, not a multiple of 256) for the 32-value types, 133 (a SIMD tail) for
+ * the float types; the K-quants get 512 (ggml's own rows spliced in) and 768
+ * (a whole and a half chunk). */
 TEST(kernels_matmul_f32) { check_type(TP_F32, 133, 77); }
 TEST(kernels_matmul_f16) { check_type(TP_F16, 133, 77); }
 TEST(kernels_matmul_bf16) { check_type(TP_BF16, 133, 77); }
-TEST(kernels_matmul_q8_0) { check_type(TP_Q8_0, 160, 77); }
-TEST(kernels_matmul_q4_0) { check_type(TP_Q4_0, 160, 77); }
-TEST(kernels_matmul_q4_1) { check_type(TP_Q4_1, 160, 77); }
-TEST(kernels_matmul_q5_0) { check_type(TP_Q5_0, 160, 77); }
-TEST(kernels_matmul_q5_1) { check_type(TP_Q5_1, 160, 77); }
-TEST(kernels_matmul_q4_K) { check_type(TP_Q4_K, 512, 77); }
-TEST(kernels_matmul_q5_K) { check_type(TP_Q5_K, 512, 77); }
-TEST(kernels_matmul_q6_K) { check_type(TP_Q6_K, 512, 77); }
+TEST(kernels_matmul_q8_0) { check_type(TP_Q8_0, 672, 77); }
+TEST(kernels_matmul_q4_0) { check_type(TP_Q4_0, 672, 77); }
+TEST(kernels_matmul_q4_1) { check_type(TP_Q4_1, 672, 77); }
+TEST(kernels_matmul_q5_0) { check_type(TP_Q5_0, 672, 77); }
+TEST(kernels_matmul_q5_1) { check_type(TP_Q5_1, 672, 77); }
+TEST(kernels_matmul_q4_K) { check_type(TP_Q4_K, 512, 77); check_type(TP_Q4_K, 768, 21); }
+TEST(kernels_matmul_q5_K) { check_type(TP_Q5_K, 512, 77); check_type(TP_Q5_K, 768, 21); }
+TEST(kernels_matmul_q6_K) { check_type(TP_Q6_K, 512, 77); check_type(TP_Q6_K, 768, 21); }
 TEST(kernels_matmul_q2_K_q3_K_fallback) {
     check_type(TP_Q2_K, 512, 13);
     check_type(TP_Q3_K, 256, 13);
@@ -326,6 +328,7 @@ TEST(kernels_matmul_q2_K_q3_K_fallback) {
 TEST(kernels_matmul_short_rows) {
     check_type(TP_Q8_0, 32, 5);
     check_type(TP_Q4_0, 64, 3);
+    check_type(TP_Q5_1, 160, 4);
     check_type(TP_F16, 5, 6);
 }
 
@@ -337,7 +340,7 @@ TEST(kernels_matmul_rejects_bad_shape) {
     tp_weight W = { .data = w, .type = TP_Q4_0, .n_in = 48, .n_out = 2 }; /* not whole blocks */
     tp_matmul(c, y, x, 1, &W);
     CHECK(isnan(y[0]) && isnan(y[1]));
-    tp_weight W2 = { .data = w, .type = TP_Q4_0, .n_in = 512, .n_out = 1 }; /* longer than max_n_in (32 -> 256) */
+    tp_weight W2 = { .data = w, .type = TP_Q4_0, .n_in = 1024, .n_out = 1 }; /* longer than max_n_in (32, rounded up to 512) */
     CHECK(tp_matmul_ctx_bytes(c) > 0);
     tp_matmul(c, y, x, 1, &W2);
     CHECK(isnan(y[0]));

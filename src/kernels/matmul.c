@@ -216,6 +216,7 @@ static void sdecode(uint32_t type, const uint8_t *row, int g, sgroup *o) {
 static void kern_scalar_quant(const tp_mm_job *J, int r0, int r1, float *scratch) {
     (void)scratch;
     const int G = J->n_in / 32, nb = J->nb;
+    const size_t gs = J->xg_stride;
     const int has_min = J->type == TP_Q4_1 || J->type == TP_Q5_1 || J->type == TP_Q4_K ||
                         J->type == TP_Q5_K;
     float acc[TP_MATMUL_MAX_BATCH];
@@ -226,12 +227,12 @@ static void kern_scalar_quant(const tp_mm_job *J, int r0, int r1, float *scratch
         for (int g = 0; g < G; g++) {
             sdecode(J->type, row, g, &grp);
             for (int b = 0; b < nb; b++) {
-                const int8_t *xq = J->xq + (size_t)b * J->n_in + 32 * g;
+                const int8_t *xq = J->xq + (size_t)b * J->xq_stride + 32 * g;
                 int i0 = 0, i1 = 0;
                 for (int l = 0; l < 16; l++) i0 += grp.v[l] * xq[l];
                 for (int l = 16; l < 32; l++) i1 += grp.v[l] * xq[l];
-                float t = J->xd[b * G + g] * (grp.s0 * (float)i0 + grp.s1 * (float)i1);
-                if (has_min) t += grp.mn * J->xm[b * G + g];
+                float t = J->xd[b * gs + g] * (grp.s0 * (float)i0 + grp.s1 * (float)i1);
+                if (has_min) t += grp.mn * J->xm[b * gs + g];
                 acc[b] += t;
             }
         }
@@ -305,6 +306,7 @@ static void init_once(void) {
     s->quant[TP_ACT_Q8] = tp_mm_quant_q8_scalar;
     s->quant[TP_ACT_Q8K] = tp_mm_quant_q8k_scalar;
     s->row_step = 1;
+    s->chunk_groups = 1;
     g_avail[TP_SIMD_SCALAR] = 1;
     g_best = TP_SIMD_SCALAR;
     if (cpu_has_avx2() && tp_mm_fill_avx2(&g_impl[TP_SIMD_AVX2])) {
@@ -315,14 +317,19 @@ static void init_once(void) {
         g_avail[TP_SIMD_AVX512] = 1;
         g_best = TP_SIMD_AVX512;
     }
-    /* Lower levels fill the gaps of higher ones. */
+    /* Lower levels fill the gaps of higher ones: kernels on f32 inputs always,
+     * kernels on quantized inputs only if the activation layout is the same. */
     for (int l = 1; l < TP_SIMD_N; l++) {
         if (!g_avail[l]) continue;
+        tp_mm_impl *hi = &g_impl[l], *lo = &g_impl[l - 1];
+        if (hi->row_step < 1) hi->row_step = 1;
+        if (hi->chunk_groups < 1) hi->chunk_groups = 1;
+        int same = hi->chunk_groups == lo->chunk_groups;
         for (int t = 0; t < TP_MM_NTYPES; t++)
-            if (!g_impl[l].kernel[t]) g_impl[l].kernel[t] = g_impl[l - 1].kernel[t];
+            if (!hi->kernel[t] && (same || tp_mm_act_kind((uint32_t)t) == TP_ACT_F32))
+                hi->kernel[t] = lo->kernel[t];
         for (int k = 1; k < 3; k++)
-            if (!g_impl[l].quant[k]) g_impl[l].quant[k] = g_impl[l - 1].quant[k];
-        if (g_impl[l].row_step < 1) g_impl[l].row_step = 1;
+            if (!hi->quant[k] && same) hi->quant[k] = lo->quant[k];
     }
     int level = g_best;
     const char *env = getenv("TEMPO_SIMD");
@@ -383,7 +390,7 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
     if (!c) return NULL;
     c->pool = pool;
     c->n_threads = tp_pool_threads(pool);
-    c->max_n_in = (max_n_in + 255) / 256 * 256;
+    c->max_n_in = (max_n_in + 511) / 512 * 512; /* whole chunks of 16 groups */
     size_t n = (size_t)TP_MATMUL_MAX_BATCH * (size_t)c->max_n_in, G = n / 32;
     size_t sz_q = n, sz_c = G * 8 * sizeof(int32_t), sz_d = G * sizeof(float);
     size_t sz_s = (size_t)c->n_threads * (size_t)c->max_n_in * sizeof(float);
@@ -416,11 +423,11 @@ size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c) { return c ? c->bytes : 0; }
 
 static void quantize_acts(const tp_matmul_ctx *c, int b0, int b1) {
     const tp_mm_job *J = &c->job;
-    int kind = tp_mm_act_kind(J->type), off = tp_mm_offset(J->type), G = J->n_in / 32;
+    int kind = tp_mm_act_kind(J->type), off = tp_mm_offset(J->type);
     tp_mm_quant_fn q = c->impl->quant[kind];
     for (int b = b0; b < b1; b++)
-        q(J->xf + (size_t)b * J->n_in, J->n_in, off, c->xq + (size_t)b * J->n_in,
-          c->xc + (size_t)b * G * 8, c->xd + (size_t)b * G, c->xm + (size_t)b * G);
+        q(J->xf + (size_t)b * J->n_in, J->n_in, off, c->xq + (size_t)b * J->xq_stride,
+          c->xc + (size_t)b * J->xc_stride, c->xd + (size_t)b * J->xg_stride, c->xm + (size_t)b * J->xg_stride);
 }
 
 static void quant_task(void *ctx, int ith, int nth) {
@@ -449,7 +456,8 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     size_t be = tp_dtype_block_elems(type);
     int kind = tp_mm_act_kind(type);
     int bad = type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || n_in % (int)be != 0 ||
-              n_in > c->max_n_in || (kind != TP_ACT_F32 && n_in % 32 != 0);
+              n_in > c->max_n_in || (kind != TP_ACT_F32 && n_in % 32 != 0) || !impl->kernel[type] ||
+              (kind != TP_ACT_F32 && !impl->quant[kind]);
     if (bad) {
         /* A caller bug (the loader checks types and shapes): make it visible. */
         for (size_t i = 0; i < (size_t)nb * (size_t)n_out; i++) y[i] = NAN;
@@ -467,6 +475,11 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     J->xc = c->xc;
     J->xd = c->xd;
     J->xm = c->xm;
+    int cg = impl->chunk_groups;
+    size_t gp = (size_t)((n_in / 32 + cg - 1) / cg * cg);
+    J->xg_stride = gp;
+    J->xq_stride = gp * 32;
+    J->xc_stride = gp * 8;
 
     /* Rows in chunks handed out dynamically: a few chunks per thread keep the
      * threads balanced, and each chunk is a long sequential stream. */

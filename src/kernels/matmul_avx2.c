@@ -44,9 +44,8 @@ X86_AVX2 int lane_sums(__m256i q, int offset, int32_t *c) {
     return _mm_cvtsi128_si32(t);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void quant_q8_avx2(const float *x, int n, int offset,
-                                                                   int8_t *q, int32_t *c, float *d,
-                                                                   float *m) {
+__attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8_avx2(const float *x, int n, int offset, int8_t *q,
+                                                                 int32_t *c, float *d, float *m) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int g = 0; g < n / 32; g++) {
         const float *xs = x + 32 * g;
@@ -66,9 +65,8 @@ __attribute__((target("avx2,fma,f16c"))) static void quant_q8_avx2(const float *
     }
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void quant_q8k_avx2(const float *x, int n, int offset,
-                                                                    int8_t *q, int32_t *c, float *d,
-                                                                    float *m) {
+__attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8k_avx2(const float *x, int n, int offset, int8_t *q,
+                                                                  int32_t *c, float *d, float *m) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int s = 0; s < n / 256; s++) {
         const float *xs = x + 256 * s;
@@ -113,7 +111,7 @@ __attribute__((target("avx2,fma,f16c"))) static void quant_q8k_avx2(const float 
 
 X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *row,
                          int r, int b0) {
-    const int n_in = J->n_in, G = n_in / 32, gpb = X86_GPB(type), nsb = G / gpb;
+    const int G = J->n_in / 32, gpb = X86_GPB(type), nsb = G / gpb;
     const int corr = type == TP_Q4_0 || type == TP_Q5_0 || type == TP_Q6_K;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[8];
@@ -129,11 +127,11 @@ X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, c
             __m256 mv = _mm256_set_ps(0, 0, 0, 0, 0, 0, 0, w.mn);
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
-                const size_t bg = (size_t)(b0 + t) * G + g;
-                __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(J->xq + (size_t)(b0 + t) * n_in + 32 * g));
+                const size_t bg = (size_t)(b0 + t) * J->xg_stride + g;
+                __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(J->xq + (size_t)(b0 + t) * J->xq_stride + 32 * g));
                 if (type == TP_Q8_0) x = _mm256_sign_epi8(x, w.q);
                 __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, x), ones);
-                if (corr) p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(const void *)(J->xc + bg * 8)));
+                if (corr) p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(const void *)(J->xc + (size_t)(b0 + t) * J->xc_stride + 8 * g)));
                 __m256 sc = _mm256_mul_ps(w.s, _mm256_set1_ps(J->xd[bg]));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc[t]);
                 if (X86_HAS_MIN(type)) acc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(J->xm[bg]), acc[t]);
@@ -142,7 +140,7 @@ X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, c
         if (X86_K_MIN(type)) {
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++)
-                acc[t] = _mm256_fmadd_ps(h.mn, _mm256_loadu_ps(J->xm + (size_t)(b0 + t) * G + 8 * sb), acc[t]);
+                acc[t] = _mm256_fmadd_ps(h.mn, _mm256_loadu_ps(J->xm + (size_t)(b0 + t) * J->xg_stride + 8 * sb), acc[t]);
         }
     }
 #pragma GCC unroll 8
@@ -274,9 +272,10 @@ int tp_mm_fill_avx2(tp_mm_impl *impl) {
     impl->kernel[TP_Q4_K] = k_q4_K;
     impl->kernel[TP_Q5_K] = k_q5_K;
     impl->kernel[TP_Q6_K] = k_q6_K;
-    impl->quant[TP_ACT_Q8] = quant_q8_avx2;
-    impl->quant[TP_ACT_Q8K] = quant_q8k_avx2;
+    impl->quant[TP_ACT_Q8] = tp_mm_quant_q8_avx2;
+    impl->quant[TP_ACT_Q8K] = tp_mm_quant_q8k_avx2;
     impl->row_step = 4;
+    impl->chunk_groups = 1;
     return 1;
 }
 

@@ -1,13 +1,13 @@
 /* matmul_avx512.c: AVX-512 (F/BW/VL + VNNI) kernels.
  *
- * Integer kernels work on two weight rows at once: one 512-bit register holds
- * the same group of 32 weights of row r (low half) and row r+1 (high half) as
- * unsigned bytes, and each input group (32 int8, broadcast to both halves) is
- * multiplied with VPDPBUSD, whose int32 lanes start from the per-lane offset
- * correction xc. One VPDPBUSD + convert + 2 float ops thus cover 64
- * weight-input products, and the decoded weights are reused for a tile of up
- * to 16 inputs. Each half is summed on its own at the end, so a row's result
- * does not depend on which row it was paired with.
+ * Integer kernels work on chunks of 16 groups of 32 weights. A chunk of a row
+ * is decoded to unsigned bytes (value + offset) and transposed so that int32
+ * lane i of each of 8 registers holds 4 weights of group i; the activations are
+ * stored in the same transposed layout (matmul_internal.h). 8 VPDPBUSD then
+ * give the 16 groups' integer dot products, started from the activations'
+ * offset corrections, and a single convert + multiply + FMA applies the 16
+ * groups' weight and activation scales: 512 products for ~11 instructions.
+ * The decoded chunk is reused for a tile of up to 16 inputs.
  * Float kernels: 4 rows x up to 4 inputs of 16-wide FMAs.
  */
 #include "kernels/matmul_internal.h"
@@ -33,64 +33,293 @@ X86_512 float hsum_hi(__m512 v) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* integer kernels                                                           */
+/* integer kernels: chunks of 16 groups, one group per int32 lane            */
 
-X86_512 void avx512_qtile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *ra,
-                          const uint8_t *rb, int r, int two, int b0) {
-    const int n_in = J->n_in, G = n_in / 32, gpb = X86_GPB(type), nsb = G / gpb;
+/* vpermt2d index tables (filled once): the 16x8 dword transpose (a, b, c),
+ * the 16x4 one of raw Q4 bytes (d, then c), and the Q4_K chunk pick (k4). */
+static int32_t g_tr_a[2][16], g_tr_b[2][16], g_tr_c[2][16], g_tr_d[2][16], g_tr_k4[8][16];
+
+static void init_transpose_tables(void) {
+    for (int k = 0; k < 2; k++)
+        for (int jj = 0; jj < 4; jj++)
+            for (int gg = 0; gg < 4; gg++) g_tr_a[k][4 * jj + gg] = 16 * (gg >> 1) + 8 * (gg & 1) + 4 * k + jj;
+    for (int l = 0; l < 2; l++)
+        for (int jj = 0; jj < 2; jj++)
+            for (int g8 = 0; g8 < 8; g8++) g_tr_b[l][8 * jj + g8] = 16 * (g8 >> 2) + 4 * (2 * l + jj) + (g8 & 3);
+    for (int jj = 0; jj < 2; jj++)
+        for (int i = 0; i < 16; i++) g_tr_c[jj][i] = 16 * (i >> 3) + 8 * jj + (i & 7);
+    for (int k = 0; k < 2; k++)
+        for (int jj = 0; jj < 2; jj++)
+            for (int g8 = 0; g8 < 8; g8++) g_tr_d[k][8 * jj + g8] = 16 * (g8 >> 2) + 4 * (g8 & 3) + 2 * k + jj;
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 16; i++) g_tr_k4[j][i] = 8 * ((i >> 1) & 3) + j;
+}
+
+/* N[m] = [group 2m | group 2m+1] (32 bytes each)  ->  W[j]: lane i = bytes 4j..4j+3 of group i.
+ * Three rounds of two-source dword permutes: 4 groups x 4 dwords, then 8 x 2, then 16 x 1. */
+X86_512 void transpose16(const __m512i N[8], __m512i W[8]) {
+    const __m512i a0 = _mm512_loadu_si512(g_tr_a[0]), a1 = _mm512_loadu_si512(g_tr_a[1]);
+    const __m512i b0 = _mm512_loadu_si512(g_tr_b[0]), b1 = _mm512_loadu_si512(g_tr_b[1]);
+    const __m512i c0 = _mm512_loadu_si512(g_tr_c[0]), c1 = _mm512_loadu_si512(g_tr_c[1]);
+    __m512i P[4][2], Q[2][2][2];
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; a++) {
+        P[a][0] = _mm512_permutex2var_epi32(N[2 * a], a0, N[2 * a + 1]);
+        P[a][1] = _mm512_permutex2var_epi32(N[2 * a], a1, N[2 * a + 1]);
+    }
+#pragma GCC unroll 2
+    for (int b = 0; b < 2; b++)
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; k++) {
+            Q[b][k][0] = _mm512_permutex2var_epi32(P[2 * b][k], b0, P[2 * b + 1][k]);
+            Q[b][k][1] = _mm512_permutex2var_epi32(P[2 * b][k], b1, P[2 * b + 1][k]);
+        }
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++)
+#pragma GCC unroll 2
+        for (int l = 0; l < 2; l++) {
+            W[4 * k + 2 * l] = _mm512_permutex2var_epi32(Q[0][k][l], c0, Q[1][k][l]);
+            W[4 * k + 2 * l + 1] = _mm512_permutex2var_epi32(Q[0][k][l], c1, Q[1][k][l]);
+        }
+}
+
+/* One weight row's chunk k, ready for the dot products: unsigned bytes in
+ * the transposed layout, per-lane (= per-group) scales and mins. Q6_K has two
+ * 16-value sub-blocks per group: s for values 0-15, s2 for 16-31. */
+typedef struct {
+    __m512i w[8];
+    __m512 s, s2, m;
+} t16_chunk;
+
+/* Full chunks of the common types, without the per-group AVX2 decode. */
+
+/* 16 fp16 values at p, p + stride, ... as floats (two-byte stores, one load) */
+X86_512 __m512 f16x16(const uint8_t *p, size_t stride) {
+    _Alignas(32) uint16_t h[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) memcpy(&h[i], p + stride * (size_t)i, 2);
+    return _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)h));
+}
+
+X86_512 void prep_q8_0(const uint8_t *b, t16_chunk *o) {
+    __m512i N[8];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++) {
+        const uint8_t *p = b + 68 * m; /* blocks 2m, 2m+1 */
+        __m512i lo = _mm512_loadu_si512(p + 2), hi = _mm512_loadu_si512(p + 4);
+        N[m] = _mm512_xor_si512(_mm512_mask_blend_epi64(0xF0, lo, hi), _mm512_set1_epi8((char)0x80));
+    }
+    transpose16(N, o->w);
+    o->s = o->s2 = f16x16(b, 34);
+    o->m = _mm512_setzero_ps();
+}
+
+/* Q4_0/Q4_1/Q5_0/Q5_1: transpose the 16 raw bytes of each block (4 dwords),
+ * then split nibbles: dword j's low nibbles are values 4j..4j+3, its high
+ * nibbles values 16+4j..16+4j+3. Q5: the fifth bits from qh. */
+X86_512 void prep_q4(const uint32_t type, const uint8_t *b, t16_chunk *o) {
+    const size_t bs = type == TP_Q4_0 ? 18 : type == TP_Q4_1 ? 20 : type == TP_Q5_0 ? 22 : 24;
+    const size_t qo = type == TP_Q4_0 ? 2 : type == TP_Q4_1 ? 4 : type == TP_Q5_0 ? 6 : 8;
+    __m512i R[4], T[2][2], Wr[4];
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; a++) {
+        const uint8_t *p = b + bs * 4 * (size_t)a + qo;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)p));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + bs)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * bs)), 2);
+        R[a] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + 3 * bs)), 3);
+    }
+    const __m512i d0 = _mm512_loadu_si512(g_tr_d[0]), d1 = _mm512_loadu_si512(g_tr_d[1]);
+    const __m512i c0 = _mm512_loadu_si512(g_tr_c[0]), c1 = _mm512_loadu_si512(g_tr_c[1]);
+#pragma GCC unroll 2
+    for (int p = 0; p < 2; p++) {
+        T[p][0] = _mm512_permutex2var_epi32(R[2 * p], d0, R[2 * p + 1]);
+        T[p][1] = _mm512_permutex2var_epi32(R[2 * p], d1, R[2 * p + 1]);
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++) {
+        Wr[2 * k] = _mm512_permutex2var_epi32(T[0][k], c0, T[1][k]);
+        Wr[2 * k + 1] = _mm512_permutex2var_epi32(T[0][k], c1, T[1][k]);
+    }
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        o->w[j] = _mm512_and_si512(Wr[j], lo4);
+        o->w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(Wr[j], 4), lo4);
+    }
+    if (type == TP_Q5_0 || type == TP_Q5_1) {
+        _Alignas(64) uint32_t qh[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) memcpy(&qh[i], b + bs * (size_t)i + qo - 4, 4);
+        const __m512i QH = _mm512_load_si512(qh), sixteen = _mm512_set1_epi8(0x10);
+        /* byte shuffle within 128-bit lanes: every byte of dword q <- byte 4q */
+        const __m512i rep0 = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            /* byte j/2 of each lane's qh (bits 4j..4j+3 among its 8) into all 4 bytes */
+            const __m512i rep = _mm512_shuffle_epi8(QH, _mm512_add_epi8(rep0, _mm512_set1_epi8((char)(j >> 1))));
+            const __m512i bits = _mm512_set1_epi32((j & 1) ? (int)0x80402010 : 0x08040201);
+            o->w[j] = _mm512_mask_add_epi8(o->w[j], _mm512_test_epi8_mask(rep, bits), o->w[j], sixteen);
+        }
+    }
+    o->s = o->s2 = f16x16(b, bs);
+    o->m = (type == TP_Q4_1 || type == TP_Q5_1) ? f16x16(b + 2, bs) : _mm512_setzero_ps();
+}
+
+/* Q4_K/Q5_K, two super-blocks: group i is nibble (i & 1) of 32-byte chunk
+ * (i >> 1) & 3 of super-block i >> 3; Q5_K adds bit (i & 7) of qh. */
+X86_512 void prep_q4k(const uint32_t type, const uint8_t *b, t16_chunk *o) {
+    const int q5 = type == TP_Q5_K;
+    const size_t bs = q5 ? 176 : 144, qo = q5 ? 48 : 16;
+    const __m512i z00 = _mm512_loadu_si512(b + qo), z01 = _mm512_loadu_si512(b + qo + 64);
+    const __m512i z10 = _mm512_loadu_si512(b + bs + qo), z11 = _mm512_loadu_si512(b + bs + qo + 64);
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    __m512i qh = _mm512_setzero_si512(), qsh = _mm512_setzero_si512();
+    if (q5) {
+        qh = cat_si(_mm256_loadu_si256((const __m256i *)(const void *)(b + 16)),
+                    _mm256_loadu_si256((const __m256i *)(const void *)(b + bs + 16)));
+        qsh = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const __m512i idx = _mm512_loadu_si512(g_tr_k4[j]);
+        __m512i w = _mm512_mask_blend_epi32(0xFF00, _mm512_permutex2var_epi32(z00, idx, z01),
+                                            _mm512_permutex2var_epi32(z10, idx, z11));
+        w = _mm512_and_si512(_mm512_mask_srli_epi16(w, 0xCCCCCCCCu, w, 4), lo4);
+        if (q5) {
+            __m512i h = _mm512_permutexvar_epi32(_mm512_setr_epi32(j, j, j, j, j, j, j, j, 8 + j, 8 + j, 8 + j, 8 + j,
+                                                                   8 + j, 8 + j, 8 + j, 8 + j), qh);
+            h = _mm512_and_si512(_mm512_srlv_epi32(h, qsh), _mm512_set1_epi8(1));
+            w = _mm512_or_si512(w, _mm512_slli_epi32(h, 4));
+        }
+        o->w[j] = w;
+    }
+    xhdr h0 = x86_hdr(type, b, 0), h1 = x86_hdr(type, b, 1);
+    o->s = o->s2 = cat_ps(h0.sc, h1.sc);
+    o->m = cat_ps(h0.mn, h1.mn);
+}
+
+X86_512 void t16_prep(const uint32_t type, const uint8_t *row, int k, int G, t16_chunk *o) {
+    __m512i N[8];
+    const int gpb = X86_GPB(type);
+    if (16 * k + 16 <= G) {
+        if (type == TP_Q8_0) { prep_q8_0(row + (size_t)k * 16 * 34, o); return; }
+        if (type == TP_Q4_0 || type == TP_Q4_1 || type == TP_Q5_0 || type == TP_Q5_1) {
+            const size_t bs = type == TP_Q4_0 ? 18 : type == TP_Q4_1 ? 20 : type == TP_Q5_0 ? 22 : 24;
+            prep_q4(type, row + (size_t)k * 16 * bs, o);
+            return;
+        }
+        if (type == TP_Q4_K || type == TP_Q5_K) {
+            prep_q4k(type, row + (size_t)k * 2 * (type == TP_Q4_K ? 144 : 176), o);
+            return;
+        }
+    }
+    if (gpb == 8) {
+        /* K-quants: chunk k = super-blocks 2k, 2k+1 (the second may be past the row) */
+        xhdr h[2];
+#pragma GCC unroll 2
+        for (int s = 0; s < 2; s++) {
+            const int sb = 2 * k + s;
+            const int have = 16 * k + 8 * s < G;
+            if (have) h[s] = x86_hdr(type, row, sb);
+            else h[s].sc = h[s].mn = _mm256_setzero_ps();
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                if (have) {
+                    xgroup ga = x86_group(type, row, sb, 2 * m, &h[s]), gb = x86_group(type, row, sb, 2 * m + 1, &h[s]);
+                    N[4 * s + m] = cat_si(ga.q, gb.q);
+                } else {
+                    N[4 * s + m] = _mm512_setzero_si512();
+                }
+            }
+        }
+        if (type == TP_Q6_K) {
+            /* sub-block scales 2i (values 0-15 of group i) and 2i+1 */
+            __m512 s0 = cat_ps(h[0].sc, h[0].mn), s1 = cat_ps(h[1].sc, h[1].mn);
+            const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            o->s = _mm512_permutex2var_ps(s0, ev, s1);
+            o->s2 = _mm512_permutex2var_ps(s0, od, s1);
+            o->m = _mm512_setzero_ps();
+        } else {
+            o->s = o->s2 = cat_ps(h[0].sc, h[1].sc);
+            o->m = cat_ps(h[0].mn, h[1].mn);
+        }
+    } else {
+        float sc[16], mn[16];
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; m++) {
+            __m256i q[2];
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const int g = 16 * k + 2 * m + h;
+                if (g < G) {
+                    xgroup gr = x86_group(type, row, g, 0, NULL);
+                    q[h] = gr.q;
+                    sc[2 * m + h] = _mm256_cvtss_f32(gr.s);
+                    mn[2 * m + h] = gr.mn;
+                } else {
+                    q[h] = _mm256_setzero_si256();
+                    sc[2 * m + h] = mn[2 * m + h] = 0.0f;
+                }
+            }
+            N[m] = cat_si(q[0], q[1]);
+            if (type == TP_Q8_0) N[m] = _mm512_xor_si512(N[m], _mm512_set1_epi8((char)0x80));
+        }
+        o->s = o->s2 = _mm512_loadu_ps(sc);
+        o->m = _mm512_loadu_ps(mn);
+    }
+    transpose16(N, o->w);
+}
+
+X86_512 void t16_tile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *row, int r, int b0) {
+    const int G = J->n_in / 32, nk = (G + 15) / 16;
     const int corr = type == TP_Q8_0 || type == TP_Q4_0 || type == TP_Q5_0 || type == TP_Q6_K;
+    const int mins = X86_HAS_MIN(type) || X86_K_MIN(type);
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (int sb = 0; sb < nsb; sb++) {
-        xhdr ha = x86_hdr(type, ra, sb), hb = x86_hdr(type, rb, sb);
-#pragma GCC unroll 8
-        for (int gi = 0; gi < gpb; gi++) {
-            xgroup wa = x86_group(type, ra, sb, gi, &ha), wb = x86_group(type, rb, sb, gi, &hb);
-            const int g = sb * gpb + gi;
-            __m512i q = cat_si(wa.q, wb.q);
-            if (type == TP_Q8_0) q = _mm512_xor_si512(q, _mm512_set1_epi8((char)0x80));
-            __m512 s = cat_ps(wa.s, wb.s);
-            __m512 mv = _mm512_setzero_ps();
-            if (X86_HAS_MIN(type))
-                mv = _mm512_set_ps(0, 0, 0, 0, 0, 0, 0, wb.mn, 0, 0, 0, 0, 0, 0, 0, wa.mn);
+    for (int k = 0; k < nk; k++) {
+        t16_chunk c;
+        t16_prep(type, row, k, G, &c);
 #pragma GCC unroll 16
-            for (int t = 0; t < T; t++) {
-                const size_t bg = (size_t)(b0 + t) * G + g;
-                __m512i x = bcast_si(J->xq + (size_t)(b0 + t) * n_in + 32 * g);
-                __m512i c = corr ? bcast_si(J->xc + bg * 8) : _mm512_setzero_si512();
-                __m512i p = _mm512_dpbusd_epi32(c, q, x);
-                __m512 sc = _mm512_mul_ps(s, _mm512_set1_ps(J->xd[bg]));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[t]);
-                if (X86_HAS_MIN(type)) acc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(J->xm[bg]), acc[t]);
+        for (int t = 0; t < T; t++) {
+            const size_t b = (size_t)(b0 + t);
+            const int8_t *xq = J->xq + b * J->xq_stride + 512 * (size_t)k;
+            const int32_t *xc = J->xc + b * J->xc_stride + 32 * (size_t)k;
+            const size_t xg = b * J->xg_stride + 16 * (size_t)k;
+            /* values 0-15 and 16-31 of each group in two chains (shorter
+             * latency; Q6_K scales them separately) */
+            __m512i p0 = corr ? _mm512_loadu_si512(xc) : _mm512_setzero_si512();
+            __m512i p1 = corr ? _mm512_loadu_si512(xc + 16) : _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                p0 = _mm512_dpbusd_epi32(p0, c.w[j], _mm512_loadu_si512(xq + 64 * j));
+                p1 = _mm512_dpbusd_epi32(p1, c.w[j + 4], _mm512_loadu_si512(xq + 64 * (j + 4)));
             }
-        }
-        if (X86_K_MIN(type)) {
-            __m512 mn = cat_ps(ha.mn, hb.mn);
-#pragma GCC unroll 16
-            for (int t = 0; t < T; t++)
-                acc[t] = _mm512_fmadd_ps(mn, bcast_ps(J->xm + (size_t)(b0 + t) * G + 8 * sb), acc[t]);
+            const __m512 dx = _mm512_loadu_ps(J->xd + xg);
+            if (type == TP_Q6_K) {
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_mul_ps(c.s, dx), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_mul_ps(c.s2, dx), acc[t]);
+            } else {
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), _mm512_mul_ps(c.s, dx), acc[t]);
+            }
+            if (mins) acc[t] = _mm512_fmadd_ps(c.m, _mm512_loadu_ps(J->xm + xg), acc[t]);
         }
     }
 #pragma GCC unroll 16
-    for (int t = 0; t < T; t++) {
-        float *y = J->y + (size_t)(b0 + t) * J->n_out + r;
-        y[0] = hsum_lo(acc[t]);
-        if (two) y[1] = hsum_hi(acc[t]);
-    }
+    for (int t = 0; t < T; t++) J->y[(size_t)(b0 + t) * J->n_out + r] = _mm512_reduce_add_ps(acc[t]);
 }
 
-X86_512 void avx512_qrows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
-    for (int r = r0; r < r1; r += 2) {
-        const uint8_t *ra = J->w + (size_t)r * J->row_bytes;
-        int two = r + 1 < r1;
-        const uint8_t *rb = two ? ra + J->row_bytes : ra;
+X86_512 void t16_rows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = J->w + (size_t)r * J->row_bytes;
         int b = 0;
-        for (; J->nb - b >= 16; b += 16) avx512_qtile(J, type, 16, ra, rb, r, two, b);
-        if (J->nb - b >= 8) { avx512_qtile(J, type, 8, ra, rb, r, two, b); b += 8; }
-        if (J->nb - b >= 4) { avx512_qtile(J, type, 4, ra, rb, r, two, b); b += 4; }
-        if (J->nb - b >= 2) { avx512_qtile(J, type, 2, ra, rb, r, two, b); b += 2; }
-        if (J->nb - b >= 1) avx512_qtile(J, type, 1, ra, rb, r, two, b);
+        for (; J->nb - b >= 16; b += 16) t16_tile(J, type, 16, row, r, b);
+        if (J->nb - b >= 8) { t16_tile(J, type, 8, row, r, b); b += 8; }
+        if (J->nb - b >= 4) { t16_tile(J, type, 4, row, r, b); b += 4; }
+        if (J->nb - b >= 2) { t16_tile(J, type, 2, row, r, b); b += 2; }
+        if (J->nb - b >= 1) t16_tile(J, type, 1, row, r, b);
     }
 }
 
@@ -98,7 +327,7 @@ X86_512 void avx512_qrows(const tp_mm_job *J, int r0, int r1, const uint32_t typ
     __attribute__((target(X86_512_TARGET))) static void name(const tp_mm_job *J, int r0, \
                                                              int r1, float *scratch) {   \
         (void)scratch;                                                                   \
-        avx512_qrows(J, r0, r1, type);                                                   \
+        t16_rows(J, r0, r1, type);                                                       \
     }
 
 AVX512_QKERNEL(k_q8_0, TP_Q8_0)
@@ -109,6 +338,44 @@ AVX512_QKERNEL(k_q5_1, TP_Q5_1)
 AVX512_QKERNEL(k_q4_K, TP_Q4_K)
 AVX512_QKERNEL(k_q5_K, TP_Q5_K)
 AVX512_QKERNEL(k_q6_K, TP_Q6_K)
+
+/* ------------------------------------------------------------------------ */
+/* activation quantizers: the AVX2 ones per chunk, then transposed           */
+
+X86_512 void t16_quant(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
+                       const int kind) {
+    const int G = n / 32, nk = (G + 15) / 16;
+    _Alignas(64) int8_t tq[512];
+    _Alignas(64) int32_t tc[128];
+    for (int k = 0; k < nk; k++) {
+        int ng = G - 16 * k < 16 ? G - 16 * k : 16;
+        if (kind == TP_ACT_Q8K) tp_mm_quant_q8k_avx2(x + 512 * k, 32 * ng, offset, tq, tc, d + 16 * k, m + 16 * k);
+        else tp_mm_quant_q8_avx2(x + 512 * k, 32 * ng, offset, tq, tc, d + 16 * k, m + 16 * k);
+        for (int i = ng; i < 16; i++) {
+            memset(tq + 32 * i, 0, 32);
+            memset(tc + 8 * i, 0, 32);
+            d[16 * k + i] = m[16 * k + i] = 0.0f;
+        }
+        __m512i N[8], W[8];
+        for (int i = 0; i < 8; i++) N[i] = _mm512_load_si512(tq + 64 * i);
+        transpose16(N, W);
+        for (int j = 0; j < 8; j++) _mm512_storeu_si512(q + 512 * (size_t)k + 64 * j, W[j]);
+        for (int i = 0; i < 16; i++) {
+            c[32 * k + i] = tc[8 * i] + tc[8 * i + 1] + tc[8 * i + 2] + tc[8 * i + 3];
+            c[32 * k + 16 + i] = tc[8 * i + 4] + tc[8 * i + 5] + tc[8 * i + 6] + tc[8 * i + 7];
+        }
+    }
+}
+
+__attribute__((target(X86_512_TARGET))) static void quant_q8_t16(const float *x, int n, int offset, int8_t *q,
+                                                                 int32_t *c, float *d, float *m) {
+    t16_quant(x, n, offset, q, c, d, m, TP_ACT_Q8);
+}
+
+__attribute__((target(X86_512_TARGET))) static void quant_q8k_t16(const float *x, int n, int offset, int8_t *q,
+                                                                  int32_t *c, float *d, float *m) {
+    t16_quant(x, n, offset, q, c, d, m, TP_ACT_Q8K);
+}
 
 /* ------------------------------------------------------------------------ */
 /* float kernels                                                             */
@@ -209,8 +476,11 @@ int tp_mm_fill_avx512(tp_mm_impl *impl) {
     impl->kernel[TP_Q4_K] = k_q4_K;
     impl->kernel[TP_Q5_K] = k_q5_K;
     impl->kernel[TP_Q6_K] = k_q6_K;
-    /* activation quantizers: the AVX2 ones (filled in by the dispatcher) */
+    impl->quant[TP_ACT_Q8] = quant_q8_t16;
+    impl->quant[TP_ACT_Q8K] = quant_q8k_t16;
     impl->row_step = 4;
+    impl->chunk_groups = 16;
+    init_transpose_tables();
     return 1;
 }
 
