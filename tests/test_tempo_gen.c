@@ -144,6 +144,8 @@ TEST(tempo_gen_default_mode_greedy_matches_reference) {
     cfg_init(&c, 64, 0.01, 8);
     c.default_mode = true;
     check_greedy(m, &c);
+    c.disable_kv_cache = true;
+    check_greedy(m, &c);
     tempo_config_free(&c);
     tempo_model_close(m);
 }
