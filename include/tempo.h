@@ -180,6 +180,11 @@ typedef int (*tempo_step_cb)(tempo_event ev, const tempo_step *step, void *user)
 tempo_result *tempo_generate(tempo_model *m, const tempo_config *cfg, tempo_step_cb cb, void *user, char *err);
 void tempo_result_free(tempo_result *r);
 
+/* One step as the user reads it: its single alive member, or [a/b/c] over the
+ * alive members in selection order; color: ANSI colour per member index;
+ * show_token_ids: "(id)" after each member. malloc'ed. */
+char *tempo_step_text(const tempo_step *step, bool color, bool show_token_ids);
+
 /* The JSON document of section 7 (malloc'ed, pretty-printed). */
 char *tempo_result_to_json(const tempo_result *r, const tempo_config *cfg);
 

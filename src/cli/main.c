@@ -137,38 +137,11 @@ static void show_prompt(printer *p) {
     p->prompt_shown = true;
 }
 
-static const char *color_of(int j) {
-    static const char *const colors[] = { "\x1b[32m", "\x1b[33m", "\x1b[34m", "\x1b[35m", "\x1b[36m", "\x1b[31m" };
-    return colors[j % 6];
-}
-
-static void print_member(FILE *f, const tempo_token *t, bool ids) {
-    fputs(t->text ? t->text : "", f);
-    if (ids) fprintf(f, "(%d)", (int)t->token_id);
-}
-
-/* One step: its single alive member, or [a/b/c] over the alive members, each
- * member of a set in the colour of its index. */
-static void print_step(FILE *f, const tempo_step *st, bool color, bool ids) {
-    int alive = 0;
-    for (int j = 0; j < st->n_tokens; j++) alive += !st->tokens[j].pruned;
-    if (alive == 1) {
-        for (int j = 0; j < st->n_tokens; j++)
-            if (!st->tokens[j].pruned) print_member(f, &st->tokens[j], ids);
-        return;
-    }
-    if (alive == 0) return;
-    fputc('[', f);
-    bool first = true;
-    for (int j = 0; j < st->n_tokens; j++) {
-        if (st->tokens[j].pruned) continue;
-        if (!first) fputc('/', f);
-        first = false;
-        if (color) fputs(color_of(j), f);
-        print_member(f, &st->tokens[j], ids);
-        if (color) fputs("\x1b[0m", f);
-    }
-    fputc(']', f);
+/* One step to stdout, in the library's bracket form. */
+static void print_step(const tempo_step *st, bool color, bool ids) {
+    char *s = tempo_step_text(st, color, ids);
+    fputs(s, stdout);
+    free(s);
 }
 
 static int on_step(tempo_event ev, const tempo_step *st, void *user) {
@@ -176,7 +149,7 @@ static int on_step(tempo_event ev, const tempo_step *st, void *user) {
     if (ev == TEMPO_EVENT_PRUNE) { p->pruned_events++; return 0; }
     if (p->stream) {
         show_prompt(p);
-        print_step(stdout, st, p->color, p->show_ids);
+        print_step(st, p->color, p->show_ids);
         fflush(stdout);
     }
     return 0;
@@ -289,7 +262,7 @@ int main(int argc, char **argv) {
         if (p.pruned_events) {
             /* Members pruned after they were shown: the text without them. */
             printf("\n[after pruning]\n%s", cfg.prompt ? cfg.prompt : "");
-            for (int k = 0; k < r->n_steps; k++) print_step(stdout, &r->steps[k], p.color, p.show_ids);
+            for (int k = 0; k < r->n_steps; k++) print_step(&r->steps[k], p.color, p.show_ids);
             fputc('\n', stdout);
         }
         fflush(stdout);

@@ -137,3 +137,9 @@ char *tp_utf8_sanitize(const char *s) {
     }
     return tp_str_take(&out);
 }
+
+char *tempo_step_text(const tempo_step *st, bool color, bool show_token_ids) {
+    tp_str s = { 0 };
+    tp_text_append_step(&s, st, color, show_token_ids);
+    return tp_str_take(&s);
+}
