@@ -281,6 +281,12 @@ X86_512 void t16_tile(const tp_mm_job *J, const uint32_t type, const int T, cons
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < nk; k++) {
         t16_chunk c;
+        if (T <= 2) {
+            /* few inputs: the weights stream; fetch ~2 chunks ahead */
+            const char *pf = (const char *)row + (size_t)(k + 2) * J->row_bytes / (size_t)nk;
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+        }
         t16_prep(type, row, k, G, &c);
 #pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
@@ -290,8 +296,8 @@ X86_512 void t16_tile(const tp_mm_job *J, const uint32_t type, const int T, cons
             const size_t xg = b * J->xg_stride + 16 * (size_t)k;
             /* values 0-15 and 16-31 of each group in two chains (shorter
              * latency; Q6_K scales them separately) */
-            __m512i p0 = corr ? _mm512_loadu_si512(xc) : _mm512_setzero_si512();
-            __m512i p1 = corr ? _mm512_loadu_si512(xc + 16) : _mm512_setzero_si512();
+            __m512i p0 = corr ? _mm512_loadu_epi32(xc) : _mm512_setzero_si512();
+            __m512i p1 = corr ? _mm512_loadu_epi32(xc + 16) : _mm512_setzero_si512();
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 p0 = _mm512_dpbusd_epi32(p0, c.w[j], _mm512_loadu_si512(xq + 64 * j));
@@ -315,8 +321,7 @@ X86_512 void t16_rows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = J->w + (size_t)r * J->row_bytes;
         int b = 0;
-        for (; J->nb - b >= 16; b += 16) t16_tile(J, type, 16, row, r, b);
-        if (J->nb - b >= 8) { t16_tile(J, type, 8, row, r, b); b += 8; }
+        for (; J->nb - b >= 8; b += 8) t16_tile(J, type, 8, row, r, b);
         if (J->nb - b >= 4) { t16_tile(J, type, 4, row, r, b); b += 4; }
         if (J->nb - b >= 2) { t16_tile(J, type, 2, row, r, b); b += 2; }
         if (J->nb - b >= 1) t16_tile(J, type, 1, row, r, b);
