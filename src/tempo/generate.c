@@ -581,17 +581,21 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     int fed_steps = 0, fed_tokens = 0;
     for (int k = 0; k < g->T; k++) {
         bool last = k == g->T - 1;
-        int want = o->forced_width > 0 ? o->forced_width : g->W, width = want;
+        /* Select first, then ask the budget for room for the members actually
+         * chosen; if it grants fewer, keep the most probable ones (the set is in
+         * selection order). */
+        int want = o->forced_width > 0 ? o->forced_width : g->W;
+        int n = choose(g, k, want);
+        if (n == 0) { stop(g, TEMPO_STOP_EOS, NULL); break; }
         if (!last) {
             tempo_stop_reason why = TEMPO_STOP_ERROR;
             char msg[TP_ERR_LEN] = "";
             int before = g->kv->n;
-            width = tp_budget_step_width(g->budget, g->kv, k, want, &why, msg);
+            int width = tp_budget_step_width(g->budget, g->kv, k, n, &why, msg);
             if (g->kv->n != before && !g->nocache) resync_slots(g);
             if (width <= 0) { stop(g, why, msg); break; }
+            if (width < n) n = width;
         }
-        int n = choose(g, k, width);
-        if (n == 0) { stop(g, TEMPO_STOP_EOS, NULL); break; }
         if (record_step(g, k, n)) break;
         if (last) break; /* nothing would read the last set's outputs */
 
