@@ -8,9 +8,9 @@
  *   - prompt tokens/s (one 64-token batch),
  *   - decode tokens/s (median of single-token steps),
  *   - the bandwidth bound: bandwidth / weight bytes read per token, and the ratio.
- * Then the TEMPO table on the Q8_0 file: time per step against the set width
- * k = 1, 2, 4, 8, 16 (forced widths, one batched forward per set), and steps/s
- * of a real TEMPO run through the public API.
+ * Then the TEMPO table on the Q8_0 file: time per full step (selection, one
+ * batched forward of the set, mixture) against the set width k = 1, 2, 4, 8, 16
+ * (forced widths), and steps/s of a real TEMPO run through the public API.
  *
  * Last, the memory table on the Q4_0 file: the measured peak resident set of
  * real runs (build/tempo as a child process) against max tokens 100, 1000, 4000
@@ -31,6 +31,7 @@
 #include "kernels/threadpool.h"
 #include "memory/memory.h"
 #include "model/model.h"
+#include "tempo/generate.h"
 #include "tensor/dtype.h"
 
 #define DIM 2048
@@ -193,7 +194,7 @@ static int forward_n(tp_model *m, tp_kv *kv, int n, int pos0, bool same_pos, tp_
     return 0;
 }
 
-static void bench_file(const char *label, const char *path, int threads, double bw, bool tempo_table) {
+static void bench_file(const char *label, const char *path, int threads, double bw) {
     char err[TP_ERR_LEN];
     tp_load_opts o = { .n_threads = threads };
     tp_model *m = tp_model_load(path, &o, err);
@@ -226,29 +227,47 @@ static void bench_file(const char *label, const char *path, int threads, double 
            label, bpt / 1e6, prompt_tps, decode_tps, bound, 100.0 * decode_tps / bound);
     fflush(stdout);
 
-    if (tempo_table) {
-        printf("\nTEMPO step cost on %s (%d threads): one batched forward of k members at one position\n", label, threads);
-        printf("   k   ms/step   x k=1\n");
-        double base = 0;
-        int ks[] = { 1, 2, 4, 8, 16 };
-        for (int ki = 0; ki < 5; ki++) {
-            int k = ks[ki];
-            tp_kv_clear(kv);
-            forward_n(m, kv, 16, 0, false, TP_VIS_CAUSAL, logits); /* a short prompt */
-            double tk[8];
-            for (int r = 0; r < 8; r++) {
-                double t0 = tp_now();
-                forward_n(m, kv, k, 16 + r, true, TP_VIS_ISOLATED, logits);
-                tk[r] = tp_now() - t0;
-            }
-            double ms = 1000.0 * median(tk, 8);
-            if (k == 1) base = ms;
-            printf("  %2d  %8.1f   %5.2f\n", k, ms, ms / base);
-        }
-    }
     free(logits);
     tp_kv_free(kv);
     tp_model_free(m);
+}
+
+/* Full TEMPO steps (selection, one batched forward of the set, mixture) with
+ * forced widths: every step holds exactly k members. */
+static void bench_tempo_widths(const char *label, const char *path, int threads) {
+    tempo_config c;
+    tempo_config_init(&c);
+    char err[TEMPO_ERR_LEN], num[32];
+    snprintf(num, sizeof num, "%d", threads);
+    tempo_config_set(&c, "threads", num, err);
+    tempo_config_set(&c, "max_tokens", "9", err); /* 8 fed steps: the last set is never fed */
+    tempo_config_set(&c, "max_parallel_tokens", "16", err);
+    tempo_config_set(&c, "prompt", "Once upon a time there was a", err);
+    tempo_model *m = tempo_model_open(path, &c, err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err); tempo_config_free(&c); return; }
+    printf("TEMPO step cost on %s (%d threads): k members per step, one batched forward per set\n", label, threads);
+    printf("   k   ms/step   x k=1\n");
+    double base = 0;
+    const int ks[] = { 1, 2, 4, 8, 16 };
+    for (int ki = 0; ki < 5; ki++) {
+        double per[3];
+        int ok = 0;
+        for (int rep = 0; rep < 3; rep++) {
+            tp_tempo_stats st = { 0 };
+            tp_tempo_opts o = { .forced_width = ks[ki], .stats = &st };
+            tempo_result *r = tp_tempo_generate(m, &c, &o, NULL, NULL, err);
+            if (!r) { fprintf(stderr, "bench: %s\n", err); break; }
+            if (st.fed_steps > 0) per[ok++] = st.steps_s / st.fed_steps;
+            tempo_result_free(r);
+        }
+        if (!ok) break;
+        double ms = 1000.0 * median(per, ok);
+        if (ks[ki] == 1) base = ms;
+        printf("  %2d  %8.1f   %5.2f\n", ks[ki], ms, ms / base);
+        fflush(stdout);
+    }
+    tempo_model_close(m);
+    tempo_config_free(&c);
 }
 
 static void bench_tempo_run(const char *path, int threads) {
@@ -327,8 +346,12 @@ int main(int argc, char **argv) {
             if (write_model(paths[i], files[i].type, err)) { fprintf(stderr, "bench: %s\n", err); return 1; }
             fprintf(stderr, "wrote %s in %.1f s\n", paths[i], tp_now() - t0);
         }
-        bench_file(files[i].label, paths[i], threads, bw, files[i].type == TP_Q8_0);
-        if (files[i].type == TP_Q8_0) bench_tempo_run(paths[i], threads);
+        bench_file(files[i].label, paths[i], threads, bw);
+        if (files[i].type == TP_Q8_0) {
+            printf("\n");
+            bench_tempo_widths(files[i].label, paths[i], threads);
+            bench_tempo_run(paths[i], threads);
+        }
         printf("\n");
         if (files[i].type == TP_Q4_0 && memory_table) bench_memory(paths[i], threads, quick);
         if (!keep) unlink(paths[i]);
