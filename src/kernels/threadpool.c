@@ -1,19 +1,26 @@
 /* threadpool.c: persistent workers woken by a generation counter.
  *
- * Protocol. tp_pool_run publishes (fn, ctx) in plain fields, then bumps the
- * atomic `gen` with release order; a worker that observes the new generation
- * (acquire) therefore sees fn/ctx. Each worker bumps `done` (release) when its
- * share is finished; the caller waits for done == n_threads - 1 (acquire), so
- * every write made by fn is visible to the caller afterwards and the next run
- * may overwrite fn/ctx safely.
+ * Protocol. One 64-bit atomic word `ctl` holds the run's generation (high 32
+ * bits), a CLOSED flag and the number of workers that joined the run (low
+ * bits). tp_pool_run publishes (fn, ctx) in plain fields and then stores a new
+ * generation with release order. A worker that observes it (acquire) joins by
+ * a CAS that increments the count, only while the generation is the one it saw
+ * and the run is not closed; the count it got gives its index (1, 2, ...).
+ * When the caller has finished its own share (index 0) it closes the run; the
+ * indices nobody joined for are then run by the caller itself, so a worker
+ * that the OS has not scheduled (an oversubscribed machine) does not stall the
+ * product. The caller finally waits until every joined worker has bumped
+ * `done` (release/acquire), so all writes made by fn are visible to it, and
+ * no worker touches fn/ctx after tp_pool_run returns: fn is called exactly once
+ * for every index in [0, n_threads), on some thread.
  *
  * Waiting. A forward pass calls the pool ~10 times per layer, a few
  * microseconds apart, so a futex sleep/wake per call would cost more than the
- * work. Workers spin on `gen` (with a pause hint) for up to ~SPIN_NS, and only
+ * work. Workers spin on `ctl` (with a pause hint) for up to ~SPIN_NS, and only
  * then sleep on a condition variable. The runner signals the condition only
  * when some worker announced that it is going to sleep (`n_sleep`); the worker
- * re-checks `gen` under the mutex after announcing, so a wake-up cannot be
- * lost (both sides use sequentially consistent accesses on gen and n_sleep).
+ * re-checks `ctl` under the mutex after announcing, so a wake-up cannot be
+ * lost (both sides use sequentially consistent accesses on ctl and n_sleep).
  * When there are more threads than online cores, spinning would steal the
  * cores from the threads doing the work, so workers yield while spinning.
  */
@@ -22,6 +29,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,10 +45,12 @@
 
 #define SPIN_NS 200000LL /* how long an idle worker spins before sleeping */
 #define MAX_THREADS 512
+#define CTL_CLOSED (1ULL << 31)
+#define CTL_JOINED 0x7FFFFFFFULL
+#define CTL_GEN(c) ((uint32_t)((c) >> 32))
 
 struct worker_arg {
     struct tp_pool *pool;
-    int ith;
 };
 
 struct tp_pool {
@@ -49,11 +59,11 @@ struct tp_pool {
     pthread_t *threads; /* n_threads - 1 workers */
     struct worker_arg *args;
 
-    /* the job of the current generation (written only while workers are idle) */
+    /* the job of the current generation (written only while no worker uses it) */
     tp_task_fn fn;
     void *ctx;
 
-    _Alignas(64) atomic_uint gen;
+    _Alignas(64) _Atomic unsigned long long ctl;
     _Alignas(64) atomic_int done;
     _Alignas(64) atomic_int n_sleep;
     atomic_int stop;
@@ -68,12 +78,12 @@ static long long now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Wait until pool->gen != seen; returns the new generation. */
-static unsigned wait_for_gen(struct tp_pool *p, unsigned seen) {
+/* Wait until the generation in ctl differs from `seen`; returns ctl. */
+static unsigned long long wait_for_gen(struct tp_pool *p, uint32_t seen) {
     long long deadline = 0;
     for (unsigned i = 0;; i++) {
-        unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        if (g != seen) return g;
+        unsigned long long c = atomic_load_explicit(&p->ctl, memory_order_acquire);
+        if (CTL_GEN(c) != seen) return c;
         CPU_RELAX();
         if (p->oversubscribed) sched_yield();
         if ((i & 255) != 255) continue;
@@ -83,23 +93,30 @@ static unsigned wait_for_gen(struct tp_pool *p, unsigned seen) {
         if (t < deadline) continue;
         pthread_mutex_lock(&p->mu);
         atomic_fetch_add(&p->n_sleep, 1);
-        while ((g = atomic_load(&p->gen)) == seen) pthread_cond_wait(&p->cv, &p->mu);
+        while (CTL_GEN(c = atomic_load(&p->ctl)) == seen) pthread_cond_wait(&p->cv, &p->mu);
         atomic_fetch_sub(&p->n_sleep, 1);
         pthread_mutex_unlock(&p->mu);
-        atomic_thread_fence(memory_order_acquire);
-        return g;
+        return c; /* the seq_cst load above also acquires */
     }
 }
 
 static void *worker_main(void *arg) {
-    struct worker_arg *wa = arg;
-    struct tp_pool *p = wa->pool;
-    unsigned seen = 0;
+    struct tp_pool *p = ((struct worker_arg *)arg)->pool;
+    uint32_t seen = 0;
     for (;;) {
-        seen = wait_for_gen(p, seen);
+        unsigned long long c = wait_for_gen(p, seen);
+        seen = CTL_GEN(c);
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        p->fn(p->ctx, wa->ith, p->n_threads);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        /* join this generation's run unless the caller closed it */
+        while (CTL_GEN(c) == seen && !(c & CTL_CLOSED)) {
+            if (atomic_compare_exchange_weak_explicit(&p->ctl, &c, c + 1, memory_order_acquire,
+                                                      memory_order_acquire)) {
+                int ith = (int)(c & CTL_JOINED) + 1;
+                p->fn(p->ctx, ith, p->n_threads);
+                atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+                break;
+            }
+        }
     }
     return NULL;
 }
@@ -121,7 +138,7 @@ tp_pool *tp_pool_create(int n_threads) {
     if (!p) return NULL;
     p->n_threads = n_threads;
     p->oversubscribed = n_threads > online;
-    atomic_init(&p->gen, 0);
+    atomic_init(&p->ctl, 0);
     atomic_init(&p->done, 0);
     atomic_init(&p->n_sleep, 0);
     atomic_init(&p->stop, 0);
@@ -139,7 +156,6 @@ tp_pool *tp_pool_create(int n_threads) {
     }
     for (int i = 0; i < nw; i++) {
         p->args[i].pool = p;
-        p->args[i].ith = i + 1;
         if (pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]) != 0) {
             p->n_threads = i + 1; /* the workers started so far */
             tp_pool_free(p);
@@ -149,13 +165,20 @@ tp_pool *tp_pool_create(int n_threads) {
     return p;
 }
 
+/* Start a new generation (closed at once when stopping). seq_cst: publishes
+ * fn/ctx/done and orders with the sleepers' n_sleep. */
+static void new_generation(struct tp_pool *p, unsigned long long flags) {
+    unsigned long long c = atomic_load_explicit(&p->ctl, memory_order_relaxed);
+    atomic_store(&p->ctl, ((unsigned long long)(CTL_GEN(c) + 1) << 32) | flags);
+    wake_sleepers(p);
+}
+
 void tp_pool_free(tp_pool *p) {
     if (!p) return;
     int nw = p->n_threads - 1;
     if (nw > 0) {
         atomic_store(&p->stop, 1);
-        atomic_fetch_add(&p->gen, 1); /* seq_cst: pairs with the sleepers' check */
-        wake_sleepers(p);
+        new_generation(p, CTL_CLOSED);
         for (int i = 0; i < nw; i++) pthread_join(p->threads[i], NULL);
     }
     pthread_cond_destroy(&p->cv);
@@ -175,11 +198,13 @@ void tp_pool_run(tp_pool *p, tp_task_fn fn, void *ctx) {
     p->fn = fn;
     p->ctx = ctx;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: publishes fn/ctx/done and orders with n_sleep */
-    wake_sleepers(p);
+    new_generation(p, 0);
     fn(ctx, 0, p->n_threads);
-    int want = p->n_threads - 1;
-    for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) != want; i++) {
+    /* close the run; the shares of workers that have not joined are ours */
+    unsigned long long c = atomic_fetch_or_explicit(&p->ctl, CTL_CLOSED, memory_order_acq_rel);
+    int joined = (int)(c & CTL_JOINED);
+    for (int ith = joined + 1; ith < p->n_threads; ith++) fn(ctx, ith, p->n_threads);
+    for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) != joined; i++) {
         CPU_RELAX();
         if (p->oversubscribed || i > (1u << 16)) sched_yield();
     }
