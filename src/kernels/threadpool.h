@@ -6,6 +6,10 @@
  * part (index 0). Workers spin briefly (~0.2 ms) then sleep on a condition
  * variable, so a per-token forward pass does not pay a futex wake-up per
  * matmul. No allocation after create. A NULL pool runs fn(ctx, 0, 1).
+ * Index i is a share of the work, not an OS thread: when a worker has not
+ * picked up the run by the time the caller finished share 0 (a busy machine),
+ * the caller runs that share itself, after its own. Per-index scratch buffers
+ * are fine; thread-local state keyed by i is not.
  * tp_pool_run is not re-entrant: fn must not call tp_pool_run on the same pool,
  * and only one thread may drive a pool at a time.
  */
