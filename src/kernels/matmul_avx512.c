@@ -7,7 +7,8 @@
  * give the 16 groups' integer dot products, started from the activations'
  * offset corrections, and a single convert + multiply + FMA applies the 16
  * groups' weight and activation scales: 512 products for ~11 instructions.
- * The decoded chunk is reused for a tile of up to 16 inputs.
+ * Two rows are done together so that each activation load feeds two
+ * VPDPBUSD, and a row pair's decoded chunk serves all the inputs.
  * Float kernels: 4 rows x up to 4 inputs of 16-wide FMAs.
  */
 #include "kernels/matmul_internal.h"
@@ -95,10 +96,21 @@ typedef struct {
 
 /* 16 fp16 values at p, p + stride, ... as floats (two-byte stores, one load) */
 X86_512 __m512 f16x16(const uint8_t *p, size_t stride) {
-    _Alignas(32) uint16_t h[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) memcpy(&h[i], p + stride * (size_t)i, 2);
-    return _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)h));
+    /* four halves per 64-bit integer (scalar ports), then 4 vector inserts
+     * instead of 16 dependent word inserts */
+    long long q[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = 0;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            uint16_t h;
+            memcpy(&h, p + stride * (size_t)(4 * i + j), 2);
+            v |= (uint64_t)h << (16 * j);
+        }
+        q[i] = (long long)v;
+    }
+    return _mm512_cvtph_ps(_mm256_setr_epi64x(q[0], q[1], q[2], q[3]));
 }
 
 X86_512 void prep_q8_0(const uint8_t *b, t16_chunk *o) {
@@ -272,59 +284,113 @@ X86_512 void t16_prep(const uint32_t type, const uint8_t *row, int k, int G, t16
     transpose16(N, o->w);
 }
 
-X86_512 void t16_tile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *row, int r, int b0) {
-    const int G = J->n_in / 32, nk = (G + 15) / 16;
+/* 16 accumulators -> their 16 horizontal sums, in order (a tree of lane
+ * shuffles instead of 16 separate reductions). */
+X86_512 __m512 hsum16(const __m512 *a) {
+    __m512 s1[8], s2[4], s3[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* [a.q0+a.q2, a.q1+a.q3, b.q0+b.q2, b.q1+b.q3] */
+        s1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                              _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* quarter q: the 4 partial sums of acc 4i+q */
+        s2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s1[2 * i], s1[2 * i + 1], 0x88),
+                              _mm512_shuffle_f32x4(s1[2 * i], s1[2 * i + 1], 0xDD));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* quarter q: [u0+u2, v0+v2, u1+u3, v1+v3], u = s2[2i], v = s2[2i+1] */
+        s3[i] = _mm512_add_ps(_mm512_unpacklo_ps(s2[2 * i], s2[2 * i + 1]),
+                              _mm512_unpackhi_ps(s2[2 * i], s2[2 * i + 1]));
+    /* quarter q: [sum acc q, sum acc 4+q, sum acc 8+q, sum acc 12+q] */
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], 0x44), _mm512_shuffle_ps(s3[0], s3[1], 0xEE));
+    /* lane 4q + m holds acc 4m + q: transpose the 4x4 */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(idx, r);
+}
+
+/* Rows r and r+1 (ra, rb; rb == ra when the row is single) against all nb
+ * inputs. Per chunk, both rows are decoded once and kept in registers; each
+ * activation load then feeds two VPDPBUSD. The float accumulators of the nb
+ * inputs live in a small buffer (L1): acc[2t] row r, acc[2t+1] row r+1. */
+X86_512 void t16_rowpair(const tp_mm_job *J, const uint32_t type, const uint8_t *ra, const uint8_t *rb, int r,
+                         int two) {
+    const int G = J->n_in / 32, nk = (G + 15) / 16, nb = J->nb;
     const int corr = type == TP_Q8_0 || type == TP_Q4_0 || type == TP_Q5_0 || type == TP_Q6_K;
     const int mins = X86_HAS_MIN(type) || X86_K_MIN(type);
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    __m512 acc[2 * TP_MATMUL_MAX_BATCH];
+    for (int t = 0; t < 2 * nb; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < nk; k++) {
-        t16_chunk c;
-        if (T <= 2) {
+        if (nb <= 2) {
             /* few inputs: the weights stream; fetch ~2 chunks ahead */
-            const char *pf = (const char *)row + (size_t)(k + 2) * J->row_bytes / (size_t)nk;
+            const char *pf = (const char *)ra + (size_t)(k + 2) * J->row_bytes / (size_t)nk;
 #pragma GCC unroll 8
             for (int l = 0; l < 8; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+            if (two) {
+#pragma GCC unroll 8
+                for (int l = 0; l < 8; l++) _mm_prefetch(pf + J->row_bytes + 64 * l, _MM_HINT_T0);
+            }
         }
-        t16_prep(type, row, k, G, &c);
-#pragma GCC unroll 16
-        for (int t = 0; t < T; t++) {
-            const size_t b = (size_t)(b0 + t);
-            const int8_t *xq = J->xq + b * J->xq_stride + 512 * (size_t)k;
-            const int32_t *xc = J->xc + b * J->xc_stride + 32 * (size_t)k;
-            const size_t xg = b * J->xg_stride + 16 * (size_t)k;
-            /* values 0-15 and 16-31 of each group in two chains (shorter
+        t16_chunk ca, cb;
+        t16_prep(type, ra, k, G, &ca);
+        t16_prep(type, rb, k, G, &cb);
+        for (int t = 0; t < nb; t++) {
+            const int8_t *xq = J->xq + (size_t)t * J->xq_stride + 512 * (size_t)k;
+            const int32_t *xc = J->xc + (size_t)t * J->xc_stride + 32 * (size_t)k;
+            const size_t xg = (size_t)t * J->xg_stride + 16 * (size_t)k;
+            /* values 0-15 and 16-31 of each group in separate chains (shorter
              * latency; Q6_K scales them separately) */
-            __m512i p0 = corr ? _mm512_loadu_epi32(xc) : _mm512_setzero_si512();
-            __m512i p1 = corr ? _mm512_loadu_epi32(xc + 16) : _mm512_setzero_si512();
+            __m512i a0 = corr ? _mm512_loadu_si512(xc) : _mm512_setzero_si512();
+            __m512i a1 = corr ? _mm512_loadu_si512(xc + 16) : _mm512_setzero_si512();
+            __m512i b0 = a0, b1 = a1;
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
-                p0 = _mm512_dpbusd_epi32(p0, c.w[j], _mm512_loadu_si512(xq + 64 * j));
-                p1 = _mm512_dpbusd_epi32(p1, c.w[j + 4], _mm512_loadu_si512(xq + 64 * (j + 4)));
+                const __m512i x0 = _mm512_loadu_si512(xq + 64 * j), x1 = _mm512_loadu_si512(xq + 64 * (j + 4));
+                a0 = _mm512_dpbusd_epi32(a0, ca.w[j], x0);
+                b0 = _mm512_dpbusd_epi32(b0, cb.w[j], x0);
+                a1 = _mm512_dpbusd_epi32(a1, ca.w[j + 4], x1);
+                b1 = _mm512_dpbusd_epi32(b1, cb.w[j + 4], x1);
             }
             const __m512 dx = _mm512_loadu_ps(J->xd + xg);
+            __m512 fa = acc[2 * t], fb = acc[2 * t + 1];
             if (type == TP_Q6_K) {
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_mul_ps(c.s, dx), acc[t]);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_mul_ps(c.s2, dx), acc[t]);
+                fa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_mul_ps(ca.s, dx), fa);
+                fa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_mul_ps(ca.s2, dx), fa);
+                fb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(b0), _mm512_mul_ps(cb.s, dx), fb);
+                fb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(b1), _mm512_mul_ps(cb.s2, dx), fb);
             } else {
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), _mm512_mul_ps(c.s, dx), acc[t]);
+                fa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(ca.s, dx), fa);
+                fb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(b0, b1)), _mm512_mul_ps(cb.s, dx), fb);
             }
-            if (mins) acc[t] = _mm512_fmadd_ps(c.m, _mm512_loadu_ps(J->xm + xg), acc[t]);
+            if (mins) {
+                const __m512 xm = _mm512_loadu_ps(J->xm + xg);
+                fa = _mm512_fmadd_ps(ca.m, xm, fa);
+                fb = _mm512_fmadd_ps(cb.m, xm, fb);
+            }
+            acc[2 * t] = fa;
+            acc[2 * t + 1] = fb;
         }
     }
-#pragma GCC unroll 16
-    for (int t = 0; t < T; t++) J->y[(size_t)(b0 + t) * J->n_out + r] = _mm512_reduce_add_ps(acc[t]);
+    int t = 0;
+    for (; t + 8 <= nb; t += 8) {
+        _Alignas(64) float sums[16];
+        _mm512_store_ps(sums, hsum16(acc + 2 * t));
+        for (int u = 0; u < 8; u++) {
+            float *y = J->y + (size_t)(t + u) * J->n_out + r;
+            y[0] = sums[2 * u];
+            if (two) y[1] = sums[2 * u + 1];
+        }
+    }
+    for (; t < nb; t++) {
+        float *y = J->y + (size_t)t * J->n_out + r;
+        y[0] = _mm512_reduce_add_ps(acc[2 * t]);
+        if (two) y[1] = _mm512_reduce_add_ps(acc[2 * t + 1]);
+    }
 }
 
 X86_512 void t16_rows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = J->w + (size_t)r * J->row_bytes;
-        int b = 0;
-        for (; J->nb - b >= 8; b += 8) t16_tile(J, type, 8, row, r, b);
-        if (J->nb - b >= 4) { t16_tile(J, type, 4, row, r, b); b += 4; }
-        if (J->nb - b >= 2) { t16_tile(J, type, 2, row, r, b); b += 2; }
-        if (J->nb - b >= 1) t16_tile(J, type, 1, row, r, b);
+    for (int r = r0; r < r1; r += 2) {
+        const uint8_t *ra = J->w + (size_t)r * J->row_bytes;
+        const int two = r + 1 < r1;
+        t16_rowpair(J, type, ra, two ? ra + J->row_bytes : ra, r, two);
     }
 }
 
