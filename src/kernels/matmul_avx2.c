@@ -150,6 +150,12 @@ X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, c
 X86_AVX2 void avx2_qrows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = J->w + (size_t)r * J->row_bytes;
+        if (J->nb <= 2) {
+            /* the weights stream: ask for the next row now (the hardware
+             * prefetchers alone leave most of the bandwidth unused) */
+            const char *next = (const char *)row + J->row_bytes;
+            for (size_t o = 0; o < J->row_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
+        }
         int b = 0;
         for (; J->nb - b >= 8; b += 8) avx2_qtile(J, type, 8, row, r, b);
         if (J->nb - b >= 4) { avx2_qtile(J, type, 4, row, r, b); b += 4; }

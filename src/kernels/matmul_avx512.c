@@ -319,8 +319,8 @@ X86_512 void t16_rowpair(const tp_mm_job *J, const uint32_t type, const uint8_t 
     __m512 acc[2 * TP_MATMUL_MAX_BATCH];
     for (int t = 0; t < 2 * nb; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < nk; k++) {
-        if (nb <= 2) {
-            /* few inputs: the weights stream; fetch ~2 chunks ahead */
+        if (nb <= 16) {
+            /* the weights stream from memory: fetch ~2 chunks ahead */
             const char *pf = (const char *)ra + (size_t)(k + 2) * J->row_bytes / (size_t)nk;
 #pragma GCC unroll 8
             for (int l = 0; l < 8; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
