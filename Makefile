@@ -81,16 +81,23 @@ test: deps
 bench: build/bench build/tempo
 	build/bench
 
+# The small real model `make run` uses: the shared copy, else a public TinyStories GGUF.
 MODEL ?= ../shared/models/stories260K.gguf
+MODEL_URLS := https://huggingface.co/ggml-org/models-moved/resolve/main/tinyllamas/stories260K.gguf \
+              https://huggingface.co/ggml-org/models/resolve/main/tinyllamas/stories260K.gguf
+RUN_ARGS ?= --prompt "Once upon a time" --max-tokens 100
 run: deps
 	$(MAKE) --no-print-directory build/tempo
-	@if [ ! -f "$(MODEL)" ]; then \
-	  mkdir -p build/models; MODEL=build/models/stories15M-q8_0.gguf; \
-	  echo "$(MODEL) not found; downloading a small public TinyStories GGUF"; \
-	  curl -L --fail -o build/models/stories15M-q8_0.gguf \
-	    https://huggingface.co/ggml-org/models/resolve/main/tinyllamas/stories15M-q8_0.gguf && \
-	  build/tempo --model build/models/stories15M-q8_0.gguf --prompt "Once upon a time" --max-tokens 100; \
-	else build/tempo --model $(MODEL) --prompt "Once upon a time" --max-tokens 100; fi
+	@model="$(MODEL)"; \
+	if [ ! -f "$$model" ]; then \
+	  model=build/models/stories260K.gguf; mkdir -p build/models; \
+	  if [ ! -f "$$model" ]; then \
+	    echo "$(MODEL) not found: downloading a small public TinyStories GGUF"; \
+	    for u in $(MODEL_URLS); do curl -fL --retry 2 -o "$$model.part" "$$u" && mv "$$model.part" "$$model" && break; done; \
+	    [ -f "$$model" ] || { echo "download failed: put a GGUF at $(MODEL) or run: make run MODEL=path/to/model.gguf"; exit 1; }; \
+	  fi; \
+	fi; \
+	build/tempo --model "$$model" $(RUN_ARGS)
 
 clean:
 	rm -rf build
