@@ -291,6 +291,10 @@ static void check_type(uint32_t type, int n_in, int n_out) {
                           tp_dtype_name(type), k_levels[l], diff_threads, p + 1, nb);
                 CHECK_MSG(diff_scalar == 0, "%s %s: %d outputs differ from scalar (nb %d)", tp_dtype_name(type),
                           k_levels[l], diff_scalar, nb);
+                if (have_scalar && tp_mm_is_legacy(type))
+                    CHECK_MSG(memcmp(y, ys, sizeof(float) * (size_t)n_out * nb) == 0,
+                              "%s %s: not bit-identical to scalar (ggml's order) at nb %d", tp_dtype_name(type),
+                              k_levels[l], nb);
             }
             if (l == 0) { memcpy(ys, y0, sizeof(float) * (size_t)n_out * nb); have_scalar = 1; }
         }
@@ -398,9 +402,9 @@ TEST(kernels_act_quantizers_match_scalar) {
                 memset(c1, 1, sizeof c1); memset(c2, 2, sizeof c2);
                 memset(d1, 1, sizeof d1); memset(d2, 2, sizeof d2);
                 memset(m1, 1, sizeof m1); memset(m2, 2, sizeof m2);
-                if (kind == TP_ACT_Q8) tp_mm_quant_q8_scalar(x, N, off, q1, c1, d1, m1);
-                else tp_mm_quant_q8k_scalar(x, N, off, q1, c1, d1, m1);
-                impl.quant[kind](x, N, off, q2, c2, d2, m2);
+                if (kind == TP_ACT_Q8) tp_mm_quant_q8_scalar(x, N, off, q1, c1, d1, m1, 32, 8, 1);
+                else tp_mm_quant_q8k_scalar(x, N, off, q1, c1, d1, m1, 32, 8, 1);
+                impl.quant[kind == TP_ACT_Q8 ? TP_Q8_0 : TP_Q4_K](x, N, off, q2, c2, d2, m2, 32, 8, 1);
                 CHECK_MSG(memcmp(q1, q2, sizeof q1) == 0, "trial %d kind %d: q differs", trial, kind);
                 CHECK_MSG(memcmp(c1, c2, sizeof c1) == 0, "trial %d kind %d: c differs", trial, kind);
                 CHECK_MSG(memcmp(d1, d2, sizeof d1) == 0, "trial %d kind %d: d differs", trial, kind);
@@ -423,7 +427,7 @@ TEST(kernels_act_q8_0_rounding) {
     int8_t q[32];
     int32_t c[8];
     float d, m;
-    tp_mm_quant_q8_scalar(x, 32, 8, q, c, &d, &m);
+    tp_mm_quant_q8_scalar(x, 32, 8, q, c, &d, &m, 32, 8, 1);
     CHECK_INT_EQ(q[0], 127);
     CHECK_INT_EQ(q[1], 2);
     CHECK_INT_EQ(q[2], 4);

@@ -38,6 +38,8 @@ int tp_mm_act_kind(uint32_t type) {
     }
 }
 
+int tp_mm_is_legacy(uint32_t type) { return tp_mm_act_kind(type) == TP_ACT_Q8; }
+
 /* Weights are fed to the u8 x s8 instructions as value + offset >= 0. */
 int tp_mm_offset(uint32_t type) {
     switch (type) {
@@ -78,48 +80,45 @@ static void fill_sums(const int8_t *q, int offset, int32_t *c, int *sum) {
     *sum = s;
 }
 
-void tp_mm_quant_q8_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d,
-                           float *m) {
+void tp_mm_quant_q8_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
+                           size_t qg, size_t cg, size_t dg) {
     for (int g = 0; g < n / 32; g++) {
         const float *xs = x + 32 * g;
+        int8_t *qs = q + (size_t)g * qg;
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xs[j]));
         float dd = amax / 127.0f;
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        for (int j = 0; j < 32; j++) q[32 * g + j] = (int8_t)q8_round(xs[j] * id);
+        for (int j = 0; j < 32; j++) qs[j] = (int8_t)q8_round(xs[j] * id);
         int sum;
-        fill_sums(q + 32 * g, offset, c + 8 * g, &sum);
-        d[g] = round_f16(dd);
-        m[g] = round_f16(dd * (float)sum);
+        fill_sums(qs, offset, c + (size_t)g * cg, &sum);
+        d[(size_t)g * dg] = round_f16(dd);
+        m[(size_t)g * dg] = round_f16(dd * (float)sum);
     }
 }
 
-void tp_mm_quant_q8k_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d,
-                            float *m) {
+void tp_mm_quant_q8k_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
+                            size_t qg, size_t cg, size_t dg) {
     for (int s = 0; s < n / 256; s++) {
         const float *xs = x + 256 * s;
-        int8_t *qs = q + 256 * s;
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < 256; j++) {
             float ax = fabsf(xs[j]);
             if (ax > amax) { amax = ax; max = xs[j]; }
         }
-        float dd = 0.0f;
-        if (amax == 0.0f) {
-            memset(qs, 0, 256);
-        } else {
-            float iscale = -127.0f / max;
-            for (int j = 0; j < 256; j++) {
-                int v = q8_round(iscale * xs[j]);
+        float dd = 0.0f, iscale = amax == 0.0f ? 0.0f : -127.0f / max;
+        if (amax != 0.0f) dd = 1.0f / iscale;
+        for (int g = 0; g < 8; g++) {
+            const size_t gi = 8 * (size_t)s + (size_t)g;
+            int8_t *qs = q + gi * qg;
+            for (int j = 0; j < 32; j++) {
+                int v = q8_round(iscale * xs[32 * g + j]);
                 qs[j] = (int8_t)(v < 127 ? v : 127);
             }
-            dd = 1.0f / iscale;
-        }
-        for (int g = 0; g < 8; g++) {
-            int gi = 8 * s + g, sum;
-            fill_sums(qs + 32 * g, offset, c + 8 * gi, &sum);
-            d[gi] = dd;
-            m[gi] = dd * (float)sum;
+            int sum;
+            fill_sums(qs, offset, c + gi * cg, &sum);
+            d[gi * dg] = dd;
+            m[gi * dg] = dd * (float)sum;
         }
     }
 }
@@ -216,7 +215,6 @@ static void sdecode(uint32_t type, const uint8_t *row, int g, sgroup *o) {
 static void kern_scalar_quant(const tp_mm_job *J, int r0, int r1, float *scratch) {
     (void)scratch;
     const int G = J->n_in / 32, nb = J->nb;
-    const size_t gs = J->xg_stride;
     const int has_min = J->type == TP_Q4_1 || J->type == TP_Q5_1 || J->type == TP_Q4_K ||
                         J->type == TP_Q5_K;
     float acc[TP_MATMUL_MAX_BATCH];
@@ -227,16 +225,52 @@ static void kern_scalar_quant(const tp_mm_job *J, int r0, int r1, float *scratch
         for (int g = 0; g < G; g++) {
             sdecode(J->type, row, g, &grp);
             for (int b = 0; b < nb; b++) {
-                const int8_t *xq = J->xq + (size_t)b * J->xq_stride + 32 * g;
+                const int8_t *xq = J->xq + (size_t)b * J->xq_bs + (size_t)g * J->xq_gs;
+                const size_t xg = (size_t)b * J->xg_bs + (size_t)g * J->xg_gs;
                 int i0 = 0, i1 = 0;
                 for (int l = 0; l < 16; l++) i0 += grp.v[l] * xq[l];
                 for (int l = 16; l < 32; l++) i1 += grp.v[l] * xq[l];
-                float t = J->xd[b * gs + g] * (grp.s0 * (float)i0 + grp.s1 * (float)i1);
-                if (has_min) t += grp.mn * J->xm[b * gs + g];
+                float t = J->xd[xg] * (grp.s0 * (float)i0 + grp.s1 * (float)i1);
+                if (has_min) t += grp.mn * J->xm[xg];
                 acc[b] += t;
             }
         }
         for (int b = 0; b < nb; b++) J->y[(size_t)b * J->n_out + r] = acc[b];
+    }
+}
+
+/* The legacy types in ggml's x86 order (matmul_internal.h): 8 lanes of 4
+ * products per block, lane-wise fma with d_w*d_x, ggml's horizontal sum. */
+static float hsum8_ggml(const float a[8]) {
+    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+static void kern_scalar_legacy(const tp_mm_job *J, int r0, int r1, float *scratch) {
+    (void)scratch;
+    const int G = J->n_in / 32, nb = J->nb;
+    const int has_min = J->type == TP_Q4_1 || J->type == TP_Q5_1;
+    float acc[TP_MATMUL_MAX_BATCH][8], summs[TP_MATMUL_MAX_BATCH];
+    sgroup grp;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = J->w + (size_t)r * J->row_bytes;
+        memset(acc, 0, sizeof acc);
+        memset(summs, 0, sizeof summs);
+        for (int g = 0; g < G; g++) {
+            sdecode(J->type, row, g, &grp);
+            for (int b = 0; b < nb; b++) {
+                const int8_t *xq = J->xq + (size_t)b * J->xq_bs + (size_t)g * J->xq_gs;
+                const size_t xg = (size_t)b * J->xg_bs + (size_t)g * J->xg_gs;
+                const float d = grp.s0 * J->xd[xg];
+                for (int l = 0; l < 8; l++) {
+                    int li = 0;
+                    for (int k = 0; k < 4; k++) li += grp.v[4 * l + k] * xq[4 * l + k];
+                    acc[b][l] = fmaf(d, (float)li, acc[b][l]);
+                }
+                if (has_min) summs[b] += grp.mn * J->xm[xg];
+            }
+        }
+        for (int b = 0; b < nb; b++) J->y[(size_t)b * J->n_out + r] = hsum8_ggml(acc[b]) + summs[b];
     }
 }
 
@@ -301,12 +335,15 @@ static int cpu_has_avx512(void) {
 
 static void init_once(void) {
     tp_mm_impl *s = &g_impl[TP_SIMD_SCALAR];
-    for (int t = 0; t < TP_MM_NTYPES; t++)
-        s->kernel[t] = tp_mm_act_kind((uint32_t)t) == TP_ACT_F32 ? kern_scalar_float : kern_scalar_quant;
-    s->quant[TP_ACT_Q8] = tp_mm_quant_q8_scalar;
-    s->quant[TP_ACT_Q8K] = tp_mm_quant_q8k_scalar;
+    for (int t = 0; t < TP_MM_NTYPES; t++) {
+        int kind = tp_mm_act_kind((uint32_t)t);
+        s->kernel[t] = kind == TP_ACT_F32 ? kern_scalar_float
+                       : kind == TP_ACT_Q8 ? kern_scalar_legacy
+                                           : kern_scalar_quant;
+        s->quant[t] = kind == TP_ACT_Q8 ? tp_mm_quant_q8_scalar : kind == TP_ACT_Q8K ? tp_mm_quant_q8k_scalar : NULL;
+        s->layout[t] = kind == TP_ACT_Q8 ? TP_LAYOUT_GROUP_MAJOR : TP_LAYOUT_ACT_MAJOR;
+    }
     s->row_step = 1;
-    s->chunk_groups = 1;
     g_avail[TP_SIMD_SCALAR] = 1;
     g_best = TP_SIMD_SCALAR;
     if (cpu_has_avx2() && tp_mm_fill_avx2(&g_impl[TP_SIMD_AVX2])) {
@@ -317,19 +354,18 @@ static void init_once(void) {
         g_avail[TP_SIMD_AVX512] = 1;
         g_best = TP_SIMD_AVX512;
     }
-    /* Lower levels fill the gaps of higher ones: kernels on f32 inputs always,
-     * kernels on quantized inputs only if the activation layout is the same. */
+    /* Lower levels fill the gaps of higher ones (kernel, quantizer and
+     * layout travel together). */
     for (int l = 1; l < TP_SIMD_N; l++) {
         if (!g_avail[l]) continue;
         tp_mm_impl *hi = &g_impl[l], *lo = &g_impl[l - 1];
         if (hi->row_step < 1) hi->row_step = 1;
-        if (hi->chunk_groups < 1) hi->chunk_groups = 1;
-        int same = hi->chunk_groups == lo->chunk_groups;
-        for (int t = 0; t < TP_MM_NTYPES; t++)
-            if (!hi->kernel[t] && (same || tp_mm_act_kind((uint32_t)t) == TP_ACT_F32))
-                hi->kernel[t] = lo->kernel[t];
-        for (int k = 1; k < 3; k++)
-            if (!hi->quant[k] && same) hi->quant[k] = lo->quant[k];
+        for (int t = 0; t < TP_MM_NTYPES; t++) {
+            if (hi->kernel[t]) continue;
+            hi->kernel[t] = lo->kernel[t];
+            hi->quant[t] = lo->quant[t];
+            hi->layout[t] = lo->layout[t];
+        }
     }
     int level = g_best;
     const char *env = getenv("TEMPO_SIMD");
@@ -423,11 +459,11 @@ size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c) { return c ? c->bytes : 0; }
 
 static void quantize_acts(const tp_matmul_ctx *c, int b0, int b1) {
     const tp_mm_job *J = &c->job;
-    int kind = tp_mm_act_kind(J->type), off = tp_mm_offset(J->type);
-    tp_mm_quant_fn q = c->impl->quant[kind];
+    int off = tp_mm_offset(J->type);
+    tp_mm_quant_fn q = c->impl->quant[J->type];
     for (int b = b0; b < b1; b++)
-        q(J->xf + (size_t)b * J->n_in, J->n_in, off, c->xq + (size_t)b * J->xq_stride,
-          c->xc + (size_t)b * J->xc_stride, c->xd + (size_t)b * J->xg_stride, c->xm + (size_t)b * J->xg_stride);
+        q(J->xf + (size_t)b * J->n_in, J->n_in, off, c->xq + (size_t)b * J->xq_bs, c->xc + (size_t)b * J->xc_bs,
+          c->xd + (size_t)b * J->xg_bs, c->xm + (size_t)b * J->xg_bs, J->xq_gs, J->xc_gs, J->xg_gs);
 }
 
 static void quant_task(void *ctx, int ith, int nth) {
@@ -457,7 +493,7 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     int kind = tp_mm_act_kind(type);
     int bad = type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || n_in % (int)be != 0 ||
               n_in > c->max_n_in || (kind != TP_ACT_F32 && n_in % 32 != 0) || !impl->kernel[type] ||
-              (kind != TP_ACT_F32 && !impl->quant[kind]);
+              (kind != TP_ACT_F32 && !impl->quant[type]);
     if (bad) {
         /* A caller bug (the loader checks types and shapes): make it visible. */
         for (size_t i = 0; i < (size_t)nb * (size_t)n_out; i++) y[i] = NAN;
@@ -475,11 +511,8 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     J->xc = c->xc;
     J->xd = c->xd;
     J->xm = c->xm;
-    int cg = impl->chunk_groups;
-    size_t gp = (size_t)((n_in / 32 + cg - 1) / cg * cg);
-    J->xg_stride = gp;
-    J->xq_stride = gp * 32;
-    J->xc_stride = gp * 8;
+    const int layout = impl->layout[type];
+    const size_t G = (size_t)(n_in / 32), Gp = (G + 15) / 16 * 16;
 
     /* Rows in chunks handed out dynamically: a few chunks per thread keep the
      * threads balanced, and each chunk is a long sequential stream. */
@@ -495,6 +528,16 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
         J->nb = nbc;
         J->xf = x + (size_t)b0 * n_in;
         J->y = y + (size_t)b0 * n_out;
+        if (layout == TP_LAYOUT_GROUP_MAJOR) {
+            J->xq_bs = 32, J->xq_gs = 32 * (size_t)nbc;
+            J->xc_bs = 8, J->xc_gs = 8 * (size_t)nbc;
+            J->xg_bs = 1, J->xg_gs = (size_t)nbc;
+        } else {
+            size_t gs = layout == TP_LAYOUT_T16 ? Gp : G;
+            J->xq_bs = 32 * gs, J->xq_gs = 32;
+            J->xc_bs = 8 * gs, J->xc_gs = 8;
+            J->xg_bs = gs, J->xg_gs = 1;
+        }
         if (kind != TP_ACT_F32) {
             if (nbc > 1 && c->n_threads > 1 && (size_t)nbc * (size_t)n_in >= 16384)
                 tp_pool_run(c->pool, quant_task, c);

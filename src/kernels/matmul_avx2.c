@@ -1,5 +1,8 @@
 /* matmul_avx2.c: AVX2+FMA+F16C kernels and activation quantizers.
  *
+ * For the legacy types the per-block arithmetic is ggml's AVX2 vec_dot's
+ * (see matmul_internal.h), so the results equal llama.cpp's bit for bit.
+ *
  * Integer kernels: one weight row at a time against a tile of up to 8
  * quantized inputs; each group of 32 weights is decoded once and multiplied
  * with every input of the tile (_mm256_maddubs_epi16 u8 x s8 pairs, then
@@ -45,7 +48,8 @@ X86_AVX2 int lane_sums(__m256i q, int offset, int32_t *c) {
 }
 
 __attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8_avx2(const float *x, int n, int offset, int8_t *q,
-                                                                 int32_t *c, float *d, float *m) {
+                                                                 int32_t *c, float *d, float *m, size_t qg,
+                                                                 size_t cg, size_t dg) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int g = 0; g < n / 32; g++) {
         const float *xs = x + 32 * g;
@@ -58,24 +62,23 @@ __attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8_avx2(const float *x
         __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
         __m256i qv = pack32(_mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), _mm256_cvtps_epi32(_mm256_mul_ps(v1, id)),
                             _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), _mm256_cvtps_epi32(_mm256_mul_ps(v3, id)));
-        _mm256_storeu_si256((__m256i *)(void *)(q + 32 * g), qv);
-        int sum = lane_sums(qv, offset, c + 8 * g);
-        d[g] = round_f16_x86(dd);
-        m[g] = round_f16_x86(dd * (float)sum);
+        _mm256_storeu_si256((__m256i *)(void *)(q + (size_t)g * qg), qv);
+        int sum = lane_sums(qv, offset, c + (size_t)g * cg);
+        d[(size_t)g * dg] = round_f16_x86(dd);
+        m[(size_t)g * dg] = round_f16_x86(dd * (float)sum);
     }
 }
 
 __attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8k_avx2(const float *x, int n, int offset, int8_t *q,
-                                                                  int32_t *c, float *d, float *m) {
+                                                                  int32_t *c, float *d, float *m, size_t qg,
+                                                                  size_t cg, size_t dg) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int s = 0; s < n / 256; s++) {
         const float *xs = x + 256 * s;
         __m256 a = _mm256_setzero_ps();
         for (int i = 0; i < 256; i += 8) a = _mm256_max_ps(a, _mm256_andnot_ps(sign, _mm256_loadu_ps(xs + i)));
-        float amax = hmax8(a), dd = 0.0f;
-        if (amax == 0.0f) {
-            memset(q + 256 * s, 0, 256);
-        } else {
+        float amax = hmax8(a), dd = 0.0f, iscale = 0.0f;
+        if (amax != 0.0f) {
             /* the first value of largest magnitude gives the sign, as in ggml */
             float max = 0.0f;
             __m256 am = _mm256_set1_ps(amax);
@@ -83,25 +86,23 @@ __attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8k_avx2(const float *
                 int msk = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xs + i)), am, _CMP_EQ_OQ));
                 if (msk) { max = xs[i + __builtin_ctz((unsigned)msk)]; break; }
             }
-            float iscale = -127.0f / max;
-            __m256 is = _mm256_set1_ps(iscale);
-            const __m256i lim = _mm256_set1_epi32(127);
-            for (int g = 0; g < 8; g++) {
-                const float *xg = xs + 32 * g;
-                __m256i i0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg), is)), lim);
-                __m256i i1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 8), is)), lim);
-                __m256i i2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 16), is)), lim);
-                __m256i i3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 24), is)), lim);
-                _mm256_storeu_si256((__m256i *)(void *)(q + 256 * s + 32 * g), pack32(i0, i1, i2, i3));
-            }
+            iscale = -127.0f / max;
             dd = 1.0f / iscale;
         }
+        const __m256 is = _mm256_set1_ps(iscale);
+        const __m256i lim = _mm256_set1_epi32(127);
         for (int g = 0; g < 8; g++) {
-            int gi = 8 * s + g;
-            __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)(q + 256 * s + 32 * g));
-            int sum = lane_sums(qv, offset, c + 8 * gi);
-            d[gi] = dd;
-            m[gi] = dd * (float)sum;
+            const float *xg = xs + 32 * g;
+            const size_t gi = 8 * (size_t)s + (size_t)g;
+            __m256i i0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg), is)), lim);
+            __m256i i1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 8), is)), lim);
+            __m256i i2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 16), is)), lim);
+            __m256i i3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 24), is)), lim);
+            __m256i qv = pack32(i0, i1, i2, i3);
+            _mm256_storeu_si256((__m256i *)(void *)(q + gi * qg), qv);
+            int sum = lane_sums(qv, offset, c + gi * cg);
+            d[gi * dg] = dd;
+            m[gi * dg] = dd * (float)sum;
         }
     }
 }
@@ -114,9 +115,9 @@ X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, c
     const int G = J->n_in / 32, gpb = X86_GPB(type), nsb = G / gpb;
     const int corr = type == TP_Q4_0 || type == TP_Q5_0 || type == TP_Q6_K;
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[8];
+    __m256 acc[8], macc[8]; /* macc lane 0: Q4_1/Q5_1 min terms, summed apart as in ggml */
 #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) acc[t] = macc[t] = _mm256_setzero_ps();
     for (int sb = 0; sb < nsb; sb++) {
         xhdr h = x86_hdr(type, row, sb);
 #pragma GCC unroll 8
@@ -127,24 +128,25 @@ X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, c
             __m256 mv = _mm256_set_ps(0, 0, 0, 0, 0, 0, 0, w.mn);
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
-                const size_t bg = (size_t)(b0 + t) * J->xg_stride + g;
-                __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(J->xq + (size_t)(b0 + t) * J->xq_stride + 32 * g));
+                const size_t b = (size_t)(b0 + t), bg = b * J->xg_bs + (size_t)g * J->xg_gs;
+                __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(J->xq + b * J->xq_bs + (size_t)g * J->xq_gs));
                 if (type == TP_Q8_0) x = _mm256_sign_epi8(x, w.q);
                 __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, x), ones);
-                if (corr) p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(const void *)(J->xc + (size_t)(b0 + t) * J->xc_stride + 8 * g)));
+                if (corr) p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(const void *)(J->xc + b * J->xc_bs + (size_t)g * J->xc_gs)));
                 __m256 sc = _mm256_mul_ps(w.s, _mm256_set1_ps(J->xd[bg]));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc[t]);
-                if (X86_HAS_MIN(type)) acc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(J->xm[bg]), acc[t]);
+                if (X86_HAS_MIN(type)) macc[t] = _mm256_add_ps(macc[t], _mm256_mul_ps(mv, _mm256_set1_ps(J->xm[bg])));
             }
         }
         if (X86_K_MIN(type)) {
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++)
-                acc[t] = _mm256_fmadd_ps(h.mn, _mm256_loadu_ps(J->xm + (size_t)(b0 + t) * J->xg_stride + 8 * sb), acc[t]);
+                acc[t] = _mm256_fmadd_ps(h.mn, _mm256_loadu_ps(J->xm + (size_t)(b0 + t) * J->xg_bs + 8 * (size_t)sb), acc[t]); /* ACT_MAJOR */
         }
     }
 #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) J->y[(size_t)(b0 + t) * J->n_out + r] = x86_hsum8(acc[t]);
+    for (int t = 0; t < T; t++)
+        J->y[(size_t)(b0 + t) * J->n_out + r] = x86_hsum8(acc[t]) + _mm256_cvtss_f32(macc[t]);
 }
 
 X86_AVX2 void avx2_qrows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
@@ -157,8 +159,9 @@ X86_AVX2 void avx2_qrows(const tp_mm_job *J, int r0, int r1, const uint32_t type
             for (size_t o = 0; o < J->row_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
         }
         int b = 0;
-        for (; J->nb - b >= 8; b += 8) avx2_qtile(J, type, 8, row, r, b);
-        if (J->nb - b >= 4) { avx2_qtile(J, type, 4, row, r, b); b += 4; }
+        if (!X86_HAS_MIN(type))
+            for (; J->nb - b >= 8; b += 8) avx2_qtile(J, type, 8, row, r, b);
+        for (; J->nb - b >= 4; b += 4) avx2_qtile(J, type, 4, row, r, b);
         if (J->nb - b >= 2) { avx2_qtile(J, type, 2, row, r, b); b += 2; }
         if (J->nb - b >= 1) avx2_qtile(J, type, 1, row, r, b);
     }
@@ -278,10 +281,13 @@ int tp_mm_fill_avx2(tp_mm_impl *impl) {
     impl->kernel[TP_Q4_K] = k_q4_K;
     impl->kernel[TP_Q5_K] = k_q5_K;
     impl->kernel[TP_Q6_K] = k_q6_K;
-    impl->quant[TP_ACT_Q8] = tp_mm_quant_q8_avx2;
-    impl->quant[TP_ACT_Q8K] = tp_mm_quant_q8k_avx2;
+    for (int t = 0; t < TP_MM_NTYPES; t++) {
+        int kind = tp_mm_act_kind((uint32_t)t);
+        if (!impl->kernel[t] || kind == TP_ACT_F32) continue;
+        impl->quant[t] = kind == TP_ACT_Q8 ? tp_mm_quant_q8_avx2 : tp_mm_quant_q8k_avx2;
+        impl->layout[t] = kind == TP_ACT_Q8 ? TP_LAYOUT_GROUP_MAJOR : TP_LAYOUT_ACT_MAJOR;
+    }
     impl->row_step = 4;
-    impl->chunk_groups = 1;
     return 1;
 }
 

@@ -1,14 +1,20 @@
 /* matmul_avx512.c: AVX-512 (F/BW/VL + VNNI) kernels.
  *
- * Integer kernels work on chunks of 16 groups of 32 weights. A chunk of a row
- * is decoded to unsigned bytes (value + offset) and transposed so that int32
- * lane i of each of 8 registers holds 4 weights of group i; the activations are
- * stored in the same transposed layout (matmul_internal.h). 8 VPDPBUSD then
- * give the 16 groups' integer dot products, started from the activations'
- * offset corrections, and a single convert + multiply + FMA applies the 16
- * groups' weight and activation scales: 512 products for ~11 instructions.
- * Two rows are done together so that each activation load feeds two
- * VPDPBUSD, and a row pair's decoded chunk serves all the inputs.
+ * Legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): two rows per register, ggml's
+ * order of operations (results equal llama.cpp's and the other levels'), see
+ * the g8_* functions.
+ *
+ * K-quants (Q4_K, Q5_K, Q6_K) work on chunks of 16 groups of 32 weights. A
+ * chunk of a row is decoded to unsigned bytes (value + offset) and transposed
+ * so that int32 lane i of each of 8 registers holds 4 weights of group i; the
+ * activations are stored in the same transposed layout (matmul_internal.h).
+ * 8 VPDPBUSD then give the 16 groups' integer dot products, started from the
+ * activations' offset corrections, and a single convert + multiply + FMA
+ * applies the 16 groups' weight and activation scales: 512 products for ~11
+ * instructions. Two rows are done together so that each activation load feeds
+ * two VPDPBUSD, and a row pair's decoded chunk serves all the inputs. (ggml's
+ * own K-quant order is different again, so nothing is lost in exactness.)
+ *
  * Float kernels: 4 rows x up to 4 inputs of 16-wide FMAs.
  */
 #include "kernels/matmul_internal.h"
@@ -34,11 +40,147 @@ X86_512 float hsum_hi(__m512 v) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* integer kernels: chunks of 16 groups, one group per int32 lane            */
+/* legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): ggml's order                */
+/*
+ * One 512-bit register holds the same block of row r (low half) and row r+1
+ * (high half) as unsigned bytes; the input block (32 int8) is broadcast to
+ * both halves. Per block and input: VPDPBUSD from the offset correction gives
+ * the 8 int32 lanes of 4 products of each row -- the very lanes ggml's AVX2
+ * vec_dot forms -- then acc = fma(float(lanes), d_w*d_x, acc), and each half
+ * is summed like ggml's hsum_float_8, so the results equal llama.cpp's (and
+ * the other levels') bit for bit. Blocks of both rows are decoded once per
+ * tile of up to 16 inputs.
+ */
 
-/* vpermt2d index tables (filled once): the 16x8 dword transpose (a, b, c),
- * the 16x4 one of raw Q4 bytes (d, then c), and the Q4_K chunk pick (k4). */
-static int32_t g_tr_a[2][16], g_tr_b[2][16], g_tr_c[2][16], g_tr_d[2][16], g_tr_k4[8][16];
+/* [h0 x 8 | h1 x 8] as floats: both halves in one integer, one convert of
+ * two values, one lane permute */
+X86_512 __m512 f16_pair(const uint8_t *a, const uint8_t *b) {
+    uint16_t ha, hb;
+    memcpy(&ha, a, 2);
+    memcpy(&hb, b, 2);
+    const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)ha | ((uint32_t)hb << 16))));
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f));
+}
+
+typedef struct {
+    __m512i q; /* unsigned bytes (value + offset) */
+    __m512 s;  /* d of row r x 8 | d of row r+1 x 8 */
+    __m512 m;  /* Q4_1/Q5_1: [m_r, 0 x 7, m_r+1, 0 x 7] */
+} g8_block;
+
+/* Block of rows r (at a) and r+1 (at b). */
+X86_512 void g8_decode(const uint32_t type, const uint8_t *a, const uint8_t *b, g8_block *o) {
+    o->s = f16_pair(a, b);
+    o->m = _mm512_setzero_ps();
+    if (type == TP_Q8_0) {
+        o->q = _mm512_xor_si512(cat_si(_mm256_loadu_si256((const __m256i *)(const void *)(a + 2)),
+                                       _mm256_loadu_si256((const __m256i *)(const void *)(b + 2))),
+                                _mm512_set1_epi8((char)0x80));
+        return;
+    }
+    const size_t qo = type == TP_Q4_0 ? 2 : type == TP_Q4_1 ? 4 : type == TP_Q5_0 ? 6 : 8;
+    /* [qs_a, qs_a, qs_b, qs_b]; the second copy of each gives the high nibbles */
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(a + qo)));
+    v = _mm512_mask_broadcast_i32x4(v, 0xFF00, _mm_loadu_si128((const __m128i *)(const void *)(b + qo)));
+    v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4), _mm512_set1_epi8(0x0F));
+    if (type == TP_Q5_0 || type == TP_Q5_1) {
+        uint32_t qa, qb;
+        memcpy(&qa, a + qo - 4, 4);
+        memcpy(&qb, b + qo - 4, 4);
+        __mmask64 hi = _cvtu64_mask64((uint64_t)qa | ((uint64_t)qb << 32));
+        v = _mm512_mask_add_epi8(v, hi, v, _mm512_set1_epi8(0x10));
+    }
+    o->q = v;
+    if (type == TP_Q4_1 || type == TP_Q5_1) {
+        float ma = x86_f16(a + 2), mb = x86_f16(b + 2);
+        o->m = _mm512_set_ps(0, 0, 0, 0, 0, 0, 0, mb, 0, 0, 0, 0, 0, 0, 0, ma);
+    }
+}
+
+X86_512 void g8_tile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *ra, const uint8_t *rb,
+                     int r, int two, int b0) {
+    const int G = J->n_in / 32;
+    const size_t bs = type == TP_Q8_0 ? 34 : type == TP_Q4_0 ? 18 : type == TP_Q4_1 ? 20 : type == TP_Q5_0 ? 22 : 24;
+    const int corr = type == TP_Q8_0 || type == TP_Q4_0 || type == TP_Q5_0;
+    const int mins = X86_HAS_MIN(type);
+    /* group-major activations: the tile's inputs are adjacent */
+    const int8_t *xq = J->xq + (size_t)b0 * 32;
+    const int32_t *xc = J->xc + (size_t)b0 * 8;
+    const float *xd = J->xd + b0, *xm = J->xm + b0;
+    const size_t qgs = J->xq_gs, cgs = J->xc_gs, ggs = J->xg_gs;
+    __m512 acc[16], macc[16];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; t++) acc[t] = macc[t] = _mm512_setzero_ps();
+    const uint8_t *a = ra, *b = rb;
+    for (int g = 0; g < G; g++, a += bs, b += bs) {
+        if (T <= 2 && (g & 1) == 0) {
+            /* the weights stream: fetch ~8 blocks ahead */
+            _mm_prefetch((const char *)a + 8 * bs, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + 8 * bs, _MM_HINT_T0);
+        }
+        g8_block w;
+        g8_decode(type, a, b, &w);
+        const int8_t *xqg = xq + (size_t)g * qgs;
+        const int32_t *xcg = xc + (size_t)g * cgs;
+        const float *xdg = xd + (size_t)g * ggs, *xmg = xm + (size_t)g * ggs;
+#pragma GCC unroll 16
+        for (int t = 0; t < T; t++) {
+            const __m512i x = bcast_si(xqg + 32 * t);
+            const __m512i c = corr ? bcast_si(xcg + 8 * t) : _mm512_setzero_si512();
+            const __m512i p = _mm512_dpbusd_epi32(c, w.q, x);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(w.s, _mm512_set1_ps(xdg[t])), acc[t]);
+            if (mins) macc[t] = _mm512_add_ps(macc[t], _mm512_mul_ps(w.m, _mm512_set1_ps(xmg[t])));
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; t++) {
+        float *y = J->y + (size_t)(b0 + t) * J->n_out + r;
+        float ma = 0.0f, mb = 0.0f;
+        if (mins) {
+            ma = _mm512_cvtss_f32(macc[t]);
+            mb = _mm512_cvtss_f32(_mm512_castps256_ps512(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(macc[t]), 1))));
+        }
+        y[0] = hsum_lo(acc[t]) + ma;
+        if (two) y[1] = hsum_hi(acc[t]) + mb;
+    }
+}
+
+X86_512 void g8_rows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
+    const int big = X86_HAS_MIN(type) ? 8 : 16; /* registers: acc (+ macc) per input */
+    for (int r = r0; r < r1; r += 2) {
+        const uint8_t *ra = J->w + (size_t)r * J->row_bytes;
+        const int two = r + 1 < r1;
+        const uint8_t *rb = two ? ra + J->row_bytes : ra;
+        int b = 0;
+        if (big == 16)
+            for (; J->nb - b >= 16; b += 16) g8_tile(J, type, 16, ra, rb, r, two, b);
+        for (; J->nb - b >= 8; b += 8) g8_tile(J, type, 8, ra, rb, r, two, b);
+        if (J->nb - b >= 4) { g8_tile(J, type, 4, ra, rb, r, two, b); b += 4; }
+        if (J->nb - b >= 2) { g8_tile(J, type, 2, ra, rb, r, two, b); b += 2; }
+        if (J->nb - b >= 1) g8_tile(J, type, 1, ra, rb, r, two, b);
+    }
+}
+
+#define AVX512_G8KERNEL(name, type)                                                        \
+    __attribute__((target(X86_512_TARGET))) static void name(const tp_mm_job *J, int r0, \
+                                                             int r1, float *scratch) {   \
+        (void)scratch;                                                                   \
+        g8_rows(J, r0, r1, type);                                                        \
+    }
+
+AVX512_G8KERNEL(k_q8_0, TP_Q8_0)
+AVX512_G8KERNEL(k_q4_0, TP_Q4_0)
+AVX512_G8KERNEL(k_q4_1, TP_Q4_1)
+AVX512_G8KERNEL(k_q5_0, TP_Q5_0)
+AVX512_G8KERNEL(k_q5_1, TP_Q5_1)
+
+/* ------------------------------------------------------------------------ */
+/* K-quants: chunks of 16 groups, one group per int32 lane            */
+
+/* vpermt2d index tables (filled once): the 16x8 dword transpose (a, b, c)
+ * and the Q4_K chunk pick (k4). */
+static int32_t g_tr_a[2][16], g_tr_b[2][16], g_tr_c[2][16], g_tr_k4[8][16];
 
 static void init_transpose_tables(void) {
     for (int k = 0; k < 2; k++)
@@ -49,9 +191,6 @@ static void init_transpose_tables(void) {
             for (int g8 = 0; g8 < 8; g8++) g_tr_b[l][8 * jj + g8] = 16 * (g8 >> 2) + 4 * (2 * l + jj) + (g8 & 3);
     for (int jj = 0; jj < 2; jj++)
         for (int i = 0; i < 16; i++) g_tr_c[jj][i] = 16 * (i >> 3) + 8 * jj + (i & 7);
-    for (int k = 0; k < 2; k++)
-        for (int jj = 0; jj < 2; jj++)
-            for (int g8 = 0; g8 < 8; g8++) g_tr_d[k][8 * jj + g8] = 16 * (g8 >> 2) + 4 * (g8 & 3) + 2 * k + jj;
     for (int j = 0; j < 8; j++)
         for (int i = 0; i < 16; i++) g_tr_k4[j][i] = 8 * ((i >> 1) & 3) + j;
 }
@@ -92,91 +231,7 @@ typedef struct {
     __m512 s, s2, m;
 } t16_chunk;
 
-/* Full chunks of the common types, without the per-group AVX2 decode. */
-
-/* 16 fp16 values at p, p + stride, ... as floats (two-byte stores, one load) */
-X86_512 __m512 f16x16(const uint8_t *p, size_t stride) {
-    /* four halves per 64-bit integer (scalar ports), then 4 vector inserts
-     * instead of 16 dependent word inserts */
-    long long q[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        uint64_t v = 0;
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            uint16_t h;
-            memcpy(&h, p + stride * (size_t)(4 * i + j), 2);
-            v |= (uint64_t)h << (16 * j);
-        }
-        q[i] = (long long)v;
-    }
-    return _mm512_cvtph_ps(_mm256_setr_epi64x(q[0], q[1], q[2], q[3]));
-}
-
-X86_512 void prep_q8_0(const uint8_t *b, t16_chunk *o) {
-    __m512i N[8];
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; m++) {
-        const uint8_t *p = b + 68 * m; /* blocks 2m, 2m+1 */
-        __m512i lo = _mm512_loadu_si512(p + 2), hi = _mm512_loadu_si512(p + 4);
-        N[m] = _mm512_xor_si512(_mm512_mask_blend_epi64(0xF0, lo, hi), _mm512_set1_epi8((char)0x80));
-    }
-    transpose16(N, o->w);
-    o->s = o->s2 = f16x16(b, 34);
-    o->m = _mm512_setzero_ps();
-}
-
-/* Q4_0/Q4_1/Q5_0/Q5_1: transpose the 16 raw bytes of each block (4 dwords),
- * then split nibbles: dword j's low nibbles are values 4j..4j+3, its high
- * nibbles values 16+4j..16+4j+3. Q5: the fifth bits from qh. */
-X86_512 void prep_q4(const uint32_t type, const uint8_t *b, t16_chunk *o) {
-    const size_t bs = type == TP_Q4_0 ? 18 : type == TP_Q4_1 ? 20 : type == TP_Q5_0 ? 22 : 24;
-    const size_t qo = type == TP_Q4_0 ? 2 : type == TP_Q4_1 ? 4 : type == TP_Q5_0 ? 6 : 8;
-    __m512i R[4], T[2][2], Wr[4];
-#pragma GCC unroll 4
-    for (int a = 0; a < 4; a++) {
-        const uint8_t *p = b + bs * 4 * (size_t)a + qo;
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)p));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + bs)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * bs)), 2);
-        R[a] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + 3 * bs)), 3);
-    }
-    const __m512i d0 = _mm512_loadu_si512(g_tr_d[0]), d1 = _mm512_loadu_si512(g_tr_d[1]);
-    const __m512i c0 = _mm512_loadu_si512(g_tr_c[0]), c1 = _mm512_loadu_si512(g_tr_c[1]);
-#pragma GCC unroll 2
-    for (int p = 0; p < 2; p++) {
-        T[p][0] = _mm512_permutex2var_epi32(R[2 * p], d0, R[2 * p + 1]);
-        T[p][1] = _mm512_permutex2var_epi32(R[2 * p], d1, R[2 * p + 1]);
-    }
-#pragma GCC unroll 2
-    for (int k = 0; k < 2; k++) {
-        Wr[2 * k] = _mm512_permutex2var_epi32(T[0][k], c0, T[1][k]);
-        Wr[2 * k + 1] = _mm512_permutex2var_epi32(T[0][k], c1, T[1][k]);
-    }
-    const __m512i lo4 = _mm512_set1_epi8(0x0F);
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        o->w[j] = _mm512_and_si512(Wr[j], lo4);
-        o->w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(Wr[j], 4), lo4);
-    }
-    if (type == TP_Q5_0 || type == TP_Q5_1) {
-        _Alignas(64) uint32_t qh[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) memcpy(&qh[i], b + bs * (size_t)i + qo - 4, 4);
-        const __m512i QH = _mm512_load_si512(qh), sixteen = _mm512_set1_epi8(0x10);
-        /* byte shuffle within 128-bit lanes: every byte of dword q <- byte 4q */
-        const __m512i rep0 = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            /* byte j/2 of each lane's qh (bits 4j..4j+3 among its 8) into all 4 bytes */
-            const __m512i rep = _mm512_shuffle_epi8(QH, _mm512_add_epi8(rep0, _mm512_set1_epi8((char)(j >> 1))));
-            const __m512i bits = _mm512_set1_epi32((j & 1) ? (int)0x80402010 : 0x08040201);
-            o->w[j] = _mm512_mask_add_epi8(o->w[j], _mm512_test_epi8_mask(rep, bits), o->w[j], sixteen);
-        }
-    }
-    o->s = o->s2 = f16x16(b, bs);
-    o->m = (type == TP_Q4_1 || type == TP_Q5_1) ? f16x16(b + 2, bs) : _mm512_setzero_ps();
-}
+/* Full chunks of Q4_K/Q5_K without the per-group AVX2 decode. */
 
 /* Q4_K/Q5_K, two super-blocks: group i is nibble (i & 1) of 32-byte chunk
  * (i >> 1) & 3 of super-block i >> 3; Q5_K adds bit (i & 7) of qh. */
@@ -213,21 +268,14 @@ X86_512 void prep_q4k(const uint32_t type, const uint8_t *b, t16_chunk *o) {
 
 X86_512 void t16_prep(const uint32_t type, const uint8_t *row, int k, int G, t16_chunk *o) {
     __m512i N[8];
-    const int gpb = X86_GPB(type);
     if (16 * k + 16 <= G) {
-        if (type == TP_Q8_0) { prep_q8_0(row + (size_t)k * 16 * 34, o); return; }
-        if (type == TP_Q4_0 || type == TP_Q4_1 || type == TP_Q5_0 || type == TP_Q5_1) {
-            const size_t bs = type == TP_Q4_0 ? 18 : type == TP_Q4_1 ? 20 : type == TP_Q5_0 ? 22 : 24;
-            prep_q4(type, row + (size_t)k * 16 * bs, o);
-            return;
-        }
         if (type == TP_Q4_K || type == TP_Q5_K) {
             prep_q4k(type, row + (size_t)k * 2 * (type == TP_Q4_K ? 144 : 176), o);
             return;
         }
     }
-    if (gpb == 8) {
-        /* K-quants: chunk k = super-blocks 2k, 2k+1 (the second may be past the row) */
+    {
+        /* chunk k = super-blocks 2k, 2k+1 (the second may be past the row) */
         xhdr h[2];
 #pragma GCC unroll 2
         for (int s = 0; s < 2; s++) {
@@ -257,29 +305,6 @@ X86_512 void t16_prep(const uint32_t type, const uint8_t *row, int k, int G, t16
             o->s = o->s2 = cat_ps(h[0].sc, h[1].sc);
             o->m = cat_ps(h[0].mn, h[1].mn);
         }
-    } else {
-        float sc[16], mn[16];
-#pragma GCC unroll 8
-        for (int m = 0; m < 8; m++) {
-            __m256i q[2];
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const int g = 16 * k + 2 * m + h;
-                if (g < G) {
-                    xgroup gr = x86_group(type, row, g, 0, NULL);
-                    q[h] = gr.q;
-                    sc[2 * m + h] = _mm256_cvtss_f32(gr.s);
-                    mn[2 * m + h] = gr.mn;
-                } else {
-                    q[h] = _mm256_setzero_si256();
-                    sc[2 * m + h] = mn[2 * m + h] = 0.0f;
-                }
-            }
-            N[m] = cat_si(q[0], q[1]);
-            if (type == TP_Q8_0) N[m] = _mm512_xor_si512(N[m], _mm512_set1_epi8((char)0x80));
-        }
-        o->s = o->s2 = _mm512_loadu_ps(sc);
-        o->m = _mm512_loadu_ps(mn);
     }
     transpose16(N, o->w);
 }
@@ -314,8 +339,8 @@ X86_512 __m512 hsum16(const __m512 *a) {
 X86_512 void t16_rowpair(const tp_mm_job *J, const uint32_t type, const uint8_t *ra, const uint8_t *rb, int r,
                          int two) {
     const int G = J->n_in / 32, nk = (G + 15) / 16, nb = J->nb;
-    const int corr = type == TP_Q8_0 || type == TP_Q4_0 || type == TP_Q5_0 || type == TP_Q6_K;
-    const int mins = X86_HAS_MIN(type) || X86_K_MIN(type);
+    const int corr = type == TP_Q6_K;
+    const int mins = X86_K_MIN(type);
     __m512 acc[2 * TP_MATMUL_MAX_BATCH];
     for (int t = 0; t < 2 * nb; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < nk; k++) {
@@ -333,9 +358,9 @@ X86_512 void t16_rowpair(const tp_mm_job *J, const uint32_t type, const uint8_t 
         t16_prep(type, ra, k, G, &ca);
         t16_prep(type, rb, k, G, &cb);
         for (int t = 0; t < nb; t++) {
-            const int8_t *xq = J->xq + (size_t)t * J->xq_stride + 512 * (size_t)k;
-            const int32_t *xc = J->xc + (size_t)t * J->xc_stride + 32 * (size_t)k;
-            const size_t xg = (size_t)t * J->xg_stride + 16 * (size_t)k;
+            const int8_t *xq = J->xq + (size_t)t * J->xq_bs + 512 * (size_t)k;
+            const int32_t *xc = J->xc + (size_t)t * J->xc_bs + 32 * (size_t)k;
+            const size_t xg = (size_t)t * J->xg_bs + 16 * (size_t)k;
             /* values 0-15 and 16-31 of each group in separate chains (shorter
              * latency; Q6_K scales them separately) */
             __m512i a0 = corr ? _mm512_loadu_si512(xc) : _mm512_setzero_si512();
@@ -401,11 +426,6 @@ X86_512 void t16_rows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
         t16_rows(J, r0, r1, type);                                                       \
     }
 
-AVX512_QKERNEL(k_q8_0, TP_Q8_0)
-AVX512_QKERNEL(k_q4_0, TP_Q4_0)
-AVX512_QKERNEL(k_q4_1, TP_Q4_1)
-AVX512_QKERNEL(k_q5_0, TP_Q5_0)
-AVX512_QKERNEL(k_q5_1, TP_Q5_1)
 AVX512_QKERNEL(k_q4_K, TP_Q4_K)
 AVX512_QKERNEL(k_q5_K, TP_Q5_K)
 AVX512_QKERNEL(k_q6_K, TP_Q6_K)
@@ -413,15 +433,13 @@ AVX512_QKERNEL(k_q6_K, TP_Q6_K)
 /* ------------------------------------------------------------------------ */
 /* activation quantizers: the AVX2 ones per chunk, then transposed           */
 
-X86_512 void t16_quant(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
-                       const int kind) {
+X86_512 void t16_quant(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m) {
     const int G = n / 32, nk = (G + 15) / 16;
     _Alignas(64) int8_t tq[512];
     _Alignas(64) int32_t tc[128];
     for (int k = 0; k < nk; k++) {
         int ng = G - 16 * k < 16 ? G - 16 * k : 16;
-        if (kind == TP_ACT_Q8K) tp_mm_quant_q8k_avx2(x + 512 * k, 32 * ng, offset, tq, tc, d + 16 * k, m + 16 * k);
-        else tp_mm_quant_q8_avx2(x + 512 * k, 32 * ng, offset, tq, tc, d + 16 * k, m + 16 * k);
+        tp_mm_quant_q8k_avx2(x + 512 * k, 32 * ng, offset, tq, tc, d + 16 * k, m + 16 * k, 32, 8, 1);
         for (int i = ng; i < 16; i++) {
             memset(tq + 32 * i, 0, 32);
             memset(tc + 8 * i, 0, 32);
@@ -438,14 +456,11 @@ X86_512 void t16_quant(const float *x, int n, int offset, int8_t *q, int32_t *c,
     }
 }
 
-__attribute__((target(X86_512_TARGET))) static void quant_q8_t16(const float *x, int n, int offset, int8_t *q,
-                                                                 int32_t *c, float *d, float *m) {
-    t16_quant(x, n, offset, q, c, d, m, TP_ACT_Q8);
-}
-
 __attribute__((target(X86_512_TARGET))) static void quant_q8k_t16(const float *x, int n, int offset, int8_t *q,
-                                                                  int32_t *c, float *d, float *m) {
-    t16_quant(x, n, offset, q, c, d, m, TP_ACT_Q8K);
+                                                                  int32_t *c, float *d, float *m, size_t qg,
+                                                                  size_t cg, size_t dg) {
+    (void)qg, (void)cg, (void)dg; /* fixed T16 layout */
+    t16_quant(x, n, offset, q, c, d, m);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -547,10 +562,14 @@ int tp_mm_fill_avx512(tp_mm_impl *impl) {
     impl->kernel[TP_Q4_K] = k_q4_K;
     impl->kernel[TP_Q5_K] = k_q5_K;
     impl->kernel[TP_Q6_K] = k_q6_K;
-    impl->quant[TP_ACT_Q8] = quant_q8_t16;
-    impl->quant[TP_ACT_Q8K] = quant_q8k_t16;
+    for (int t = 0; t < TP_MM_NTYPES; t++) {
+        int kind = tp_mm_act_kind((uint32_t)t);
+        if (!impl->kernel[t] || kind == TP_ACT_F32) continue;
+        /* legacy types: the natural layout of the AVX2 quantizer; K-quants: transposed */
+        impl->quant[t] = kind == TP_ACT_Q8 ? tp_mm_quant_q8_avx2 : quant_q8k_t16;
+        impl->layout[t] = kind == TP_ACT_Q8 ? TP_LAYOUT_GROUP_MAJOR : TP_LAYOUT_T16;
+    }
     impl->row_step = 4;
-    impl->chunk_groups = 16;
     init_transpose_tables();
     return 1;
 }
