@@ -69,9 +69,24 @@ typedef struct {
     __m512 m;  /* Q4_1/Q5_1: [m_r, 0 x 7, m_r+1, 0 x 7] */
 } g8_block;
 
-/* Block of rows r (at a) and r+1 (at b). */
-X86_512 void g8_decode(const uint32_t type, const uint8_t *a, const uint8_t *b, g8_block *o) {
-    o->s = f16_pair(a, b);
+/* Scales of blocks g (a0, b0) and g+1 (a1, b1) of rows r and r+1: four
+ * halves in one integer, one convert, two lane permutes. */
+X86_512 void f16_pair2(const uint8_t *a0, const uint8_t *b0, const uint8_t *a1, const uint8_t *b1, __m512 *s0,
+                       __m512 *s1) {
+    uint16_t h[4];
+    memcpy(&h[0], a0, 2);
+    memcpy(&h[1], b0, 2);
+    memcpy(&h[2], a1, 2);
+    memcpy(&h[3], b1, 2);
+    const uint64_t v = (uint64_t)h[0] | ((uint64_t)h[1] << 16) | ((uint64_t)h[2] << 32) | ((uint64_t)h[3] << 48);
+    const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)v)));
+    *s0 = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), f);
+    *s1 = _mm512_permutexvar_ps(_mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3), f);
+}
+
+/* Block of rows r (at a) and r+1 (at b); the scale s only if with_s. */
+X86_512 void g8_decode(const uint32_t type, const uint8_t *a, const uint8_t *b, g8_block *o, const int with_s) {
+    if (with_s) o->s = f16_pair(a, b);
     o->m = _mm512_setzero_ps();
     if (type == TP_Q8_0) {
         o->q = _mm512_xor_si512(cat_si(_mm256_loadu_si256((const __m256i *)(const void *)(a + 2)),
@@ -98,8 +113,12 @@ X86_512 void g8_decode(const uint32_t type, const uint8_t *a, const uint8_t *b, 
     }
 }
 
-X86_512 void g8_tile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *ra, const uint8_t *rb,
-                     int r, int two, int b0) {
+/* Rows rr[0..2*NP) (pairs: rr[0], rr[1]; rr[2], rr[3]) against inputs
+ * b0..b0+T-1. NP = 2 pairs give two independent FMA chains per input (each
+ * output's chain is sequential over the blocks, as in ggml, and its latency
+ * would otherwise bound small tiles). */
+X86_512 void g8_tile(const tp_mm_job *J, const uint32_t type, const int NP, const int T, const uint8_t *const *rr,
+                     int r, int nrows, int b0) {
     const int G = J->n_in / 32;
     const size_t bs = type == TP_Q8_0 ? 34 : type == TP_Q4_0 ? 18 : type == TP_Q4_1 ? 20 : type == TP_Q5_0 ? 22 : 24;
     const int corr = type == TP_Q8_0 || type == TP_Q4_0 || type == TP_Q5_0;
@@ -109,56 +128,95 @@ X86_512 void g8_tile(const tp_mm_job *J, const uint32_t type, const int T, const
     const int32_t *xc = J->xc + (size_t)b0 * 8;
     const float *xd = J->xd + b0, *xm = J->xm + b0;
     const size_t qgs = J->xq_gs, cgs = J->xc_gs, ggs = J->xg_gs;
-    __m512 acc[16], macc[16];
+    __m512 acc[2][16], macc[2][16];
+#pragma GCC unroll 2
+    for (int pp = 0; pp < NP; pp++)
 #pragma GCC unroll 16
-    for (int t = 0; t < T; t++) acc[t] = macc[t] = _mm512_setzero_ps();
-    const uint8_t *a = ra, *b = rb;
-    for (int g = 0; g < G; g++, a += bs, b += bs) {
-        if (T <= 2 && (g & 1) == 0) {
-            /* the weights stream: fetch ~8 blocks ahead */
-            _mm_prefetch((const char *)a + 8 * bs, _MM_HINT_T0);
-            _mm_prefetch((const char *)b + 8 * bs, _MM_HINT_T0);
+        for (int t = 0; t < T; t++) acc[pp][t] = macc[pp][t] = _mm512_setzero_ps();
+    const size_t rbytes = J->row_bytes;
+    for (int g = 0; g < G; g += 2) {
+        const size_t o0 = (size_t)g * bs;
+        {
+            /* the weights stream: fetch the next 2*NP rows at this offset (a
+             * whole tile of rows ahead, enough to cover the memory latency) */
+            const char *nx = (const char *)rr[0] + (size_t)(2 * NP) * rbytes + o0;
+#pragma GCC unroll 4
+            for (int i = 0; i < 2 * NP; i++) {
+                _mm_prefetch(nx + (size_t)i * rbytes, _MM_HINT_T0);
+                _mm_prefetch(nx + (size_t)i * rbytes + 64, _MM_HINT_T0);
+            }
         }
-        g8_block w;
-        g8_decode(type, a, b, &w);
-        const int8_t *xqg = xq + (size_t)g * qgs;
-        const int32_t *xcg = xc + (size_t)g * cgs;
-        const float *xdg = xd + (size_t)g * ggs, *xmg = xm + (size_t)g * ggs;
+        /* two blocks per step (their scales are converted together) */
+        const int n2 = g + 1 < G ? 2 : 1;
+        g8_block w[2][2];
+#pragma GCC unroll 2
+        for (int pp = 0; pp < NP; pp++) {
+            const uint8_t *a = rr[2 * pp] + o0, *b = rr[2 * pp + 1] + o0;
+            if (n2 == 2) {
+                f16_pair2(a, b, a + bs, b + bs, &w[pp][0].s, &w[pp][1].s);
+                g8_decode(type, a, b, &w[pp][0], 0);
+                g8_decode(type, a + bs, b + bs, &w[pp][1], 0);
+            } else {
+                g8_decode(type, a, b, &w[pp][0], 1);
+            }
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < n2; h++) {
+            const size_t gh = (size_t)(g + h);
+            const int8_t *xqg = xq + gh * qgs;
+            const int32_t *xcg = xc + gh * cgs;
+            const float *xdg = xd + gh * ggs, *xmg = xm + gh * ggs;
+#pragma GCC unroll 16
+            for (int t = 0; t < T; t++) {
+                const __m512i x = bcast_si(xqg + 32 * t);
+                const __m512i c = corr ? bcast_si(xcg + 8 * t) : _mm512_setzero_si512();
+                const __m512 dx = _mm512_set1_ps(xdg[t]);
+#pragma GCC unroll 2
+                for (int pp = 0; pp < NP; pp++) {
+                    const __m512i p = _mm512_dpbusd_epi32(c, w[pp][h].q, x);
+                    acc[pp][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(w[pp][h].s, dx), acc[pp][t]);
+                    if (mins)
+                        macc[pp][t] = _mm512_add_ps(macc[pp][t], _mm512_mul_ps(w[pp][h].m, _mm512_set1_ps(xmg[t])));
+                }
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int pp = 0; pp < NP; pp++)
 #pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
-            const __m512i x = bcast_si(xqg + 32 * t);
-            const __m512i c = corr ? bcast_si(xcg + 8 * t) : _mm512_setzero_si512();
-            const __m512i p = _mm512_dpbusd_epi32(c, w.q, x);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(w.s, _mm512_set1_ps(xdg[t])), acc[t]);
-            if (mins) macc[t] = _mm512_add_ps(macc[t], _mm512_mul_ps(w.m, _mm512_set1_ps(xmg[t])));
+            float *y = J->y + (size_t)(b0 + t) * J->n_out + r + 2 * pp;
+            float ma = 0.0f, mb = 0.0f;
+            if (mins) {
+                ma = _mm512_cvtss_f32(macc[pp][t]);
+                mb = _mm512_cvtss_f32(_mm512_castps256_ps512(
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(macc[pp][t]), 1))));
+            }
+            if (2 * pp < nrows) y[0] = hsum_lo(acc[pp][t]) + ma;
+            if (2 * pp + 1 < nrows) y[1] = hsum_hi(acc[pp][t]) + mb;
         }
-    }
-#pragma GCC unroll 16
-    for (int t = 0; t < T; t++) {
-        float *y = J->y + (size_t)(b0 + t) * J->n_out + r;
-        float ma = 0.0f, mb = 0.0f;
-        if (mins) {
-            ma = _mm512_cvtss_f32(macc[t]);
-            mb = _mm512_cvtss_f32(_mm512_castps256_ps512(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(macc[t]), 1))));
-        }
-        y[0] = hsum_lo(acc[t]) + ma;
-        if (two) y[1] = hsum_hi(acc[t]) + mb;
-    }
 }
 
 X86_512 void g8_rows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
     const int big = X86_HAS_MIN(type) ? 8 : 16; /* registers: acc (+ macc) per input */
-    for (int r = r0; r < r1; r += 2) {
-        const uint8_t *ra = J->w + (size_t)r * J->row_bytes;
-        const int two = r + 1 < r1;
-        const uint8_t *rb = two ? ra + J->row_bytes : ra;
+    for (int r = r0; r < r1;) {
+        const int nrows = r1 - r >= 4 && J->nb <= 2 ? 4 : r1 - r >= 2 ? 2 : 1;
+        const uint8_t *rr[4];
+        for (int i = 0; i < 4; i++) rr[i] = J->w + (size_t)(r + (i < nrows ? i : nrows - 1)) * J->row_bytes;
         int b = 0;
+        if (nrows == 4) {
+            if (J->nb == 2) g8_tile(J, type, 2, 2, rr, r, 4, 0);
+            else g8_tile(J, type, 2, 1, rr, r, 4, 0);
+            r += 4;
+            continue;
+        }
         if (big == 16)
-            for (; J->nb - b >= 16; b += 16) g8_tile(J, type, 16, ra, rb, r, two, b);
-        for (; J->nb - b >= 8; b += 8) g8_tile(J, type, 8, ra, rb, r, two, b);
-        if (J->nb - b >= 4) { g8_tile(J, type, 4, ra, rb, r, two, b); b += 4; }
-        if (J->nb - b >= 2) { g8_tile(J, type, 2, ra, rb, r, two, b); b += 2; }
-        if (J->nb - b >= 1) g8_tile(J, type, 1, ra, rb, r, two, b);
+            for (; J->nb - b >= 16; b += 16) g8_tile(J, type, 1, 16, rr, r, nrows, b);
+        for (; J->nb - b >= 8; b += 8) g8_tile(J, type, 1, 8, rr, r, nrows, b);
+        if (J->nb - b >= 4) { g8_tile(J, type, 1, 4, rr, r, nrows, b); b += 4; }
+        if (J->nb - b >= 2) { g8_tile(J, type, 1, 2, rr, r, nrows, b); b += 2; }
+        if (J->nb - b >= 1) g8_tile(J, type, 1, 1, rr, r, nrows, b);
+        r += nrows;
     }
 }
 
@@ -344,14 +402,13 @@ X86_512 void t16_rowpair(const tp_mm_job *J, const uint32_t type, const uint8_t 
     __m512 acc[2 * TP_MATMUL_MAX_BATCH];
     for (int t = 0; t < 2 * nb; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < nk; k++) {
-        if (nb <= 16) {
-            /* the weights stream from memory: fetch ~2 chunks ahead */
-            const char *pf = (const char *)ra + (size_t)(k + 2) * J->row_bytes / (size_t)nk;
-#pragma GCC unroll 8
-            for (int l = 0; l < 8; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
-            if (two) {
-#pragma GCC unroll 8
-                for (int l = 0; l < 8; l++) _mm_prefetch(pf + J->row_bytes + 64 * l, _MM_HINT_T0);
+        {
+            /* the weights stream: fetch the next row pair's chunk k */
+            const size_t cb = J->row_bytes / (size_t)nk;
+            const char *nx = (const char *)ra + 2 * J->row_bytes + (size_t)k * cb;
+            for (size_t l = 0; l < cb; l += 64) {
+                _mm_prefetch(nx + l, _MM_HINT_T0);
+                _mm_prefetch(nx + J->row_bytes + l, _MM_HINT_T0);
             }
         }
         t16_chunk ca, cb;
