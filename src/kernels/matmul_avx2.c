@@ -152,7 +152,7 @@ X86_AVX2 void avx2_qtile(const tp_mm_job *J, const uint32_t type, const int T, c
 X86_AVX2 void avx2_qrows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = J->w + (size_t)r * J->row_bytes;
-        if (J->nb <= 2) {
+        {
             /* the weights stream: ask for the next row now (the hardware
              * prefetchers alone leave most of the bandwidth unused) */
             const char *next = (const char *)row + J->row_bytes;
