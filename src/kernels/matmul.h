@@ -10,8 +10,14 @@
  * (AVX-512, AVX2+FMA, or portable C).
  *
  * For Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights the activations are quantized to Q8_0 first
- * and dotted in integer arithmetic, as ggml does; K-quant weights use Q8_K
- * activations; F16/BF16/F32 weights use f32 activations.
+ * (as ggml's x86 quantize_row_q8_0: d = amax/127 in fp16, nearest-even rounding
+ * of x*127/amax) and dotted in integer arithmetic in exactly ggml's x86 order
+ * of float operations, so these products equal llama.cpp's bit for bit and
+ * every SIMD level gives identical results. K-quant weights use Q8_K
+ * activations (ggml's quantize_row_q8_K); their float summation order is our
+ * own (levels agree to rounding). F16/BF16/F32 weights use f32 activations
+ * (llama.cpp rounds activations to f16/bf16 for such weights; we do not).
+ * Q2_K/Q3_K are dequantized per row and dotted in f32.
  *
  * Work buffers are owned by a tp_matmul_ctx created once per model, so the hot
  * path does not allocate.
