@@ -193,21 +193,6 @@ X86_AVX2 __m256 load8f(const uint32_t type, const uint8_t *row, int i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); /* BF16 */
 }
 
-X86_AVX2 float load1f(const uint32_t type, const uint8_t *row, int i) {
-    if (type == TP_F32) {
-        float f;
-        memcpy(&f, row + 4 * (size_t)i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, row + 2 * (size_t)i, 2);
-    if (type == TP_F16) return _cvtsh_ss(h);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* R rows x T inputs */
 X86_AVX2 void avx2_ftile(const tp_mm_job *J, const uint32_t type, const int R, const int T, int r, int b0) {
     const int n = J->n_in, n8 = n & ~7;
@@ -238,7 +223,7 @@ X86_AVX2 void avx2_ftile(const tp_mm_job *J, const uint32_t type, const int R, c
 #pragma GCC unroll 2
         for (int t = 0; t < T; t++) {
             float s = x86_hsum8(acc[i][t]);
-            for (int k = n8; k < n; k++) s += load1f(type, rows[i], k) * xs[t][k];
+            for (int k = n8; k < n; k++) s += tp_mm_elem_f32(type, rows[i], k) * xs[t][k];
             J->y[(size_t)(b0 + t) * J->n_out + r + i] = s;
         }
 }

@@ -530,21 +530,6 @@ X86_512 __m512 load16f(const uint32_t type, const uint8_t *row, int i) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* BF16 */
 }
 
-X86_512 float load1f_512(const uint32_t type, const uint8_t *row, int i) {
-    if (type == TP_F32) {
-        float f;
-        memcpy(&f, row + 4 * (size_t)i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, row + 2 * (size_t)i, 2);
-    if (type == TP_F16) return _cvtsh_ss(h);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 X86_512 void avx512_ftile(const tp_mm_job *J, const uint32_t type, const int R, const int T, int r, int b0) {
     const int n = J->n_in, n16 = n & ~15;
     const uint8_t *rows[4];
@@ -574,7 +559,7 @@ X86_512 void avx512_ftile(const tp_mm_job *J, const uint32_t type, const int R, 
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             float s = _mm512_reduce_add_ps(acc[i][t]);
-            for (int k = n16; k < n; k++) s += load1f_512(type, rows[i], k) * xs[t][k];
+            for (int k = n16; k < n; k++) s += tp_mm_elem_f32(type, rows[i], k) * xs[t][k];
             J->y[(size_t)(b0 + t) * J->n_out + r + i] = s;
         }
 }

@@ -36,6 +36,10 @@
 #include <stdint.h>
 
 #include "kernels/matmul.h"
+#include "core/common.h"
+#include "tensor/dtype.h"
+
+#include <string.h>
 
 enum { TP_SIMD_SCALAR = 0, TP_SIMD_AVX2 = 1, TP_SIMD_AVX512 = 2, TP_SIMD_N = 3 };
 enum { TP_ACT_F32 = 0, TP_ACT_Q8 = 1, TP_ACT_Q8K = 2 };
@@ -107,5 +111,17 @@ void tp_mm_quant_q8_avx2(const float *x, int n, int offset, int8_t *q, int32_t *
 void tp_mm_quant_q8k_avx2(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
                           size_t qg, size_t cg, size_t dg);
 #endif
+
+/* Element i of an F32/F16/BF16 row as f32: the scalar tail of the float kernels. */
+static inline float tp_mm_elem_f32(uint32_t type, const uint8_t *row, int i) {
+    if (type == TP_F32) {
+        float f;
+        memcpy(&f, row + 4 * (size_t)i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, row + 2 * (size_t)i, 2);
+    return type == TP_F16 ? tp_f16_to_f32(h) : tp_bf16_to_f32(h);
+}
 
 #endif
