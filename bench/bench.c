@@ -120,26 +120,26 @@ static void fill_ones(void *ctx, uint64_t row, void *dst, size_t row_bytes) {
 }
 
 static int write_model(const char *path, uint32_t type, char *err) {
-    gguf_file *voc = gguf_open(VOCAB_GGUF, err);
+    gguf_file *voc = tp_gguf_open(VOCAB_GGUF, err);
     if (!voc) return -1;
-    gguf_writer *w = gguf_writer_new(32);
-    gguf_w_str(w, "general.architecture", "llama");
-    gguf_w_str(w, "general.name", "tempo-bench-1B-shape");
-    gguf_w_u32(w, "llama.context_length", CTX);
-    gguf_w_u32(w, "llama.embedding_length", DIM);
-    gguf_w_u32(w, "llama.block_count", LAYERS);
-    gguf_w_u32(w, "llama.feed_forward_length", FFN);
-    gguf_w_u32(w, "llama.attention.head_count", HEADS);
-    gguf_w_u32(w, "llama.attention.head_count_kv", KV_HEADS);
-    gguf_w_u32(w, "llama.rope.dimension_count", HEAD_DIM);
-    gguf_w_f32(w, "llama.rope.freq_base", 500000.0f);
-    gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_w_copy_kv(w, voc, "tokenizer.");
+    gguf_writer *w = tp_gguf_writer_new(32);
+    tp_gguf_w_str(w, "general.architecture", "llama");
+    tp_gguf_w_str(w, "general.name", "tempo-bench-1B-shape");
+    tp_gguf_w_u32(w, "llama.context_length", CTX);
+    tp_gguf_w_u32(w, "llama.embedding_length", DIM);
+    tp_gguf_w_u32(w, "llama.block_count", LAYERS);
+    tp_gguf_w_u32(w, "llama.feed_forward_length", FFN);
+    tp_gguf_w_u32(w, "llama.attention.head_count", HEADS);
+    tp_gguf_w_u32(w, "llama.attention.head_count_kv", KV_HEADS);
+    tp_gguf_w_u32(w, "llama.rope.dimension_count", HEAD_DIM);
+    tp_gguf_w_f32(w, "llama.rope.freq_base", 500000.0f);
+    tp_gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    tp_gguf_w_copy_kv(w, voc, "tokenizer.");
     int n_vocab = 0;
-    const gguf_kv *toks = gguf_find(voc, "tokenizer.ggml.tokens");
+    const gguf_kv *toks = tp_gguf_find(voc, "tokenizer.ggml.tokens");
     if (toks) n_vocab = (int)toks->value.v.arr.count;
 
-    /* one generator per tensor; they must outlive gguf_writer_save */
+    /* one generator per tensor; they must outlive tp_gguf_writer_save */
     enum { MAXT = 2 + LAYERS * 9 };
     rand_rows gens[MAXT];
     int ng = 0;
@@ -147,9 +147,9 @@ static int write_model(const char *path, uint32_t type, char *err) {
 #define ADD_MAT(name, n_in, n_out, sc) do {                                                  \
         uint64_t ne_[2] = { (uint64_t)(n_in), (uint64_t)(n_out) };                           \
         gens[ng] = (rand_rows){ type, (uint64_t)ng + 1, (sc), tmp, (size_t)(n_in) };         \
-        gguf_w_tensor_rows(w, name, type, 2, ne_, fill_row, &gens[ng]); ng++; } while (0)
+        tp_gguf_w_tensor_rows(w, name, type, 2, ne_, fill_row, &gens[ng]); ng++; } while (0)
 #define ADD_NORM(name) do { uint64_t ne_[1] = { DIM };                                       \
-        gguf_w_tensor_rows(w, name, TP_F32, 1, ne_, fill_ones, NULL); } while (0)
+        tp_gguf_w_tensor_rows(w, name, TP_F32, 1, ne_, fill_ones, NULL); } while (0)
     char nm[96];
     ADD_MAT("token_embd.weight", DIM, n_vocab, 0.05f);
     ADD_NORM("output_norm.weight");
@@ -166,9 +166,9 @@ static int write_model(const char *path, uint32_t type, char *err) {
         ADD_MAT(NM("ffn_down"), FFN, DIM, 0.02f);
 #undef NM
     }
-    int rc = gguf_writer_save(w, path, err);
-    gguf_writer_free(w);
-    gguf_close(voc);
+    int rc = tp_gguf_writer_save(w, path, err);
+    tp_gguf_writer_free(w);
+    tp_gguf_close(voc);
     free(tmp);
     return rc;
 }

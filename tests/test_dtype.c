@@ -57,14 +57,14 @@ static const vec_case k_cases[] = {
 /* Every supported type reproduces ggml's dequantization of the same blocks bit for bit. */
 TEST(dtype_dequantize_matches_ggml_bit_exact) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(VECTORS, err);
+    gguf_file *f = tp_gguf_open(VECTORS, err);
     CHECK_MSG(f != NULL, "%s", err);
     REQUIRE(f != NULL);
     for (size_t c = 0; c < sizeof k_cases / sizeof k_cases[0]; c++) {
         char dname[64];
         snprintf(dname, sizeof dname, "%s.deq", k_cases[c].tensor);
-        const gguf_tensor *q = gguf_find_tensor(f, k_cases[c].tensor);
-        const gguf_tensor *d = gguf_find_tensor(f, dname);
+        const gguf_tensor *q = tp_gguf_find_tensor(f, k_cases[c].tensor);
+        const gguf_tensor *d = tp_gguf_find_tensor(f, dname);
         CHECK_MSG(q && d, "missing %s", k_cases[c].tensor);
         if (!q || !d) continue;
         CHECK_INT_EQ(q->type, k_cases[c].type);
@@ -85,16 +85,16 @@ TEST(dtype_dequantize_matches_ggml_bit_exact) {
                   k_cases[c].tensor, mism, n * rows, first, out[first], ((const float *)d->data)[first]);
         free(out);
     }
-    gguf_close(f);
+    tp_gguf_close(f);
 }
 
 /* The reference quantizers reproduce ggml_quantize_chunk (no imatrix) byte for byte. */
 TEST(dtype_quantize_matches_ggml_bit_exact) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(VECTORS, err);
+    gguf_file *f = tp_gguf_open(VECTORS, err);
     CHECK_MSG(f != NULL, "%s", err);
     REQUIRE(f != NULL);
-    const gguf_tensor *src = gguf_find_tensor(f, "vec.src");
+    const gguf_tensor *src = tp_gguf_find_tensor(f, "vec.src");
     REQUIRE(src != NULL && src->type == TP_F32);
     size_t n = (size_t)src->ne[0], rows = (size_t)src->ne[1];
     float *x = malloc(n * rows * sizeof(float));
@@ -105,7 +105,7 @@ TEST(dtype_quantize_matches_ggml_bit_exact) {
         { "vec.q5_1", TP_Q5_1 },
     };
     for (size_t c = 0; c < sizeof qcases / sizeof qcases[0]; c++) {
-        const gguf_tensor *q = gguf_find_tensor(f, qcases[c].tensor);
+        const gguf_tensor *q = tp_gguf_find_tensor(f, qcases[c].tensor);
         REQUIRE(q != NULL);
         size_t rb = tp_dtype_row_bytes(qcases[c].type, n);
         uint8_t *buf = malloc(rb * rows);
@@ -116,7 +116,7 @@ TEST(dtype_quantize_matches_ggml_bit_exact) {
         free(buf);
     }
     free(x);
-    gguf_close(f);
+    tp_gguf_close(f);
 }
 
 /* Hand-built blocks: the documented layouts (formats.md 4.2), independent of ggml's files. */
@@ -193,10 +193,10 @@ TEST(dtype_quantize_roundtrip_error_bounds) {
  * error on vec.src is close to ggml's own quantization of the same data. */
 TEST(dtype_quantize_k_quants_error_close_to_ggml) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(VECTORS, err);
+    gguf_file *f = tp_gguf_open(VECTORS, err);
     CHECK_MSG(f != NULL, "%s", err);
     REQUIRE(f != NULL);
-    const gguf_tensor *src = gguf_find_tensor(f, "vec.src");
+    const gguf_tensor *src = tp_gguf_find_tensor(f, "vec.src");
     REQUIRE(src != NULL);
     size_t n = (size_t)src->ne[0] * (size_t)src->ne[1];
     const float *x = src->data; /* 32-byte aligned in the mapping */
@@ -204,7 +204,7 @@ TEST(dtype_quantize_k_quants_error_close_to_ggml) {
         { TP_Q4_K, "vec.q4_K.deq" }, { TP_Q6_K, "vec.q6_K.deq" },
     };
     for (size_t c = 0; c < 2; c++) {
-        const gguf_tensor *g = gguf_find_tensor(f, cases[c].deq);
+        const gguf_tensor *g = tp_gguf_find_tensor(f, cases[c].deq);
         REQUIRE(g != NULL);
         uint8_t *q = malloc(tp_dtype_row_bytes(cases[c].t, n));
         float *y = malloc(n * sizeof(float));
@@ -236,5 +236,5 @@ TEST(dtype_quantize_k_quants_error_close_to_ggml) {
     tp_quantize_row(TP_Q4_K, z, buf, 256);
     tp_dequantize_row(TP_Q4_K, buf, y, 256);
     for (int i = 0; i < 256; i++) CHECK(y[i] == 0.0f);
-    gguf_close(f);
+    tp_gguf_close(f);
 }

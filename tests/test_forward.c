@@ -129,7 +129,7 @@ TEST(forward_f32_greedy_200_from_bos_matches_references) {
     REQUIRE(want);
     int32_t ids[200];
     for (int i = 0; i < 200; i++) ids[i] = out[i];
-    char *text = tokenizer_decode(m->tok, ids, 200);
+    char *text = tp_tokenizer_decode(m->tok, ids, 200);
     REQUIRE(text);
     const char *t = text[0] == ' ' ? text + 1 : text;
     size_t wl = strlen(want);

@@ -16,19 +16,19 @@
 static int64_t get_int(const gguf_file *f, const char *key) {
     char err[TP_ERR_LEN] = "";
     int64_t v = -12345;
-    if (!gguf_get_int(f, key, &v, err)) return -12345;
+    if (!tp_gguf_get_int(f, key, &v, err)) return -12345;
     return v;
 }
 
 TEST(gguf_reads_stories260K) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(MODELS "/stories260K.gguf", err);
+    gguf_file *f = tp_gguf_open(MODELS "/stories260K.gguf", err);
     CHECK_MSG(f != NULL, "open failed: %s", err);
     REQUIRE(f != NULL);
     CHECK_INT_EQ(f->version, 3);
     CHECK_INT_EQ(f->alignment, 32);
     CHECK(f->data_offset % 32 == 0);
-    char *arch = gguf_get_string(f, "general.architecture");
+    char *arch = tp_gguf_get_string(f, "general.architecture");
     REQUIRE(arch != NULL);
     CHECK(strcmp(arch, "llama") == 0);
     free(arch);
@@ -37,43 +37,43 @@ TEST(gguf_reads_stories260K) {
     CHECK_INT_EQ(get_int(f, "llama.attention.head_count"), 8);
     CHECK_INT_EQ(get_int(f, "llama.attention.head_count_kv"), 4);
     CHECK_INT_EQ(get_int(f, "llama.feed_forward_length"), 172);
-    CHECK(gguf_find(f, "llama.rope.freq_base") == NULL);
+    CHECK(tp_gguf_find(f, "llama.rope.freq_base") == NULL);
 
     double eps = 0;
-    CHECK(gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps, err));
+    CHECK(tp_gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps, err));
     CHECK_NEAR(eps, 1e-5, 1e-9);
 
     /* type mismatch names the key */
     int64_t iv;
     err[0] = 0;
-    CHECK(!gguf_get_int(f, "general.architecture", &iv, err));
+    CHECK(!tp_gguf_get_int(f, "general.architecture", &iv, err));
     CHECK(strstr(err, "general.architecture") != NULL);
     /* absent key: false with an empty err */
     strcpy(err, "stale");
-    CHECK(!gguf_get_int(f, "no.such.key", &iv, err));
+    CHECK(!tp_gguf_get_int(f, "no.such.key", &iv, err));
     CHECK(err[0] == 0);
 
-    const gguf_kv *tok = gguf_find(f, "tokenizer.ggml.tokens");
+    const gguf_kv *tok = tp_gguf_find(f, "tokenizer.ggml.tokens");
     REQUIRE(tok != NULL);
     CHECK_INT_EQ(tok->value.type, GGUF_ARRAY);
     CHECK_INT_EQ(tok->value.v.arr.elem_type, GGUF_STRING);
     CHECK_INT_EQ(tok->value.v.arr.count, 512);
-    gguf_str s0 = gguf_arr_str(&tok->value, 0);
+    gguf_str s0 = tp_gguf_arr_str(&tok->value, 0);
     CHECK(s0.len == 5 && memcmp(s0.str, "<unk>", 5) == 0);
-    gguf_str s1 = gguf_arr_str(&tok->value, 1);
+    gguf_str s1 = tp_gguf_arr_str(&tok->value, 1);
     CHECK(s1.len == 3 && memcmp(s1.str, "<s>", 3) == 0);
-    CHECK(gguf_arr_str(&tok->value, 512).str == NULL); /* out of range */
-    const gguf_kv *sc = gguf_find(f, "tokenizer.ggml.scores");
+    CHECK(tp_gguf_arr_str(&tok->value, 512).str == NULL); /* out of range */
+    const gguf_kv *sc = tp_gguf_find(f, "tokenizer.ggml.scores");
     REQUIRE(sc != NULL);
     CHECK_INT_EQ(sc->value.v.arr.count, 512);
     CHECK_INT_EQ(sc->value.v.arr.elem_type, GGUF_F32);
-    const gguf_kv *tt = gguf_find(f, "tokenizer.ggml.token_type");
+    const gguf_kv *tt = tp_gguf_find(f, "tokenizer.ggml.token_type");
     REQUIRE(tt != NULL);
     CHECK_INT_EQ(tt->value.v.arr.count, 512);
-    CHECK_INT_EQ(gguf_arr_int(&tt->value, 0), 2); /* <unk> is UNKNOWN */
-    CHECK_INT_EQ(gguf_arr_int(&tt->value, 1), 3); /* <s> is CONTROL */
+    CHECK_INT_EQ(tp_gguf_arr_int(&tt->value, 0), 2); /* <unk> is UNKNOWN */
+    CHECK_INT_EQ(tp_gguf_arr_int(&tt->value, 1), 3); /* <s> is CONTROL */
 
-    const gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
+    const gguf_tensor *te = tp_gguf_find_tensor(f, "token_embd.weight");
     REQUIRE(te != NULL);
     CHECK_INT_EQ(te->n_dims, 2);
     CHECK_INT_EQ(te->ne[0], 64);
@@ -83,22 +83,22 @@ TEST(gguf_reads_stories260K) {
     CHECK((const uint8_t *)te->data >= f->map + f->data_offset);
     CHECK((const uint8_t *)te->data + te->nbytes <= f->map + f->map_size);
     /* token_embd and output hold the same values in this model */
-    const gguf_tensor *out = gguf_find_tensor(f, "output.weight");
+    const gguf_tensor *out = tp_gguf_find_tensor(f, "output.weight");
     REQUIRE(out != NULL);
     CHECK(out->nbytes == te->nbytes && memcmp(out->data, te->data, te->nbytes) == 0);
-    CHECK(gguf_find_tensor(f, "blk.4.ffn_down.weight") != NULL);
-    CHECK(gguf_find_tensor(f, "blk.5.ffn_down.weight") == NULL);
+    CHECK(tp_gguf_find_tensor(f, "blk.4.ffn_down.weight") != NULL);
+    CHECK(tp_gguf_find_tensor(f, "blk.5.ffn_down.weight") == NULL);
     /* 2 + 9 per layer + output_norm */
     CHECK_INT_EQ(f->n_tensors, 3 + 9 * 5);
-    gguf_close(f);
+    tp_gguf_close(f);
 }
 
 static void check_opens(const char *path, uint32_t want_type_of_q) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     CHECK_MSG(f != NULL, "%s: %s", path, err);
     if (!f) return;
-    const gguf_tensor *q = gguf_find_tensor(f, "blk.0.attn_q.weight");
+    const gguf_tensor *q = tp_gguf_find_tensor(f, "blk.0.attn_q.weight");
     CHECK(q != NULL);
     if (q) CHECK_INT_EQ(q->type, want_type_of_q);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
@@ -106,7 +106,7 @@ static void check_opens(const char *path, uint32_t want_type_of_q) {
         CHECK(t->data != NULL);
         CHECK((const uint8_t *)t->data + t->nbytes <= f->map + f->map_size);
     }
-    gguf_close(f);
+    tp_gguf_close(f);
 }
 
 TEST(gguf_reads_f16_q8_0_q4_0_and_tiny_random) {
@@ -116,12 +116,12 @@ TEST(gguf_reads_f16_q8_0_q4_0_and_tiny_random) {
     check_opens(MODELS "/llama-2-tiny-random.gguf", TP_F16);
 
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(MODELS "/llama-2-tiny-random.gguf", err);
+    gguf_file *f = tp_gguf_open(MODELS "/llama-2-tiny-random.gguf", err);
     REQUIRE(f != NULL);
-    const gguf_kv *tok = gguf_find(f, "tokenizer.ggml.tokens");
+    const gguf_kv *tok = tp_gguf_find(f, "tokenizer.ggml.tokens");
     REQUIRE(tok != NULL);
     CHECK_INT_EQ(tok->value.v.arr.count, 32000);
-    gguf_close(f);
+    tp_gguf_close(f);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -152,7 +152,7 @@ static void spit(const char *path, const void *p, size_t n) {
  * whose every tensor lies inside the mapping and whose metadata reads back. */
 static bool open_must_be_safe(const char *path) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     if (!f) {
         if (getenv("GGUF_TEST_VERBOSE")) fprintf(stderr, "    %s\n", err);
         check_err_line(err, path);
@@ -176,16 +176,16 @@ static bool open_must_be_safe(const char *path) {
         if (n == 0) continue;
         /* first and last elements of any array read back without faults */
         if (v->v.arr.elem_type == GGUF_STRING) {
-            gguf_str a = gguf_arr_str(v, 0), b = gguf_arr_str(v, n - 1);
+            gguf_str a = tp_gguf_arr_str(v, 0), b = tp_gguf_arr_str(v, n - 1);
             if (a.len) CHECK(a.str[0] || 1);
             if (b.len) CHECK(b.str[b.len - 1] || 1);
         } else {
-            (void)gguf_arr_int(v, n - 1);
-            (void)gguf_arr_float(v, n - 1);
+            (void)tp_gguf_arr_int(v, n - 1);
+            (void)tp_gguf_arr_float(v, n - 1);
         }
     }
     if (getenv("GGUF_TEST_VERBOSE")) fprintf(stderr, "    opened OK\n");
-    gguf_close(f);
+    tp_gguf_close(f);
     return true;
 }
 
@@ -233,7 +233,7 @@ TEST(gguf_robust_truncated_models) {
     snprintf(tmp, sizeof tmp, "%s/trunc.gguf", dir);
     for (size_t m = 0; m < N_MODELS; m++) {
         char err[TP_ERR_LEN];
-        gguf_file *f = gguf_open(k_models[m], err);
+        gguf_file *f = tp_gguf_open(k_models[m], err);
         CHECK_MSG(f != NULL, "%s", err);
         if (!f) continue;
         size_t size = f->map_size, data = f->data_offset, infos = tensor_infos_start(f);
@@ -257,7 +257,7 @@ TEST(gguf_robust_truncated_models) {
         uint8_t *all = slurp(k_models[m], &size);
         spit(tmp, all, size);
         free(all);
-        gguf_close(f);
+        tp_gguf_close(f);
         int opened = 0;
         for (int i = 0; i < n; i++) {
             if (pts[i] >= size) continue;
@@ -309,7 +309,7 @@ TEST(gguf_robust_corrupted_models) {
         if (!all) continue;
         spit(tmp, all, size);
         char err[TP_ERR_LEN];
-        gguf_file *f = gguf_open(k_models[m], err);
+        gguf_file *f = tp_gguf_open(k_models[m], err);
         CHECK_MSG(f != NULL, "%s", err);
         if (!f) { free(all); continue; }
 
@@ -393,7 +393,7 @@ TEST(gguf_robust_corrupted_models) {
                 MUST_FAIL(corrupt_u64(tmp, of, size));
             }
         }
-        gguf_close(f);
+        tp_gguf_close(f);
         free(all);
     }
     unlink(tmp);
@@ -407,7 +407,7 @@ TEST(gguf_robust_corrupted_models) {
 TEST(gguf_rejects_missing_and_non_gguf_files) {
     char err[TP_ERR_LEN] = "";
     const char *missing = "/nonexistent-dir/x.gguf";
-    CHECK(gguf_open(missing, err) == NULL);
+    CHECK(tp_gguf_open(missing, err) == NULL);
     CHECK_MSG(strcmp(err, "/nonexistent-dir/x.gguf: cannot open: No such file or directory") == 0, "%s", err);
 
     char *dir = test_tmpdir();
@@ -417,18 +417,18 @@ TEST(gguf_rejects_missing_and_non_gguf_files) {
     const char *text = "this is a text file, not a model\n";
     spit(p, text, strlen(text));
     err[0] = 0;
-    CHECK(gguf_open(p, err) == NULL);
+    CHECK(tp_gguf_open(p, err) == NULL);
     check_err_line(err, p);
     CHECK_MSG(strstr(err, ": not a GGUF file (bad magic)") != NULL, "%s", err);
 
     spit(p, "", 0); /* empty */
     err[0] = 0;
-    CHECK(gguf_open(p, err) == NULL);
+    CHECK(tp_gguf_open(p, err) == NULL);
     check_err_line(err, p);
     CHECK_MSG(strstr(err, "not a GGUF file") != NULL, "%s", err);
 
     err[0] = 0;
-    CHECK(gguf_open(dir, err) == NULL); /* a directory */
+    CHECK(tp_gguf_open(dir, err) == NULL); /* a directory */
     check_err_line(err, dir);
     unlink(p);
     rmdir(dir);
@@ -437,20 +437,20 @@ TEST(gguf_rejects_missing_and_non_gguf_files) {
 
 /* A small file made with the writer, in memory, for patching. */
 static uint8_t *small_file(const char *dir, size_t *n, char *path_out) {
-    gguf_writer *w = gguf_writer_new(0);
-    gguf_w_str(w, "general.architecture", "llama");
-    gguf_w_u32(w, "llama.block_count", 1);
+    gguf_writer *w = tp_gguf_writer_new(0);
+    tp_gguf_w_str(w, "general.architecture", "llama");
+    tp_gguf_w_u32(w, "llama.block_count", 1);
     float a[64], b[32];
     for (int i = 0; i < 64; i++) a[i] = (float)i;
     for (int i = 0; i < 32; i++) b[i] = (float)-i;
     uint64_t ne_a[2] = { 32, 2 }, ne_b[1] = { 32 };
-    gguf_w_tensor(w, "a.weight", TP_F32, 2, ne_a, a);
-    gguf_w_tensor(w, "b.weight", TP_F32, 1, ne_b, b);
+    tp_gguf_w_tensor(w, "a.weight", TP_F32, 2, ne_a, a);
+    tp_gguf_w_tensor(w, "b.weight", TP_F32, 1, ne_b, b);
     sprintf(path_out, "%s/small.gguf", dir);
     char err[TP_ERR_LEN] = "";
-    int rc = gguf_writer_save(w, path_out, err);
+    int rc = tp_gguf_writer_save(w, path_out, err);
     CHECK_MSG(rc == 0, "%s", err);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
     return slurp(path_out, n);
 }
 
@@ -474,10 +474,10 @@ static void open_patched(const char *path, const uint8_t *buf, size_t n, size_t 
     spit(path, c, n);
     free(c);
     err[0] = 0;
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     if (f) {
         err[0] = 0;
-        gguf_close(f);
+        tp_gguf_close(f);
     } else {
         check_err_line(err, path);
     }
@@ -546,11 +546,11 @@ TEST(gguf_rejects_bad_versions_types_and_layout) {
     free(buf);
 
     /* duplicate keys and a bad general.alignment via hand-made metadata */
-    gguf_writer *w = gguf_writer_new(0);
-    gguf_w_u32(w, "x.aaaa", 1);
-    gguf_w_u32(w, "x.bbbb", 2);
-    CHECK(gguf_writer_save(w, path, err) == 0);
-    gguf_writer_free(w);
+    gguf_writer *w = tp_gguf_writer_new(0);
+    tp_gguf_w_u32(w, "x.aaaa", 1);
+    tp_gguf_w_u32(w, "x.bbbb", 2);
+    CHECK(tp_gguf_writer_save(w, path, err) == 0);
+    tp_gguf_writer_free(w);
     buf = slurp(path, &n);
     const uint8_t *kb = memmem(buf, n, "x.bbbb", 6);
     REQUIRE(kb != NULL);
@@ -560,10 +560,10 @@ TEST(gguf_rejects_bad_versions_types_and_layout) {
     CHECK_MSG(err[0] == 0, "%s", err);
     free(buf);
 
-    w = gguf_writer_new(0);
-    gguf_w_u32(w, "general.alignmenx", 48);
-    CHECK(gguf_writer_save(w, path, err) == 0);
-    gguf_writer_free(w);
+    w = tp_gguf_writer_new(0);
+    tp_gguf_w_u32(w, "general.alignmenx", 48);
+    CHECK(tp_gguf_writer_save(w, path, err) == 0);
+    tp_gguf_writer_free(w);
     buf = slurp(path, &n);
     kb = memmem(buf, n, "general.alignmenx", 17);
     REQUIRE(kb != NULL);
@@ -592,15 +592,15 @@ TEST(gguf_rejects_bad_versions_types_and_layout) {
         lv[i].v.arr.count = 1;
         lv[i].v.arr.items = &lv[i - 1];
     }
-    w = gguf_writer_new(0);
-    gguf_w_value(w, "deep", &lv[11]);
-    CHECK(gguf_writer_save(w, path, err) == 0);
-    gguf_writer_free(w);
+    w = tp_gguf_writer_new(0);
+    tp_gguf_w_value(w, "deep", &lv[11]);
+    CHECK(tp_gguf_writer_save(w, path, err) == 0);
+    tp_gguf_writer_free(w);
     err[0] = 0;
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     CHECK(f == NULL);
     CHECK_MSG(strstr(err, "'deep'") && strstr(err, "deeper"), "%s", err);
-    gguf_close(f);
+    tp_gguf_close(f);
 
     unlink(path);
     unlink(p2);
@@ -619,22 +619,22 @@ TEST(gguf_writer_rewrites_models_byte_identical) {
     snprintf(out, sizeof out, "%s/copy.gguf", dir);
     for (size_t m = 0; m < N_MODELS; m++) {
         char err[TP_ERR_LEN] = "";
-        gguf_file *f = gguf_open(k_models[m], err);
+        gguf_file *f = tp_gguf_open(k_models[m], err);
         CHECK_MSG(f != NULL, "%s", err);
         if (!f) continue;
-        gguf_writer *w = gguf_writer_new((uint32_t)f->alignment);
-        gguf_w_copy_kv(w, f, NULL);
+        gguf_writer *w = tp_gguf_writer_new((uint32_t)f->alignment);
+        tp_gguf_w_copy_kv(w, f, NULL);
         for (uint64_t i = 0; i < f->n_tensors; i++) {
             const gguf_tensor *t = &f->tensors[i];
-            gguf_w_tensor_ref(w, t->name, t->type, t->n_dims, t->ne, t->data);
+            tp_gguf_w_tensor_ref(w, t->name, t->type, t->n_dims, t->ne, t->data);
         }
-        CHECK_MSG(gguf_writer_save(w, out, err) == 0, "%s", err);
-        gguf_writer_free(w);
+        CHECK_MSG(tp_gguf_writer_save(w, out, err) == 0, "%s", err);
+        tp_gguf_writer_free(w);
         size_t n;
         uint8_t *b = slurp(out, &n);
         CHECK_MSG(b && n == f->map_size && memcmp(b, f->map, n) == 0, "%s: copy differs", k_models[m]);
         free(b);
-        gguf_close(f);
+        tp_gguf_close(f);
     }
     unlink(out);
     rmdir(dir);
@@ -653,36 +653,36 @@ static void roundtrip_with_alignment(uint32_t align) {
     char path[512], err[TP_ERR_LEN] = "";
     snprintf(path, sizeof path, "%s/rt.gguf", dir);
 
-    gguf_writer *w = gguf_writer_new(align);
-    gguf_w_u8(w, "t.u8", 200);
-    gguf_w_i8(w, "t.i8", -100);
-    gguf_w_u16(w, "t.u16", 60000);
-    gguf_w_i16(w, "t.i16", -30000);
-    gguf_w_u32(w, "t.u32", 4000000000u);
-    gguf_w_i32(w, "t.i32", -2000000000);
-    gguf_w_f32(w, "t.f32", 0.1f);
-    gguf_w_bool(w, "t.bool", true);
-    gguf_w_bool(w, "t.bool0", false);
-    gguf_w_str(w, "t.str", "héllo ▁world");
-    gguf_w_str(w, "t.empty", "");
-    gguf_w_u64(w, "t.u64", UINT64_MAX);
-    gguf_w_i64(w, "t.i64", INT64_MIN);
-    gguf_w_f64(w, "t.f64", 1e300);
-    gguf_w_u32(w, "t.replaced", 1);
-    gguf_w_str(w, "t.replaced", "second"); /* replaces the u32 */
+    gguf_writer *w = tp_gguf_writer_new(align);
+    tp_gguf_w_u8(w, "t.u8", 200);
+    tp_gguf_w_i8(w, "t.i8", -100);
+    tp_gguf_w_u16(w, "t.u16", 60000);
+    tp_gguf_w_i16(w, "t.i16", -30000);
+    tp_gguf_w_u32(w, "t.u32", 4000000000u);
+    tp_gguf_w_i32(w, "t.i32", -2000000000);
+    tp_gguf_w_f32(w, "t.f32", 0.1f);
+    tp_gguf_w_bool(w, "t.bool", true);
+    tp_gguf_w_bool(w, "t.bool0", false);
+    tp_gguf_w_str(w, "t.str", "héllo ▁world");
+    tp_gguf_w_str(w, "t.empty", "");
+    tp_gguf_w_u64(w, "t.u64", UINT64_MAX);
+    tp_gguf_w_i64(w, "t.i64", INT64_MIN);
+    tp_gguf_w_f64(w, "t.f64", 1e300);
+    tp_gguf_w_u32(w, "t.replaced", 1);
+    tp_gguf_w_str(w, "t.replaced", "second"); /* replaces the u32 */
     const char *strs[3] = { "a", "", "<0x0A>" };
-    gguf_w_arr_str(w, "t.arr_str", strs, 3);
+    tp_gguf_w_arr_str(w, "t.arr_str", strs, 3);
     float fa[4] = { 1.5f, -2.0f, 0.0f, 3e-8f };
-    gguf_w_arr_f32(w, "t.arr_f32", fa, 4);
+    tp_gguf_w_arr_f32(w, "t.arr_f32", fa, 4);
     int32_t ia[3] = { -1, 0, 2147483647 };
-    gguf_w_arr_i32(w, "t.arr_i32", ia, 3);
-    gguf_w_arr_i32(w, "t.arr_empty", NULL, 0);
+    tp_gguf_w_arr_i32(w, "t.arr_i32", ia, 3);
+    tp_gguf_w_arr_i32(w, "t.arr_empty", NULL, 0);
     uint16_t ua[2] = { 1, 65535 };
-    gguf_w_arr(w, "t.arr_u16", GGUF_U16, ua, 2);
+    tp_gguf_w_arr(w, "t.arr_u16", GGUF_U16, ua, 2);
     double da[2] = { 0.25, -1e-300 };
-    gguf_w_arr(w, "t.arr_f64", GGUF_F64, da, 2);
+    tp_gguf_w_arr(w, "t.arr_f64", GGUF_F64, da, 2);
     uint8_t ba[3] = { 1, 0, 1 };
-    gguf_w_arr(w, "t.arr_bool", GGUF_BOOL, ba, 3);
+    tp_gguf_w_arr(w, "t.arr_bool", GGUF_BOOL, ba, 3);
     /* array of arrays: [[1, 2, 3], []] of i64, and an array of arrays of strings */
     int64_t i64s[3] = { 1, 2, 3 };
     gguf_value inner[2], outer, sitems[2], sinner, souter;
@@ -696,7 +696,7 @@ static void roundtrip_with_alignment(uint32_t align) {
     outer.v.arr.elem_type = GGUF_ARRAY;
     outer.v.arr.count = 2;
     outer.v.arr.items = inner;
-    gguf_w_value(w, "t.nested", &outer);
+    tp_gguf_w_value(w, "t.nested", &outer);
     memset(sitems, 0, sizeof sitems);
     sitems[0].type = sitems[1].type = GGUF_STRING;
     sitems[0].v.s = (gguf_str){ 3, "foo" };
@@ -711,7 +711,7 @@ static void roundtrip_with_alignment(uint32_t align) {
     souter.v.arr.elem_type = GGUF_ARRAY;
     souter.v.arr.count = 1;
     souter.v.arr.items = &sinner;
-    gguf_w_value(w, "t.nested_str", &souter);
+    tp_gguf_w_value(w, "t.nested_str", &souter);
 
     /* tensors of several types */
     float src[2 * 256];
@@ -727,105 +727,105 @@ static void roundtrip_with_alignment(uint32_t align) {
              ne_r[2] = { 16, 3 };
     float small[15];
     for (int i = 0; i < 15; i++) small[i] = (float)i / 7.0f;
-    gguf_w_tensor(w, "small.f32", TP_F32, 2, ne_f32, small); /* 60 bytes: needs padding */
-    gguf_w_tensor(w, "q8", TP_Q8_0, 2, ne_q, q8);
-    gguf_w_tensor(w, "q4", TP_Q4_0, 2, ne_q, q4);
-    gguf_w_tensor(w, "h16", TP_F16, 3, ne_h, h16);
-    gguf_w_tensor(w, "q4k", TP_Q4_K, 1, ne_k, qk);
+    tp_gguf_w_tensor(w, "small.f32", TP_F32, 2, ne_f32, small); /* 60 bytes: needs padding */
+    tp_gguf_w_tensor(w, "q8", TP_Q8_0, 2, ne_q, q8);
+    tp_gguf_w_tensor(w, "q4", TP_Q4_0, 2, ne_q, q4);
+    tp_gguf_w_tensor(w, "h16", TP_F16, 3, ne_h, h16);
+    tp_gguf_w_tensor(w, "q4k", TP_Q4_K, 1, ne_k, qk);
     fill_ctx fc = { 0.5f };
-    gguf_w_tensor_rows(w, "rows", TP_F32, 2, ne_r, fill_rows, &fc);
-    int rc = gguf_writer_save(w, path, err);
+    tp_gguf_w_tensor_rows(w, "rows", TP_F32, 2, ne_r, fill_rows, &fc);
+    int rc = tp_gguf_writer_save(w, path, err);
     CHECK_MSG(rc == 0, "%s", err);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
 
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     CHECK_MSG(f != NULL, "%s", err);
     REQUIRE(f != NULL);
     uint32_t want_align = align ? align : 32;
     CHECK_INT_EQ(f->version, 3);
     CHECK_INT_EQ(f->alignment, want_align);
     CHECK_INT_EQ(f->data_offset % want_align, 0);
-    CHECK((gguf_find(f, "general.alignment") != NULL) == (want_align != 32));
+    CHECK((tp_gguf_find(f, "general.alignment") != NULL) == (want_align != 32));
     int64_t iv;
     double dv;
     bool bv;
-    CHECK(gguf_get_int(f, "t.u8", &iv, err) && iv == 200);
-    CHECK(gguf_get_int(f, "t.i8", &iv, err) && iv == -100);
-    CHECK(gguf_get_int(f, "t.u16", &iv, err) && iv == 60000);
-    CHECK(gguf_get_int(f, "t.i16", &iv, err) && iv == -30000);
-    CHECK(gguf_get_int(f, "t.u32", &iv, err) && iv == 4000000000ll);
-    CHECK(gguf_get_int(f, "t.i32", &iv, err) && iv == -2000000000);
-    CHECK(gguf_get_int(f, "t.i64", &iv, err) && iv == INT64_MIN);
+    CHECK(tp_gguf_get_int(f, "t.u8", &iv, err) && iv == 200);
+    CHECK(tp_gguf_get_int(f, "t.i8", &iv, err) && iv == -100);
+    CHECK(tp_gguf_get_int(f, "t.u16", &iv, err) && iv == 60000);
+    CHECK(tp_gguf_get_int(f, "t.i16", &iv, err) && iv == -30000);
+    CHECK(tp_gguf_get_int(f, "t.u32", &iv, err) && iv == 4000000000ll);
+    CHECK(tp_gguf_get_int(f, "t.i32", &iv, err) && iv == -2000000000);
+    CHECK(tp_gguf_get_int(f, "t.i64", &iv, err) && iv == INT64_MIN);
     err[0] = 0;
-    CHECK(!gguf_get_int(f, "t.u64", &iv, err)); /* does not fit in int64 */
+    CHECK(!tp_gguf_get_int(f, "t.u64", &iv, err)); /* does not fit in int64 */
     CHECK(strstr(err, "t.u64") != NULL);
-    CHECK_INT_EQ(gguf_find(f, "t.u64")->value.v.u == UINT64_MAX, 1);
-    CHECK(gguf_get_float(f, "t.f32", &dv, err) && dv == (double)0.1f);
-    CHECK(gguf_get_float(f, "t.f64", &dv, err) && dv == 1e300);
-    CHECK(gguf_get_float(f, "t.u16", &dv, err) && dv == 60000.0); /* ints convert to float */
-    CHECK(gguf_get_bool(f, "t.bool", &bv, err) && bv);
-    CHECK(gguf_get_bool(f, "t.bool0", &bv, err) && !bv);
+    CHECK_INT_EQ(tp_gguf_find(f, "t.u64")->value.v.u == UINT64_MAX, 1);
+    CHECK(tp_gguf_get_float(f, "t.f32", &dv, err) && dv == (double)0.1f);
+    CHECK(tp_gguf_get_float(f, "t.f64", &dv, err) && dv == 1e300);
+    CHECK(tp_gguf_get_float(f, "t.u16", &dv, err) && dv == 60000.0); /* ints convert to float */
+    CHECK(tp_gguf_get_bool(f, "t.bool", &bv, err) && bv);
+    CHECK(tp_gguf_get_bool(f, "t.bool0", &bv, err) && !bv);
     err[0] = 0;
-    CHECK(!gguf_get_bool(f, "t.str", &bv, err) && strstr(err, "t.str"));
+    CHECK(!tp_gguf_get_bool(f, "t.str", &bv, err) && strstr(err, "t.str"));
     err[0] = 0;
-    CHECK(!gguf_get_float(f, "t.arr_f32", &dv, err) && strstr(err, "t.arr_f32"));
-    char *s = gguf_get_string(f, "t.str");
+    CHECK(!tp_gguf_get_float(f, "t.arr_f32", &dv, err) && strstr(err, "t.arr_f32"));
+    char *s = tp_gguf_get_string(f, "t.str");
     CHECK(s && strcmp(s, "héllo ▁world") == 0);
     free(s);
-    s = gguf_get_string(f, "t.empty");
+    s = tp_gguf_get_string(f, "t.empty");
     CHECK(s && s[0] == 0);
     free(s);
-    s = gguf_get_string(f, "t.replaced");
+    s = tp_gguf_get_string(f, "t.replaced");
     CHECK(s && strcmp(s, "second") == 0);
     free(s);
-    CHECK(gguf_get_string(f, "t.u8") == NULL);
+    CHECK(tp_gguf_get_string(f, "t.u8") == NULL);
 
-    const gguf_kv *kv = gguf_find(f, "t.arr_str");
+    const gguf_kv *kv = tp_gguf_find(f, "t.arr_str");
     REQUIRE(kv != NULL);
     CHECK_INT_EQ(kv->value.v.arr.count, 3);
     for (int i = 0; i < 3; i++) {
-        gguf_str g = gguf_arr_str(&kv->value, (uint64_t)i);
+        gguf_str g = tp_gguf_arr_str(&kv->value, (uint64_t)i);
         CHECK(g.len == strlen(strs[i]) && memcmp(g.str, strs[i], g.len) == 0);
     }
-    kv = gguf_find(f, "t.arr_f32");
+    kv = tp_gguf_find(f, "t.arr_f32");
     REQUIRE(kv != NULL);
-    for (int i = 0; i < 4; i++) CHECK(gguf_arr_float(&kv->value, (uint64_t)i) == (double)fa[i]);
-    kv = gguf_find(f, "t.arr_i32");
+    for (int i = 0; i < 4; i++) CHECK(tp_gguf_arr_float(&kv->value, (uint64_t)i) == (double)fa[i]);
+    kv = tp_gguf_find(f, "t.arr_i32");
     REQUIRE(kv != NULL);
-    for (int i = 0; i < 3; i++) CHECK(gguf_arr_int(&kv->value, (uint64_t)i) == ia[i]);
-    kv = gguf_find(f, "t.arr_empty");
+    for (int i = 0; i < 3; i++) CHECK(tp_gguf_arr_int(&kv->value, (uint64_t)i) == ia[i]);
+    kv = tp_gguf_find(f, "t.arr_empty");
     CHECK(kv && kv->value.v.arr.count == 0 && kv->value.v.arr.elem_type == GGUF_I32);
-    kv = gguf_find(f, "t.arr_u16");
-    CHECK(kv && gguf_arr_int(&kv->value, 1) == 65535);
-    kv = gguf_find(f, "t.arr_f64");
-    CHECK(kv && gguf_arr_float(&kv->value, 1) == -1e-300);
-    kv = gguf_find(f, "t.arr_bool");
-    CHECK(kv && kv->value.v.arr.elem_type == GGUF_BOOL && gguf_arr_int(&kv->value, 2) == 1 &&
-          gguf_arr_int(&kv->value, 1) == 0);
-    kv = gguf_find(f, "t.nested");
+    kv = tp_gguf_find(f, "t.arr_u16");
+    CHECK(kv && tp_gguf_arr_int(&kv->value, 1) == 65535);
+    kv = tp_gguf_find(f, "t.arr_f64");
+    CHECK(kv && tp_gguf_arr_float(&kv->value, 1) == -1e-300);
+    kv = tp_gguf_find(f, "t.arr_bool");
+    CHECK(kv && kv->value.v.arr.elem_type == GGUF_BOOL && tp_gguf_arr_int(&kv->value, 2) == 1 &&
+          tp_gguf_arr_int(&kv->value, 1) == 0);
+    kv = tp_gguf_find(f, "t.nested");
     REQUIRE(kv != NULL);
     CHECK(kv->value.v.arr.elem_type == GGUF_ARRAY && kv->value.v.arr.count == 2);
     const gguf_value *in0 = &kv->value.v.arr.items[0], *in1 = &kv->value.v.arr.items[1];
-    CHECK(in0->v.arr.elem_type == GGUF_I64 && in0->v.arr.count == 3 && gguf_arr_int(in0, 2) == 3);
+    CHECK(in0->v.arr.elem_type == GGUF_I64 && in0->v.arr.count == 3 && tp_gguf_arr_int(in0, 2) == 3);
     CHECK(in1->v.arr.elem_type == GGUF_I64 && in1->v.arr.count == 0);
-    kv = gguf_find(f, "t.nested_str");
+    kv = tp_gguf_find(f, "t.nested_str");
     REQUIRE(kv != NULL && kv->value.v.arr.count == 1);
-    gguf_str g = gguf_arr_str(&kv->value.v.arr.items[0], 1);
+    gguf_str g = tp_gguf_arr_str(&kv->value.v.arr.items[0], 1);
     CHECK(g.len == 2 && memcmp(g.str, "ba", 2) == 0);
 
     CHECK_INT_EQ(f->n_tensors, 6);
-    const gguf_tensor *t = gguf_find_tensor(f, "small.f32");
+    const gguf_tensor *t = tp_gguf_find_tensor(f, "small.f32");
     CHECK(t && t->n_dims == 2 && t->ne[0] == 3 && t->ne[1] == 5 && t->nbytes == 60 &&
           memcmp(t->data, small, 60) == 0);
-    t = gguf_find_tensor(f, "q8");
+    t = tp_gguf_find_tensor(f, "q8");
     CHECK(t && t->type == TP_Q8_0 && t->nbytes == sizeof q8 && memcmp(t->data, q8, sizeof q8) == 0);
-    t = gguf_find_tensor(f, "q4");
+    t = tp_gguf_find_tensor(f, "q4");
     CHECK(t && t->type == TP_Q4_0 && t->nbytes == sizeof q4 && memcmp(t->data, q4, sizeof q4) == 0);
-    t = gguf_find_tensor(f, "h16");
+    t = tp_gguf_find_tensor(f, "h16");
     CHECK(t && t->type == TP_F16 && t->n_dims == 3 && t->ne[2] == 2 && memcmp(t->data, h16, sizeof h16) == 0);
-    t = gguf_find_tensor(f, "q4k");
+    t = tp_gguf_find_tensor(f, "q4k");
     CHECK(t && t->type == TP_Q4_K && t->nbytes == sizeof qk && memcmp(t->data, qk, sizeof qk) == 0);
-    t = gguf_find_tensor(f, "rows");
+    t = tp_gguf_find_tensor(f, "rows");
     REQUIRE(t != NULL);
     CHECK(t->nbytes == 16 * 3 * 4);
     float row2[16];
@@ -834,9 +834,9 @@ static void roundtrip_with_alignment(uint32_t align) {
     for (uint64_t i = 0; i < f->n_tensors; i++) CHECK(f->tensors[i].offset % want_align == 0);
     /* the Q8_0 data reads back into what it quantized to */
     float y[256];
-    tp_dequantize_row(TP_Q8_0, gguf_find_tensor(f, "q8")->data, y, 256);
+    tp_dequantize_row(TP_Q8_0, tp_gguf_find_tensor(f, "q8")->data, y, 256);
     for (int i = 0; i < 256; i++) CHECK_NEAR(y[i], src[i], 3.0 / 127 * 0.51 + 1e-3);
-    gguf_close(f);
+    tp_gguf_close(f);
     unlink(path);
     rmdir(dir);
     free(dir);
@@ -851,14 +851,14 @@ TEST(gguf_writer_copy_kv_prefix) {
     REQUIRE(dir != NULL);
     char path[512], err[TP_ERR_LEN] = "";
     snprintf(path, sizeof path, "%s/vocab.gguf", dir);
-    gguf_file *src = gguf_open(MODELS "/stories260K.gguf", err);
+    gguf_file *src = tp_gguf_open(MODELS "/stories260K.gguf", err);
     REQUIRE(src != NULL);
-    gguf_writer *w = gguf_writer_new(0);
-    gguf_w_str(w, "general.architecture", "llama");
-    gguf_w_copy_kv(w, src, "tokenizer.");
-    CHECK_MSG(gguf_writer_save(w, path, err) == 0, "%s", err);
-    gguf_writer_free(w);
-    gguf_file *f = gguf_open(path, err);
+    gguf_writer *w = tp_gguf_writer_new(0);
+    tp_gguf_w_str(w, "general.architecture", "llama");
+    tp_gguf_w_copy_kv(w, src, "tokenizer.");
+    CHECK_MSG(tp_gguf_writer_save(w, path, err) == 0, "%s", err);
+    tp_gguf_writer_free(w);
+    gguf_file *f = tp_gguf_open(path, err);
     CHECK_MSG(f != NULL, "%s", err);
     REQUIRE(f != NULL);
     uint64_t n_tok = 0;
@@ -867,20 +867,20 @@ TEST(gguf_writer_copy_kv_prefix) {
     CHECK(n_tok >= 3);
     CHECK_INT_EQ(f->n_kv, n_tok + 1);
     CHECK_INT_EQ(f->n_tensors, 0);
-    CHECK(gguf_find(f, "llama.block_count") == NULL);
-    const gguf_kv *a = gguf_find(src, "tokenizer.ggml.tokens"), *b = gguf_find(f, "tokenizer.ggml.tokens");
+    CHECK(tp_gguf_find(f, "llama.block_count") == NULL);
+    const gguf_kv *a = tp_gguf_find(src, "tokenizer.ggml.tokens"), *b = tp_gguf_find(f, "tokenizer.ggml.tokens");
     REQUIRE(a && b);
     CHECK_INT_EQ(b->value.v.arr.count, 512);
     for (uint64_t i = 0; i < 512; i++) {
-        gguf_str x = gguf_arr_str(&a->value, i), y = gguf_arr_str(&b->value, i);
+        gguf_str x = tp_gguf_arr_str(&a->value, i), y = tp_gguf_arr_str(&b->value, i);
         CHECK(x.len == y.len && memcmp(x.str, y.str, x.len) == 0);
     }
-    a = gguf_find(src, "tokenizer.ggml.scores");
-    b = gguf_find(f, "tokenizer.ggml.scores");
+    a = tp_gguf_find(src, "tokenizer.ggml.scores");
+    b = tp_gguf_find(f, "tokenizer.ggml.scores");
     REQUIRE(a && b);
     CHECK(memcmp(a->value.v.arr.raw, b->value.v.arr.raw, 512 * 4) == 0);
-    gguf_close(f);
-    gguf_close(src);
+    tp_gguf_close(f);
+    tp_gguf_close(src);
     unlink(path);
     rmdir(dir);
     free(dir);
@@ -895,36 +895,36 @@ TEST(gguf_writer_reports_invalid_input) {
     uint8_t data[1024] = { 0 };
     uint64_t ne[2] = { 48, 1 };
 
-    gguf_writer *w = gguf_writer_new(0);
-    gguf_w_tensor(w, "odd", TP_Q8_0, 2, ne, data);
-    CHECK(gguf_writer_save(w, path, err) == -1);
+    gguf_writer *w = tp_gguf_writer_new(0);
+    tp_gguf_w_tensor(w, "odd", TP_Q8_0, 2, ne, data);
+    CHECK(tp_gguf_writer_save(w, path, err) == -1);
     CHECK_MSG(strstr(err, "'odd'") && strstr(err, "block size 32"), "%s", err);
     CHECK(access(path, F_OK) != 0);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
 
-    w = gguf_writer_new(0);
-    gguf_w_tensor(w, "weird", 99, 2, ne, data);
-    CHECK(gguf_writer_save(w, path, err) == -1);
+    w = tp_gguf_writer_new(0);
+    tp_gguf_w_tensor(w, "weird", 99, 2, ne, data);
+    CHECK(tp_gguf_writer_save(w, path, err) == -1);
     CHECK_MSG(strstr(err, "'weird' has unknown type 99"), "%s", err);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
 
-    w = gguf_writer_new(0);
+    w = tp_gguf_writer_new(0);
     ne[0] = 32;
-    gguf_w_tensor(w, "dup", TP_F32, 2, ne, data);
-    gguf_w_tensor(w, "dup", TP_F32, 2, ne, data);
-    CHECK(gguf_writer_save(w, path, err) == -1);
+    tp_gguf_w_tensor(w, "dup", TP_F32, 2, ne, data);
+    tp_gguf_w_tensor(w, "dup", TP_F32, 2, ne, data);
+    CHECK(tp_gguf_writer_save(w, path, err) == -1);
     CHECK_MSG(strstr(err, "duplicate tensor name 'dup'"), "%s", err);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
 
-    w = gguf_writer_new(24);
-    CHECK(gguf_writer_save(w, path, err) == -1);
+    w = tp_gguf_writer_new(24);
+    CHECK(tp_gguf_writer_save(w, path, err) == -1);
     CHECK_MSG(strstr(err, "alignment 24"), "%s", err);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
 
-    w = gguf_writer_new(0);
-    CHECK(gguf_writer_save(w, "/nonexistent-dir/x.gguf", err) == -1);
+    w = tp_gguf_writer_new(0);
+    CHECK(tp_gguf_writer_save(w, "/nonexistent-dir/x.gguf", err) == -1);
     CHECK_MSG(strstr(err, "/nonexistent-dir/x.gguf: cannot create") == err, "%s", err);
-    gguf_writer_free(w);
+    tp_gguf_writer_free(w);
     rmdir(dir);
     free(dir);
 }

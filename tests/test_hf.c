@@ -268,17 +268,17 @@ static int gguf_row_of_hf(int r, int head_dim) {
 static bool export_stories_opt(const char *dir, const char *dtype, const char *gguf_out, bool pad) {
     bool half = strcmp(dtype, "F32") != 0, bf16 = strcmp(dtype, "BF16") == 0;
     char err[TP_ERR_LEN];
-    gguf_file *src = gguf_open(STORIES, err);
+    gguf_file *src = tp_gguf_open(STORIES, err);
     if (!src) { fprintf(stderr, "  %s\n", err); return false; }
-    st_writer *w = st_writer_new();
-    st_w_meta(w, "format", "pt");
+    st_writer *w = tp_st_writer_new();
+    tp_st_w_meta(w, "format", "pt");
     if (pad) { /* one byte first: every later tensor is unaligned in the file */
         uint8_t b = 7;
         uint64_t s1[1] = { 1 };
-        st_w_tensor(w, "extra.pad", "U8", 1, s1, &b);
+        tp_st_w_tensor(w, "extra.pad", "U8", 1, s1, &b);
     }
-    gguf_writer *gw = gguf_out ? gguf_writer_new(0) : NULL;
-    if (gw) gguf_w_copy_kv(gw, src, NULL);
+    gguf_writer *gw = gguf_out ? tp_gguf_writer_new(0) : NULL;
+    if (gw) tp_gguf_w_copy_kv(gw, src, NULL);
     bool ok = true;
     for (uint64_t i = 0; i < src->n_tensors && ok; i++) {
         const gguf_tensor *t = &src->tensors[i];
@@ -300,23 +300,23 @@ static bool export_stories_opt(const char *dir, const char *dtype, const char *g
                 b[k] = bf16 ? tp_f32_to_bf16(hf[k]) : tp_f32_to_f16(hf[k]);
                 gb[k] = bf16 ? tp_f32_to_bf16(g[k]) : tp_f32_to_f16(g[k]);
             }
-            st_w_tensor(w, name, dtype, (int)t->n_dims, shape, b);
-            if (gw) gguf_w_tensor(gw, t->name, bf16 ? TP_BF16 : TP_F16, t->n_dims, t->ne, gb);
+            tp_st_w_tensor(w, name, dtype, (int)t->n_dims, shape, b);
+            if (gw) tp_gguf_w_tensor(gw, t->name, bf16 ? TP_BF16 : TP_F16, t->n_dims, t->ne, gb);
             free(b);
             free(gb);
         } else {
-            st_w_tensor(w, name, "F32", (int)t->n_dims, shape, hf);
-            if (gw) gguf_w_tensor(gw, t->name, TP_F32, t->n_dims, t->ne, g);
+            tp_st_w_tensor(w, name, "F32", (int)t->n_dims, shape, hf);
+            if (gw) tp_gguf_w_tensor(gw, t->name, TP_F32, t->n_dims, t->ne, g);
         }
         free(hf);
     }
     char *p = join(dir, "model.safetensors");
-    if (ok && st_writer_save(w, p, err) != 0) { fprintf(stderr, "  %s\n", err); ok = false; }
+    if (ok && tp_st_writer_save(w, p, err) != 0) { fprintf(stderr, "  %s\n", err); ok = false; }
     free(p);
-    if (ok && gw && gguf_writer_save(gw, gguf_out, err) != 0) { fprintf(stderr, "  %s\n", err); ok = false; }
-    st_writer_free(w);
-    gguf_writer_free(gw);
-    gguf_close(src);
+    if (ok && gw && tp_gguf_writer_save(gw, gguf_out, err) != 0) { fprintf(stderr, "  %s\n", err); ok = false; }
+    tp_st_writer_free(w);
+    tp_gguf_writer_free(gw);
+    tp_gguf_close(src);
     p = join(dir, "config.json");
     write_text(p, stories_config);
     free(p);
@@ -369,8 +369,8 @@ static void check_stories_hparams(const tp_model *h) {
     CHECK(h->hp.rope_split_half);
     CHECK(h->output.data != h->tok_embd.data); /* lm_head is its own tensor */
     CHECK(h->rope_freq_factors == NULL);
-    CHECK_INT_EQ(tokenizer_bos(h->tok), 1);
-    CHECK_INT_EQ(tokenizer_eos(h->tok), 2);
+    CHECK_INT_EQ(tp_tokenizer_bos(h->tok), 1);
+    CHECK_INT_EQ(tp_tokenizer_eos(h->tok), 2);
 }
 
 /* Is p inside one of the folder's mapped shards? */
@@ -552,23 +552,23 @@ static bool write_random_llama3(const char *dir, char *gguf_path, char *hf_dir, 
     char cmd[600];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", hf_dir);
     if (system(cmd) != 0) return false;
-    gguf_file *vocab = gguf_open(LLAMA3_VOCAB, err);
+    gguf_file *vocab = tp_gguf_open(LLAMA3_VOCAB, err);
     if (!vocab) { fprintf(stderr, "  %s\n", err); return false; }
-    gguf_writer *gw = gguf_writer_new(0);
-    gguf_w_str(gw, "general.architecture", "llama");
-    gguf_w_u32(gw, "llama.context_length", 131072);
-    gguf_w_u32(gw, "llama.embedding_length", R_DIM);
-    gguf_w_u32(gw, "llama.block_count", R_LAYERS);
-    gguf_w_u32(gw, "llama.feed_forward_length", R_FFN);
-    gguf_w_u32(gw, "llama.attention.head_count", R_HEADS);
-    gguf_w_u32(gw, "llama.attention.head_count_kv", R_KV);
-    gguf_w_u32(gw, "llama.attention.key_length", R_HD);
-    gguf_w_u32(gw, "llama.rope.dimension_count", R_HD);
-    gguf_w_f32(gw, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_w_f32(gw, "llama.rope.freq_base", 500000.0f);
-    gguf_w_copy_kv(gw, vocab, "tokenizer.");
+    gguf_writer *gw = tp_gguf_writer_new(0);
+    tp_gguf_w_str(gw, "general.architecture", "llama");
+    tp_gguf_w_u32(gw, "llama.context_length", 131072);
+    tp_gguf_w_u32(gw, "llama.embedding_length", R_DIM);
+    tp_gguf_w_u32(gw, "llama.block_count", R_LAYERS);
+    tp_gguf_w_u32(gw, "llama.feed_forward_length", R_FFN);
+    tp_gguf_w_u32(gw, "llama.attention.head_count", R_HEADS);
+    tp_gguf_w_u32(gw, "llama.attention.head_count_kv", R_KV);
+    tp_gguf_w_u32(gw, "llama.attention.key_length", R_HD);
+    tp_gguf_w_u32(gw, "llama.rope.dimension_count", R_HD);
+    tp_gguf_w_f32(gw, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    tp_gguf_w_f32(gw, "llama.rope.freq_base", 500000.0f);
+    tp_gguf_w_copy_kv(gw, vocab, "tokenizer.");
 
-    st_writer *sw[2] = { st_writer_new(), st_writer_new() };
+    st_writer *sw[2] = { tp_st_writer_new(), tp_st_writer_new() };
     cJSON *index = cJSON_CreateObject();
     cJSON *wm = cJSON_CreateObject();
     const char *shard[2] = { "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors" };
@@ -578,8 +578,8 @@ static bool write_random_llama3(const char *dir, char *gguf_path, char *hf_dir, 
     /* embeddings (tied: also the output) in shard 1 */
     uint16_t *emb = rand_bf16((size_t)R_VOCAB * R_DIM, 0, 1.0f);
     uint64_t es[2] = { R_VOCAB, R_DIM }, ene[2] = { R_DIM, R_VOCAB };
-    st_w_tensor(sw[0], "model.embed_tokens.weight", "BF16", 2, es, emb);
-    gguf_w_tensor(gw, "token_embd.weight", TP_BF16, 2, ene, emb);
+    tp_st_w_tensor(sw[0], "model.embed_tokens.weight", "BF16", 2, es, emb);
+    tp_gguf_w_tensor(gw, "token_embd.weight", TP_BF16, 2, ene, emb);
     cJSON_AddStringToObject(wm, "model.embed_tokens.weight", shard[0]);
     total += (size_t)R_VOCAB * R_DIM * 2;
     free(emb);
@@ -597,8 +597,8 @@ static bool write_random_llama3(const char *dir, char *gguf_path, char *hf_dir, 
                 float *f = malloc(sizeof(float) * (size_t)rt->rows);
                 for (int i = 0; i < rt->rows; i++) f[i] = tp_bf16_to_f32(v[i]);
                 uint64_t s1[1] = { (uint64_t)rt->rows };
-                st_w_tensor(w, hn, "BF16", 1, s1, v);
-                gguf_w_tensor(gw, gn, TP_F32, 1, s1, f); /* the converter keeps norms in F32 */
+                tp_st_w_tensor(w, hn, "BF16", 1, s1, v);
+                tp_gguf_w_tensor(gw, gn, TP_F32, 1, s1, f); /* the converter keeps norms in F32 */
                 total += (size_t)rt->rows * 2;
                 free(v);
                 free(f);
@@ -612,8 +612,8 @@ static bool write_random_llama3(const char *dir, char *gguf_path, char *hf_dir, 
                 memcpy(g + (size_t)gr * rt->cols, hf + (size_t)r * rt->cols, (size_t)rt->cols * 2);
             }
             uint64_t s2[2] = { (uint64_t)rt->rows, (uint64_t)rt->cols }, ne[2] = { s2[1], s2[0] };
-            st_w_tensor(w, hn, "BF16", 2, s2, hf);
-            gguf_w_tensor(gw, gn, TP_BF16, 2, ne, g);
+            tp_st_w_tensor(w, hn, "BF16", 2, s2, hf);
+            tp_gguf_w_tensor(gw, gn, TP_BF16, 2, ne, g);
             total += n * 2;
             free(hf);
             free(g);
@@ -623,21 +623,21 @@ static bool write_random_llama3(const char *dir, char *gguf_path, char *hf_dir, 
     float nf[R_DIM];
     for (int i = 0; i < R_DIM; i++) nf[i] = tp_bf16_to_f32(nv[i]);
     uint64_t sd[1] = { R_DIM };
-    st_w_tensor(sw[1], "model.norm.weight", "BF16", 1, sd, nv);
-    gguf_w_tensor(gw, "output_norm.weight", TP_F32, 1, sd, nf);
+    tp_st_w_tensor(sw[1], "model.norm.weight", "BF16", 1, sd, nv);
+    tp_gguf_w_tensor(gw, "output_norm.weight", TP_F32, 1, sd, nf);
     cJSON_AddStringToObject(wm, "model.norm.weight", shard[1]);
     total += R_DIM * 2;
     free(nv);
     float ff[R_HD / 2];
     converter_rope_freqs(ff, R_HD, 500000.0f, 32.0f, 1.0f, 4.0f, 8192.0f);
     uint64_t sf[1] = { R_HD / 2 };
-    gguf_w_tensor(gw, "rope_freqs.weight", TP_F32, 1, sf, ff);
+    tp_gguf_w_tensor(gw, "rope_freqs.weight", TP_F32, 1, sf, ff);
 
-    bool ok = gguf_writer_save(gw, gguf_path, err) == 0;
+    bool ok = tp_gguf_writer_save(gw, gguf_path, err) == 0;
     if (!ok) fprintf(stderr, "  %s\n", err);
     for (int i = 0; i < 2 && ok; i++) {
         char *p = join(hf_dir, shard[i]);
-        if (st_writer_save(sw[i], p, err) != 0) { fprintf(stderr, "  %s\n", err); ok = false; }
+        if (tp_st_writer_save(sw[i], p, err) != 0) { fprintf(stderr, "  %s\n", err); ok = false; }
         free(p);
     }
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(index, "metadata"), "total_size", (double)total);
@@ -661,10 +661,10 @@ static bool write_random_llama3(const char *dir, char *gguf_path, char *hf_dir, 
         free(from);
         free(to);
     }
-    st_writer_free(sw[0]);
-    st_writer_free(sw[1]);
-    gguf_writer_free(gw);
-    gguf_close(vocab);
+    tp_st_writer_free(sw[0]);
+    tp_st_writer_free(sw[1]);
+    tp_gguf_writer_free(gw);
+    tp_gguf_close(vocab);
     return ok;
 }
 
@@ -700,16 +700,16 @@ TEST(hf_llama3_random_sharded_matches_gguf) {
         /* the same tokenizer from tokenizer.json as from the GGUF vocabulary */
         const char *text = "Hello world! The quick brown fox <|eot_id|> 12345 ,\n\n  tabs\tand é";
         int32_t tg[64], th[64];
-        int ng = tokenizer_encode(g->tok, text, true, true, tg, 64);
-        int nh = tokenizer_encode(h->tok, text, true, true, th, 64);
+        int ng = tp_tokenizer_encode(g->tok, text, true, true, tg, 64);
+        int nh = tp_tokenizer_encode(h->tok, text, true, true, th, 64);
         CHECK(ng > 10 && ng <= 64);
         CHECK_INT_EQ(nh, ng);
         CHECK(ng == nh && ng > 0 && memcmp(tg, th, sizeof(int32_t) * (size_t)ng) == 0);
         CHECK_INT_EQ(th[0], 128000);
-        CHECK_INT_EQ(tokenizer_bos(h->tok), 128000);
+        CHECK_INT_EQ(tp_tokenizer_bos(h->tok), 128000);
         /* (128008 is a reserved token in this Llama 3.0 vocabulary; that it also
          * ends generation, as generation_config.json says, needs a tokenizer setter) */
-        CHECK(tokenizer_is_eog(h->tok, 128001) && tokenizer_is_eog(h->tok, 128009));
+        CHECK(tp_tokenizer_is_eog(h->tok, 128001) && tp_tokenizer_is_eog(h->tok, 128009));
 
         /* logits: causal prompt at positions 0.., then an isolated set far out
          * (position 20000, where the scaled low frequencies matter) */
@@ -759,21 +759,21 @@ TEST(safetensors_writer_round_trip) {
     uint16_t b[3] = { tp_f32_to_bf16(1.5f), tp_f32_to_bf16(-2), tp_f32_to_bf16(3.25f) };
     int64_t c[2] = { 7, -9 };
     uint64_t sa[2] = { 2, 3 }, sb[1] = { 3 }, sc[1] = { 2 }, s0[2] = { 0, 4 };
-    st_writer *w = st_writer_new();
-    st_w_meta(w, "format", "pt");
-    st_w_tensor(w, "b.bf16", "BF16", 1, sb, b); /* 6 bytes: leaves the next tensor unaligned */
-    st_w_tensor(w, "a.f32", "F32", 2, sa, a);
-    st_w_tensor(w, "c.i64", "I64", 1, sc, c);
-    st_w_tensor(w, "empty", "F16", 2, s0, NULL);
-    REQUIRE(st_writer_save(w, p, err) == 0);
-    st_writer_free(w);
-    st_file *f = st_open(p, err);
+    st_writer *w = tp_st_writer_new();
+    tp_st_w_meta(w, "format", "pt");
+    tp_st_w_tensor(w, "b.bf16", "BF16", 1, sb, b); /* 6 bytes: leaves the next tensor unaligned */
+    tp_st_w_tensor(w, "a.f32", "F32", 2, sa, a);
+    tp_st_w_tensor(w, "c.i64", "I64", 1, sc, c);
+    tp_st_w_tensor(w, "empty", "F16", 2, s0, NULL);
+    REQUIRE(tp_st_writer_save(w, p, err) == 0);
+    tp_st_writer_free(w);
+    st_file *f = tp_st_open(p, err);
     CHECK_MSG(f != NULL, "%s", err);
     REQUIRE(f);
     CHECK_INT_EQ(f->n_tensors, 4);
     CHECK_INT_EQ(f->data_offset % 8, 0); /* header padded */
-    const st_tensor *ta = st_find(f, "a.f32"), *tb = st_find(f, "b.bf16"), *tc = st_find(f, "c.i64");
-    REQUIRE(ta && tb && tc && st_find(f, "empty") && !st_find(f, "nope"));
+    const st_tensor *ta = tp_st_find(f, "a.f32"), *tb = tp_st_find(f, "b.bf16"), *tc = tp_st_find(f, "c.i64");
+    REQUIRE(ta && tb && tc && tp_st_find(f, "empty") && !tp_st_find(f, "nope"));
     CHECK_INT_EQ(ta->type, TP_F32);
     CHECK_INT_EQ(ta->n_dims, 2);
     CHECK_INT_EQ(ta->shape[0], 2);
@@ -785,15 +785,15 @@ TEST(safetensors_writer_round_trip) {
     CHECK_INT_EQ(tc->type, ST_TYPE_OTHER);
     CHECK(strcmp(tc->dtype, "I64") == 0);
     CHECK(memcmp(tc->data, c, 16) == 0);
-    CHECK_INT_EQ(st_find(f, "empty")->nbytes, 0);
+    CHECK_INT_EQ(tp_st_find(f, "empty")->nbytes, 0);
     CHECK((const uint8_t *)tb->data == f->map + f->data_offset); /* written in order */
-    st_close(f);
+    tp_st_close(f);
     /* the writer reports bad input at save time */
-    w = st_writer_new();
-    st_w_tensor(w, "x", "Q4_0", 1, sb, b);
-    CHECK(st_writer_save(w, p, err) != 0);
+    w = tp_st_writer_new();
+    tp_st_w_tensor(w, "x", "Q4_0", 1, sb, b);
+    CHECK(tp_st_writer_save(w, p, err) != 0);
     CHECK(strstr(err, "Q4_0") != NULL);
-    st_writer_free(w);
+    tp_st_writer_free(w);
     free(p);
     rm_rf(dir);
     free(dir);
@@ -815,11 +815,11 @@ static void expect_open_error(const char *path, const char *hdr, size_t data_len
                               const char *want) {
     char err[TP_ERR_LEN] = "";
     write_raw(path, hdr, data_len, len_override);
-    st_file *f = st_open(path, err);
+    st_file *f = tp_st_open(path, err);
     CHECK_MSG(f == NULL, "accepted: %s", hdr);
     CHECK_MSG(strstr(err, path) != NULL && strstr(err, want) != NULL, "header %s: error '%s' lacks '%s'", hdr, err,
               want);
-    st_close(f);
+    tp_st_close(f);
 }
 
 TEST(safetensors_rejects_corrupt_files) {
@@ -828,9 +828,9 @@ TEST(safetensors_rejects_corrupt_files) {
     char *p = join(dir, "bad.safetensors"), err[TP_ERR_LEN];
     const char *ok = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}";
     write_raw(p, ok, 24, -1);
-    st_file *f = st_open(p, err);
+    st_file *f = tp_st_open(p, err);
     CHECK_MSG(f != NULL, "%s", err);
-    st_close(f);
+    tp_st_close(f);
 
     /* truncated: the data ends before the tensor does */
     expect_open_error(p, ok, 20, -1, "offsets [0, 24) exceed the data size 20");
@@ -838,7 +838,7 @@ TEST(safetensors_rejects_corrupt_files) {
     expect_open_error(p, ok, 24, 1000, "header length 1000 exceeds the file size");
     expect_open_error(p, ok, 24, 0, "header length 0");
     write_file(p, "\x10\0\0", 3);
-    CHECK(st_open(p, err) == NULL && strstr(err, "too short"));
+    CHECK(tp_st_open(p, err) == NULL && strstr(err, "too short"));
     /* JSON */
     expect_open_error(p, "{\"w\":{\"dtype\":\"F32\",", 24, -1, "not valid JSON");
     expect_open_error(p, "[1, 2]", 0, -1, "not a JSON object");
@@ -872,7 +872,7 @@ TEST(safetensors_rejects_corrupt_files) {
                       24, -1, "appears twice");
     /* a missing file */
     char *q = join(dir, "none.safetensors");
-    CHECK(st_open(q, err) == NULL && strstr(err, "none.safetensors") && strstr(err, "cannot open"));
+    CHECK(tp_st_open(q, err) == NULL && strstr(err, "none.safetensors") && strstr(err, "cannot open"));
     free(q);
     free(p);
     rm_rf(dir);
@@ -897,12 +897,12 @@ TEST(safetensors_survives_header_mutations) {
     char *p = join(dir, "m.safetensors"), err[TP_ERR_LEN];
     float v[8] = { 0 };
     uint64_t s2[2] = { 2, 2 }, s1[1] = { 4 };
-    st_writer *w = st_writer_new();
-    st_w_tensor(w, "a", "F32", 2, s2, v);
-    st_w_tensor(w, "b", "BF16", 1, s1, v);
-    st_w_tensor(w, "c", "F16", 1, s1, v);
-    REQUIRE(st_writer_save(w, p, err) == 0);
-    st_writer_free(w);
+    st_writer *w = tp_st_writer_new();
+    tp_st_w_tensor(w, "a", "F32", 2, s2, v);
+    tp_st_w_tensor(w, "b", "BF16", 1, s1, v);
+    tp_st_w_tensor(w, "c", "F16", 1, s1, v);
+    REQUIRE(tp_st_writer_save(w, p, err) == 0);
+    tp_st_writer_free(w);
     size_t n;
     char *orig = tp_read_file(p, &n, err);
     REQUIRE(orig);
@@ -921,7 +921,7 @@ TEST(safetensors_survives_header_mutations) {
         write_file(p, buf, n);
         free(buf);
         err[0] = 0;
-        st_file *f = st_open(p, err);
+        st_file *f = tp_st_open(p, err);
         if (f) {
             opened++;
             for (int i = 0; i < f->n_tensors; i++) {
@@ -932,7 +932,7 @@ TEST(safetensors_survives_header_mutations) {
             refused++;
             CHECK(strstr(err, p) != NULL);
         }
-        st_close(f);
+        tp_st_close(f);
     }
     fprintf(stderr, "  400 mutated headers: %d opened, %d refused\n", opened, refused);
     CHECK(refused > 100);
@@ -947,28 +947,28 @@ TEST(safetensors_set_index_errors) {
     REQUIRE(dir);
     char err[TP_ERR_LEN];
     /* no weights at all */
-    CHECK(st_set_open(dir, err) == NULL && strstr(err, "no model.safetensors"));
+    CHECK(tp_st_set_open(dir, err) == NULL && strstr(err, "no model.safetensors"));
     float v[4] = { 1, 2, 3, 4 };
     uint64_t s[1] = { 4 };
-    st_writer *w = st_writer_new();
-    st_w_tensor(w, "x", "F32", 1, s, v);
+    st_writer *w = tp_st_writer_new();
+    tp_st_w_tensor(w, "x", "F32", 1, s, v);
     char *shard = join(dir, "part-1.safetensors"), *idx = join(dir, "model.safetensors.index.json");
-    REQUIRE(st_writer_save(w, shard, err) == 0);
-    st_writer_free(w);
+    REQUIRE(tp_st_writer_save(w, shard, err) == 0);
+    tp_st_writer_free(w);
     write_text(idx, "{\"weight_map\": {\"x\": \"part-1.safetensors\"}}");
-    st_set *set = st_set_open(dir, err);
+    st_set *set = tp_st_set_open(dir, err);
     CHECK_MSG(set != NULL, "%s", err);
     if (set) {
-        const st_tensor *t = st_set_find(set, "x");
+        const st_tensor *t = tp_st_set_find(set, "x");
         CHECK(t && t->nbytes == 16 && memcmp(t->data, v, 16) == 0);
-        CHECK(st_set_find(set, "y") == NULL);
+        CHECK(tp_st_set_find(set, "y") == NULL);
     }
-    st_set_free(set);
+    tp_st_set_free(set);
     /* the weight bytes for the memory check: the shards the index names, not other files */
     char *decoy = join(dir, "consolidated.safetensors");
     write_text(decoy, "not counted");
     write_text(idx, "{\"weight_map\": {\"x\": \"part-1.safetensors\", \"y\": \"part-1.safetensors\"}}");
-    CHECK_INT_EQ(st_set_file_bytes(dir, err), 8 + (int64_t)st_open_header_bytes(shard) + 16);
+    CHECK_INT_EQ(tp_st_set_file_bytes(dir, err), 8 + (int64_t)st_open_header_bytes(shard) + 16);
     free(decoy);
     struct { const char *index, *want; } bad[] = {
         { "{\"weight_map\": {\"x\": \"part-1.safetensors\", \"y\": \"part-1.safetensors\"}}",
@@ -983,15 +983,15 @@ TEST(safetensors_set_index_errors) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_text(idx, bad[i].index);
         err[0] = 0;
-        set = st_set_open(dir, err);
+        set = tp_st_set_open(dir, err);
         CHECK_MSG(set == NULL && strstr(err, bad[i].want), "index %s: '%s'", bad[i].index, err);
-        st_set_free(set);
+        tp_st_set_free(set);
     }
-    CHECK(st_set_file_bytes(dir, err) < 0 && strstr(err, "missing weight_map"));
+    CHECK(tp_st_set_file_bytes(dir, err) < 0 && strstr(err, "missing weight_map"));
     write_text(idx, "{\"weight_map\": {\"x\": \"part-9.safetensors\"}}");
-    CHECK(st_set_file_bytes(dir, err) < 0 && strstr(err, "part-9.safetensors: cannot open"));
+    CHECK(tp_st_set_file_bytes(dir, err) < 0 && strstr(err, "part-9.safetensors: cannot open"));
     remove(idx);
-    CHECK(st_set_file_bytes(dir, err) < 0 && strstr(err, "no model.safetensors"));
+    CHECK(tp_st_set_file_bytes(dir, err) < 0 && strstr(err, "no model.safetensors"));
     free(shard);
     free(idx);
     rm_rf(dir);
@@ -1086,17 +1086,17 @@ TEST(hf_config_errors_and_variants) {
     free(tok);
     free(tok2);
     char *sp = join(dir, "model.safetensors");
-    st_file *f = st_open(sp, err);
+    st_file *f = tp_st_open(sp, err);
     REQUIRE(f);
-    st_writer *w = st_writer_new();
+    st_writer *w = tp_st_writer_new();
     for (int i = 0; i < f->n_tensors; i++) {
         const st_tensor *t = &f->tensors[i];
         bool q = strcmp(t->name, "model.layers.0.self_attn.q_proj.weight") == 0;
-        st_w_tensor(w, t->name, q ? "I32" : t->dtype, t->n_dims, t->shape, t->data);
+        tp_st_w_tensor(w, t->name, q ? "I32" : t->dtype, t->n_dims, t->shape, t->data);
     }
-    st_close(f);
-    REQUIRE(st_writer_save(w, sp, err) == 0);
-    st_writer_free(w);
+    tp_st_close(f);
+    REQUIRE(tp_st_writer_save(w, sp, err) == 0);
+    tp_st_writer_free(w);
     m = tp_model_load(dir, NULL, err);
     CHECK(m == NULL && strstr(err, "model.safetensors: tensor model.layers.0.self_attn.q_proj.weight has dtype I32"));
     close_model(m);

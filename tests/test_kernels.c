@@ -181,15 +181,15 @@ static uint8_t *make_weights(uint32_t type, int n_in, int n_out, size_t *row_byt
 static int splice_ggml_rows(uint32_t type, uint8_t *w, int n_in, int n_out) {
     char name[64], err[TP_ERR_LEN];
     snprintf(name, sizeof name, "vec.%s", tp_dtype_name(type));
-    gguf_file *f = gguf_open(SHARED_DIR "/models/generated/ggml-quant-vectors.gguf", err);
+    gguf_file *f = tp_gguf_open(SHARED_DIR "/models/generated/ggml-quant-vectors.gguf", err);
     if (!f) return 0;
-    const gguf_tensor *t = gguf_find_tensor(f, name);
+    const gguf_tensor *t = tp_gguf_find_tensor(f, name);
     int rows = 0;
     if (t && t->type == type && (int)t->ne[0] == n_in) {
         rows = (int)t->ne[1] < n_out ? (int)t->ne[1] : n_out;
         memcpy(w, t->data, tp_dtype_row_bytes(type, (size_t)n_in) * (size_t)rows);
     }
-    gguf_close(f);
+    tp_gguf_close(f);
     return rows;
 }
 

@@ -19,15 +19,15 @@
 static int write_variant(const char *path, const char *skip_key, const char *skip_tensor, const char *reshape,
                          const char *set_u32_key, uint32_t set_u32) {
     char err[TP_ERR_LEN];
-    gguf_file *f = gguf_open(STORIES, err);
+    gguf_file *f = tp_gguf_open(STORIES, err);
     if (!f) return -1;
-    gguf_writer *w = gguf_writer_new(32);
+    gguf_writer *w = tp_gguf_writer_new(32);
     for (uint64_t i = 0; i < f->n_kv; i++) {
         char key[256];
         snprintf(key, sizeof key, "%.*s", (int)f->kv[i].key.len, f->kv[i].key.str);
         if (skip_key && !strcmp(key, skip_key)) continue;
-        if (set_u32_key && !strcmp(key, set_u32_key)) { gguf_w_u32(w, key, set_u32); continue; }
-        gguf_w_value(w, key, &f->kv[i].value);
+        if (set_u32_key && !strcmp(key, set_u32_key)) { tp_gguf_w_u32(w, key, set_u32); continue; }
+        tp_gguf_w_value(w, key, &f->kv[i].value);
     }
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
@@ -37,11 +37,11 @@ static int write_variant(const char *path, const char *skip_key, const char *ski
             /* same bytes, other shape: swap the two dimensions */
             uint64_t tmp = ne[0]; ne[0] = ne[1]; ne[1] = tmp;
         }
-        gguf_w_tensor(w, t->name, t->type, t->n_dims, ne, t->data);
+        tp_gguf_w_tensor(w, t->name, t->type, t->n_dims, ne, t->data);
     }
-    int rc = gguf_writer_save(w, path, err);
-    gguf_writer_free(w);
-    gguf_close(f);
+    int rc = tp_gguf_writer_save(w, path, err);
+    tp_gguf_writer_free(w);
+    tp_gguf_close(f);
     return rc;
 }
 

@@ -12,21 +12,21 @@
 /* stories260K plus an unused 101 MB tensor: a "big" model that still runs. */
 static int write_big_model(const char *path) {
     char err[TP_ERR_LEN];
-    gguf_file *f = gguf_open(SHARED_DIR "/models/stories260K.gguf", err);
+    gguf_file *f = tp_gguf_open(SHARED_DIR "/models/stories260K.gguf", err);
     if (!f) return -1;
-    gguf_writer *w = gguf_writer_new(32);
-    gguf_w_copy_kv(w, f, NULL);
+    gguf_writer *w = tp_gguf_writer_new(32);
+    tp_gguf_w_copy_kv(w, f, NULL);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
-        gguf_w_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
+        tp_gguf_w_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
     }
     uint64_t ne[2] = { 1024, 101 * 256 }; /* 101 MiB of f32 */
     float *pad = calloc(ne[0] * ne[1], sizeof(float));
-    gguf_w_tensor(w, "padding.weight", 0, 2, ne, pad);
-    int rc = gguf_writer_save(w, path, err);
+    tp_gguf_w_tensor(w, "padding.weight", 0, 2, ne, pad);
+    int rc = tp_gguf_writer_save(w, path, err);
     free(pad);
-    gguf_writer_free(w);
-    gguf_close(f);
+    tp_gguf_writer_free(w);
+    tp_gguf_close(f);
     return rc;
 }
 

@@ -580,21 +580,21 @@ TEST(tempo_gen_thinking_prompt) {
     tempo_model_close(m);
 
     char err[TP_ERR_LEN];
-    gguf_file *f = gguf_open(SHARED_DIR "/tokenizer-tests/generated/ggml-vocab-llama3-from-tokenizer-json.gguf", err);
+    gguf_file *f = tp_gguf_open(SHARED_DIR "/tokenizer-tests/generated/ggml-vocab-llama3-from-tokenizer-json.gguf", err);
     REQUIRE(f);
-    tokenizer *t = tokenizer_from_gguf(f, err);
+    tokenizer *t = tp_tokenizer_from_gguf(f, err);
     REQUIRE(t);
     p = tp_tempo_prompt_text(t, &c);
     CHECK(strcmp(p, "<|start_header_id|>system<|end_header_id|>\n\nEnable deep thinking subroutine.<|eot_id|>"
                     "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
                     "<|start_header_id|>assistant<|end_header_id|>\n\n") == 0);
     int32_t ids[64];
-    int n = tokenizer_encode(t, p, true, true, ids, 64);
-    CHECK(n > 10 && ids[0] == 128000 && ids[1] == tokenizer_find(t, "<|start_header_id|>"));
-    CHECK(ids[n - 3] == tokenizer_find(t, "<|end_header_id|>") || ids[n - 2] == tokenizer_find(t, "<|end_header_id|>"));
+    int n = tp_tokenizer_encode(t, p, true, true, ids, 64);
+    CHECK(n > 10 && ids[0] == 128000 && ids[1] == tp_tokenizer_find(t, "<|start_header_id|>"));
+    CHECK(ids[n - 3] == tp_tokenizer_find(t, "<|end_header_id|>") || ids[n - 2] == tp_tokenizer_find(t, "<|end_header_id|>"));
     free(p);
-    tokenizer_free(t);
-    gguf_close(f);
+    tp_tokenizer_free(t);
+    tp_gguf_close(f);
     tempo_config_free(&c);
 }
 

@@ -15,11 +15,11 @@
 
 static tokenizer *load_gguf_tok(const char *path) {
     char err[TP_ERR_LEN] = "";
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     if (!f) { fprintf(stderr, "  %s\n", err); return NULL; }
-    tokenizer *t = tokenizer_from_gguf(f, err);
+    tokenizer *t = tp_tokenizer_from_gguf(f, err);
     if (!t) fprintf(stderr, "  %s\n", err);
-    gguf_close(f); /* the tokenizer keeps its own copy of everything */
+    tp_gguf_close(f); /* the tokenizer keeps its own copy of everything */
     return t;
 }
 
@@ -79,7 +79,7 @@ static void run_cases(const tokenizer *t, const char *inp, const char *out, bool
     int32_t ids[1024];
     int want[1024];
     for (int i = 0; i < c.n; i++) {
-        int n = tokenizer_encode(t, c.text[i], false, false, ids, 1024);
+        int n = tp_tokenizer_encode(t, c.text[i], false, false, ids, 1024);
         int nw = test_parse_ints(c.ids[i], want, 1024);
         if (!ids_equal(ids, n, want, nw)) {
             test_fail_at(__FILE__, __LINE__, "case %d \"%.40s\": ids differ", i, c.text[i]);
@@ -88,7 +88,7 @@ static void run_cases(const tokenizer *t, const char *inp, const char *out, bool
             continue;
         }
         /* decoding gives the text back (SPM: with the added leading space) */
-        char *d = tokenizer_decode(t, ids, n);
+        char *d = tp_tokenizer_decode(t, ids, n);
         char expect[2048];
         snprintf(expect, sizeof expect, "%s%s", spm_prefix && c.text[i][0] ? " " : "", c.text[i]);
         CHECK_MSG(strcmp(d, expect) == 0, "case %d: decode gives \"%s\"", i, d);
@@ -100,10 +100,10 @@ static void run_cases(const tokenizer *t, const char *inp, const char *out, bool
 TEST(tokenizer_spm_llamacpp_vectors) {
     tokenizer *t = load_gguf_tok(SPM_VOCAB);
     REQUIRE(t);
-    CHECK(tokenizer_kind(t) == TOK_SPM);
-    CHECK_INT_EQ(tokenizer_vocab_size(t), 32000);
+    CHECK(tp_tokenizer_kind(t) == TOK_SPM);
+    CHECK_INT_EQ(tp_tokenizer_vocab_size(t), 32000);
     run_cases(t, SPM_VOCAB ".inp", SPM_VOCAB ".out", true);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
 }
 
 TEST(tokenizer_bpe_llamacpp_vectors) {
@@ -112,11 +112,11 @@ TEST(tokenizer_bpe_llamacpp_vectors) {
     double t1 = tp_now();
     REQUIRE(t);
     fprintf(stderr, "    Llama 3 vocab from GGUF (open + build): %.3f s\n", t1 - t0);
-    CHECK(tokenizer_kind(t) == TOK_BPE);
-    CHECK_INT_EQ(tokenizer_vocab_size(t), 128256);
+    CHECK(tp_tokenizer_kind(t) == TOK_BPE);
+    CHECK_INT_EQ(tp_tokenizer_vocab_size(t), 128256);
     run_cases(t, SHARED_DIR "/tokenizer-tests/llama.cpp/ggml-vocab-llama-bpe.gguf.inp",
               SHARED_DIR "/tokenizer-tests/llama.cpp/ggml-vocab-llama-bpe.gguf.out", false);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
 }
 
 /* JSON string unescape for the llama2.c vectors (\n \t \" \\ \uXXXX) */
@@ -162,96 +162,96 @@ TEST(tokenizer_llama2c_vectors) {
         json_unescape(line + 1, tab - 1, text);
         int want[512], nw = test_parse_ints(tab + 1, want, 512);
         int32_t ids[512];
-        int k = tokenizer_encode(t, text, true, false, ids, 512);
+        int k = tp_tokenizer_encode(t, text, true, false, ids, 512);
         CHECK_MSG(ids_equal(ids, k, want, nw), "llama2.c vector \"%.40s\" differs", text);
         cases++;
     }
     CHECK_INT_EQ(cases, 5);
     free(tsv);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
 }
 
 TEST(tokenizer_stories260k_prompt) {
     tokenizer *t = load_gguf_tok(SHARED_DIR "/models/stories260K.gguf");
     REQUIRE(t);
-    CHECK_INT_EQ(tokenizer_vocab_size(t), 512);
-    CHECK(tokenizer_adds_bos(t));
+    CHECK_INT_EQ(tp_tokenizer_vocab_size(t), 512);
+    CHECK(tp_tokenizer_adds_bos(t));
     int32_t ids[16];
-    int n = tokenizer_encode(t, "Once upon a time", true, true, ids, 16);
+    int n = tp_tokenizer_encode(t, "Once upon a time", true, true, ids, 16);
     const int want[] = { 1, 403, 407, 261, 378 };
     CHECK(ids_equal(ids, n, want, 5));
-    char *d = tokenizer_decode(t, ids, n);
+    char *d = tp_tokenizer_decode(t, ids, n);
     CHECK(strcmp(d, " Once upon a time") == 0); /* BOS hidden, "▁" prefix kept */
     free(d);
-    CHECK(tokenizer_is_eog(t, 2));
-    CHECK(!tokenizer_is_eog(t, 1));
-    tokenizer_free(t);
+    CHECK(tp_tokenizer_is_eog(t, 2));
+    CHECK(!tp_tokenizer_is_eog(t, 1));
+    tp_tokenizer_free(t);
 }
 
 TEST(tokenizer_spm_pieces_and_specials) {
     tokenizer *t = load_gguf_tok(SPM_VOCAB);
     REQUIRE(t);
-    CHECK_INT_EQ(tokenizer_bos(t), 1);
-    CHECK_INT_EQ(tokenizer_eos(t), 2);
+    CHECK_INT_EQ(tp_tokenizer_bos(t), 1);
+    CHECK_INT_EQ(tp_tokenizer_eos(t), 2);
     char buf[64];
-    int n = tokenizer_piece(t, 13, false, buf, sizeof buf); /* <0x0A> */
+    int n = tp_tokenizer_piece(t, 13, false, buf, sizeof buf); /* <0x0A> */
     CHECK(n == 1 && buf[0] == '\n');
-    int the = tokenizer_find(t, "\xe2\x96\x81the");
+    int the = tp_tokenizer_find(t, "\xe2\x96\x81the");
     REQUIRE(the >= 0);
-    n = tokenizer_piece(t, the, false, buf, sizeof buf);
+    n = tp_tokenizer_piece(t, the, false, buf, sizeof buf);
     CHECK(n == 4 && memcmp(buf, " the", 4) == 0);
-    CHECK_INT_EQ(tokenizer_piece(t, the, false, buf, 2), -4);
-    CHECK_INT_EQ(tokenizer_piece(t, 1, false, buf, sizeof buf), 0);
-    n = tokenizer_piece(t, 1, true, buf, sizeof buf);
+    CHECK_INT_EQ(tp_tokenizer_piece(t, the, false, buf, 2), -4);
+    CHECK_INT_EQ(tp_tokenizer_piece(t, 1, false, buf, sizeof buf), 0);
+    n = tp_tokenizer_piece(t, 1, true, buf, sizeof buf);
     CHECK(n == 3 && memcmp(buf, "<s>", 3) == 0);
-    CHECK(tokenizer_token_type(t, 1) == TOKT_CONTROL);
-    CHECK(strcmp(tokenizer_token_text(t, 2), "</s>") == 0);
-    CHECK(tokenizer_token_text(t, 32000) == NULL);
+    CHECK(tp_tokenizer_token_type(t, 1) == TOKT_CONTROL);
+    CHECK(strcmp(tp_tokenizer_token_text(t, 2), "</s>") == 0);
+    CHECK(tp_tokenizer_token_text(t, 32000) == NULL);
 
     /* byte fallback: the llama emoji is 4 <0xNN> tokens and decodes back */
     int32_t ids[64];
-    n = tokenizer_encode(t, "\xf0\x9f\xa6\x99", false, false, ids, 64);
+    n = tp_tokenizer_encode(t, "\xf0\x9f\xa6\x99", false, false, ids, 64);
     const int want[] = { 29871, 243, 162, 169, 156 };
     CHECK(ids_equal(ids, n, want, 5));
-    char *d = tokenizer_decode(t, ids, n);
+    char *d = tp_tokenizer_decode(t, ids, n);
     CHECK(strcmp(d, " \xf0\x9f\xa6\x99") == 0);
     free(d);
 
     /* BOS, and special tokens in the text only with parse_special */
-    n = tokenizer_encode(t, "Hello", true, false, ids, 64);
+    n = tp_tokenizer_encode(t, "Hello", true, false, ids, 64);
     const int hello[] = { 1, 15043 };
     CHECK(ids_equal(ids, n, hello, 2));
-    n = tokenizer_encode(t, "<s>Hello</s>", false, true, ids, 64);
+    n = tp_tokenizer_encode(t, "<s>Hello</s>", false, true, ids, 64);
     const int sp[] = { 1, 15043, 2 };
     CHECK(ids_equal(ids, n, sp, 3));
-    d = tokenizer_decode_special(t, ids, n, true);
+    d = tp_tokenizer_decode_special(t, ids, n, true);
     CHECK(strcmp(d, "<s> Hello</s>") == 0);
     free(d);
-    n = tokenizer_encode(t, "<s>", false, false, ids, 64);
+    n = tp_tokenizer_encode(t, "<s>", false, false, ids, 64);
     CHECK(n > 1 && ids[0] != 1); /* plain text */
-    d = tokenizer_decode(t, ids, n);
+    d = tp_tokenizer_decode(t, ids, n);
     CHECK(strcmp(d, " <s>") == 0);
     free(d);
 
     /* the count needed is returned when out is too small */
-    CHECK_INT_EQ(tokenizer_encode(t, "Hello world", false, false, ids, 1), 2);
-    CHECK_INT_EQ(tokenizer_encode(t, "Hello world", false, false, NULL, 0), 2);
-    CHECK_INT_EQ(tokenizer_encode(t, "", true, false, ids, 64), 1);
-    tokenizer_free(t);
+    CHECK_INT_EQ(tp_tokenizer_encode(t, "Hello world", false, false, ids, 1), 2);
+    CHECK_INT_EQ(tp_tokenizer_encode(t, "Hello world", false, false, NULL, 0), 2);
+    CHECK_INT_EQ(tp_tokenizer_encode(t, "", true, false, ids, 64), 1);
+    tp_tokenizer_free(t);
 }
 
 static void check_llama3_specials(const tokenizer *t) {
-    CHECK_INT_EQ(tokenizer_bos(t), 128000);
-    CHECK_INT_EQ(tokenizer_eos(t), 128001);
-    CHECK_INT_EQ(tokenizer_eot(t), 128009);
-    CHECK(tokenizer_adds_bos(t));
-    CHECK(tokenizer_is_eog(t, 128001));
-    CHECK(tokenizer_is_eog(t, 128009)); /* <|eot_id|> */
+    CHECK_INT_EQ(tp_tokenizer_bos(t), 128000);
+    CHECK_INT_EQ(tp_tokenizer_eos(t), 128001);
+    CHECK_INT_EQ(tp_tokenizer_eot(t), 128009);
+    CHECK(tp_tokenizer_adds_bos(t));
+    CHECK(tp_tokenizer_is_eog(t, 128001));
+    CHECK(tp_tokenizer_is_eog(t, 128009)); /* <|eot_id|> */
     /* Llama 3.0 has no <|eom_id|> (128008 is a reserved token): the set is exactly these two */
     int n_eog = 0;
-    for (int i = 0; i < tokenizer_vocab_size(t); i++) n_eog += tokenizer_is_eog(t, i);
+    for (int i = 0; i < tp_tokenizer_vocab_size(t); i++) n_eog += tp_tokenizer_is_eog(t, i);
     CHECK_INT_EQ(n_eog, 2);
-    CHECK(!tokenizer_is_eog(t, -1) && !tokenizer_is_eog(t, 128256));
+    CHECK(!tp_tokenizer_is_eog(t, -1) && !tp_tokenizer_is_eog(t, 128256));
 }
 
 TEST(tokenizer_bpe_pieces_and_specials) {
@@ -259,40 +259,40 @@ TEST(tokenizer_bpe_pieces_and_specials) {
     REQUIRE(t);
     check_llama3_specials(t);
     char buf[64];
-    CHECK(tokenizer_piece(t, 220, false, buf, sizeof buf) == 1 && buf[0] == ' ');  /* "Ġ" */
-    CHECK(tokenizer_piece(t, 198, false, buf, sizeof buf) == 1 && buf[0] == '\n'); /* "Ċ" */
-    CHECK(strcmp(tokenizer_token_text(t, 22691), "\xc4\xa0Hello") == 0);          /* "ĠHello" */
+    CHECK(tp_tokenizer_piece(t, 220, false, buf, sizeof buf) == 1 && buf[0] == ' ');  /* "Ġ" */
+    CHECK(tp_tokenizer_piece(t, 198, false, buf, sizeof buf) == 1 && buf[0] == '\n'); /* "Ċ" */
+    CHECK(strcmp(tp_tokenizer_token_text(t, 22691), "\xc4\xa0Hello") == 0);          /* "ĠHello" */
 
     int32_t ids[64];
-    int n = tokenizer_encode(t, "<|eot_id|>", false, true, ids, 64);
+    int n = tp_tokenizer_encode(t, "<|eot_id|>", false, true, ids, 64);
     CHECK(n == 1 && ids[0] == 128009);
-    char *d = tokenizer_decode_special(t, ids, n, true);
+    char *d = tp_tokenizer_decode_special(t, ids, n, true);
     CHECK(strcmp(d, "<|eot_id|>") == 0);
     free(d);
-    d = tokenizer_decode(t, ids, n);
+    d = tp_tokenizer_decode(t, ids, n);
     CHECK(strcmp(d, "") == 0);
     free(d);
-    n = tokenizer_encode(t, "<|eot_id|>", false, false, ids, 64);
+    n = tp_tokenizer_encode(t, "<|eot_id|>", false, false, ids, 64);
     CHECK(n > 1);
-    d = tokenizer_decode(t, ids, n);
+    d = tp_tokenizer_decode(t, ids, n);
     CHECK(strcmp(d, "<|eot_id|>") == 0);
     free(d);
 
     const char *chat = "<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>";
-    n = tokenizer_encode(t, chat, true, true, ids, 64);
+    n = tp_tokenizer_encode(t, chat, true, true, ids, 64);
     const int want[] = { 128000, 128006, 882, 128007, 271, 13347, 1070, 128009 };
     CHECK(ids_equal(ids, n, want, 8));
-    d = tokenizer_decode_special(t, ids + 1, n - 1, true);
+    d = tp_tokenizer_decode_special(t, ids + 1, n - 1, true);
     CHECK(strcmp(d, chat) == 0);
     free(d);
 
     /* bytes that are not UTF-8 become U+FFFD before splitting (as llama.cpp) */
-    n = tokenizer_encode(t, "a\xff" "b", false, false, ids, 64);
+    n = tp_tokenizer_encode(t, "a\xff" "b", false, false, ids, 64);
     REQUIRE(n > 0);
-    d = tokenizer_decode(t, ids, n);
+    d = tp_tokenizer_decode(t, ids, n);
     CHECK(strcmp(d, "a\xef\xbf\xbd" "b") == 0);
     free(d);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
 }
 
 TEST(tokenizer_gguf_errors) {
@@ -301,31 +301,31 @@ TEST(tokenizer_gguf_errors) {
     REQUIRE(dir);
     char path[512];
     snprintf(path, sizeof path, "%s/notok.gguf", dir);
-    gguf_writer *w = gguf_writer_new(32);
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    REQUIRE(gguf_writer_save(w, path, err) == 0);
-    gguf_writer_free(w);
-    gguf_file *f = gguf_open(path, err);
+    gguf_writer *w = tp_gguf_writer_new(32);
+    tp_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    REQUIRE(tp_gguf_writer_save(w, path, err) == 0);
+    tp_gguf_writer_free(w);
+    gguf_file *f = tp_gguf_open(path, err);
     REQUIRE(f);
-    tokenizer *t = tokenizer_from_gguf(f, err);
+    tokenizer *t = tp_tokenizer_from_gguf(f, err);
     CHECK(!t);
     CHECK_MSG(strstr(err, "notok.gguf: tokenizer.ggml.tokens missing") != NULL, "err: %s", err);
-    gguf_close(f);
+    tp_gguf_close(f);
 
     snprintf(path, sizeof path, "%s/bpe.gguf", dir);
-    w = gguf_writer_new(32);
+    w = tp_gguf_writer_new(32);
     const char *toks[] = { "a", "b", "ab" };
-    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_w_str(w, "tokenizer.ggml.pre", "qwen2");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 3);
-    REQUIRE(gguf_writer_save(w, path, err) == 0);
-    gguf_writer_free(w);
-    f = gguf_open(path, err);
+    tp_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    tp_gguf_w_str(w, "tokenizer.ggml.pre", "qwen2");
+    tp_gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 3);
+    REQUIRE(tp_gguf_writer_save(w, path, err) == 0);
+    tp_gguf_writer_free(w);
+    f = tp_gguf_open(path, err);
     REQUIRE(f);
-    t = tokenizer_from_gguf(f, err);
+    t = tp_tokenizer_from_gguf(f, err);
     CHECK(!t);
     CHECK_MSG(strstr(err, "tokenizer.ggml.pre 'qwen2' not supported") != NULL, "err: %s", err);
-    gguf_close(f);
+    tp_gguf_close(f);
     snprintf(path, sizeof path, "rm -rf '%s'", dir);
     CHECK(system(path) == 0);
     free(dir);
@@ -396,7 +396,7 @@ static void check_ref(const tokenizer *t, const ref_case *rc, int n, bool bos) {
     int32_t ids[256];
     int want[256];
     for (int i = 0; i < n; i++) {
-        int k = tokenizer_encode(t, rc[i].text, bos, false, ids, 256);
+        int k = tp_tokenizer_encode(t, rc[i].text, bos, false, ids, 256);
         int nw = test_parse_ints(rc[i].ids, want, 256);
         CHECK_MSG(ids_equal(ids, k, want, nw), "reference case %d differs", i);
     }
@@ -406,11 +406,11 @@ TEST(tokenizer_independent_references) {
     tokenizer *t = load_gguf_tok(BPE_VOCAB);
     REQUIRE(t);
     check_ref(t, bpe_ref, (int)(sizeof bpe_ref / sizeof bpe_ref[0]), false);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
     t = load_gguf_tok(SPM_VOCAB);
     REQUIRE(t);
     check_ref(t, spm_ref, (int)(sizeof spm_ref / sizeof spm_ref[0]), true);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
 }
 
 /* ---------- tokenizer.json ---------- */
@@ -418,7 +418,7 @@ TEST(tokenizer_independent_references) {
 TEST(tokenizer_hf_llama3_matches_gguf) {
     char err[TP_ERR_LEN] = "";
     double t0 = tp_now();
-    tokenizer *h = tokenizer_from_hf(LLAMA3_HF, err);
+    tokenizer *h = tp_tokenizer_from_hf(LLAMA3_HF, err);
     double t1 = tp_now();
     if (!h) fprintf(stderr, "  %s\n", err);
     REQUIRE(h);
@@ -426,12 +426,12 @@ TEST(tokenizer_hf_llama3_matches_gguf) {
     tokenizer *g = load_gguf_tok(BPE_VOCAB);
     REQUIRE(g);
     check_llama3_specials(h);
-    CHECK_INT_EQ(tokenizer_vocab_size(h), tokenizer_vocab_size(g));
+    CHECK_INT_EQ(tp_tokenizer_vocab_size(h), tp_tokenizer_vocab_size(g));
     int diff_text = 0, diff_eog = 0, diff_type = 0;
-    for (int i = 0; i < tokenizer_vocab_size(g); i++) {
-        diff_text += strcmp(tokenizer_token_text(h, i), tokenizer_token_text(g, i)) != 0;
-        diff_eog += tokenizer_is_eog(h, i) != tokenizer_is_eog(g, i);
-        diff_type += tokenizer_token_type(h, i) != tokenizer_token_type(g, i);
+    for (int i = 0; i < tp_tokenizer_vocab_size(g); i++) {
+        diff_text += strcmp(tp_tokenizer_token_text(h, i), tp_tokenizer_token_text(g, i)) != 0;
+        diff_eog += tp_tokenizer_is_eog(h, i) != tp_tokenizer_is_eog(g, i);
+        diff_type += tp_tokenizer_token_type(h, i) != tp_tokenizer_token_type(g, i);
     }
     CHECK_INT_EQ(diff_text, 0);
     CHECK_INT_EQ(diff_eog, 0);
@@ -440,10 +440,10 @@ TEST(tokenizer_hf_llama3_matches_gguf) {
               SHARED_DIR "/tokenizer-tests/llama.cpp/ggml-vocab-llama-bpe.gguf.out", false);
     int32_t a[64], b[64];
     const char *s = "<|begin_of_text|>Hello<|eot_id|> world";
-    int na = tokenizer_encode(h, s, true, true, a, 64), nb = tokenizer_encode(g, s, true, true, b, 64);
+    int na = tp_tokenizer_encode(h, s, true, true, a, 64), nb = tp_tokenizer_encode(g, s, true, true, b, 64);
     CHECK(na > 0 && ids_equal(a, na, (const int *)b, nb));
-    tokenizer_free(h);
-    tokenizer_free(g);
+    tp_tokenizer_free(h);
+    tp_tokenizer_free(g);
 }
 
 static bool write_file(const char *path, const char *s) {
@@ -488,7 +488,7 @@ static tokenizer *tiny_tok(const char *dir, const char *merges, bool ignore_merg
     char *j = tiny_json(merges, ignore_merges, seq_pp);
     bool ok = write_file(path, j);
     free(j);
-    return ok ? tokenizer_from_hf(dir, err) : NULL;
+    return ok ? tp_tokenizer_from_hf(dir, err) : NULL;
 }
 
 TEST(tokenizer_hf_tiny_merge_forms) {
@@ -501,31 +501,31 @@ TEST(tokenizer_hf_tiny_merge_forms) {
         tokenizer *t = tiny_tok(dir, forms[k], false, k == 1, err);
         if (!t) fprintf(stderr, "  %s\n", err);
         REQUIRE(t);
-        CHECK_INT_EQ(tokenizer_vocab_size(t), 9);
-        int n = tokenizer_encode(t, "abcab", false, false, ids, 16);
+        CHECK_INT_EQ(tp_tokenizer_vocab_size(t), 9);
+        int n = tp_tokenizer_encode(t, "abcab", false, false, ids, 16);
         const int w1[] = { 4, 3 };
         CHECK_MSG(ids_equal(ids, n, w1, 2), "merge form %d", k);
-        n = tokenizer_encode(t, "ac", false, false, ids, 16); /* no merge a+c: two tokens */
+        n = tp_tokenizer_encode(t, "ac", false, false, ids, 16); /* no merge a+c: two tokens */
         const int w2[] = { 0, 2 };
         CHECK(ids_equal(ids, n, w2, 2));
         /* BOS from the post-processor template; user-defined tokens split out always */
-        CHECK_INT_EQ(tokenizer_bos(t), 7);
-        CHECK(tokenizer_adds_bos(t));
-        CHECK(tokenizer_is_eog(t, 7)); /* "<|end|>" */
-        n = tokenizer_encode(t, "a<x>b", true, false, ids, 16);
+        CHECK_INT_EQ(tp_tokenizer_bos(t), 7);
+        CHECK(tp_tokenizer_adds_bos(t));
+        CHECK(tp_tokenizer_is_eog(t, 7)); /* "<|end|>" */
+        n = tp_tokenizer_encode(t, "a<x>b", true, false, ids, 16);
         const int w3[] = { 7, 0, 8, 1 };
         CHECK(ids_equal(ids, n, w3, 4));
-        char *d = tokenizer_decode(t, ids, n);
+        char *d = tp_tokenizer_decode(t, ids, n);
         CHECK(strcmp(d, "a<x>b") == 0);
         free(d);
-        tokenizer_free(t);
+        tp_tokenizer_free(t);
     }
     /* ignore_merges: a pre-token that is a token is taken whole */
     tokenizer *t = tiny_tok(dir, forms[1], true, false, err);
     REQUIRE(t);
-    int n = tokenizer_encode(t, "ac", false, false, ids, 16);
+    int n = tp_tokenizer_encode(t, "ac", false, false, ids, 16);
     CHECK(n == 1 && ids[0] == 6);
-    tokenizer_free(t);
+    tp_tokenizer_free(t);
 
     /* errors name the file and the key */
     t = tiny_tok(dir, "[[\"a\"]]", false, false, err);
@@ -534,16 +534,16 @@ TEST(tokenizer_hf_tiny_merge_forms) {
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     REQUIRE(write_file(path, "{\"model\":{\"type\":\"BPE\",\"merges\":[]}}"));
-    t = tokenizer_from_hf(dir, err);
+    t = tp_tokenizer_from_hf(dir, err);
     CHECK(!t);
     CHECK_MSG(strstr(err, "tokenizer.json: missing model.vocab") != NULL, "err: %s", err);
     REQUIRE(write_file(path, "{\"model\": [1, 2"));
-    t = tokenizer_from_hf(dir, err);
+    t = tp_tokenizer_from_hf(dir, err);
     CHECK(!t);
     CHECK_MSG(strstr(err, "tokenizer.json: invalid JSON") != NULL, "err: %s", err);
     snprintf(path, sizeof path, "rm -rf '%s'", dir);
     CHECK(system(path) == 0);
-    t = tokenizer_from_hf(dir, err);
+    t = tp_tokenizer_from_hf(dir, err);
     CHECK(!t);
     CHECK_MSG(strstr(err, "tokenizer.json: cannot open") != NULL, "err: %s", err);
     free(dir);

@@ -81,20 +81,20 @@ void tempo_model_get_info(const tempo_model *tm, tempo_model_info *info) {
     info->ffn_dim = hp->ffn_dim;
     info->n_ctx = hp->n_ctx;
     info->arch = tm->m->arch;
-    info->tokenizer = tokenizer_kind(tm->m->tok) == TOK_SPM ? "llama" : "gpt2";
+    info->tokenizer = tp_tokenizer_kind(tm->m->tok) == TOK_SPM ? "llama" : "gpt2";
     info->weight_bytes = tm->m->weight_bytes;
 }
 
 int tempo_tokenize(const tempo_model *tm, const char *text, bool add_bos, int32_t *out, int cap) {
-    return tokenizer_encode(tm->m->tok, text, add_bos, true, out, cap);
+    return tp_tokenizer_encode(tm->m->tok, text, add_bos, true, out, cap);
 }
 
 char *tempo_token_text(const tempo_model *tm, int32_t id) {
     char buf[256];
-    int n = tokenizer_piece(tm->m->tok, id, true, buf, sizeof buf);
+    int n = tp_tokenizer_piece(tm->m->tok, id, true, buf, sizeof buf);
     if (n < 0) {
         char *big = tp_xmalloc((size_t)-n + 1);
-        n = tokenizer_piece(tm->m->tok, id, true, big, -n + 1);
+        n = tp_tokenizer_piece(tm->m->tok, id, true, big, -n + 1);
         big[n < 0 ? 0 : n] = 0;
         return big;
     }

@@ -195,7 +195,7 @@ static bool key_eq(const gguf_str *k, const char *s) {
     return k->len == n && memcmp(k->str, s, n) == 0;
 }
 
-void gguf_close(gguf_file *f) {
+void tp_gguf_close(gguf_file *f) {
     if (!f) return;
     if (f->kv) {
         for (uint64_t i = 0; i < f->n_kv; i++) free_value(&f->kv[i].value);
@@ -208,7 +208,7 @@ void gguf_close(gguf_file *f) {
 }
 
 static gguf_file *fail_close(gguf_file *f) {
-    gguf_close(f);
+    tp_gguf_close(f);
     return NULL;
 }
 
@@ -265,11 +265,11 @@ out:
 
 static bool get_alignment(gguf_file *f, char *err) {
     f->alignment = 32;
-    const gguf_kv *kv = gguf_find(f, "general.alignment");
+    const gguf_kv *kv = tp_gguf_find(f, "general.alignment");
     if (!kv) return true;
     int64_t a;
     char e2[TP_ERR_LEN];
-    if (!gguf_get_int(f, "general.alignment", &a, e2))
+    if (!tp_gguf_get_int(f, "general.alignment", &a, e2))
         return tp_fail(err, "%s: %s", f->path, e2), false;
     /* The spec asks for a multiple of 8; we accept any power of two (and cap it so
      * that aligning an offset cannot overflow). */
@@ -380,7 +380,7 @@ out:
     return ok;
 }
 
-gguf_file *gguf_open(const char *path, char *err) {
+gguf_file *tp_gguf_open(const char *path, char *err) {
     gguf_file *f = tp_xcalloc(1, sizeof *f);
     f->path = tp_xstrdup(path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -463,13 +463,13 @@ gguf_file *gguf_open(const char *path, char *err) {
 
 /* ---- lookup ---- */
 
-const gguf_kv *gguf_find(const gguf_file *f, const char *key) {
+const gguf_kv *tp_gguf_find(const gguf_file *f, const char *key) {
     for (uint64_t i = 0; i < f->n_kv; i++)
         if (key_eq(&f->kv[i].key, key)) return &f->kv[i];
     return NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+const gguf_tensor *tp_gguf_find_tensor(const gguf_file *f, const char *name) {
     for (uint64_t i = 0; i < f->n_tensors; i++)
         if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
     return NULL;
@@ -478,8 +478,8 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
 static bool is_unsigned(uint32_t t) { return t == GGUF_U8 || t == GGUF_U16 || t == GGUF_U32 || t == GGUF_U64; }
 static bool is_signed(uint32_t t) { return t == GGUF_I8 || t == GGUF_I16 || t == GGUF_I32 || t == GGUF_I64; }
 
-bool gguf_get_int(const gguf_file *f, const char *key, int64_t *out, char *err) {
-    const gguf_kv *kv = gguf_find(f, key);
+bool tp_gguf_get_int(const gguf_file *f, const char *key, int64_t *out, char *err) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
     if (!kv) { if (err) err[0] = 0; return false; }
     uint32_t t = kv->value.type;
     if (is_signed(t)) { *out = kv->value.v.i; return true; }
@@ -493,8 +493,8 @@ bool gguf_get_int(const gguf_file *f, const char *key, int64_t *out, char *err) 
     return tp_fail(err, "key '%s' has type %s, expected an integer", key, vtype_name(t)), false;
 }
 
-bool gguf_get_float(const gguf_file *f, const char *key, double *out, char *err) {
-    const gguf_kv *kv = gguf_find(f, key);
+bool tp_gguf_get_float(const gguf_file *f, const char *key, double *out, char *err) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
     if (!kv) { if (err) err[0] = 0; return false; }
     uint32_t t = kv->value.type;
     if (t == GGUF_F32 || t == GGUF_F64) { *out = kv->value.v.f; return true; }
@@ -504,8 +504,8 @@ bool gguf_get_float(const gguf_file *f, const char *key, double *out, char *err)
     return tp_fail(err, "key '%s' has type %s, expected a float", key, vtype_name(t)), false;
 }
 
-bool gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err) {
-    const gguf_kv *kv = gguf_find(f, key);
+bool tp_gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
     if (!kv) { if (err) err[0] = 0; return false; }
     uint32_t t = kv->value.type;
     if (t == GGUF_BOOL || is_unsigned(t)) { *out = kv->value.v.u != 0; return true; }
@@ -513,8 +513,8 @@ bool gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err) {
     return tp_fail(err, "key '%s' has type %s, expected a bool", key, vtype_name(t)), false;
 }
 
-char *gguf_get_string(const gguf_file *f, const char *key) {
-    const gguf_kv *kv = gguf_find(f, key);
+char *tp_gguf_get_string(const gguf_file *f, const char *key) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
     if (!kv || kv->value.type != GGUF_STRING) return NULL;
     size_t n = (size_t)kv->value.v.s.len;
     char *s = tp_xmalloc(n + 1);
@@ -523,7 +523,7 @@ char *gguf_get_string(const gguf_file *f, const char *key) {
     return s;
 }
 
-int64_t gguf_arr_int(const gguf_value *arr, uint64_t i) {
+int64_t tp_gguf_arr_int(const gguf_value *arr, uint64_t i) {
     if (!arr || arr->type != GGUF_ARRAY || i >= arr->v.arr.count) return 0;
     uint32_t et = arr->v.arr.elem_type;
     size_t sz = scalar_size(et);
@@ -538,7 +538,7 @@ int64_t gguf_arr_int(const gguf_value *arr, uint64_t i) {
     return (int64_t)v.v.u;
 }
 
-double gguf_arr_float(const gguf_value *arr, uint64_t i) {
+double tp_gguf_arr_float(const gguf_value *arr, uint64_t i) {
     if (!arr || arr->type != GGUF_ARRAY || i >= arr->v.arr.count) return 0;
     uint32_t et = arr->v.arr.elem_type;
     size_t sz = scalar_size(et);
@@ -550,7 +550,7 @@ double gguf_arr_float(const gguf_value *arr, uint64_t i) {
     return (double)v.v.u;
 }
 
-gguf_str gguf_arr_str(const gguf_value *arr, uint64_t i) {
+gguf_str tp_gguf_arr_str(const gguf_value *arr, uint64_t i) {
     gguf_str none = { 0, NULL };
     if (!arr || arr->type != GGUF_ARRAY || arr->v.arr.elem_type != GGUF_STRING || i >= arr->v.arr.count ||
         !arr->v.arr.items)

@@ -75,14 +75,14 @@ static void w_error(gguf_writer *w, const char *fmt, ...) {
     va_end(ap);
 }
 
-gguf_writer *gguf_writer_new(uint32_t alignment) {
+gguf_writer *tp_gguf_writer_new(uint32_t alignment) {
     gguf_writer *w = tp_xcalloc(1, sizeof *w);
     w->alignment = alignment ? alignment : 32;
     if (w->alignment & (w->alignment - 1)) w_error(w, "alignment %u is not a power of two", alignment);
     return w;
 }
 
-void gguf_writer_free(gguf_writer *w) {
+void tp_gguf_writer_free(gguf_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
@@ -127,22 +127,22 @@ static void w_scalar(gguf_writer *w, const char *key, uint32_t type, const void 
     wb_put(b, v, n);
 }
 
-void gguf_w_u8(gguf_writer *w, const char *key, uint8_t v) { w_scalar(w, key, GGUF_U8, &v, 1); }
-void gguf_w_i8(gguf_writer *w, const char *key, int8_t v) { w_scalar(w, key, GGUF_I8, &v, 1); }
-void gguf_w_u16(gguf_writer *w, const char *key, uint16_t v) { w_scalar(w, key, GGUF_U16, &v, 2); }
-void gguf_w_i16(gguf_writer *w, const char *key, int16_t v) { w_scalar(w, key, GGUF_I16, &v, 2); }
-void gguf_w_u32(gguf_writer *w, const char *key, uint32_t v) { w_scalar(w, key, GGUF_U32, &v, 4); }
-void gguf_w_i32(gguf_writer *w, const char *key, int32_t v) { w_scalar(w, key, GGUF_I32, &v, 4); }
-void gguf_w_f32(gguf_writer *w, const char *key, float v) { w_scalar(w, key, GGUF_F32, &v, 4); }
-void gguf_w_u64(gguf_writer *w, const char *key, uint64_t v) { w_scalar(w, key, GGUF_U64, &v, 8); }
-void gguf_w_i64(gguf_writer *w, const char *key, int64_t v) { w_scalar(w, key, GGUF_I64, &v, 8); }
-void gguf_w_f64(gguf_writer *w, const char *key, double v) { w_scalar(w, key, GGUF_F64, &v, 8); }
-void gguf_w_bool(gguf_writer *w, const char *key, bool v) {
+void tp_gguf_w_u8(gguf_writer *w, const char *key, uint8_t v) { w_scalar(w, key, GGUF_U8, &v, 1); }
+void tp_gguf_w_i8(gguf_writer *w, const char *key, int8_t v) { w_scalar(w, key, GGUF_I8, &v, 1); }
+void tp_gguf_w_u16(gguf_writer *w, const char *key, uint16_t v) { w_scalar(w, key, GGUF_U16, &v, 2); }
+void tp_gguf_w_i16(gguf_writer *w, const char *key, int16_t v) { w_scalar(w, key, GGUF_I16, &v, 2); }
+void tp_gguf_w_u32(gguf_writer *w, const char *key, uint32_t v) { w_scalar(w, key, GGUF_U32, &v, 4); }
+void tp_gguf_w_i32(gguf_writer *w, const char *key, int32_t v) { w_scalar(w, key, GGUF_I32, &v, 4); }
+void tp_gguf_w_f32(gguf_writer *w, const char *key, float v) { w_scalar(w, key, GGUF_F32, &v, 4); }
+void tp_gguf_w_u64(gguf_writer *w, const char *key, uint64_t v) { w_scalar(w, key, GGUF_U64, &v, 8); }
+void tp_gguf_w_i64(gguf_writer *w, const char *key, int64_t v) { w_scalar(w, key, GGUF_I64, &v, 8); }
+void tp_gguf_w_f64(gguf_writer *w, const char *key, double v) { w_scalar(w, key, GGUF_F64, &v, 8); }
+void tp_gguf_w_bool(gguf_writer *w, const char *key, bool v) {
     uint8_t b = v ? 1 : 0;
     w_scalar(w, key, GGUF_BOOL, &b, 1);
 }
 
-void gguf_w_str(gguf_writer *w, const char *key, const char *v) {
+void tp_gguf_w_str(gguf_writer *w, const char *key, const char *v) {
     wbuf *b = kv_slot(w, key);
     if (!b) return;
     wb_u32(b, GGUF_STRING);
@@ -159,10 +159,10 @@ static size_t scalar_bytes(uint32_t t) {
     }
 }
 
-void gguf_w_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *v, size_t n) {
+void tp_gguf_w_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *v, size_t n) {
     size_t esz = scalar_bytes(elem_type);
     if (!esz) {
-        w_error(w, "metadata key '%s': gguf_w_arr needs a scalar element type, got %u", key ? key : "",
+        w_error(w, "metadata key '%s': tp_gguf_w_arr needs a scalar element type, got %u", key ? key : "",
                 elem_type);
         return;
     }
@@ -174,10 +174,10 @@ void gguf_w_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void 
     wb_put(b, v, n * esz);
 }
 
-void gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n) { gguf_w_arr(w, key, GGUF_F32, v, n); }
-void gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n) { gguf_w_arr(w, key, GGUF_I32, v, n); }
+void tp_gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n) { tp_gguf_w_arr(w, key, GGUF_F32, v, n); }
+void tp_gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n) { tp_gguf_w_arr(w, key, GGUF_I32, v, n); }
 
-void gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n) {
+void tp_gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n) {
     wbuf *b = kv_slot(w, key);
     if (!b) return;
     wb_u32(b, GGUF_ARRAY);
@@ -227,7 +227,7 @@ static bool put_value_body(wbuf *b, uint32_t type, const gguf_value *v, int dept
     return true;
 }
 
-void gguf_w_value(gguf_writer *w, const char *key, const gguf_value *v) {
+void tp_gguf_w_value(gguf_writer *w, const char *key, const gguf_value *v) {
     wbuf *b = kv_slot(w, key);
     if (!b) return;
     wb_u32(b, v->type);
@@ -235,7 +235,7 @@ void gguf_w_value(gguf_writer *w, const char *key, const gguf_value *v) {
         w_error(w, "metadata key '%s': invalid value (type %u)", key, v->type);
 }
 
-void gguf_w_copy_kv(gguf_writer *w, const gguf_file *src, const char *prefix) {
+void tp_gguf_w_copy_kv(gguf_writer *w, const gguf_file *src, const char *prefix) {
     size_t pl = prefix ? strlen(prefix) : 0;
     for (uint64_t i = 0; i < src->n_kv; i++) {
         const gguf_kv *kv = &src->kv[i];
@@ -247,7 +247,7 @@ void gguf_w_copy_kv(gguf_writer *w, const gguf_file *src, const char *prefix) {
         char *key = tp_xmalloc((size_t)kv->key.len + 1);
         memcpy(key, kv->key.str, (size_t)kv->key.len);
         key[kv->key.len] = 0;
-        gguf_w_value(w, key, &kv->value);
+        tp_gguf_w_value(w, key, &kv->value);
         free(key);
     }
 }
@@ -308,7 +308,7 @@ static wtensor *add_tensor(gguf_writer *w, const char *name, uint32_t type, uint
     return &w->t[w->n_t++];
 }
 
-void gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
+void tp_gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
                    const void *data) {
     wtensor *t = add_tensor(w, name, type, n_dims, ne);
     if (!t) return;
@@ -318,13 +318,13 @@ void gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_d
     t->owned = true;
 }
 
-void gguf_w_tensor_ref(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
+void tp_gguf_w_tensor_ref(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
                        const void *data) {
     wtensor *t = add_tensor(w, name, type, n_dims, ne);
     if (t) t->data = data;
 }
 
-void gguf_w_tensor_rows(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
+void tp_gguf_w_tensor_rows(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
                         gguf_row_fn fill, void *ctx) {
     wtensor *t = add_tensor(w, name, type, n_dims, ne);
     if (!t) return;
@@ -359,7 +359,7 @@ static bool write_tensor_data(FILE *fp, const wtensor *t) {
     return ok;
 }
 
-int gguf_writer_save(gguf_writer *w, const char *path, char *err) {
+int tp_gguf_writer_save(gguf_writer *w, const char *path, char *err) {
     if (w->error[0]) return tp_fail(err, "%s: %s", path, w->error);
     const uint64_t a = w->alignment;
 

@@ -26,7 +26,7 @@
 /* JSON numbers are doubles: integers above 2^53 are not exact. */
 #define ST_MAX_INT 9007199254740992.0
 
-size_t st_dtype_size(const char *d) {
+size_t tp_st_dtype_size(const char *d) {
     static const struct { const char *name; size_t size; } tab[] = {
         { "F64", 8 }, { "F32", 4 }, { "F16", 2 }, { "BF16", 2 }, { "I64", 8 }, { "I32", 4 },
         { "I16", 2 }, { "I8", 1 }, { "U64", 8 }, { "U32", 4 }, { "U16", 2 }, { "U8", 1 },
@@ -65,7 +65,7 @@ static bool json_uint(const cJSON *j, uint64_t *out) {
     return true;
 }
 
-void st_close(st_file *f) {
+void tp_st_close(st_file *f) {
     if (!f) return;
     if (f->map && f->map != MAP_FAILED) munmap((void *)f->map, f->map_size);
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
@@ -82,7 +82,7 @@ static bool parse_entry(st_file *f, const cJSON *e, st_tensor *t, uint64_t data_
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt)) return tp_fail(err, "%s: tensor %s has no dtype string", f->path, nm), false;
-    size_t esize = st_dtype_size(dt->valuestring);
+    size_t esize = tp_st_dtype_size(dt->valuestring);
     if (!esize) return tp_fail(err, "%s: tensor %s has unknown dtype '%.20s'", f->path, nm, dt->valuestring), false;
     snprintf(t->dtype, sizeof t->dtype, "%s", dt->valuestring);
     t->type = dtype_to_type(t->dtype);
@@ -123,7 +123,7 @@ static bool parse_entry(st_file *f, const cJSON *e, st_tensor *t, uint64_t data_
     return true;
 }
 
-st_file *st_open(const char *path, char *err) {
+st_file *tp_st_open(const char *path, char *err) {
     st_file *f = tp_xcalloc(1, sizeof *f);
     f->path = tp_xstrdup(path);
     const char *slash = strrchr(f->path, '/');
@@ -212,11 +212,11 @@ st_file *st_open(const char *path, char *err) {
     return f;
 fail:
     cJSON_Delete(root);
-    st_close(f);
+    tp_st_close(f);
     return NULL;
 }
 
-const st_tensor *st_find(const st_file *f, const char *name) {
+const st_tensor *tp_st_find(const st_file *f, const char *name) {
     st_tensor key = { .name = (char *)name };
     return bsearch(&key, f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_tensor);
 }
@@ -227,15 +227,15 @@ static int cmp_tensor_ptr(const void *a, const void *b) {
     return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
 }
 
-void st_set_free(st_set *s) {
+void tp_st_set_free(st_set *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_files; i++) st_close(s->files[i]);
+    for (int i = 0; i < s->n_files; i++) tp_st_close(s->files[i]);
     free(s->files);
     free(s->tensors);
     free(s);
 }
 
-const st_tensor *st_set_find(const st_set *s, const char *name) {
+const st_tensor *tp_st_set_find(const st_set *s, const char *name) {
     st_tensor key = { .name = (char *)name };
     const st_tensor *kp = &key;
     const st_tensor **r = bsearch(&kp, s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, cmp_tensor_ptr);
@@ -277,10 +277,10 @@ static st_set *open_index(const char *dir, const char *ipath, char *err) {
             if (strcmp(s->files[i]->base, e->valuestring) == 0) f = s->files[i];
         if (!f) {
             snprintf(path, sizeof path, "%s/%s", dir, e->valuestring);
-            if (!(f = st_open(path, err))) goto fail;
+            if (!(f = tp_st_open(path, err))) goto fail;
             s->files[s->n_files++] = f;
         }
-        const st_tensor *t = st_find(f, e->string);
+        const st_tensor *t = tp_st_find(f, e->string);
         if (!t) {
             tp_fail(err, "%s: tensor %s (listed in %s) is not in the file", f->path, e->string, iname);
             goto fail;
@@ -298,11 +298,11 @@ static st_set *open_index(const char *dir, const char *ipath, char *err) {
     return s;
 fail:
     cJSON_Delete(root);
-    st_set_free(s);
+    tp_st_set_free(s);
     return NULL;
 }
 
-st_set *st_set_open(const char *dir, char *err) {
+st_set *tp_st_set_open(const char *dir, char *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (file_exists(path)) return open_index(dir, path, err);
@@ -311,7 +311,7 @@ st_set *st_set_open(const char *dir, char *err) {
         tp_fail(err, "%s: no model.safetensors or model.safetensors.index.json in the folder", dir);
         return NULL;
     }
-    st_file *f = st_open(path, err);
+    st_file *f = tp_st_open(path, err);
     if (!f) return NULL;
     st_set *s = tp_xcalloc(1, sizeof *s);
     s->files = tp_xcalloc(1, sizeof *s->files);
@@ -321,7 +321,7 @@ st_set *st_set_open(const char *dir, char *err) {
     return s;
 }
 
-int64_t st_set_file_bytes(const char *dir, char *err) {
+int64_t tp_st_set_file_bytes(const char *dir, char *err) {
     char path[4096];
     struct stat st;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
@@ -379,13 +379,13 @@ struct st_writer {
     char bad[TP_ERR_LEN]; /* first invalid input, reported by save */
 };
 
-st_writer *st_writer_new(void) {
+st_writer *tp_st_writer_new(void) {
     st_writer *w = tp_xcalloc(1, sizeof *w);
     w->meta = cJSON_CreateObject();
     return w;
 }
 
-void st_writer_free(st_writer *w) {
+void tp_st_writer_free(st_writer *w) {
     if (!w) return;
     for (int i = 0; i < w->n; i++) { free(w->t[i].name); free(w->t[i].data); }
     free(w->t);
@@ -393,14 +393,14 @@ void st_writer_free(st_writer *w) {
     free(w);
 }
 
-void st_w_meta(st_writer *w, const char *key, const char *value) {
+void tp_st_w_meta(st_writer *w, const char *key, const char *value) {
     cJSON_DeleteItemFromObjectCaseSensitive(w->meta, key);
     cJSON_AddStringToObject(w->meta, key, value);
 }
 
-void st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
+void tp_st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
                  const void *data) {
-    size_t es = st_dtype_size(dtype);
+    size_t es = tp_st_dtype_size(dtype);
     if (!es && !w->bad[0]) tp_fail(w->bad, "tensor %s: unknown dtype '%s'", name, dtype);
     if ((n_dims < 0 || n_dims > ST_MAX_DIMS) && !w->bad[0]) tp_fail(w->bad, "tensor %s: %d dims", name, n_dims);
     for (int i = 0; i < w->n; i++)
@@ -422,7 +422,7 @@ void st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, 
     if (t->nbytes) memcpy(t->data, data, t->nbytes);
 }
 
-int st_writer_save(st_writer *w, const char *path, char *err) {
+int tp_st_writer_save(st_writer *w, const char *path, char *err) {
     if (w->bad[0]) return tp_fail(err, "%s: %s", path, w->bad);
     cJSON *root = cJSON_CreateObject();
     if (cJSON_GetArraySize(w->meta) > 0) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->meta, true));

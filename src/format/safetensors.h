@@ -50,9 +50,9 @@ typedef struct st_file {
     st_tensor *tensors;           /* sorted by name */
 } st_file;
 
-st_file *st_open(const char *path, char *err);
-void st_close(st_file *f);
-const st_tensor *st_find(const st_file *f, const char *name);
+st_file *tp_st_open(const char *path, char *err);
+void tp_st_close(st_file *f);
+const st_tensor *tp_st_find(const st_file *f, const char *name);
 
 /* The weights of a model folder: one file or the shards named by the index. */
 typedef struct {
@@ -64,32 +64,32 @@ typedef struct {
 
 /* dir/model.safetensors.index.json if present (every shard it names is opened and
  * every tensor it lists must be in its shard), else dir/model.safetensors. */
-st_set *st_set_open(const char *dir, char *err);
-void st_set_free(st_set *s);
-const st_tensor *st_set_find(const st_set *s, const char *name);
-/* Bytes of the weight files st_set_open would map (the shards the index names, or
+st_set *tp_st_set_open(const char *dir, char *err);
+void tp_st_set_free(st_set *s);
+const st_tensor *tp_st_set_find(const st_set *s, const char *name);
+/* Bytes of the weight files tp_st_set_open would map (the shards the index names, or
  * model.safetensors), without opening them: for the memory check before loading.
  * Other .safetensors files in the folder (e.g. Mistral's consolidated.safetensors)
  * are not counted. -1 with err when there are none. */
-int64_t st_set_file_bytes(const char *dir, char *err);
+int64_t tp_st_set_file_bytes(const char *dir, char *err);
 
 /* ---- writer (tests and tools make their own files) ----
  * Tensors are written in the order added; the header is padded with spaces to a
  * multiple of 8 bytes so that every tensor's data is 8-byte aligned in the file
  * when earlier tensors' sizes are multiples of 8. */
 typedef struct st_writer st_writer;
-st_writer *st_writer_new(void);
-void st_writer_free(st_writer *w);
+st_writer *tp_st_writer_new(void);
+void tp_st_writer_free(st_writer *w);
 /* dtype: "F32", "F16", "BF16" or any other safetensors dtype name; shape outermost
  * first; data (the product of shape times the element size bytes) is copied. */
-void st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
+void tp_st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
                  const void *data);
 /* A __metadata__ string entry. */
-void st_w_meta(st_writer *w, const char *key, const char *value);
+void tp_st_w_meta(st_writer *w, const char *key, const char *value);
 /* 0 on success; -1 with err naming the path (a bad tensor added earlier is reported here). */
-int st_writer_save(st_writer *w, const char *path, char *err);
+int tp_st_writer_save(st_writer *w, const char *path, char *err);
 
 /* Element size of a safetensors dtype name, 0 if unknown. */
-size_t st_dtype_size(const char *dtype);
+size_t tp_st_dtype_size(const char *dtype);
 
 #endif

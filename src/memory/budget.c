@@ -49,7 +49,7 @@ static int prompt_tokens(const tp_model *m, const tempo_config *cfg) {
     int n = cap;
     if (m->tok) {
         int32_t *ids = tp_xmalloc((size_t)cap * sizeof *ids);
-        int r = tokenizer_encode(m->tok, p, true, true, ids, cap);
+        int r = tp_tokenizer_encode(m->tok, p, true, true, ids, cap);
         free(ids);
         if (r >= 0) n = r;
     }

@@ -371,7 +371,7 @@ int tp_memory_bench(const char *bin, const char *model_path, const char *extra_a
     tempo_config def;
     tempo_config_init(&def);
     int32_t ids[256];
-    int P = m->tok ? tokenizer_encode(m->tok, def.prompt, true, true, ids, 256) : 8; /* the default prompt */
+    int P = m->tok ? tp_tokenizer_encode(m->tok, def.prompt, true, true, ids, 256) : 8; /* the default prompt */
     tempo_config_free(&def);
     if (P < 1) P = 8;
     int rc = 0;

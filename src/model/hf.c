@@ -6,7 +6,7 @@
  *   model.safetensors, or model.safetensors.index.json + its shards
  *                               weights, memory-mapped (format/safetensors.h)
  *   tokenizer.json, tokenizer_config.json
- *                               the tokenizer (tokenizer_from_hf)
+ *                               the tokenizer (tp_tokenizer_from_hf)
  *   generation_config.json      optional: bos/eos ids
  *
  * Weights: a Hugging Face matrix [out, in] (row-major) has the bytes of a GGUF
@@ -36,7 +36,7 @@
 #include "tensor/dtype.h"
 #include "tokenizer/tokenizer.h"
 
-void tp_hf_free(void *hf) { st_set_free(hf); }
+void tp_hf_free(void *hf) { tp_st_set_free(hf); }
 
 /* As llama.cpp's convert_hf_to_gguf.py (LlamaModel, rope_freqs): inverse
  * frequencies in f32, wavelength thresholds orig_ctx / {low,high}_freq. */
@@ -259,7 +259,7 @@ static void add_eos_ids(tokenizer *t, const cJSON *j) {
     if (!v) return;
     const cJSON *e = cJSON_IsArray(v) ? v->child : v;
     for (; e; e = cJSON_IsArray(v) ? e->next : NULL)
-        if (cJSON_IsNumber(e)) tokenizer_add_eog(t, (int)e->valuedouble);
+        if (cJSON_IsNumber(e)) tp_tokenizer_add_eog(t, (int)e->valuedouble);
 }
 
 /* ---- tensors ---- */
@@ -282,7 +282,7 @@ static void fmt_shape(char *buf, size_t cap, const st_tensor *t) {
 
 /* Find a tensor and check its shape ([d0] or [d0, d1], outermost first) and dtype. */
 static const st_tensor *need(hf_loader *ld, const char *name, int64_t d0, int64_t d1, bool optional) {
-    const st_tensor *t = st_set_find(ld->st, name);
+    const st_tensor *t = tp_st_set_find(ld->st, name);
     if (!t) {
         if (!optional) tp_fail(ld->err, "%s: missing required tensor %s", ld->dir, name);
         return NULL;
@@ -352,7 +352,7 @@ static const float *load_vector(hf_loader *ld, const char *name, int n) {
 static bool load_weights(hf_loader *ld, bool tied) {
     tp_model *m = ld->m;
     tp_hparams *hp = &m->hp;
-    const st_tensor *emb = st_set_find(ld->st, "model.embed_tokens.weight");
+    const st_tensor *emb = tp_st_set_find(ld->st, "model.embed_tokens.weight");
     if (!emb) return tp_fail(ld->err, "%s: missing required tensor model.embed_tokens.weight", ld->dir), false;
     if (emb->n_dims != 2 || emb->shape[0] < 1 || emb->shape[0] > (1u << 30))
         return tp_fail(ld->err, "%s: tensor model.embed_tokens.weight is not a [vocab, %d] matrix", emb->file->path,
@@ -405,7 +405,7 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
     if (tie && !cJSON_IsBool(tie)) { tp_fail(err, "%s: tie_word_embeddings is not true/false", path); goto fail; }
     bool tied = cJSON_IsTrue(tie); /* LlamaConfig's default: false */
 
-    st_set *st = st_set_open(dir, err);
+    st_set *st = tp_st_set_open(dir, err);
     if (!st) goto fail;
     m->hf = st;
     hf_loader ld = { m, st, dir, err };
@@ -422,12 +422,12 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
                  !check_ids(gpath, gen, "eos_token_id", hp->n_vocab, err))))
         goto fail;
 
-    if (!(m->tok = tokenizer_from_hf(dir, err))) goto fail;
+    if (!(m->tok = tp_tokenizer_from_hf(dir, err))) goto fail;
     add_eos_ids(m->tok, cfg);
     add_eos_ids(m->tok, gen);
-    if (tokenizer_vocab_size(m->tok) > hp->n_vocab) {
+    if (tp_tokenizer_vocab_size(m->tok) > hp->n_vocab) {
         tp_fail(err, "%s: tokenizer has %d tokens but model.embed_tokens.weight has %d rows", dir,
-                tokenizer_vocab_size(m->tok), hp->n_vocab);
+                tp_tokenizer_vocab_size(m->tok), hp->n_vocab);
         goto fail;
     }
 

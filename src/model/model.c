@@ -44,7 +44,7 @@ int64_t tp_model_file_bytes(const char *path, char *err) {
     struct stat st;
     if (stat(path, &st) != 0) return tp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return (int64_t)st.st_size;
-    return st_set_file_bytes(path, err); /* a Hugging Face folder: its weight shards */
+    return tp_st_set_file_bytes(path, err); /* a Hugging Face folder: its weight shards */
 }
 
 void tp_model_free_work(tp_model *m); /* forward.c */
@@ -54,8 +54,8 @@ void tp_model_free(tp_model *m) {
     tp_model_free_work(m);
     if (m->mm) tp_matmul_ctx_free(m->mm);
     if (m->pool) tp_pool_free(m->pool);
-    if (m->tok) tokenizer_free(m->tok);
-    if (m->gguf) gguf_close(m->gguf);
+    if (m->tok) tp_tokenizer_free(m->tok);
+    if (m->gguf) tp_gguf_close(m->gguf);
     tp_hf_free(m->hf);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
@@ -77,7 +77,7 @@ static bool get_int_key(loader *ld, const char *suffix, bool required, int64_t d
     char key[128];
     snprintf(key, sizeof key, "%s.%s", ld->m->arch, suffix);
     ld->err[0] = 0;
-    if (gguf_get_int(ld->f, key, out, ld->err)) {
+    if (tp_gguf_get_int(ld->f, key, out, ld->err)) {
         if (*out < 0 || *out > (int64_t)1 << 31) {
             tp_fail(ld->err, "%s: %s = %lld is out of range", ld->path, key, (long long)*out);
             return false;
@@ -97,7 +97,7 @@ static bool get_float_key(loader *ld, const char *suffix, double def, double *ou
     char key[128];
     snprintf(key, sizeof key, "%s.%s", ld->m->arch, suffix);
     ld->err[0] = 0;
-    if (gguf_get_float(ld->f, key, out, ld->err)) return true;
+    if (tp_gguf_get_float(ld->f, key, out, ld->err)) return true;
     if (ld->err[0]) return false;
     *out = def;
     return true;
@@ -105,7 +105,7 @@ static bool get_float_key(loader *ld, const char *suffix, double def, double *ou
 
 /* Find a tensor, check its shape ({ne0, ne1}; ne1 = 0 for 1-D) and that we can compute with its type. */
 static const gguf_tensor *need_tensor(loader *ld, const char *name, int64_t ne0, int64_t ne1, bool optional) {
-    const gguf_tensor *t = gguf_find_tensor(ld->f, name);
+    const gguf_tensor *t = tp_gguf_find_tensor(ld->f, name);
     if (!t) {
         if (!optional) tp_fail(ld->err, "%s: missing required tensor %s", ld->path, name);
         return NULL;
@@ -154,14 +154,14 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
 }
 
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err) {
-    gguf_file *f = gguf_open(path, err);
+    gguf_file *f = tp_gguf_open(path, err);
     if (!f) return NULL;
     tp_model *m = tp_xcalloc(1, sizeof *m);
     m->gguf = f;
     loader ld = { m, f, path, err };
     tp_hparams *hp = &m->hp;
 
-    char *arch = gguf_get_string(f, "general.architecture");
+    char *arch = tp_gguf_get_string(f, "general.architecture");
     if (!arch) { tp_fail(err, "%s: missing required key general.architecture", path); goto fail; }
     snprintf(m->arch, sizeof m->arch, "%s", arch);
     free(arch);
@@ -205,21 +205,21 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
     double linear_scale = 1.0;
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch);
-    char *stype = gguf_get_string(f, key);
+    char *stype = tp_gguf_get_string(f, key);
     if (stype && strcmp(stype, "linear") == 0) {
         if (!get_float_key(&ld, "rope.scaling.factor", 1.0, &linear_scale)) { free(stype); goto fail; }
     } else if (!get_float_key(&ld, "rope.scale_linear", 1.0, &linear_scale)) { free(stype); goto fail; }
     free(stype);
 
-    m->tok = tokenizer_from_gguf(f, err);
+    m->tok = tp_tokenizer_from_gguf(f, err);
     if (!m->tok) goto fail;
 
-    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    const gguf_tensor *emb = tp_gguf_find_tensor(f, "token_embd.weight");
     if (!emb) { tp_fail(err, "%s: missing required tensor token_embd.weight", path); goto fail; }
     hp->n_vocab = (int)emb->ne[1];
-    if (tokenizer_vocab_size(m->tok) > hp->n_vocab) {
+    if (tp_tokenizer_vocab_size(m->tok) > hp->n_vocab) {
         tp_fail(err, "%s: tokenizer has %d tokens but token_embd.weight has %d rows", path,
-                tokenizer_vocab_size(m->tok), hp->n_vocab);
+                tp_tokenizer_vocab_size(m->tok), hp->n_vocab);
         goto fail;
     }
     int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;

@@ -86,8 +86,8 @@ char *tp_tempo_prompt_text(const struct tokenizer *t, const tempo_config *cfg) {
     if (!cfg->enable_thinking) return tp_xstrdup(prompt);
     static const char *const sys = "Enable deep thinking subroutine.";
     tp_str s = { 0 };
-    if (t && tokenizer_find(t, "<|start_header_id|>") >= 0 && tokenizer_find(t, "<|end_header_id|>") >= 0 &&
-        tokenizer_find(t, "<|eot_id|>") >= 0)
+    if (t && tp_tokenizer_find(t, "<|start_header_id|>") >= 0 && tp_tokenizer_find(t, "<|end_header_id|>") >= 0 &&
+        tp_tokenizer_find(t, "<|eot_id|>") >= 0)
         tp_str_printf(&s, "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
                           "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
                           "<|start_header_id|>assistant<|end_header_id|>\n\n", sys, prompt);
@@ -369,10 +369,10 @@ static int record_step(gen *g, int k, int n) {
     for (int j = 0; j < n; j++) {
         tempo_token *t = &st->tokens[j];
         char buf[256];
-        int len = tokenizer_piece(g->tok, g->ids[j], true, buf, sizeof buf);
+        int len = tp_tokenizer_piece(g->tok, g->ids[j], true, buf, sizeof buf);
         if (len < 0 && len != -1) {
             char *big = tp_xmalloc((size_t)-len + 1);
-            int l2 = tokenizer_piece(g->tok, g->ids[j], true, big, -len + 1);
+            int l2 = tp_tokenizer_piece(g->tok, g->ids[j], true, big, -len + 1);
             t->text = text_put(g->rp, big, l2 > 0 ? (size_t)l2 : 0);
             free(big);
         } else {
@@ -441,11 +441,11 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
     char *ptext = tp_tempo_prompt_text(g->tok, cfg);
     int pcap = (int)strlen(ptext) + 8;
     int32_t *prompt = tp_xmalloc(sizeof(int32_t) * (size_t)pcap);
-    int P = tokenizer_encode(g->tok, ptext, tokenizer_adds_bos(g->tok), true, prompt, pcap);
+    int P = tp_tokenizer_encode(g->tok, ptext, tp_tokenizer_adds_bos(g->tok), true, prompt, pcap);
     if (P > pcap) {
         prompt = tp_xrealloc(prompt, sizeof(int32_t) * (size_t)P);
         pcap = P;
-        P = tokenizer_encode(g->tok, ptext, tokenizer_adds_bos(g->tok), true, prompt, pcap);
+        P = tp_tokenizer_encode(g->tok, ptext, tp_tokenizer_adds_bos(g->tok), true, prompt, pcap);
     }
     int n_ctx = m->hp.n_ctx;
     if (P < 0) { tp_fail(err, "could not tokenize the prompt"); goto fail_prompt; }
@@ -531,8 +531,8 @@ tempo_result *tp_tempo_generate(tempo_model *tm, const tempo_config *cfg, const 
         g->hist = tp_xmalloc(sizeof(int32_t) * ((size_t)P + (size_t)g->T));
         memcpy(g->hist, prompt, sizeof(int32_t) * (size_t)P);
     }
-    int n_tok_vocab = tokenizer_vocab_size(g->tok);
-    for (int i = 0; i < g->V && i < n_tok_vocab; i++) g->is_eog[i] = tokenizer_is_eog(g->tok, i);
+    int n_tok_vocab = tp_tokenizer_vocab_size(g->tok);
+    for (int i = 0; i < g->V && i < n_tok_vocab; i++) g->is_eog[i] = tp_tokenizer_is_eog(g->tok, i);
     for (int i = 0; i < o->n_extra_eog; i++)
         if (o->extra_eog[i] >= 0 && o->extra_eog[i] < g->V) g->is_eog[o->extra_eog[i]] = 1;
     g->rule = (tp_prune_rule){ !cfg->no_relative_attention, cfg->relative_threshold, cfg->attention_threshold };

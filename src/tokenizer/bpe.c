@@ -22,7 +22,7 @@ static uint32_t byte_cp(uint8_t b) {
     return b;
 }
 
-int bpe_byte_utf8(uint8_t b, char out[2]) {
+int tp_bpe_byte_utf8(uint8_t b, char out[2]) {
     uint32_t cp = byte_cp(b);
     if (cp < 0x80) { out[0] = (char)cp; return 1; }
     out[0] = (char)(0xC0 | (cp >> 6));
@@ -30,7 +30,7 @@ int bpe_byte_utf8(uint8_t b, char out[2]) {
     return 2;
 }
 
-int bpe_char_byte(uint32_t cp) {
+int tp_bpe_char_byte(uint32_t cp) {
     if (cp >= 256 && cp <= 288) return (int)(cp - 256);
     if (cp >= 289 && cp <= 322) return (int)(cp - 162);
     if (cp == 323) return 173;
@@ -41,7 +41,7 @@ int bpe_char_byte(uint32_t cp) {
 /* ---------- the split regex ---------- */
 
 /* As it appears in Llama 3's tokenizer.json (used to recognise it there). */
-const char bpe_llama3_hf_regex[] =
+const char tp_bpe_llama3_hf_regex[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
@@ -59,7 +59,7 @@ static const char llama3_regex[] =
     "|[" WS "]+(?![^" WS "])"
     "|[" WS "]+";
 
-bool bpe_compile_regex(tokenizer *t, char *err) {
+bool tp_bpe_compile_regex(tokenizer *t, char *err) {
     int ec;
     PCRE2_SIZE eo;
     t->re = pcre2_compile((PCRE2_SPTR)llama3_regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
@@ -130,9 +130,9 @@ typedef struct {
 static void try_pair(const tokenizer *t, bpe_scratch *w, int l, int r) {
     if (l < 0 || r < 0) return;
     int32_t rank, res;
-    if (!tok_merge_find(t, w->sym[l].id, w->sym[r].id, &rank, &res)) return;
+    if (!tp_tok_merge_find(t, w->sym[l].id, w->sym[r].id, &rank, &res)) return;
     tok_bigram b = { .key = rank, .left = l, .right = r, .lid = w->sym[l].id, .rid = w->sym[r].id };
-    tok_heap_push(&w->heap, b);
+    tp_tok_heap_push(&w->heap, b);
 }
 
 static void encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, size_t n, tok_ivec *out) {
@@ -140,9 +140,9 @@ static void encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, si
     if (t->ignore_merges) {
         if (n * 2 > w->mapped_cap) { w->mapped_cap = n * 2; w->mapped = tp_xrealloc(w->mapped, w->mapped_cap); }
         size_t m = 0;
-        for (size_t i = 0; i < n; i++) m += (size_t)bpe_byte_utf8(s[i], w->mapped + m);
-        int id = tok_lookup(t, w->mapped, m);
-        if (id >= 0) { tok_ivec_push(out, id); return; }
+        for (size_t i = 0; i < n; i++) m += (size_t)tp_bpe_byte_utf8(s[i], w->mapped + m);
+        int id = tp_tok_lookup(t, w->mapped, m);
+        if (id >= 0) { tp_tok_ivec_push(out, id); return; }
     }
     if (n > w->sym_cap) { w->sym_cap = n; w->sym = tp_xrealloc(w->sym, n * sizeof *w->sym); }
     tok_symbol *sym = w->sym;
@@ -152,12 +152,12 @@ static void encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, si
     w->heap.n = 0;
     for (size_t i = 1; i < n; i++) try_pair(t, w, (int)i - 1, (int)i);
     while (w->heap.n > 0) {
-        tok_bigram b = tok_heap_pop(&w->heap);
+        tok_bigram b = tp_tok_heap_pop(&w->heap);
         tok_symbol *l = &sym[b.left], *r = &sym[b.right];
         /* stale: a side was merged away or has changed since the pair was queued */
         if (l->n == 0 || r->n == 0 || l->id != b.lid || r->id != b.rid) continue;
         int32_t rank, res;
-        tok_merge_find(t, l->id, r->id, &rank, &res);
+        tp_tok_merge_find(t, l->id, r->id, &rank, &res);
         l->id = res;
         l->n += r->n;
         r->n = 0;
@@ -168,10 +168,10 @@ static void encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, si
     }
     /* a piece that is no token (only with an incomplete vocabulary) is dropped, as llama.cpp */
     for (int i = 0; i != -1; i = sym[i].next)
-        if (sym[i].id >= 0) tok_ivec_push(out, sym[i].id);
+        if (sym[i].id >= 0) tp_tok_ivec_push(out, sym[i].id);
 }
 
-bool bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out) {
+bool tp_bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out) {
     size_t clen;
     char *clean = utf8_clean(text, len, &clen);
     if (clean) { text = clean; len = clen; }

@@ -2,7 +2,7 @@
  * tokenizer.json (model.vocab, model.merges in "a b" or ["a", "b"] form,
  * model.ignore_merges, added_tokens, the pre-tokenizer and decoder) and the
  * optional tokenizer_config.json (bos_token, eos_token, add_bos_token,
- * add_eos_token). The result is the same tokenizer tokenizer_from_gguf builds
+ * add_eos_token). The result is the same tokenizer tp_tokenizer_from_gguf builds
  * from llama.cpp's conversion of these files.
  */
 #include "tokenizer/tok_internal.h"
@@ -67,7 +67,7 @@ static bool is_llama3_pretok(const cJSON *pt) {
     if (!t0 || !t1 || strcmp(t0, "Split") != 0 || strcmp(t1, "ByteLevel") != 0) return false;
     const char *re = str_item(cJSON_GetObjectItemCaseSensitive(sp, "pattern"), "Regex");
     const char *beh = str_item(sp, "behavior");
-    if (!re || strcmp(re, bpe_llama3_hf_regex) != 0 || !beh || strcmp(beh, "Isolated") != 0) return false;
+    if (!re || strcmp(re, tp_bpe_llama3_hf_regex) != 0 || !beh || strcmp(beh, "Isolated") != 0) return false;
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sp, "invert"))) return false;
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bl, "use_regex"))) return false;
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bl, "add_prefix_space"))) return false;
@@ -160,31 +160,31 @@ static tokenizer *build(const cJSON *root, const cJSON *cfg, const char *path, c
         bool special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special"));
         type[id] = special || looks_special(text[id]) ? TOKT_CONTROL : TOKT_USER;
     }
-    tokenizer *t = tok_new(TOK_BPE, n, path);
+    tokenizer *t = tp_tok_new(TOK_BPE, n, path);
     for (int i = 0; i < n; i++) {
-        if (text[i]) { tok_set_token(t, i, text[i], strlen(text[i]), 0.0f, type[i]); continue; }
+        if (text[i]) { tp_tok_set_token(t, i, text[i], strlen(text[i]), 0.0f, type[i]); continue; }
         char pad[32];
         int k = snprintf(pad, sizeof pad, "[PAD%d]", i);
-        tok_set_token(t, i, pad, (size_t)k, 0.0f, TOKT_UNUSED);
+        tp_tok_set_token(t, i, pad, (size_t)k, 0.0f, TOKT_UNUSED);
     }
     free(text);
     free(type);
-    tok_index(t);
+    tp_tok_index(t);
 
     /* merges: "left right" (older files) or ["left", "right"] (tokenizers >= 0.20) */
-    tok_reserve_merges(t, (size_t)cJSON_GetArraySize(merges));
+    tp_tok_reserve_merges(t, (size_t)cJSON_GetArraySize(merges));
     int rank = 0;
     for (const cJSON *e = merges->child; e; e = e->next, rank++) {
         if (cJSON_IsString(e)) {
-            if (tok_add_merge_str(t, e->valuestring, strlen(e->valuestring), rank)) continue;
+            if (tp_tok_add_merge_str(t, e->valuestring, strlen(e->valuestring), rank)) continue;
         } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
                    cJSON_IsString(e->child->next)) {
             const char *l = e->child->valuestring, *r = e->child->next->valuestring;
-            tok_add_merge(t, l, strlen(l), r, strlen(r), rank);
+            tp_tok_add_merge(t, l, strlen(l), r, strlen(r), rank);
             continue;
         }
         tp_fail(err, "%s: model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
-        tokenizer_free(t);
+        tp_tokenizer_free(t);
         return NULL;
     }
     t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
@@ -198,19 +198,19 @@ static tokenizer *build(const cJSON *root, const cJSON *cfg, const char *path, c
     if (!bos) { bos = template_special(tp, true); src_bos = path; }
     if (!eos) { eos = template_special(tp, false); src_eos = path; }
     if (bos) {
-        if ((t->bos = tokenizer_find(t, bos)) < 0) {
+        if ((t->bos = tp_tokenizer_find(t, bos)) < 0) {
             tp_fail(err, "%s: bos_token '%s' is not in the vocabulary", src_bos, bos);
-            tokenizer_free(t);
+            tp_tokenizer_free(t);
             return NULL;
         }
-    } else t->bos = tokenizer_find(t, "<|begin_of_text|>");
+    } else t->bos = tp_tokenizer_find(t, "<|begin_of_text|>");
     if (eos) {
-        if ((t->eos = tokenizer_find(t, eos)) < 0) {
+        if ((t->eos = tp_tokenizer_find(t, eos)) < 0) {
             tp_fail(err, "%s: eos_token '%s' is not in the vocabulary", src_eos, eos);
-            tokenizer_free(t);
+            tp_tokenizer_free(t);
             return NULL;
         }
-    } else t->eos = tokenizer_find(t, "<|end_of_text|>");
+    } else t->eos = tp_tokenizer_find(t, "<|end_of_text|>");
 
     /* add_bos: the config's add_bos_token; else whether the post-processor template
      * starts with BOS; else (Llama 3's original ByteLevel post-processor) true, the
@@ -220,16 +220,16 @@ static tokenizer *build(const cJSON *root, const cJSON *cfg, const char *path, c
     const char *tb = template_special(tp, true), *te = template_special(tp, false);
     if (cJSON_IsBool(ab)) t->add_bos = cJSON_IsTrue(ab);
     else if (tp)
-        t->add_bos = tb && t->bos >= 0 && tokenizer_find(t, tb) == t->bos;
+        t->add_bos = tb && t->bos >= 0 && tp_tokenizer_find(t, tb) == t->bos;
     else t->add_bos = true;
     if (cJSON_IsBool(ae)) t->add_eos = cJSON_IsTrue(ae);
-    else t->add_eos = te && t->eos >= 0 && tokenizer_find(t, te) == t->eos && te != tb;
+    else t->add_eos = te && t->eos >= 0 && tp_tokenizer_find(t, te) == t->eos && te != tb;
 
-    if (!tok_finish(t, err)) { tokenizer_free(t); return NULL; }
+    if (!tp_tok_finish(t, err)) { tp_tokenizer_free(t); return NULL; }
     return t;
 }
 
-tokenizer *tokenizer_from_hf(const char *dir, char *err) {
+tokenizer *tp_tokenizer_from_hf(const char *dir, char *err) {
     if (!dir) return tp_fail(err, "tokenizer: no directory"), NULL;
     size_t dl = strlen(dir);
     char *path = tp_xmalloc(dl + 32), *cfg_path = tp_xmalloc(dl + 32);

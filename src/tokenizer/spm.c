@@ -13,13 +13,13 @@
 static void try_pair(const tokenizer *t, const tok_symbol *sym, tok_heap *h, int l, int r) {
     if (l < 0 || r < 0) return;
     int size = sym[l].n + sym[r].n;
-    int id = tok_lookup(t, sym[l].text, (size_t)size); /* the two are adjacent in the text */
+    int id = tp_tok_lookup(t, sym[l].text, (size_t)size); /* the two are adjacent in the text */
     if (id < 0) return;
     tok_bigram b = { .key = -(double)t->score[id], .left = l, .right = r, .size = size };
-    tok_heap_push(h, b);
+    tp_tok_heap_push(h, b);
 }
 
-void spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out) {
+void tp_spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out) {
     if (len == 0) return;
     tok_symbol *sym = tp_xmalloc(len * sizeof *sym);
     int ns = 0;
@@ -35,7 +35,7 @@ void spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out)
     tok_heap h = { 0 };
     for (int i = 1; i < ns; i++) try_pair(t, sym, &h, i - 1, i);
     while (h.n > 0) {
-        tok_bigram b = tok_heap_pop(&h);
+        tok_bigram b = tp_tok_heap_pop(&h);
         tok_symbol *l = &sym[b.left], *r = &sym[b.right];
         /* stale: one side was merged away or grew since this pair was queued */
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue;
@@ -49,12 +49,12 @@ void spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out)
     free(h.v);
 
     for (int i = 0; i != -1; i = sym[i].next) {
-        int id = tok_lookup(t, sym[i].text, (size_t)sym[i].n);
-        if (id >= 0) { tok_ivec_push(out, id); continue; }
+        int id = tp_tok_lookup(t, sym[i].text, (size_t)sym[i].n);
+        if (id >= 0) { tp_tok_ivec_push(out, id); continue; }
         for (int j = 0; j < sym[i].n; j++) {
             int b = t->byte_tok[(uint8_t)sym[i].text[j]];
             if (b < 0) b = t->unk;
-            if (b >= 0) tok_ivec_push(out, b);
+            if (b >= 0) tp_tok_ivec_push(out, b);
         }
     }
     free(sym);

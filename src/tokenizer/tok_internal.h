@@ -2,11 +2,11 @@
  * lookup, special tokens, decoding), spm.c, bpe.c and hf_json.c. Not part of the API.
  *
  * Building a tokenizer (both the GGUF and the tokenizer.json paths):
- *   t = tok_new(kind, n_vocab, source);      all tokens UNUSED "" until set
- *   tok_set_token(t, id, text, len, score, type) for each token
- *   tok_index(t)                              builds the text -> id hash
- *   tok_add_merge(t, left, right, rank)       BPE only, after tok_index
- *   tok_finish(t, err)                        special ids, EOG set, pieces, regex
+ *   t = tp_tok_new(kind, n_vocab, source);      all tokens UNUSED "" until set
+ *   tp_tok_set_token(t, id, text, len, score, type) for each token
+ *   tp_tok_index(t)                              builds the text -> id hash
+ *   tp_tok_add_merge(t, left, right, rank)       BPE only, after tp_tok_index
+ *   tp_tok_finish(t, err)                        special ids, EOG set, pieces, regex
  */
 #ifndef TEMPO_TOK_INTERNAL_H
 #define TEMPO_TOK_INTERNAL_H
@@ -21,7 +21,7 @@ typedef struct {
     int32_t *v;
     int n, cap;
 } tok_ivec;
-void tok_ivec_push(tok_ivec *a, int32_t x);
+void tp_tok_ivec_push(tok_ivec *a, int32_t x);
 
 /* Priority queue of candidate merges (min-heap on key, ties to the leftmost). */
 typedef struct {
@@ -34,8 +34,8 @@ typedef struct {
     tok_bigram *v;
     int n, cap;
 } tok_heap;
-void tok_heap_push(tok_heap *h, tok_bigram b);
-tok_bigram tok_heap_pop(tok_heap *h);
+void tp_tok_heap_push(tok_heap *h, tok_bigram b);
+tok_bigram tp_tok_heap_pop(tok_heap *h);
 
 /* A piece of the text being encoded (linked by index). */
 typedef struct {
@@ -83,35 +83,35 @@ struct tokenizer {
     pcre2_code *re;         /* BPE pre-tokenizer split */
 };
 
-tokenizer *tok_new(tok_kind kind, int n_vocab, const char *source);
-void tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type);
-void tok_index(tokenizer *t);
-int tok_lookup(const tokenizer *t, const char *text, size_t len);
+tokenizer *tp_tok_new(tok_kind kind, int n_vocab, const char *source);
+void tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type);
+void tp_tok_index(tokenizer *t);
+int tp_tok_lookup(const tokenizer *t, const char *text, size_t len);
 /* Split "left right" at the first space after the first byte (as llama.cpp). false if malformed. */
-bool tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank);
+bool tp_tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank);
 /* Unknown parts are skipped (they could never be used); the first of duplicates wins. */
-void tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank);
-void tok_reserve_merges(tokenizer *t, size_t n);
-bool tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res);
+void tp_tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank);
+void tp_tok_reserve_merges(tokenizer *t, size_t n);
+bool tp_tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res);
 /* Length of the UTF-8 sequence a lead byte announces (1 for stray continuation bytes). */
 static inline int tok_utf8_len(uint8_t c) {
     static const uint8_t tab[16] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4 };
     return tab[c >> 4];
 }
-bool tok_finish(tokenizer *t, char *err);
+bool tp_tok_finish(tokenizer *t, char *err);
 /* A special id from metadata: out-of-range values (e.g. 0xFFFFFFFF) mean none. */
-int tok_valid_id(const tokenizer *t, int64_t id);
+int tp_tok_valid_id(const tokenizer *t, int64_t id);
 
 /* spm.c: encode one raw-text fragment (already "▁"-escaped) */
-void spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
+void tp_spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
 
 /* bpe.c */
-bool bpe_compile_regex(tokenizer *t, char *err);
+bool tp_bpe_compile_regex(tokenizer *t, char *err);
 /* the GPT-2 byte <-> unicode character mapping */
-int bpe_byte_utf8(uint8_t b, char out[2]);         /* UTF-8 of byte b's character; its length */
-int bpe_char_byte(uint32_t cp);                   /* byte for a character, -1 if none */
-bool bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
+int tp_bpe_byte_utf8(uint8_t b, char out[2]);         /* UTF-8 of byte b's character; its length */
+int tp_bpe_char_byte(uint32_t cp);                   /* byte for a character, -1 if none */
+bool tp_bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
 /* The Hugging Face spelling of the Llama 3 split regex (as in tokenizer.json). */
-extern const char bpe_llama3_hf_regex[];
+extern const char tp_bpe_llama3_hf_regex[];
 
 #endif

@@ -15,7 +15,7 @@
 
 /* ---------- small containers ---------- */
 
-void tok_ivec_push(tok_ivec *a, int32_t x) {
+void tp_tok_ivec_push(tok_ivec *a, int32_t x) {
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 64;
         a->v = tp_xrealloc(a->v, (size_t)a->cap * sizeof *a->v);
@@ -27,7 +27,7 @@ static bool bigram_less(const tok_bigram *a, const tok_bigram *b) {
     return a->key < b->key || (a->key == b->key && a->left < b->left);
 }
 
-void tok_heap_push(tok_heap *h, tok_bigram b) {
+void tp_tok_heap_push(tok_heap *h, tok_bigram b) {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 64;
         h->v = tp_xrealloc(h->v, (size_t)h->cap * sizeof *h->v);
@@ -42,7 +42,7 @@ void tok_heap_push(tok_heap *h, tok_bigram b) {
     h->v[i] = b;
 }
 
-tok_bigram tok_heap_pop(tok_heap *h) {
+tok_bigram tp_tok_heap_pop(tok_heap *h) {
     tok_bigram top = h->v[0];
     tok_bigram last = h->v[--h->n];
     int i = 0;
@@ -75,7 +75,7 @@ static uint32_t pow2_at_least(size_t n) {
     return c;
 }
 
-tokenizer *tok_new(tok_kind kind, int n_vocab, const char *source) {
+tokenizer *tp_tok_new(tok_kind kind, int n_vocab, const char *source) {
     tokenizer *t = tp_xcalloc(1, sizeof *t);
     t->kind = kind;
     t->n_vocab = n_vocab;
@@ -94,7 +94,7 @@ tokenizer *tok_new(tok_kind kind, int n_vocab, const char *source) {
     return t;
 }
 
-void tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type) {
+void tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type) {
     if (t->arena_len + len + 1 > t->arena_cap) {
         while (t->arena_len + len + 1 > t->arena_cap) t->arena_cap *= 2;
         t->arena = tp_xrealloc(t->arena, t->arena_cap);
@@ -108,7 +108,7 @@ void tok_set_token(tokenizer *t, int id, const char *text, size_t len, float sco
     t->type[id] = (uint8_t)type;
 }
 
-void tok_index(tokenizer *t) {
+void tp_tok_index(tokenizer *t) {
     uint32_t cap = pow2_at_least((size_t)t->n_vocab * 2);
     free(t->hash);
     t->hash = tp_xmalloc((size_t)cap * sizeof *t->hash);
@@ -127,7 +127,7 @@ void tok_index(tokenizer *t) {
     }
 }
 
-int tok_lookup(const tokenizer *t, const char *text, size_t len) {
+int tp_tok_lookup(const tokenizer *t, const char *text, size_t len) {
     uint32_t h = (uint32_t)hash_bytes(text, len) & t->hash_mask;
     for (;; h = (h + 1) & t->hash_mask) {
         int32_t o = t->hash[h];
@@ -136,7 +136,7 @@ int tok_lookup(const tokenizer *t, const char *text, size_t len) {
     }
 }
 
-int tok_valid_id(const tokenizer *t, int64_t id) {
+int tp_tok_valid_id(const tokenizer *t, int64_t id) {
     return id >= 0 && id < t->n_vocab ? (int)id : -1;
 }
 
@@ -146,7 +146,7 @@ static uint32_t merge_slot(uint64_t key, uint32_t mask) {
     return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
 }
 
-void tok_reserve_merges(tokenizer *t, size_t n) {
+void tp_tok_reserve_merges(tokenizer *t, size_t n) {
     uint32_t cap = pow2_at_least(n * 2);
     free(t->mkey); free(t->mrank); free(t->mres);
     t->mkey = tp_xcalloc(cap, sizeof *t->mkey);
@@ -156,15 +156,15 @@ void tok_reserve_merges(tokenizer *t, size_t n) {
     t->n_merges = 0;
 }
 
-void tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank) {
-    int32_t li = tok_lookup(t, l, ll), ri = tok_lookup(t, r, rl);
+void tp_tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank) {
+    int32_t li = tp_tok_lookup(t, l, ll), ri = tp_tok_lookup(t, r, rl);
     if (li < 0 || ri < 0) return;
     if ((size_t)(t->n_merges + 1) * 2 > (size_t)t->mmask + 1) return; /* reserve was too small */
     char buf[512];
     char *cat = ll + rl <= sizeof buf ? buf : tp_xmalloc(ll + rl);
     memcpy(cat, l, ll);
     memcpy(cat + ll, r, rl);
-    int32_t res = tok_lookup(t, cat, ll + rl);
+    int32_t res = tp_tok_lookup(t, cat, ll + rl);
     if (cat != buf) free(cat);
     uint64_t key = ((uint64_t)(uint32_t)li << 32 | (uint32_t)ri) + 1;
     for (uint32_t h = merge_slot(key, t->mmask);; h = (h + 1) & t->mmask) {
@@ -179,15 +179,15 @@ void tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t
     }
 }
 
-bool tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank) {
+bool tp_tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank) {
     const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
     if (!sp) return false;
     size_t ll = (size_t)(sp - s);
-    tok_add_merge(t, s, ll, sp + 1, len - ll - 1, rank);
+    tp_tok_add_merge(t, s, ll, sp + 1, len - ll - 1, rank);
     return true;
 }
 
-bool tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res) {
+bool tp_tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res) {
     if (l < 0 || r < 0 || !t->mkey) return false;
     uint64_t key = ((uint64_t)(uint32_t)l << 32 | (uint32_t)r) + 1;
     for (uint32_t h = merge_slot(key, t->mmask);; h = (h + 1) & t->mmask) {
@@ -240,7 +240,7 @@ static void build_pieces(tokenizer *t) {
                 if (i + (uint32_t)k > n) k = 1;
                 uint32_t cp = c;
                 if (k == 2) cp = (uint32_t)(c & 0x1f) << 6 | ((uint8_t)s[i + 1] & 0x3f);
-                int b = k <= 2 ? bpe_char_byte(cp) : -1;
+                int b = k <= 2 ? tp_bpe_char_byte(cp) : -1;
                 if (b >= 0) o[m++] = (char)b;
                 else { memcpy(o + m, s + i, (size_t)k); m += (size_t)k; } /* not a mapped char: keep */
                 i += (uint32_t)k;
@@ -255,13 +255,13 @@ static void build_pieces(tokenizer *t) {
     }
 }
 
-bool tok_finish(tokenizer *t, char *err) {
+bool tp_tok_finish(tokenizer *t, char *err) {
     /* eot / eom by text when the metadata has none (llama.cpp does the same) */
-    if (t->eot < 0) t->eot = tok_lookup(t, "<|eot_id|>", 10);
-    if (t->eom < 0) t->eom = tok_lookup(t, "<|eom_id|>", 10);
+    if (t->eot < 0) t->eot = tp_tok_lookup(t, "<|eot_id|>", 10);
+    if (t->eom < 0) t->eom = tp_tok_lookup(t, "<|eom_id|>", 10);
 
     for (size_t i = 0; i < sizeof eog_texts / sizeof eog_texts[0]; i++) {
-        int id = tok_lookup(t, eog_texts[i], strlen(eog_texts[i]));
+        int id = tp_tok_lookup(t, eog_texts[i], strlen(eog_texts[i]));
         if (id < 0) continue;
         t->eog[id] = 1;
         /* an end-of-generation token must never show up as text */
@@ -289,17 +289,17 @@ bool tok_finish(tokenizer *t, char *err) {
         char buf[8];
         int n;
         if (t->kind == TOK_SPM) n = snprintf(buf, sizeof buf, "<0x%02X>", b);
-        else n = bpe_byte_utf8((uint8_t)b, buf);
-        t->byte_tok[b] = tok_lookup(t, buf, (size_t)n);
+        else n = tp_bpe_byte_utf8((uint8_t)b, buf);
+        t->byte_tok[b] = tp_tok_lookup(t, buf, (size_t)n);
     }
 
     build_pieces(t);
 
-    if (t->kind == TOK_BPE && !bpe_compile_regex(t, err)) return false;
+    if (t->kind == TOK_BPE && !tp_bpe_compile_regex(t, err)) return false;
     return true;
 }
 
-void tokenizer_free(tokenizer *t) {
+void tp_tokenizer_free(tokenizer *t) {
     if (!t) return;
     free(t->arena); free(t->off); free(t->len); free(t->score); free(t->type); free(t->eog);
     free(t->hash);
@@ -312,28 +312,28 @@ void tokenizer_free(tokenizer *t) {
 
 /* ---------- queries ---------- */
 
-tok_kind tokenizer_kind(const tokenizer *t) { return t->kind; }
-int tokenizer_vocab_size(const tokenizer *t) { return t->n_vocab; }
-int tokenizer_bos(const tokenizer *t) { return t->bos; }
-int tokenizer_eos(const tokenizer *t) { return t->eos; }
-int tokenizer_eot(const tokenizer *t) { return t->eot; }
-bool tokenizer_adds_bos(const tokenizer *t) { return t->add_bos && t->bos >= 0; }
-bool tokenizer_is_eog(const tokenizer *t, int id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
+tok_kind tp_tokenizer_kind(const tokenizer *t) { return t->kind; }
+int tp_tokenizer_vocab_size(const tokenizer *t) { return t->n_vocab; }
+int tp_tokenizer_bos(const tokenizer *t) { return t->bos; }
+int tp_tokenizer_eos(const tokenizer *t) { return t->eos; }
+int tp_tokenizer_eot(const tokenizer *t) { return t->eot; }
+bool tp_tokenizer_adds_bos(const tokenizer *t) { return t->add_bos && t->bos >= 0; }
+bool tp_tokenizer_is_eog(const tokenizer *t, int id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
 
-void tokenizer_add_eog(tokenizer *t, int id) {
+void tp_tokenizer_add_eog(tokenizer *t, int id) {
     if (id >= 0 && id < t->n_vocab) t->eog[id] = 1;
 }
-int tokenizer_token_type(const tokenizer *t, int id) {
+int tp_tokenizer_token_type(const tokenizer *t, int id) {
     return id >= 0 && id < t->n_vocab ? t->type[id] : 0;
 }
 
-const char *tokenizer_token_text(const tokenizer *t, int id) {
+const char *tp_tokenizer_token_text(const tokenizer *t, int id) {
     if (id < 0 || id >= t->n_vocab) return NULL;
     return t->arena + t->off[id];
 }
 
-int tokenizer_find(const tokenizer *t, const char *text) {
-    return text ? tok_lookup(t, text, strlen(text)) : -1;
+int tp_tokenizer_find(const tokenizer *t, const char *text) {
+    return text ? tp_tok_lookup(t, text, strlen(text)) : -1;
 }
 
 /* ---------- encoding ---------- */
@@ -386,7 +386,7 @@ static fragment *partition(const tokenizer *t, const char *text, size_t n, bool 
     return fr;
 }
 
-int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
+int tp_tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
                      int32_t *out, int cap) {
     if (!t || !text || cap < 0 || (cap > 0 && !out)) return -1;
     size_t n = strlen(text);
@@ -395,21 +395,21 @@ int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool pa
     fragment *fr = partition(t, text, n, parse_special, &nf);
     bool ok = true;
 
-    if (add_bos && t->add_bos && t->bos >= 0) tok_ivec_push(&ids, t->bos);
+    if (add_bos && t->add_bos && t->bos >= 0) tp_tok_ivec_push(&ids, t->bos);
 
     char *esc = NULL;
     size_t esc_cap = 0;
     bool prev_special = true; /* SPM: a fragment at the start or after a special token gets "▁" */
     for (int i = 0; i < nf && ok; i++) {
         if (fr[i].tok >= 0) {
-            tok_ivec_push(&ids, fr[i].tok);
+            tp_tok_ivec_push(&ids, fr[i].tok);
             prev_special = true;
             continue;
         }
         const char *s = text + fr[i].off;
         size_t len = fr[i].len;
         if (t->kind == TOK_BPE) {
-            ok = bpe_encode(t, s, len, &ids);
+            ok = tp_bpe_encode(t, s, len, &ids);
             continue;
         }
         /* SPM: optional space prefix, then every space becomes U+2581 "▁" */
@@ -421,13 +421,13 @@ int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool pa
             if (s[j] == ' ') { memcpy(esc + m, "\xe2\x96\x81", 3); m += 3; }
             else esc[m++] = s[j];
         }
-        spm_encode(t, esc, m, &ids);
+        tp_spm_encode(t, esc, m, &ids);
         prev_special = false;
     }
     free(esc);
     free(fr);
 
-    if (ok && add_bos && t->add_eos && t->eos >= 0) tok_ivec_push(&ids, t->eos);
+    if (ok && add_bos && t->add_eos && t->eos >= 0) tp_tok_ivec_push(&ids, t->eos);
 
     int result = ok ? ids.n : -1;
     if (ok && cap > 0 && ids.n > 0) memcpy(out, ids.v, (size_t)(ids.n < cap ? ids.n : cap) * sizeof *out);
@@ -441,7 +441,7 @@ static bool hidden(const tokenizer *t, int id, bool show_special) {
     return !show_special && (t->type[id] == TOKT_CONTROL || t->type[id] == TOKT_UNKNOWN);
 }
 
-int tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap) {
+int tp_tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap) {
     if (!t || id < 0 || id >= t->n_vocab || hidden(t, id, show_special)) return 0;
     int n = (int)t->plen[id];
     if (n > cap) return -n;
@@ -449,7 +449,7 @@ int tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, in
     return n;
 }
 
-char *tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special) {
+char *tp_tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special) {
     size_t total = 0;
     for (int i = 0; i < n; i++)
         if (ids[i] >= 0 && ids[i] < t->n_vocab && !hidden(t, ids[i], show_special)) total += t->plen[ids[i]];
@@ -464,8 +464,8 @@ char *tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bo
     return s;
 }
 
-char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int n) {
-    return tokenizer_decode_special(t, ids, n, false);
+char *tp_tokenizer_decode(const tokenizer *t, const int32_t *ids, int n) {
+    return tp_tokenizer_decode_special(t, ids, n, false);
 }
 
 /* ---------- GGUF ---------- */
@@ -473,7 +473,7 @@ char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int n) {
 static bool read_id(const gguf_file *f, tokenizer *t, const char *key, int *out, char *err) {
     int64_t v;
     char e2[TP_ERR_LEN];
-    if (gguf_get_int(f, key, &v, e2)) { *out = tok_valid_id(t, v); return true; }
+    if (tp_gguf_get_int(f, key, &v, e2)) { *out = tp_tok_valid_id(t, v); return true; }
     if (e2[0]) return tp_fail(err, "%s: %s", t->src, e2), false;
     return true; /* absent: keep the default */
 }
@@ -481,14 +481,14 @@ static bool read_id(const gguf_file *f, tokenizer *t, const char *key, int *out,
 static bool read_flag(const gguf_file *f, tokenizer *t, const char *key, bool *out, char *err) {
     char e2[TP_ERR_LEN];
     bool v;
-    if (gguf_get_bool(f, key, &v, e2)) { *out = v; return true; }
+    if (tp_gguf_get_bool(f, key, &v, e2)) { *out = v; return true; }
     if (e2[0]) return tp_fail(err, "%s: %s", t->src, e2), false;
     return true;
 }
 
 static const gguf_value *find_array(const gguf_file *f, const char *path, const char *key, bool numeric,
                                     uint64_t want, bool required, bool *bad, char *err) {
-    const gguf_kv *kv = gguf_find(f, key);
+    const gguf_kv *kv = tp_gguf_find(f, key);
     *bad = false;
     if (!kv) {
         if (required) { *bad = true; tp_fail(err, "%s: %s missing", path, key); }
@@ -513,10 +513,10 @@ static const gguf_value *find_array(const gguf_file *f, const char *path, const 
     return v;
 }
 
-tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err) {
+tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
     const char *path = f && f->path ? f->path : "gguf";
     if (!f) return tp_fail(err, "tokenizer: no GGUF file"), NULL;
-    char *model = gguf_get_string(f, "tokenizer.ggml.model");
+    char *model = tp_gguf_get_string(f, "tokenizer.ggml.model");
     if (!model) return tp_fail(err, "%s: tokenizer.ggml.model missing", path), NULL;
     tok_kind kind;
     if (strcmp(model, "llama") == 0) kind = TOK_SPM;
@@ -529,7 +529,7 @@ tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err) {
     free(model);
 
     if (kind == TOK_BPE) {
-        char *pre = gguf_get_string(f, "tokenizer.ggml.pre");
+        char *pre = tp_gguf_get_string(f, "tokenizer.ggml.pre");
         bool ok = pre && (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0 ||
                           strcmp(pre, "llama-v3") == 0);
         if (!ok) {
@@ -557,33 +557,33 @@ tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err) {
         if (!merges) return NULL;
     }
 
-    tokenizer *t = tok_new(kind, (int)n, path);
+    tokenizer *t = tp_tok_new(kind, (int)n, path);
     for (uint64_t i = 0; i < n; i++) {
-        gguf_str s = gguf_arr_str(toks, i);
-        float sc = scores ? (float)gguf_arr_float(scores, i) : 0.0f;
-        int ty = types ? (int)gguf_arr_int(types, i) : TOKT_NORMAL;
-        tok_set_token(t, (int)i, s.str ? s.str : "", (size_t)s.len, sc, ty);
+        gguf_str s = tp_gguf_arr_str(toks, i);
+        float sc = scores ? (float)tp_gguf_arr_float(scores, i) : 0.0f;
+        int ty = types ? (int)tp_gguf_arr_int(types, i) : TOKT_NORMAL;
+        tp_tok_set_token(t, (int)i, s.str ? s.str : "", (size_t)s.len, sc, ty);
     }
-    tok_index(t);
+    tp_tok_index(t);
 
     if (kind == TOK_SPM) {
         /* llama.cpp's defaults for SentencePiece vocabularies */
-        t->bos = tok_valid_id(t, 1);
-        t->eos = tok_valid_id(t, 2);
-        t->unk = tok_valid_id(t, 0);
+        t->bos = tp_tok_valid_id(t, 1);
+        t->eos = tp_tok_valid_id(t, 2);
+        t->unk = tp_tok_valid_id(t, 0);
         t->add_bos = true;
         t->add_space_prefix = true;
     } else {
         t->add_bos = true; /* Llama 3 */
         t->ignore_merges = true;
         uint64_t nm = merges->v.arr.count;
-        tok_reserve_merges(t, (size_t)nm);
+        tp_tok_reserve_merges(t, (size_t)nm);
         for (uint64_t i = 0; i < nm; i++) {
-            gguf_str s = gguf_arr_str(merges, i);
-            if (!s.str || !tok_add_merge_str(t, s.str, (size_t)s.len, (int)i)) {
+            gguf_str s = tp_gguf_arr_str(merges, i);
+            if (!s.str || !tp_tok_add_merge_str(t, s.str, (size_t)s.len, (int)i)) {
                 tp_fail(err, "%s: tokenizer.ggml.merges[%llu] is not \"left right\"", path,
                         (unsigned long long)i);
-                tokenizer_free(t);
+                tp_tokenizer_free(t);
                 return NULL;
             }
         }
@@ -597,7 +597,7 @@ tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err) {
               read_flag(f, t, "tokenizer.ggml.add_bos_token", &t->add_bos, err) &&
               read_flag(f, t, "tokenizer.ggml.add_eos_token", &t->add_eos, err) &&
               (kind != TOK_SPM || read_flag(f, t, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err)) &&
-              tok_finish(t, err);
-    if (!ok) { tokenizer_free(t); return NULL; }
+              tp_tok_finish(t, err);
+    if (!ok) { tp_tokenizer_free(t); return NULL; }
     return t;
 }

@@ -28,21 +28,21 @@ enum { TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER = 4, TOKT_
 
 typedef struct tokenizer tokenizer;
 
-tokenizer *tokenizer_from_gguf(const struct gguf_file *f, char *err);
+tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err);
 /* dir holds tokenizer.json (required) and tokenizer_config.json (optional). */
-tokenizer *tokenizer_from_hf(const char *dir, char *err);
-void tokenizer_free(tokenizer *t);
+tokenizer *tp_tokenizer_from_hf(const char *dir, char *err);
+void tp_tokenizer_free(tokenizer *t);
 
-tok_kind tokenizer_kind(const tokenizer *t);
-int tokenizer_vocab_size(const tokenizer *t);
-int tokenizer_bos(const tokenizer *t); /* -1 if none */
-int tokenizer_eos(const tokenizer *t); /* -1 if none */
-int tokenizer_eot(const tokenizer *t); /* end of turn (<|eot_id|>), -1 if none */
-bool tokenizer_adds_bos(const tokenizer *t);
+tok_kind tp_tokenizer_kind(const tokenizer *t);
+int tp_tokenizer_vocab_size(const tokenizer *t);
+int tp_tokenizer_bos(const tokenizer *t); /* -1 if none */
+int tp_tokenizer_eos(const tokenizer *t); /* -1 if none */
+int tp_tokenizer_eot(const tokenizer *t); /* end of turn (<|eot_id|>), -1 if none */
+bool tp_tokenizer_adds_bos(const tokenizer *t);
 /* End-of-generation: eos, eot, eom and the like. */
-bool tokenizer_is_eog(const tokenizer *t, int id);
+bool tp_tokenizer_is_eog(const tokenizer *t, int id);
 /* Mark one more id as end-of-generation (e.g. eos ids listed in a model's config). */
-void tokenizer_add_eog(tokenizer *t, int id);
+void tp_tokenizer_add_eog(tokenizer *t, int id);
 
 /* Encode text. add_bos: prepend BOS when the tokenizer has one and wants it
  * (add_bos=false never adds). parse_special: text like "<|eot_id|>" that spells
@@ -50,23 +50,23 @@ void tokenizer_add_eog(tokenizer *t, int id);
  * llama.cpp). add_bos also appends EOS when the tokenizer asks for that
  * (tokenizer.ggml.add_eos_token; llama.cpp's add_special). Returns the number of ids written
  * into out (at most cap) -- or the number needed if it exceeds cap; -1 on error. */
-int tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
+int tp_tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
                      int32_t *out, int cap);
 
 /* Bytes of one token as it appears in text ("▁" -> space, <0x0A> -> "\n", GPT-2
  * byte mapping undone). Control tokens give "" unless show_special. Returns the
  * length written (the piece may be longer than cap: then -needed). */
-int tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap);
+int tp_tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap);
 /* Decode a sequence (the first piece after BOS keeps its leading space, as llama.cpp).
  * Control tokens are left out; the result is malloc'ed and NUL-terminated. */
-char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int n);
+char *tp_tokenizer_decode(const tokenizer *t, const int32_t *ids, int n);
 /* The same, writing control tokens (e.g. "<|eot_id|>") as their text when show_special. */
-char *tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special);
+char *tp_tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special);
 /* The token's vocabulary string as stored (e.g. "▁the"); NULL for a bad id. */
-const char *tokenizer_token_text(const tokenizer *t, int id);
+const char *tp_tokenizer_token_text(const tokenizer *t, int id);
 /* TOKT_* of a token (0 for a bad id). */
-int tokenizer_token_type(const tokenizer *t, int id);
+int tp_tokenizer_token_type(const tokenizer *t, int id);
 /* Id of an exact vocabulary string, or -1. */
-int tokenizer_find(const tokenizer *t, const char *text);
+int tp_tokenizer_find(const tokenizer *t, const char *text);
 
 #endif
