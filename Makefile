@@ -1,37 +1,52 @@
 # tempo: GNU Make build.
-#   make          build/tempo (CLI) and build/libtempo.a (library)
-#   make test     every test, built with AddressSanitizer + UBSan
+#   make          build/tempo (CLI), build/libtempo.a and build/libtempo.so (library)
+#   make test     every test, built with AddressSanitizer + UBSan (and -Werror)
 #   make bench    speed and memory benchmark (random-weight 1B-shape files)
 #   make run      build and generate from a small real model
+#   make install  PREFIX=/usr/local DESTDIR= : binary, libraries, header, pkg-config file
+#
+# CC, CFLAGS, CPPFLAGS and LDFLAGS from the command line or the environment are honoured.
+# Release builds add -Werror when WERROR=1 (CI does); test builds always do.
 
-CC      ?= gcc
-PKGS    := libpcre2-8 libcjson yaml-0.1
-WARN    := -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
-DEFS    := -D_GNU_SOURCE -Iinclude -Isrc
-DEPLIBS := -lpcre2-8 -lcjson -lyaml -lpthread -lm
+CC       ?= gcc
+CFLAGS   ?= -O2 -g
+PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
+VERSION  := 0.2.0
+SOMAJOR  := 0
+PKGS     := libpcre2-8 libcjson yaml-0.1
+WARN     := -std=c11 -Wall -Wextra -Wno-unused-parameter
+DEFS     := -D_GNU_SOURCE -Iinclude -Isrc -I.
+DEPLIBS  := -lpcre2-8 -lcjson -lyaml -lpthread -lm
+STRICT   := $(if $(filter 1,$(WERROR)),-Werror,)
 
-OPT_CFLAGS  := -O2 -g $(WARN) $(DEFS)
+# Library objects: position-independent, everything but the public API hidden from the shared
+# library (internal tp_ symbols stay usable from the static one).
+LIB_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -fPIC -fvisibility=hidden -MMD -MP
+OPT_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -MMD -MP
 TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-               -fno-sanitize-recover=undefined $(WARN) $(DEFS)
+               -fno-sanitize-recover=undefined $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 
-LIB_SRC  := $(sort $(wildcard src/*/*.c))
-LIB_SRC  := $(filter-out src/cli/%,$(LIB_SRC))
-CLI_SRC  := $(sort $(wildcard src/cli/*.c))
-TEST_SRC := $(sort $(wildcard tests/*.c))
-HDRS     := $(wildcard include/*.h src/*/*.h tests/*.h)
+LIB_SRC   := $(sort $(wildcard src/*/*.c))
+LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
+CLI_SRC   := $(sort $(wildcard src/cli/*.c))
+TOOLS_SRC := $(sort $(wildcard tools/*.c))
+TEST_SRC  := $(sort $(wildcard tests/*.c))
 
-LIB_OBJ      := $(LIB_SRC:%.c=build/obj/%.o)
-CLI_OBJ      := $(CLI_SRC:%.c=build/obj/%.o)
-ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
-ASAN_CLI_OBJ := $(CLI_SRC:%.c=build/asan/%.o)
-TEST_OBJ     := $(TEST_SRC:%.c=build/asan/%.o)
+LIB_OBJ        := $(LIB_SRC:%.c=build/obj/%.o)
+CLI_OBJ        := $(CLI_SRC:%.c=build/obj/%.o)
+TOOLS_OBJ      := $(TOOLS_SRC:%.c=build/obj/%.o)
+ASAN_LIB_OBJ   := $(LIB_SRC:%.c=build/asan/%.o)
+ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
+ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
+TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 
-.PHONY: all test bench run clean deps
-all: build/tempo build/libtempo.a
+.PHONY: all test bench run clean deps install uninstall
+all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
 deps:
-	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev; do \
+	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev pkg-config; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
@@ -39,11 +54,19 @@ deps:
 	  else echo "tempo needs these Debian packages:$$missing"; \
 	    echo "install them with: sudo apt-get install$$missing"; exit 1; fi; fi
 
-build/obj/%.o: %.c $(HDRS)
+build/obj/src/cli/%.o: src/cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT_CFLAGS) -c $< -o $@
 
-build/asan/%.o: %.c $(HDRS)
+build/obj/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+build/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
 
@@ -51,35 +74,73 @@ build/libtempo.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+build/libtempo.so.$(VERSION): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libtempo.so.$(SOMAJOR) $(LDFLAGS) -o $@ $^ $(DEPLIBS)
+
+build/libtempo.so: build/libtempo.so.$(VERSION)
+	ln -sf libtempo.so.$(VERSION) build/libtempo.so.$(SOMAJOR)
+	ln -sf libtempo.so.$(VERSION) $@
+
+build/tempo.pc: Makefile
+	@mkdir -p build
+	printf 'prefix=%s\nlibdir=%s\nincludedir=$${prefix}/include\n\nName: tempo\nDescription: TEMPO generation for Llama-family models\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -ltempo\nLibs.private: -lpthread -lm\nCflags: -I$${includedir}\n' \
+	  '$(PREFIX)' '$(LIBDIR)' '$(VERSION)' '$(PKGS)' > $@
+
+build/libtempo_tools.a: $(TOOLS_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 build/tempo: $(CLI_OBJ) build/libtempo.a
-	$(CC) $(OPT_CFLAGS) -o $@ $(CLI_OBJ) build/libtempo.a $(DEPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) build/libtempo.a $(DEPLIBS)
 
 build/asan/libtempo.a: $(ASAN_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/asan/libtempo_tools.a: $(ASAN_TOOLS_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 build/asan/tempo: $(ASAN_CLI_OBJ) build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $(ASAN_CLI_OBJ) build/asan/libtempo.a $(DEPLIBS)
 
-build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo.a
-	$(CC) $(TEST_CFLAGS) -o $@ $(TEST_OBJ) build/asan/libtempo.a $(DEPLIBS)
+build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a
+	$(CC) $(TEST_CFLAGS) -o $@ $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a $(DEPLIBS)
 
 build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $< build/asan/libtempo.a $(DEPLIBS)
 
-build/bench: bench/bench.c build/libtempo.a
-	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo.a $(DEPLIBS)
+build/bench: bench/bench.c build/libtempo_tools.a build/libtempo.a
+	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
+
+-include $(shell find build -name '*.d' 2>/dev/null)
 
 # The tests run from the repository root and read ../shared/.
 # TEMPO_BIN lets tests that drive the CLI find the sanitized binary.
 test: deps
-	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo build/asan/example_embed build/tempo
+	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo build/asan/example_embed build/tempo \
+	  build/libtempo.so build/tempo.pc
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
 
 bench: build/bench build/tempo
 	build/bench
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 build/tempo $(DESTDIR)$(PREFIX)/bin/tempo
+	install -m 644 build/libtempo.a $(DESTDIR)$(LIBDIR)/libtempo.a
+	install -m 755 build/libtempo.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtempo.so.$(VERSION)
+	ln -sf libtempo.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtempo.so.$(SOMAJOR)
+	ln -sf libtempo.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtempo.so
+	install -m 644 include/tempo.h $(DESTDIR)$(PREFIX)/include/tempo.h
+	sed -e 's|^prefix=.*|prefix=$(PREFIX)|' -e 's|^libdir=.*|libdir=$(LIBDIR)|' build/tempo.pc \
+	  > $(DESTDIR)$(LIBDIR)/pkgconfig/tempo.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tempo $(DESTDIR)$(LIBDIR)/libtempo.a $(DESTDIR)$(LIBDIR)/libtempo.so* \
+	  $(DESTDIR)$(PREFIX)/include/tempo.h $(DESTDIR)$(LIBDIR)/pkgconfig/tempo.pc
 
 # The small real model `make run` uses: the shared copy, else a public TinyStories GGUF.
 MODEL ?= ../shared/models/stories260K.gguf

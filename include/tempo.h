@@ -1,14 +1,42 @@
-/* tempo.h: the public C API of tempo. The CLI (src/cli) uses nothing else.
+/* tempo.h: the public C API of tempo. The CLI, the server and the Python binding use nothing else.
  *
- *   tempo_config cfg;  tempo_config_init(&cfg);
- *   tempo_config_set(&cfg, "selection_threshold", "0.2", err);   // or load a YAML file
- *   tempo_model *m = tempo_model_open(cfg.model, &cfg, err);
- *   tempo_result *r = tempo_generate(m, &cfg, on_step, user, err);
+ * Objects, as in llama.h:
+ *   tempo_model    a loaded model: weights, tokenizer, and one memory budget (--max-memory-gb)
+ *                  for the model plus every live session. Immutable after tempo_model_open;
+ *                  share it between any number of threads and sessions.
+ *   tempo_session  one generation: KV cache, memory reservation, work buffers, thread pool and
+ *                  step state. Used by one thread at a time (tempo_session_cancel excepted).
+ *   tempo_result   the record of a generation (the --output-json document as C structs).
+ *
+ * The simplest use:
+ *
+ *   tempo_model_params mp;  tempo_model_params_init(&mp);
+ *   tempo_gen_params gp;    tempo_gen_params_init(&gp);
+ *   tempo_error err;
+ *   tempo_model *m = tempo_model_open("model.gguf", &mp, &err);
+ *   tempo_result *r = tempo_generate(m, "Once upon a time", &gp, on_step, user, &err);
  *   ... r->clean_text, r->steps ...
- *   tempo_result_free(r); tempo_model_close(m);
+ *   tempo_result_free(r);  tempo_model_close(m);
  *
- * Errors: functions that can fail take `char *err` of TEMPO_ERR_LEN bytes and
- * write one line naming the problem into it.
+ * Step by step (a UI that branches):
+ *
+ *   tempo_session *s = tempo_session_new(m, &gp, &err);
+ *   tempo_session_prefill(s, "Once upon a time", &err);
+ *   tempo_step_info st;
+ *   while (tempo_session_step(s, &st, &err) == 1) {
+ *       ... st.step is the new set; st.prune lists what feeding the previous set pruned ...
+ *       if (user_picked) tempo_session_choose(s, member, &err);   // the member replaces its set
+ *   }
+ *   tempo_session_free(s);
+ *
+ * Errors: every function that can fail takes a `tempo_error *` (may be NULL) and fills it with a
+ * status code and one line naming the problem (file, key, value, limit). The library never prints
+ * (messages go to the log callback, silent by default) and never aborts: running out of memory is
+ * TEMPO_ERR_NOMEM.
+ *
+ * Thread safety is stated per function: "any thread" functions may run concurrently with
+ * anything; "session" functions may run concurrently on different sessions (of the same model or
+ * not) but not on the same session.
  */
 #ifndef TEMPO_H
 #define TEMPO_H
@@ -21,85 +49,163 @@
 extern "C" {
 #endif
 
-#define TEMPO_VERSION "0.1.0"
+#define TEMPO_VERSION "0.2.0"
+#define TEMPO_VERSION_MAJOR 0
+#define TEMPO_VERSION_MINOR 2
+#define TEMPO_VERSION_PATCH 0
 #define TEMPO_ERR_LEN 512
 
-/* ---------------------------------------------------------------- config -- */
-/* Every generation and memory option. Names are the CLI flags with '-' -> '_'
- * and the keys of the YAML config file. */
-typedef struct tempo_config {
-    /* model and engine */
-    char *model;                 /* path: GGUF file or Hugging Face folder */
-    int threads;                 /* 0 = all cores */
-    char *kv_cache_type;         /* "f32" (default), "f16", "q8_0" */
+#if defined(__GNUC__)
+#define TEMPO_API __attribute__((visibility("default")))
+#else
+#define TEMPO_API
+#endif
 
-    /* prompt and length */
-    char *prompt;                /* default "Once upon a time" */
-    int max_tokens;              /* steps; default 100 */
-    int min_steps;               /* EOG ignored before this step; default 0 */
-    bool enable_thinking;        /* wrap the prompt in the chat format with the thinking system message */
+/* ----------------------------------------------------------------- errors -- */
+typedef enum {
+    TEMPO_OK = 0,
+    TEMPO_ERR_ARG = 1,          /* a bad argument or option value */
+    TEMPO_ERR_IO = 2,           /* a file that cannot be opened, read or written */
+    TEMPO_ERR_FORMAT = 3,       /* a model, tokenizer or config file that is not valid */
+    TEMPO_ERR_NOMEM = 4,        /* the machine refused an allocation */
+    TEMPO_ERR_MEMORY_LIMIT = 5, /* it would pass --max-memory-gb */
+    TEMPO_ERR_CACHE_LIMIT = 6,  /* it would pass --max-cache-tokens or the context */
+    TEMPO_ERR_STATE = 7,        /* not valid in the session's state (e.g. step before prefill) */
+    TEMPO_ERR_NUMERIC = 8,      /* the model produced NaN or infinite logits */
+    TEMPO_ERR_INTERNAL = 9,
+} tempo_status;
+
+typedef struct {
+    tempo_status code;
+    char message[TEMPO_ERR_LEN]; /* one line, no trailing newline; "" when code is TEMPO_OK */
+} tempo_error;
+
+/* "ok", "invalid argument", "io", ... Any thread. */
+TEMPO_API const char *tempo_status_name(tempo_status s);
+/* Library version string, e.g. "0.2.0". Any thread. */
+TEMPO_API const char *tempo_version(void);
+
+/* ---------------------------------------------------------------- logging -- */
+typedef enum { TEMPO_LOG_ERROR = 0, TEMPO_LOG_WARN = 1, TEMPO_LOG_INFO = 2, TEMPO_LOG_DEBUG = 3 } tempo_log_level;
+/* text: one line without a trailing newline. May be called from any thread that runs a library
+ * function; the library serialises calls. */
+typedef void (*tempo_log_fn)(tempo_log_level level, const char *text, void *user);
+/* Install the log callback (NULL: silent, the default). Process-wide. Call it before other
+ * threads use the library. What is logged: warnings (memory at 85% of the limit), the automatic
+ * width, and with debug_mode the memory log lines. */
+TEMPO_API void tempo_log_set(tempo_log_fn fn, void *user);
+
+/* ----------------------------------------------------------- parameters -- */
+typedef enum { TEMPO_KV_F32 = 0, TEMPO_KV_F16 = 1, TEMPO_KV_Q8_0 = 2 } tempo_kv_type;
+
+/* Fixed for the model's lifetime. */
+typedef struct {
+    int threads;                /* worker threads of each session; 0 = all cores */
+    double max_memory_gb;       /* limit for the model plus all its live sessions (default 36.0; 1 GB = 1024^3 B) */
+    tempo_kv_type kv_cache_type;/* KV storage of the model's sessions (default f32) */
+    /* Called while the weights are read in (fraction in [0, 1]); NULL for none. */
+    void (*progress)(double fraction, void *user);
+    void *progress_user;
+} tempo_model_params;
+
+typedef enum { TEMPO_MEMORY_STOP = 0, TEMPO_MEMORY_ADAPT = 1 } tempo_memory_policy;
+
+/* One generation's settings (design/tempo-semantics.md). Plain values, no pointers that the
+ * session keeps: it copies what it needs. */
+typedef struct {
+    int max_tokens;                  /* steps (a step may hold several tokens); default 100 */
+    int min_steps;                   /* end-of-generation ignored before this step; default 0 */
+    bool enable_thinking;            /* wrap the prompt in the model's chat format with the thinking system message */
+    char chat_template[32];          /* chat format for enable_thinking; "" = from the model */
 
     /* TEMPO selection */
-    double selection_threshold;  /* default 0.1, in [0,1] */
-    int max_parallel_tokens;     /* 0 = auto (from memory); else >= 1 */
-    bool isolate;                /* accepted; isolation is the default */
-    bool allow_intraset_token_visibility;
+    double selection_threshold;      /* keep every token with probability >= this; default 0.1 */
+    int max_parallel_tokens;         /* at most this many members per step; 0 = auto from memory */
+    bool allow_intraset_token_visibility; /* siblings see each other (default: isolated) */
     bool dynamic_threshold;
-    double final_threshold;      /* 1.0 */
-    double bezier_p1, bezier_p2; /* 0.2, 0.8 */
+    double final_threshold;          /* 1.0 */
+    double bezier_p1, bezier_p2;     /* 0.2, 0.8 */
     bool use_relu;
-    double relu_activation_point; /* 0.5, in [0,1) */
+    double relu_activation_point;    /* 0.5, in [0, 1) */
 
     /* retroactive pruning */
     bool use_retroactive_pruning;
-    double attention_threshold;  /* 0.01 */
-    double relative_threshold;   /* 0.5 */
+    double attention_threshold;      /* 0.01 */
+    double relative_threshold;       /* 0.5 */
     bool no_relative_attention;
     bool no_multi_scale_attention;
 
-    /* standard mode */
+    /* standard mode: plain sampling, one token per step */
     bool default_mode;
-    double temperature;          /* 0 = greedy (default) */
-    int top_k;                   /* 0 = off */
-    double top_p;                /* 1.0 = off */
-    double repetition_penalty;   /* 1.0 = off */
-    int64_t seed;                /* default 42 */
+    double temperature;              /* 0 = greedy */
+    int top_k;                       /* 0 = off */
+    double top_p;                    /* 1.0 = off */
+    double repetition_penalty;       /* 1.0 = off */
+    uint64_t seed;                   /* default 42 */
+
+    /* extra end-of-generation ids (besides the tokenizer's), e.g. a stop token */
+    int32_t stop_token_ids[8];
+    int n_stop_token_ids;
 
     /* memory */
-    double max_memory_gb;        /* 36.0 */
-    int max_cache_tokens;        /* 0 = the model's context length */
-    bool disable_kv_cache;
-    bool debug_mode;
-    char *memory_policy;         /* "stop" (default) or "adapt" */
+    int max_cache_tokens;            /* most KV slots; 0 = the model's context */
+    bool disable_kv_cache;           /* recompute every slot at each step */
+    tempo_memory_policy memory_policy;
+    bool debug_mode;                 /* memory log lines through the log callback */
+} tempo_gen_params;
 
-    /* output */
+/* Defaults (the CLI's). Any thread. */
+TEMPO_API void tempo_model_params_init(tempo_model_params *p);
+TEMPO_API void tempo_gen_params_init(tempo_gen_params *p);
+/* Range and cross-field checks (the messages name the option and its range). Any thread. */
+TEMPO_API int tempo_gen_params_validate(const tempo_gen_params *p, tempo_error *err);
+
+/* ---------------------------------------------------------------- config -- */
+/* Every option of the CLI and of the YAML config file, by name (`--selection-threshold` is key
+ * `selection_threshold`): the model path and prompt, the model's and the generation's
+ * parameters, and the output options, which the library stores but does not use (the CLI and the
+ * JSON formatter do). */
+typedef struct {
+    char *model;                /* path: GGUF file or Hugging Face folder */
+    char *prompt;               /* default "Once upon a time" */
+    tempo_model_params model_params;
+    tempo_gen_params gen;
+    /* output (CLI) */
     bool output_json;
     char *output_dir;
     bool no_color;
     bool show_token_ids;
+    bool isolate;               /* accepted: isolation is the default */
+    uint64_t set_mask[2];       /* bit i: option i of tempo_options() was given (flag or file) */
 } tempo_config;
 
-void tempo_config_init(tempo_config *c);
-void tempo_config_free(tempo_config *c); /* frees the strings */
-/* Set one option by its key ("selection_threshold") from text ("0.2"). Bool options
- * take true/false/1/0/yes/no. Range errors name the flag and the range. */
-int tempo_config_set(tempo_config *c, const char *key, const char *value, char *err);
-/* Load a YAML file of key: value pairs. Errors name the file, line and key. */
-int tempo_config_load_yaml(tempo_config *c, const char *path, char *err);
-/* Cross-field checks (e.g. p1/p2 ranges); 0 or -1 with err. */
-int tempo_config_validate(const tempo_config *c, char *err);
+TEMPO_API void tempo_config_init(tempo_config *c);
+TEMPO_API void tempo_config_free(tempo_config *c); /* frees the strings */
+/* Set one option from text ("0.2"): bools take true/false/yes/no/on/off/1/0, integers are checked
+ * in 64 bits against the option's range, enums list their values on error. TEMPO_ERR_ARG with
+ * the flag and the range. */
+TEMPO_API int tempo_config_set(tempo_config *c, const char *key, const char *value, tempo_error *err);
+/* Load a YAML file of key: value pairs; errors name the file, line and key; nothing of a file
+ * with an error is applied. */
+TEMPO_API int tempo_config_load_yaml(tempo_config *c, const char *path, tempo_error *err);
+/* Cross-field checks and conflicts (sampling options without default_mode, isolate together with
+ * allow_intraset_token_visibility, ...). */
+TEMPO_API int tempo_config_validate(const tempo_config *c, tempo_error *err);
+/* Was option `key` given (by tempo_config_set or the YAML file)? */
+TEMPO_API bool tempo_config_was_set(const tempo_config *c, const char *key);
 
-/* The option table, for --help and the config file: one entry per option. */
 typedef enum { TEMPO_OPT_BOOL, TEMPO_OPT_INT, TEMPO_OPT_FLOAT, TEMPO_OPT_STRING } tempo_opt_type;
 typedef struct {
     const char *key;      /* "selection_threshold" (flag: --selection-threshold) */
     tempo_opt_type type;
     const char *help;
-    const char *def;      /* default as text, for --help */
+    const char *def;      /* default as text */
+    const char *range;    /* "[0, 1]", ">= 1", "f32|f16|q8_0", or "" */
 } tempo_option_info;
-const tempo_option_info *tempo_options(int *n);
-/* The type of option `key` (a tempo_opt_type), or -1 if there is no such option. */
-int tempo_option_type(const char *key);
+/* The option table: for --help, the config file and bindings. Any thread. */
+TEMPO_API const tempo_option_info *tempo_options(int *n);
+/* Type of option `key`, or -1. */
+TEMPO_API int tempo_option_type(const char *key);
 
 /* ----------------------------------------------------------------- model -- */
 typedef struct tempo_model tempo_model;
@@ -109,26 +215,44 @@ typedef struct {
     const char *arch;
     const char *tokenizer;       /* "llama" (SentencePiece) or "gpt2" (BPE) */
     size_t weight_bytes;
+    const char *path;
+    int threads;                 /* the effective thread count of a session */
+    double max_memory_gb;
+    tempo_kv_type kv_cache_type;
 } tempo_model_info;
 
-/* Loads the model. Checks the memory limit first (cfg->max_memory_gb). Shows a
- * progress bar on stderr when it is a terminal and the model is over 100 MB. */
-tempo_model *tempo_model_open(const char *path, const tempo_config *cfg, char *err);
-void tempo_model_close(tempo_model *m);
-void tempo_model_get_info(const tempo_model *m, tempo_model_info *info);
+/* Load a GGUF file or a Hugging Face folder. Checks the weights fit max_memory_gb before loading
+ * and that the loaded model leaves room under the critical level (95%). Any thread. */
+TEMPO_API tempo_model *tempo_model_open(const char *path, const tempo_model_params *p, tempo_error *err);
+/* Every session of the model must be freed first. */
+TEMPO_API void tempo_model_close(tempo_model *m);
+/* Any thread. */
+TEMPO_API void tempo_model_get_info(const tempo_model *m, tempo_model_info *info);
 
-/* Tokenizer access. tempo_tokenize returns the count (may exceed cap), -1 on error. */
-int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap);
-/* Text of one token (malloc'ed). */
-char *tempo_token_text(const tempo_model *m, int32_t id);
+/* Tokenizer access (any thread). tempo_tokenize returns the count (may exceed cap: call again
+ * with a larger buffer), or -1. */
+TEMPO_API int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap);
+/* The text of one token, malloc'ed; NULL for an id outside the vocabulary. */
+TEMPO_API char *tempo_token_text(const tempo_model *m, int32_t id);
+/* Concatenated text of ids (special tokens rendered), malloc'ed; NULL on a bad id. */
+TEMPO_API char *tempo_detokenize(const tempo_model *m, const int32_t *ids, int n);
+
+/* A tokenizer alone: from a GGUF (vocabulary-only files work; no weights are read) or a Hugging
+ * Face folder's tokenizer.json. For `tempo tokenize` on a model of any size. */
+typedef struct tempo_vocab tempo_vocab;
+TEMPO_API tempo_vocab *tempo_vocab_open(const char *path, tempo_error *err);
+TEMPO_API void tempo_vocab_close(tempo_vocab *v);
+TEMPO_API int tempo_vocab_tokenize(const tempo_vocab *v, const char *text, bool add_bos, int32_t *out, int cap);
 
 /* ------------------------------------------------------------ generation -- */
 typedef struct {
     int32_t token_id;
-    char *text;                  /* the token's text */
+    char *text;                  /* the token's bytes as the tokenizer decodes them (may be part of a UTF-8 character) */
     float probability;           /* selection probability p_{k,j} */
     bool pruned;
-    int pruned_at_step;          /* -1 when not pruned */
+    int pruned_at_step;          /* the step whose pass pruned it; -1 when not pruned */
+    float prune_score;           /* the latest pruning score a(m) it received; -1 when never scored */
+    int scored_at_step;          /* the step whose pass gave that score; -1 when never scored */
 } tempo_token;
 
 typedef struct {
@@ -137,13 +261,16 @@ typedef struct {
     int n_tokens;                /* original_count */
     tempo_token *tokens;         /* selection order */
     bool was_pruned;             /* some member was pruned later */
+    bool chosen;                 /* the set was replaced by a chosen member (tempo_session_choose) */
 } tempo_step;
 
 typedef enum {
+    TEMPO_STOP_NONE = -1,        /* still running */
     TEMPO_STOP_MAX_TOKENS = 0, TEMPO_STOP_EOS, TEMPO_STOP_MEMORY_LIMIT,
-    TEMPO_STOP_CACHE_LIMIT, TEMPO_STOP_ERROR,
+    TEMPO_STOP_CACHE_LIMIT, TEMPO_STOP_ERROR, TEMPO_STOP_INTERRUPTED,
 } tempo_stop_reason;
-const char *tempo_stop_reason_name(tempo_stop_reason r); /* "max_tokens", "eos", ... */
+/* "max_tokens", "eos", "memory_limit", "cache_limit", "error", "interrupted". Any thread. */
+TEMPO_API const char *tempo_stop_reason_name(tempo_stop_reason r);
 
 typedef struct {
     int from_step;               /* memory_policy adapt: width reduced from this step on */
@@ -152,72 +279,176 @@ typedef struct {
 } tempo_adjustment;
 
 typedef struct tempo_result {
-    char *prompt;                /* the prompt text as given (after chat wrapping when thinking) */
+    char *prompt;                /* the text that was tokenized (after chat wrapping with enable_thinking) */
     char *generated_text;        /* bracket form, no escape codes */
     char *clean_text;
     int n_steps;
     tempo_step *steps;
     tempo_stop_reason stop_reason;
-    char *stop_message;          /* the limit's message, or NULL */
+    char *stop_message;          /* the limit's or error's message, or NULL */
     int n_adjustments;
     tempo_adjustment *adjustments;
     /* metrics */
     double generation_time_s;
     int parallel_steps;          /* steps with more than one member */
-    int total_slots;             /* tokens fed or selected over the run */
+    int total_slots;             /* prompt tokens + every member selected */
+    int n_prompt_tokens;
     size_t peak_memory_bytes;    /* process peak resident (VmHWM) */
-    int max_parallel_tokens;     /* the effective W (after auto calculation) */
+    int max_parallel_tokens;     /* the effective W (after the automatic calculation) */
+    /* the settings that ran (model side: what the model was opened with) */
+    tempo_gen_params params;
+    int threads;
+    double max_memory_gb;
+    tempo_kv_type kv_cache_type;
 } tempo_result;
 
-/* Called once per step as soon as its set exists (before it is fed), and again
- * with event=TEMPO_EVENT_PRUNE when a pruning pass marks earlier members pruned. */
+TEMPO_API void tempo_result_free(tempo_result *r);
+
+/* One pruning decision: member `member` of step `step` received `score` in the pass run after
+ * the set of step `at_step` was fed; `pruned` when that pass removed it. */
+typedef struct {
+    int step, member, at_step;
+    int32_t token_id;
+    float score;
+    bool pruned;
+} tempo_prune_event;
+
+/* ---------------------------------------------------------------- session -- */
+typedef struct tempo_session tempo_session;
+
+/* A session over a shared model. Validates p. Allocates nothing large yet: the KV cache and the
+ * buffers are sized and reserved against the model's memory budget by tempo_session_prefill,
+ * when the prompt's length is known. Any thread (the model is shared). */
+TEMPO_API tempo_session *tempo_session_new(tempo_model *m, const tempo_gen_params *p, tempo_error *err);
+/* Releases the session and its memory reservation. Session. */
+TEMPO_API void tempo_session_free(tempo_session *s);
+
+/* Feed the prompt (once): with enable_thinking it is wrapped in the model's chat format first.
+ * Fails (TEMPO_ERR_MEMORY_LIMIT) when the session's buffers and the prompt's KV slots do not fit
+ * in what the model and the other live sessions leave of max_memory_gb; TEMPO_ERR_CACHE_LIMIT
+ * when the prompt plus max_tokens passes the context. Session. */
+TEMPO_API int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err);
+/* The same with token ids (no BOS is added). */
+TEMPO_API int tempo_session_prefill_tokens(tempo_session *s, const int32_t *ids, int n, tempo_error *err);
+
+typedef struct {
+    const tempo_step *step;            /* the new set (owned by the session; updated in place when pruned later) */
+    int n_prune;                       /* decisions of the pass that feeding the previous set ran */
+    const tempo_prune_event *prune;    /* valid until the next step call */
+} tempo_step_info;
+
+/* One TEMPO step: feed the previous step's set (if any) in one forward, mix its members'
+ * distributions, run the pruning pass, then select the next set from the new distribution and
+ * return it. The new set is fed by the next call, so tempo_session_choose can still replace it.
+ * Returns 1 with a new step in *out; 0 when the generation is over (tempo_session_stop_reason
+ * says why: max_tokens, eos, a limit, interrupted; out->prune may still list the decisions of a
+ * final feed); -1 with err on an error (the session's record keeps every completed step and its
+ * stop reason becomes "error"). Session. */
+TEMPO_API int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_error *err);
+
+/* Advance n sessions of the same model by one step each in ONE batched forward pass (each token
+ * keeps its own session, position and visibility): the same results as tempo_session_step on each,
+ * in rc[i] (1/0/-1), out[i] and err[i] (err may be NULL). Runs on the thread pool of sessions[0].
+ * No other call may use any of these sessions meanwhile. */
+TEMPO_API void tempo_session_step_batch(tempo_session *const *sessions, int n, int *rc, tempo_step_info *out,
+                                        tempo_error *err);
+
+/* Continue from a chosen member: member `member` (selection index) of the newest step replaces
+ * its set, as if it had been selected alone (the record keeps only it; step->chosen is set). */
+TEMPO_API int tempo_session_choose(tempo_session *s, int member, tempo_error *err);
+/* Replace the newest step's set by these token ids, in this order (each with its probability under
+ * the step's distribution): replays a path recorded by another session, e.g. on another server. */
+TEMPO_API int tempo_session_set_members(tempo_session *s, const int32_t *ids, int n, tempo_error *err);
+
+/* Ask the session to stop: the next step call returns 0 with stop reason "interrupted"; a running
+ * tempo_generate stops after its current step. Any thread, and async-signal-safe. */
+TEMPO_API void tempo_session_cancel(tempo_session *s);
+
+/* Steps recorded so far, and step k's record (NULL when k is out of range); the pointer stays
+ * valid until the session is freed. Session. */
+TEMPO_API int tempo_session_n_steps(const tempo_session *s);
+TEMPO_API const tempo_step *tempo_session_get_step(const tempo_session *s, int k);
+
+/* The stop reason so far (TEMPO_STOP_NONE while running) and its message (NULL if none). Session. */
+TEMPO_API tempo_stop_reason tempo_session_stop_reason(const tempo_session *s, const char **message);
+/* A copy of the record so far, with the texts built (free with tempo_result_free); NULL on out of
+ * memory. Session. */
+TEMPO_API tempo_result *tempo_session_result(const tempo_session *s, tempo_error *err);
+
+typedef struct {
+    int n_prompt;                /* prompt tokens */
+    int n_steps;                 /* steps recorded */
+    int fed_steps, fed_tokens;   /* sets and tokens fed after the prompt */
+    int forward_calls;           /* forward passes, prefill included */
+    double prefill_s, steps_s;   /* time in prefill and in steps */
+    int kv_slots, kv_alive;      /* KV slots in use, of them alive */
+    int kv_capacity;             /* slots the cache may hold */
+    int width;                   /* the width cap in force (W, after any adapt narrowing) */
+    size_t reserved_bytes;       /* this session's share of the model's memory budget */
+} tempo_session_stats;
+/* Session. */
+TEMPO_API void tempo_session_get_stats(const tempo_session *s, tempo_session_stats *out);
+
+/* Called once per step as soon as its set exists (before it is fed), and with
+ * TEMPO_EVENT_PRUNE for an earlier set when a pruning pass marks some of its members pruned.
+ * Return non-zero to stop (stop reason "interrupted"). */
 typedef enum { TEMPO_EVENT_STEP = 0, TEMPO_EVENT_PRUNE = 1 } tempo_event;
-typedef int (*tempo_step_cb)(tempo_event ev, const tempo_step *step, void *user); /* non-zero aborts */
+typedef int (*tempo_step_cb)(tempo_event ev, const tempo_step *step, void *user);
 
-/* Runs TEMPO (or standard mode with cfg->default_mode). Returns a result even
- * when a limit stopped the run (stop_reason says which; what was produced is
- * kept). NULL only when nothing could start (err says why). */
-tempo_result *tempo_generate(tempo_model *m, const tempo_config *cfg, tempo_step_cb cb, void *user, char *err);
-void tempo_result_free(tempo_result *r);
+/* The whole run in one call: session, prefill, steps until done. Returns the record even when a
+ * limit, an error or a cancel stopped the run (stop_reason says which; what was produced is kept);
+ * NULL only when nothing could start. cancel (may be NULL): a flag another thread or a signal
+ * handler sets to stop after the current step. Any thread (the model is shared). */
+TEMPO_API tempo_result *tempo_generate(tempo_model *m, const char *prompt, const tempo_gen_params *p,
+                                       tempo_step_cb cb, void *user, volatile int *cancel, tempo_error *err);
 
-/* One step as the user reads it: its single alive member, or [a/b/c] over the
- * alive members in selection order; color: ANSI colour per member index;
- * show_token_ids: "(id)" after each member. malloc'ed. */
-char *tempo_step_text(const tempo_step *step, bool color, bool show_token_ids);
-
-/* The JSON document of section 7 (malloc'ed, pretty-printed). */
-char *tempo_result_to_json(const tempo_result *r, const tempo_config *cfg);
+/* ----------------------------------------------------------------- output -- */
+/* One step as the user reads it: its single alive member, or [a/b/c] over the alive members in
+ * selection order; color: ANSI colour per member index; show_token_ids: "(id)" after each member.
+ * Bytes that are not valid UTF-8 are shown as <0xFE>. malloc'ed. Any thread. */
+TEMPO_API char *tempo_step_text(const tempo_step *step, bool color, bool show_token_ids);
+/* A token's text as shown: valid UTF-8, invalid bytes as <0xFE>. malloc'ed. */
+TEMPO_API char *tempo_token_display(const char *text);
+/* The JSON document of the run (malloc'ed, pretty-printed). cfg (may be NULL) adds the CLI's
+ * own options (model path, output settings) to the "config" object. Any thread. */
+TEMPO_API char *tempo_result_to_json(const tempo_result *r, const tempo_config *cfg);
 
 /* ---------------------------------------------------------------- memory -- */
 typedef struct {
     double system_total_gb, system_used_gb, system_available_gb, system_percent;
     double process_rss_gb, process_peak_gb;
-    double kv_gb, weights_gb;
+    double kv_gb, weights_gb, work_gb;   /* accounted: every live session's KV and buffers */
+    int sessions;                        /* live sessions of the model */
     bool has_gpu;
     double gpu_allocated_gb, gpu_reserved_gb, gpu_free_gb;
 } tempo_memory_stats;
 
 typedef enum { TEMPO_MEM_OK = 0, TEMPO_MEM_WARNING = 1, TEMPO_MEM_CRITICAL = 2 } tempo_mem_level;
 
+/* The spec's memory monitor. A standalone monitor (tempo_memory_monitor_new) knows only the
+ * process; the model's monitor (tempo_model_memory) also accounts the weights and every live
+ * session. All monitor functions may be called from any thread. */
 typedef struct tempo_memory_monitor tempo_memory_monitor;
-tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb);
-void tempo_memory_monitor_free(tempo_memory_monitor *mm);
-void tempo_memory_get_stats(tempo_memory_monitor *mm, tempo_memory_stats *out);
-double tempo_memory_current_usage_gb(tempo_memory_monitor *mm);
-double tempo_memory_available_gb(tempo_memory_monitor *mm);
-/* Warning at 85%, critical at 95% of max_memory_gb; the message goes to err. */
-tempo_mem_level tempo_memory_check_limit(tempo_memory_monitor *mm, const char *operation, char *err);
-double tempo_memory_estimate_kv_cache_gb(int batch_size, int sequence_length, int num_layers,
-                                         int num_kv_heads, int head_dim, int bytes_per_elem);
-double tempo_memory_estimate_parallel_batch_gb(int num_parallel_tokens, int sequence_length,
-                                               int vocab_size, int hidden_size, int bytes_per_elem);
-int tempo_memory_calculate_max_parallel_tokens(tempo_memory_monitor *mm, const tempo_model *m,
-                                               int sequence_length);
-void tempo_memory_free_memory(tempo_memory_monitor *mm);
+TEMPO_API tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb);
+TEMPO_API void tempo_memory_monitor_free(tempo_memory_monitor *mm);
+/* The model's monitor (owned by the model). */
+TEMPO_API tempo_memory_monitor *tempo_model_memory(tempo_model *m);
+TEMPO_API void tempo_memory_get_stats(tempo_memory_monitor *mm, tempo_memory_stats *out);
+TEMPO_API double tempo_memory_current_usage_gb(tempo_memory_monitor *mm);
+TEMPO_API double tempo_memory_available_gb(tempo_memory_monitor *mm);
+/* Warning at 85%, critical at 95% of max_memory_gb; the message goes to err (TEMPO_ERR_LEN bytes, may be NULL). */
+TEMPO_API tempo_mem_level tempo_memory_check_limit(tempo_memory_monitor *mm, const char *operation, char *err);
+TEMPO_API double tempo_memory_estimate_kv_cache_gb(int batch_size, int sequence_length, int num_layers,
+                                                   int num_kv_heads, int head_dim, int bytes_per_elem);
+TEMPO_API double tempo_memory_estimate_parallel_batch_gb(int num_parallel_tokens, int sequence_length,
+                                                         int vocab_size, int hidden_size, int bytes_per_elem);
+TEMPO_API int tempo_memory_calculate_max_parallel_tokens(tempo_memory_monitor *mm, const tempo_model *m,
+                                                         int sequence_length);
+TEMPO_API void tempo_memory_free_memory(tempo_memory_monitor *mm);
 /* "Memory: System 15.23/64.00GB (23.8%) Process 1.20GB (peak 1.31GB) KV 0.05GB" */
-void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *buf, size_t cap);
+TEMPO_API void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *buf, size_t cap);
 /* JSON object text of the memory config snapshot (malloc'ed). */
-char *tempo_memory_get_config(tempo_memory_monitor *mm);
+TEMPO_API char *tempo_memory_get_config(tempo_memory_monitor *mm);
 
 #ifdef __cplusplus
 }

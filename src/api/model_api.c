@@ -1,77 +1,144 @@
-/* model_api.c: the model half of the public API: open (with the memory check
- * and the load progress bar), close, info, tokenizer access. */
+/* model_api.c: the model half of the public API: open (the memory check, reading the weights
+ * in with progress), close, info, tokenizer access, and a tokenizer without a model. */
 #include "api/api.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/common.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "memory/memory.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
-#define PROGRESS_MIN_BYTES (100u * 1024 * 1024)
+/* ------------------------------------------------------------------ errors -- */
 
-/* Read every page of the mapped weights once, so the first token does not pay
- * for page faults, drawing a progress bar on a terminal while doing it. */
-static void prefault(const uint8_t *p, size_t n, bool bar) {
-    const size_t page = 4096, step = n / 100 + 1;
+int tp_set_error(tempo_error *err, tempo_status code, const char *fmt, ...) {
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void tp_ok(tempo_error *err) {
+    if (!err) return;
+    err->code = TEMPO_OK;
+    err->message[0] = 0;
+}
+
+const char *tempo_status_name(tempo_status s) {
+    switch (s) {
+    case TEMPO_OK: return "ok";
+    case TEMPO_ERR_ARG: return "invalid argument";
+    case TEMPO_ERR_IO: return "io";
+    case TEMPO_ERR_FORMAT: return "bad file format";
+    case TEMPO_ERR_NOMEM: return "out of memory";
+    case TEMPO_ERR_MEMORY_LIMIT: return "memory limit";
+    case TEMPO_ERR_CACHE_LIMIT: return "cache limit";
+    case TEMPO_ERR_STATE: return "invalid state";
+    case TEMPO_ERR_NUMERIC: return "non-finite numbers";
+    case TEMPO_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown";
+}
+
+const char *tempo_version(void) { return TEMPO_VERSION; }
+
+/* The status of a load error, from its message (the loaders report text only). */
+static tempo_status load_status(const char *msg) {
+    if (strstr(msg, "out of memory")) return TEMPO_ERR_NOMEM;
+    if (strstr(msg, "cannot open") || strstr(msg, "cannot read") || strstr(msg, "No such file") ||
+        strstr(msg, "no model given"))
+        return TEMPO_ERR_IO;
+    return TEMPO_ERR_FORMAT;
+}
+
+/* ------------------------------------------------------------------- model -- */
+
+/* Read every page of the mapped weights once, so the first token does not pay for page faults,
+ * telling the caller how far it got. */
+static void prefault(const uint8_t *p, size_t n, size_t *done, size_t total, const tempo_model_params *mp) {
+    const size_t page = 4096, step = total / 100 + 1;
     volatile uint8_t sink = 0;
-    size_t next = 0;
+    size_t next = *done;
     for (size_t off = 0; off < n; off += page) {
         sink ^= p[off];
-        if (bar && off >= next) {
-            int pct = (int)(100.0 * (double)off / (double)n);
-            fprintf(stderr, "\rloading [%-40.*s] %3d%%", pct * 40 / 100,
-                    "########################################", pct);
+        if (mp->progress && *done + off >= next) {
+            mp->progress((double)(*done + off) / (double)total, mp->progress_user);
             next += step;
         }
     }
-    if (bar) fprintf(stderr, "\rloading [########################################] 100%%\n");
+    *done += n;
     (void)sink;
 }
 
-tempo_model *tempo_model_open(const char *path, const tempo_config *cfg, char *err) {
-    tempo_config defaults;
-    if (!cfg) { tempo_config_init(&defaults); cfg = &defaults; }
-    tempo_model *tm = NULL;
-    int64_t bytes = tp_model_file_bytes(path ? path : "", err);
-    if (bytes < 0) goto out;
-    if (tp_memory_check_model_fits(cfg->max_memory_gb, bytes, err)) goto out;
-
-    tp_load_opts opts = { .n_threads = cfg->threads, .max_batch = 0, .max_ctx = 0 };
-    tp_model *m = tp_model_load(path, &opts, err);
-    if (!m) goto out;
-    bool bar = (size_t)bytes > PROGRESS_MIN_BYTES && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
-    if (m->gguf) prefault(m->gguf->map, m->gguf->map_size, bar);
+tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, tempo_error *err) {
+    char msg[TEMPO_ERR_LEN] = "";
+    tempo_model_params defaults;
+    if (!mp) { tempo_model_params_init(&defaults); mp = &defaults; }
+    if (!(mp->max_memory_gb > 0) || mp->threads < 0 || mp->kv_cache_type < TEMPO_KV_F32 || mp->kv_cache_type > TEMPO_KV_Q8_0) {
+        tp_set_error(err, TEMPO_ERR_ARG, "bad model parameters (max_memory_gb %g, threads %d, kv_cache_type %d)",
+                     mp->max_memory_gb, mp->threads, (int)mp->kv_cache_type);
+        return NULL;
+    }
+    int64_t bytes = tp_model_file_bytes(path ? path : "", msg);
+    if (bytes < 0) { tp_set_error(err, TEMPO_ERR_IO, "%s", msg); return NULL; }
+    if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg)) {
+        tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
+        return NULL;
+    }
+    tp_load_opts opts = { 0 };
+    tp_model *m = tp_model_load(path, &opts, msg);
+    if (!m) { tp_set_error(err, load_status(msg), "%s", msg); return NULL; }
+    size_t done = 0, total = 0;
+    if (m->gguf) total += m->gguf->map_size;
+    if (m->hf)
+        for (int i = 0; i < ((const st_set *)m->hf)->n_files; i++) total += ((const st_set *)m->hf)->files[i]->map_size;
+    if (m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
     if (m->hf) {
         const st_set *st = m->hf;
-        for (int i = 0; i < st->n_files; i++) prefault(st->files[i]->map, st->files[i]->map_size, bar);
+        for (int i = 0; i < st->n_files; i++) prefault(st->files[i]->map, st->files[i]->map_size, &done, total, mp);
     }
-    tm = tp_xcalloc(1, sizeof *tm);
-    tm->m = m;
-    tm->path = tp_xstrdup(path);
-    tm->mon = tempo_memory_monitor_new(cfg->max_memory_gb);
-    tp_memory_set_weights(tm->mon, m->weight_bytes + m->owned_bytes);
-    tp_memory_set_work(tm->mon, tp_forward_work_bytes(m));
-out:
-    if (cfg == &defaults) tempo_config_free(&defaults);
-    return tm;
+    if (mp->progress) mp->progress(1.0, mp->progress_user);
+    m->params = *mp;
+    m->params.progress = NULL; /* called during the open only */
+    m->params.progress_user = NULL;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    m->n_threads = mp->threads > 0 ? mp->threads : cores > 0 ? (int)cores : 1;
+    m->path = strdup(path);
+    m->mon = tempo_memory_monitor_new(mp->max_memory_gb);
+    if (!m->path || !m->mon) {
+        tempo_memory_monitor_free(m->mon);
+        tp_model_free(m);
+        tp_set_error(err, TEMPO_ERR_NOMEM, "out of memory opening %s", path);
+        return NULL;
+    }
+    tp_memory_set_model(m->mon, m);
+    tp_ok(err);
+    return m;
 }
 
-void tempo_model_close(tempo_model *tm) {
-    if (!tm) return;
-    tp_model_free(tm->m);
-    tempo_memory_monitor_free(tm->mon);
-    free(tm->path);
-    free(tm);
+void tempo_model_close(tempo_model *m) {
+    if (!m) return;
+    tempo_memory_monitor_free(m->mon);
+    tp_model_free(m);
 }
 
-void tempo_model_get_info(const tempo_model *tm, tempo_model_info *info) {
-    const tp_hparams *hp = &tm->m->hp;
+tempo_memory_monitor *tempo_model_memory(tempo_model *m) { return m ? m->mon : NULL; }
+
+void tempo_model_get_info(const tempo_model *m, tempo_model_info *info) {
+    const tp_hparams *hp = &m->hp;
+    memset(info, 0, sizeof *info);
     info->n_vocab = hp->n_vocab;
     info->dim = hp->dim;
     info->n_layers = hp->n_layers;
@@ -80,24 +147,81 @@ void tempo_model_get_info(const tempo_model *tm, tempo_model_info *info) {
     info->head_dim = hp->head_dim;
     info->ffn_dim = hp->ffn_dim;
     info->n_ctx = hp->n_ctx;
-    info->arch = tm->m->arch;
-    info->tokenizer = tp_tokenizer_kind(tm->m->tok) == TOK_SPM ? "llama" : "gpt2";
-    info->weight_bytes = tm->m->weight_bytes;
+    info->arch = m->arch;
+    info->tokenizer = m->tok && tp_tokenizer_kind(m->tok) == TOK_SPM ? "llama" : "gpt2";
+    info->weight_bytes = m->weight_bytes;
+    info->path = m->path;
+    info->threads = m->n_threads;
+    info->max_memory_gb = m->params.max_memory_gb;
+    info->kv_cache_type = m->params.kv_cache_type;
 }
 
-int tempo_tokenize(const tempo_model *tm, const char *text, bool add_bos, int32_t *out, int cap) {
-    return tp_tokenizer_encode(tm->m->tok, text, add_bos, true, out, cap);
+int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap) {
+    if (!m || !m->tok || !text) return -1;
+    return tp_tokenizer_encode(m->tok, text, add_bos, true, out, cap);
 }
 
-char *tempo_token_text(const tempo_model *tm, int32_t id) {
+char *tempo_token_text(const tempo_model *m, int32_t id) {
+    if (!m || !m->tok || id < 0 || id >= tp_tokenizer_vocab_size(m->tok)) return NULL;
     char buf[256];
-    int n = tp_tokenizer_piece(tm->m->tok, id, true, buf, sizeof buf);
-    if (n < 0) {
-        char *big = tp_xmalloc((size_t)-n + 1);
-        n = tp_tokenizer_piece(tm->m->tok, id, true, big, -n + 1);
+    int n = tp_tokenizer_piece(m->tok, id, true, buf, sizeof buf);
+    if (n < -1) {
+        char *big = malloc((size_t)-n + 1);
+        if (!big) return NULL;
+        n = tp_tokenizer_piece(m->tok, id, true, big, -n + 1);
         big[n < 0 ? 0 : n] = 0;
         return big;
     }
+    if (n < 0) n = 0;
     buf[n] = 0;
-    return tp_xstrdup(buf);
+    return strdup(buf);
+}
+
+char *tempo_detokenize(const tempo_model *m, const int32_t *ids, int n) {
+    if (!m || !m->tok || n < 0 || (n > 0 && !ids)) return NULL;
+    int V = tp_tokenizer_vocab_size(m->tok);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) return NULL;
+    return tp_tokenizer_decode_special(m->tok, ids, n, true);
+}
+
+/* ------------------------------------------------------------ vocab alone -- */
+
+struct tempo_vocab {
+    tp_tokenizer *tok;
+    gguf_file *gguf;
+};
+
+tempo_vocab *tempo_vocab_open(const char *path, tempo_error *err) {
+    char msg[TEMPO_ERR_LEN] = "";
+    struct stat st;
+    if (!path || !*path) { tp_set_error(err, TEMPO_ERR_ARG, "no model given (use --model PATH)"); return NULL; }
+    if (stat(path, &st) != 0) { tp_set_error(err, TEMPO_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
+    tempo_vocab *v = calloc(1, sizeof *v);
+    if (!v) { tp_set_error(err, TEMPO_ERR_NOMEM, "out of memory"); return NULL; }
+    if (S_ISDIR(st.st_mode)) {
+        v->tok = tp_tokenizer_from_hf(path, msg);
+    } else {
+        v->gguf = tp_gguf_open(path, msg);
+        if (v->gguf) v->tok = tp_tokenizer_from_gguf(v->gguf, msg);
+    }
+    if (!v->tok) {
+        tp_set_error(err, load_status(msg), "%s", msg);
+        tempo_vocab_close(v);
+        return NULL;
+    }
+    tp_ok(err);
+    return v;
+}
+
+void tempo_vocab_close(tempo_vocab *v) {
+    if (!v) return;
+    if (v->tok) tp_tokenizer_free(v->tok);
+    if (v->gguf) tp_gguf_close(v->gguf);
+    free(v);
+}
+
+int tempo_vocab_tokenize(const tempo_vocab *v, const char *text, bool add_bos, int32_t *out, int cap) {
+    if (!v || !text) return -1;
+    return tp_tokenizer_encode(v->tok, text, add_bos, true, out, cap);
 }

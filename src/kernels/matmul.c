@@ -420,6 +420,23 @@ struct tp_matmul_ctx {
     _Alignas(64) atomic_int next_chunk;
 };
 
+/* The context's buffer sizes, shared by tp_matmul_ctx_new and the estimate. */
+static void ctx_sizes(int n_threads, int max_n_in, size_t *sz_q, size_t *sz_c, size_t *sz_d, size_t *sz_s) {
+    size_t n = (size_t)TP_MATMUL_MAX_BATCH * (size_t)max_n_in, G = n / 32;
+    *sz_q = n;
+    *sz_c = G * 8 * sizeof(int32_t);
+    *sz_d = G * sizeof(float);
+    *sz_s = (size_t)n_threads * (size_t)max_n_in * sizeof(float);
+}
+
+size_t tp_matmul_ctx_estimate_bytes(int n_threads, int max_n_in) {
+    if (max_n_in < 1) max_n_in = 1;
+    max_n_in = (max_n_in + 511) / 512 * 512;
+    size_t sz_q, sz_c, sz_d, sz_s;
+    ctx_sizes(n_threads, max_n_in, &sz_q, &sz_c, &sz_d, &sz_s);
+    return sizeof(tp_matmul_ctx) + sz_q + sz_c + 2 * sz_d + sz_s;
+}
+
 tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
     if (max_n_in < 1) max_n_in = 1;
     tp_matmul_ctx *c = calloc(1, sizeof *c);
@@ -427,9 +444,8 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
     c->pool = pool;
     c->n_threads = tp_pool_threads(pool);
     c->max_n_in = (max_n_in + 511) / 512 * 512; /* whole chunks of 16 groups */
-    size_t n = (size_t)TP_MATMUL_MAX_BATCH * (size_t)c->max_n_in, G = n / 32;
-    size_t sz_q = n, sz_c = G * 8 * sizeof(int32_t), sz_d = G * sizeof(float);
-    size_t sz_s = (size_t)c->n_threads * (size_t)c->max_n_in * sizeof(float);
+    size_t sz_q, sz_c, sz_d, sz_s;
+    ctx_sizes(c->n_threads, c->max_n_in, &sz_q, &sz_c, &sz_d, &sz_s);
     c->xq = tp_alloc_aligned(sz_q);
     c->xc = tp_alloc_aligned(sz_c);
     c->xd = tp_alloc_aligned(sz_d);

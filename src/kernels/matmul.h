@@ -19,8 +19,8 @@
  * (llama.cpp rounds activations to f16/bf16 for such weights; we do not).
  * Q2_K/Q3_K are dequantized per row and dotted in f32.
  *
- * Work buffers are owned by a tp_matmul_ctx created once per model, so the hot
- * path does not allocate.
+ * Work buffers are owned by a tp_matmul_ctx (one per session's compute context), so
+ * the hot path does not allocate.
  */
 #ifndef TEMPO_MATMUL_H
 #define TEMPO_MATMUL_H
@@ -45,6 +45,8 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in);
 void tp_matmul_ctx_free(tp_matmul_ctx *c);
 /* Bytes the context holds (for memory accounting). */
 size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c);
+/* What tp_matmul_ctx_new would hold for a pool of n_threads (for the budget before allocating). */
+size_t tp_matmul_ctx_estimate_bytes(int n_threads, int max_n_in);
 
 void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w);
 

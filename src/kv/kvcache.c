@@ -31,16 +31,23 @@ tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t
         tp_fail(err, "--kv-cache-type q8_0 needs a KV row length that is a multiple of 32 (this model's is %d)", kv_dim);
         return NULL;
     }
-    tp_kv *kv = tp_xcalloc(1, sizeof *kv);
+    tp_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) { tp_fail(err, "out of memory allocating the KV cache"); return NULL; }
     kv->n_layers = n_layers;
     kv->kv_dim = kv_dim;
     kv->type = type;
     kv->capacity = capacity;
     kv->max_slots = capacity;
     kv->max_bytes = max_bytes;
-    kv->slots = tp_xcalloc((size_t)capacity, sizeof *kv->slots);
-    kv->k = tp_xcalloc((size_t)n_layers, sizeof *kv->k);
-    kv->v = tp_xcalloc((size_t)n_layers, sizeof *kv->v);
+    kv->slots = calloc((size_t)capacity, sizeof *kv->slots);
+    kv->k = calloc((size_t)n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)n_layers, sizeof *kv->v);
+    if (!kv->slots || !kv->k || !kv->v) {
+        kv->n_layers = kv->k && kv->v ? n_layers : 0;
+        tp_kv_free(kv);
+        tp_fail(err, "out of memory allocating the KV cache's slot table (%d slots)", capacity);
+        return NULL;
+    }
     size_t layer_bytes = (size_t)capacity * tp_kv_row_bytes(kv);
     for (int l = 0; l < n_layers; l++) {
         /* calloc of a large block maps fresh zero pages: they become resident
@@ -59,7 +66,7 @@ tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t
 
 void tp_kv_free(tp_kv *kv) {
     if (!kv) return;
-    for (int l = 0; l < kv->n_layers; l++) {
+    for (int l = 0; kv->k && kv->v && l < kv->n_layers; l++) {
         free(kv->k[l]);
         free(kv->v[l]);
     }
@@ -74,17 +81,11 @@ void tp_kv_clear(tp_kv *kv) {
     kv->n_alive = 0;
 }
 
-int tp_kv_reserve(tp_kv *kv, int n_new, int *which, char *err) {
+int tp_kv_reserve(const tp_kv *kv, int n_new, int *which, char *err) {
     int need = kv->n + n_new;
     size_t per = tp_kv_bytes_per_slot(kv);
     bool too_many = need > kv->max_slots;
     bool too_big = kv->max_bytes && (size_t)need * per > kv->max_bytes;
-    if ((too_many || too_big) && kv->n_alive < kv->n) {
-        tp_kv_compact(kv, NULL); /* reclaim pruned slots before refusing */
-        need = kv->n + n_new;
-        too_many = need > kv->max_slots;
-        too_big = kv->max_bytes && (size_t)need * per > kv->max_bytes;
-    }
     if (too_many) {
         if (which) *which = 1;
         return tp_fail(err,
@@ -141,6 +142,12 @@ int tp_kv_compact(tp_kv *kv, int *map_out) {
     int removed = kv->n - w;
     kv->n = w;
     return removed;
+}
+
+void tp_kv_truncate(tp_kv *kv, int n) {
+    if (n < 0) n = 0;
+    for (int s = n; s < kv->n; s++) kv->n_alive -= kv->slots[s].alive;
+    if (n < kv->n) kv->n = n;
 }
 
 /* Q8_0 rows: the same rounding as ggml's quantize_row_q8_0 reference. */

@@ -12,6 +12,9 @@
  *
  * Storage is reserved once for the capacity (calloc: pages become resident only
  * as slots are written); the per-token path never allocates.
+ *
+ * Ownership: a session (src/tempo/session.c) owns its cache and is the only code that
+ * changes its slot table (append through the forward pass, kill, compact, truncate).
  */
 #ifndef TEMPO_KVCACHE_H
 #define TEMPO_KVCACHE_H
@@ -49,10 +52,10 @@ void tp_kv_clear(tp_kv *kv);
 size_t tp_kv_bytes_per_slot(const tp_kv *kv);      /* K+V over all layers */
 size_t tp_kv_bytes_used(const tp_kv *kv);          /* n * bytes_per_slot */
 
-/* Check that n_new more slots fit (after reclaiming dead ones if needed).
- * 0 when they fit; -1 with the spec's message in err, and *which set to
+/* Check that n_new more slots fit (it changes nothing: reclaiming dead slots first is the
+ * owner's decision). 0 when they fit; -1 with the spec's message in err, and *which set to
  * 1 (token limit) or 2 (memory limit). */
-int tp_kv_reserve(tp_kv *kv, int n_new, int *which, char *err);
+int tp_kv_reserve(const tp_kv *kv, int n_new, int *which, char *err);
 
 /* Append a slot's metadata; K/V rows are written by the forward pass via the row pointers below. */
 int tp_kv_append(tp_kv *kv, int32_t token, int32_t pos, int32_t step);
@@ -61,6 +64,9 @@ int tp_kv_append(tp_kv *kv, int32_t token, int32_t pos, int32_t step);
 void tp_kv_kill(tp_kv *kv, int slot);
 /* Remove dead slots; map_out[old] = new index or -1 (optional, n entries). Returns slots removed. */
 int tp_kv_compact(tp_kv *kv, int *map_out);
+/* Drop every slot from n on (the newest ones): undoes appends exactly, since nothing older
+ * depends on them. */
+void tp_kv_truncate(tp_kv *kv, int n);
 
 /* Write/read one row (kv_dim values) of layer l, slot s. */
 void tp_kv_store(tp_kv *kv, int l, int s, const float *k, const float *v);

@@ -1,8 +1,10 @@
-/* budget.h: the memory rules of design/memory.md applied to one generation run.
+/* budget.h: the memory rules of design/memory.md applied to one session.
  *
- * The generation loop (src/tempo) asks the budget, not the memory monitor
- * directly: how wide a step may be, how many KV slots and bytes the cache may
- * use, and whether the run must stop. This keeps every limit in one place.
+ * A session asks its budget, not the memory monitor directly: how wide a step may be, how many
+ * KV slots and bytes its cache may use, and whether the run must stop. The budget keeps the
+ * session's share of the model's monitor (one --max-memory-gb for the model and every live
+ * session) and gives it back when freed. It reads the KV cache's counters but never changes the
+ * cache: when only reclaiming dead slots makes room, it says so and the session compacts.
  */
 #ifndef TEMPO_BUDGET_H
 #define TEMPO_BUDGET_H
@@ -16,35 +18,58 @@
 
 typedef struct tp_budget tp_budget;
 
-/* Computes the effective max_parallel_tokens (auto from memory when
- * cfg->max_parallel_tokens == 0, printed to stderr as the spec asks), the KV
- * cache's slot and byte limits, and checks the model itself fits
- * (check_memory_limit("model loading")). NULL with err when the run cannot start. */
-tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tempo_config *cfg, char *err);
+typedef struct {
+    int n_prompt;            /* prompt tokens (known: the budget is made at prefill) */
+    int max_tokens;          /* steps of the run */
+    int max_parallel_tokens; /* 0 = auto from memory */
+    int max_cache_tokens;    /* 0 = the model's context */
+    bool default_mode;       /* one token per step */
+    bool adapt;              /* memory_policy adapt */
+    bool debug;              /* memory log lines */
+    tp_kv_type kv_type;
+    int n_threads;           /* of the session's compute context */
+    int max_width;           /* a hard cap on W from the caller (visible sets: one forward chunk); 0 = none */
+} tp_budget_params;
+
+/* Computes the effective max_parallel_tokens W (auto from memory when max_parallel_tokens is 0,
+ * logged), the KV cache's slot capacity (never more than the run can use, so nothing is sized by
+ * a file's context claim alone) and byte share, and reserves the session's fixed part in the
+ * model's monitor: the compute context (tp_compute_estimate_bytes), W tokens' working buffers
+ * and the prompt's KV slots. NULL with err (prefixed by nothing; the spec's messages) when the
+ * session does not fit next to the model and the other sessions. */
+tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_budget_params *p, char *err);
+/* Gives the session's share back. */
 void tp_budget_free(tp_budget *b);
 
 int tp_budget_max_parallel(const tp_budget *b);   /* W */
-int tp_budget_kv_max_slots(const tp_budget *b);   /* for tp_kv_new capacity */
+int tp_budget_kv_max_slots(const tp_budget *b);   /* tp_kv_new capacity */
 size_t tp_budget_kv_max_bytes(const tp_budget *b);
+size_t tp_budget_reserved_bytes(const tp_budget *b);
+/* Bytes the session may allocate for its per-token buffers and compute context (what was reserved). */
+size_t tp_budget_fixed_bytes(const tp_budget *b);
 
-/* Before selecting step `step`'s members: how many may be fed (1..want). Reclaims
- * dead KV slots first when that is what makes room. Returns 0 when the run must
- * stop: *why is TEMPO_STOP_CACHE_LIMIT (max_cache_tokens) or TEMPO_STOP_MEMORY_LIMIT
- * (the memory limit, or the KV cache's byte share of it) and msg (TP_ERR_LEN)
- * holds the spec's message. With memory_policy "adapt" it returns a smaller width
- * instead of stopping while width 1 still fits, and records an adjustment.
- * Ask only for steps whose set will be fed (not the last step). When it returns
- * w > 0, w slots are known to fit: tp_kv_reserve(kv, w) has passed. It may call
- * tp_kv_compact(kv) (only when dead slots exist), like tp_kv_reserve itself. */
-int tp_budget_step_width(tp_budget *b, tp_kv *kv, int step, int want, tempo_stop_reason *why, char *msg);
+/* tp_budget_step_width's answer when reclaiming the cache's dead slots would change it. */
+#define TP_BUDGET_COMPACT (-1)
+
+/* Before a set of `want` members of step `step` is recorded: how many may be fed (1..want).
+ * Returns 0 when the run must stop: *why is TEMPO_STOP_CACHE_LIMIT (max_cache_tokens) or
+ * TEMPO_STOP_MEMORY_LIMIT (the limit, or the KV cache's byte share of it) and msg
+ * (TP_ERR_LEN) holds the spec's message. With memory_policy "adapt" it returns a smaller width
+ * instead of stopping while width 1 still fits, and records an adjustment. Returns
+ * TP_BUDGET_COMPACT when the cache has dead slots and reclaiming them is what makes room: the
+ * caller compacts and asks again. When it returns w > 0, w more slots fit and are accounted. */
+int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, tempo_stop_reason *why, char *msg);
 /* The width cap now in force (max_parallel before any "adapt" narrowing). */
 int tp_budget_current_width(const tp_budget *b);
 
-/* Adjustments recorded under "adapt" (the result's adjustments take ownership:
- * free each reason, then the array). */
-int tp_budget_adjustments(tp_budget *b, tempo_adjustment **out);
+/* Adjustments recorded under "adapt" (owned by the budget). */
+int tp_budget_adjustments(const tp_budget *b, const tempo_adjustment **out);
 
-/* With debug_mode: one memory line to stderr, "<label>: Memory: System ...". */
+/* With debug: one memory line through the log callback, "<label>: Memory: System ...". */
 void tp_budget_log(tp_budget *b, const char *label, const tp_kv *kv);
+
+/* Reserve `bytes` more of the session's fixed part (a buffer allocated later, e.g. the batch
+ * logits buffer); 0, or -1 with err when it does not fit. */
+int tp_budget_reserve_more(tp_budget *b, size_t bytes, const char *what, char *err);
 
 #endif

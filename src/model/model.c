@@ -47,13 +47,9 @@ int64_t tp_model_file_bytes(const char *path, char *err) {
     return tp_st_set_file_bytes(path, err); /* a Hugging Face folder: its weight shards */
 }
 
-void tp_model_free_work(tp_model *m); /* forward.c */
-
 void tp_model_free(tp_model *m) {
     if (!m) return;
-    tp_model_free_work(m);
-    if (m->mm) tp_matmul_ctx_free(m->mm);
-    if (m->pool) tp_pool_free(m->pool);
+    free(m->path);
     if (m->tok) tp_tokenizer_free(m->tok);
     if (m->gguf) tp_gguf_close(m->gguf);
     tp_hf_free(m->hf);

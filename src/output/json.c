@@ -10,54 +10,61 @@
 
 static cJSON *str(const char *s) {
     if (!s) return cJSON_CreateNull();
-    char *clean = tp_utf8_sanitize(s);
-    cJSON *j = cJSON_CreateString(clean);
-    free(clean);
+    char *shown = tempo_token_display(s); /* valid UTF-8: other bytes as <0xNN> */
+    cJSON *j = cJSON_CreateString(shown ? shown : "");
+    free(shown);
     return j;
 }
 
 static void add_str(cJSON *o, const char *key, const char *s) { cJSON_AddItemToObject(o, key, str(s)); }
 
-/* Every option of the table, with its effective value. */
+static const char *kv_name(tempo_kv_type t) { return t == TEMPO_KV_F16 ? "f16" : t == TEMPO_KV_Q8_0 ? "q8_0" : "f32"; }
+
+/* Every option with the value the run used: the generation's and the model's from the result
+ * itself, the CLI's own (model path, output settings) from cfg when given. */
 static cJSON *config_json(const tempo_config *c, const tempo_result *r) {
+    const tempo_gen_params *g = &r->params;
     cJSON *o = cJSON_CreateObject();
-    add_str(o, "model", c->model);
-    add_str(o, "prompt", c->prompt);
-    cJSON_AddNumberToObject(o, "max_tokens", c->max_tokens);
-    cJSON_AddNumberToObject(o, "min_steps", c->min_steps);
-    cJSON_AddBoolToObject(o, "enable_thinking", c->enable_thinking);
-    cJSON_AddNumberToObject(o, "selection_threshold", c->selection_threshold);
-    cJSON_AddNumberToObject(o, "max_parallel_tokens", r && r->max_parallel_tokens > 0 ? r->max_parallel_tokens : c->max_parallel_tokens);
-    cJSON_AddBoolToObject(o, "isolate", !c->allow_intraset_token_visibility);
-    cJSON_AddBoolToObject(o, "allow_intraset_token_visibility", c->allow_intraset_token_visibility);
-    cJSON_AddBoolToObject(o, "dynamic_threshold", c->dynamic_threshold);
-    cJSON_AddNumberToObject(o, "final_threshold", c->final_threshold);
-    cJSON_AddNumberToObject(o, "bezier_p1", c->bezier_p1);
-    cJSON_AddNumberToObject(o, "bezier_p2", c->bezier_p2);
-    cJSON_AddBoolToObject(o, "use_relu", c->use_relu);
-    cJSON_AddNumberToObject(o, "relu_activation_point", c->relu_activation_point);
-    cJSON_AddBoolToObject(o, "use_retroactive_pruning", c->use_retroactive_pruning);
-    cJSON_AddNumberToObject(o, "attention_threshold", c->attention_threshold);
-    cJSON_AddNumberToObject(o, "relative_threshold", c->relative_threshold);
-    cJSON_AddBoolToObject(o, "no_relative_attention", c->no_relative_attention);
-    cJSON_AddBoolToObject(o, "no_multi_scale_attention", c->no_multi_scale_attention);
-    cJSON_AddBoolToObject(o, "default_mode", c->default_mode);
-    cJSON_AddNumberToObject(o, "temperature", c->temperature);
-    cJSON_AddNumberToObject(o, "top_k", c->top_k);
-    cJSON_AddNumberToObject(o, "top_p", c->top_p);
-    cJSON_AddNumberToObject(o, "repetition_penalty", c->repetition_penalty);
-    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
-    cJSON_AddNumberToObject(o, "threads", c->threads);
-    add_str(o, "kv_cache_type", c->kv_cache_type);
-    cJSON_AddNumberToObject(o, "max_memory_gb", c->max_memory_gb);
-    cJSON_AddNumberToObject(o, "max_cache_tokens", c->max_cache_tokens);
-    cJSON_AddBoolToObject(o, "disable_kv_cache", c->disable_kv_cache);
-    cJSON_AddBoolToObject(o, "debug_mode", c->debug_mode);
-    add_str(o, "memory_policy", c->memory_policy);
-    cJSON_AddBoolToObject(o, "output_json", c->output_json);
-    add_str(o, "output_dir", c->output_dir);
-    cJSON_AddBoolToObject(o, "no_color", c->no_color);
-    cJSON_AddBoolToObject(o, "show_token_ids", c->show_token_ids);
+    add_str(o, "model", c ? c->model : NULL);
+    add_str(o, "prompt", c ? c->prompt : r->prompt);
+    cJSON_AddNumberToObject(o, "max_tokens", g->max_tokens);
+    cJSON_AddNumberToObject(o, "min_steps", g->min_steps);
+    cJSON_AddBoolToObject(o, "enable_thinking", g->enable_thinking);
+    add_str(o, "chat_template", g->chat_template[0] ? g->chat_template : NULL);
+    cJSON_AddNumberToObject(o, "selection_threshold", g->selection_threshold);
+    cJSON_AddNumberToObject(o, "max_parallel_tokens", r->max_parallel_tokens);
+    cJSON_AddBoolToObject(o, "isolate", !g->allow_intraset_token_visibility);
+    cJSON_AddBoolToObject(o, "allow_intraset_token_visibility", g->allow_intraset_token_visibility);
+    cJSON_AddBoolToObject(o, "dynamic_threshold", g->dynamic_threshold);
+    cJSON_AddNumberToObject(o, "final_threshold", g->final_threshold);
+    cJSON_AddNumberToObject(o, "bezier_p1", g->bezier_p1);
+    cJSON_AddNumberToObject(o, "bezier_p2", g->bezier_p2);
+    cJSON_AddBoolToObject(o, "use_relu", g->use_relu);
+    cJSON_AddNumberToObject(o, "relu_activation_point", g->relu_activation_point);
+    cJSON_AddBoolToObject(o, "use_retroactive_pruning", g->use_retroactive_pruning);
+    cJSON_AddNumberToObject(o, "attention_threshold", g->attention_threshold);
+    cJSON_AddNumberToObject(o, "relative_threshold", g->relative_threshold);
+    cJSON_AddBoolToObject(o, "no_relative_attention", g->no_relative_attention);
+    cJSON_AddBoolToObject(o, "no_multi_scale_attention", g->no_multi_scale_attention);
+    cJSON_AddBoolToObject(o, "default_mode", g->default_mode);
+    cJSON_AddNumberToObject(o, "temperature", g->temperature);
+    cJSON_AddNumberToObject(o, "top_k", g->top_k);
+    cJSON_AddNumberToObject(o, "top_p", g->top_p);
+    cJSON_AddNumberToObject(o, "repetition_penalty", g->repetition_penalty);
+    cJSON_AddNumberToObject(o, "seed", (double)g->seed);
+    cJSON_AddNumberToObject(o, "threads", r->threads);
+    cJSON_AddStringToObject(o, "kv_cache_type", kv_name(r->kv_cache_type));
+    cJSON_AddNumberToObject(o, "max_memory_gb", r->max_memory_gb);
+    cJSON_AddNumberToObject(o, "max_cache_tokens", g->max_cache_tokens);
+    cJSON_AddBoolToObject(o, "disable_kv_cache", g->disable_kv_cache);
+    cJSON_AddBoolToObject(o, "debug_mode", g->debug_mode);
+    cJSON_AddStringToObject(o, "memory_policy", g->memory_policy == TEMPO_MEMORY_ADAPT ? "adapt" : "stop");
+    if (c) {
+        cJSON_AddBoolToObject(o, "output_json", c->output_json);
+        add_str(o, "output_dir", c->output_dir);
+        cJSON_AddBoolToObject(o, "no_color", c->no_color);
+        cJSON_AddBoolToObject(o, "show_token_ids", c->show_token_ids);
+    }
     return o;
 }
 
@@ -71,14 +78,25 @@ static cJSON *step_json(const tempo_step *st) {
         cJSON *tj = cJSON_CreateObject();
         cJSON_AddNumberToObject(tj, "token_id", t->token_id);
         add_str(tj, "text", t->text ? t->text : "");
+        if (t->text && !tp_text_is_utf8(t->text)) {
+            /* part of a character: the text shows <0xNN>, the bytes are here */
+            cJSON *bytes = cJSON_AddArrayToObject(tj, "bytes");
+            for (const unsigned char *p = (const unsigned char *)t->text; *p; p++)
+                cJSON_AddItemToArray(bytes, cJSON_CreateNumber(*p));
+        }
         cJSON_AddNumberToObject(tj, "probability", t->probability);
         cJSON_AddBoolToObject(tj, "pruned", t->pruned);
         if (t->pruned) cJSON_AddNumberToObject(tj, "pruned_at_step", t->pruned_at_step);
         else cJSON_AddNullToObject(tj, "pruned_at_step");
+        if (t->scored_at_step >= 0) {
+            cJSON_AddNumberToObject(tj, "prune_score", t->prune_score);
+            cJSON_AddNumberToObject(tj, "scored_at_step", t->scored_at_step);
+        }
         cJSON_AddItemToArray(toks, tj);
     }
     cJSON_AddNumberToObject(o, "original_count", st->n_tokens);
     cJSON_AddBoolToObject(o, "was_pruned", st->was_pruned);
+    if (st->chosen) cJSON_AddBoolToObject(o, "chosen", true);
     return o;
 }
 
@@ -113,6 +131,7 @@ char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
     cJSON_AddNumberToObject(m, "steps", r->n_steps);
     cJSON_AddNumberToObject(m, "parallel_steps", r->parallel_steps);
     cJSON_AddNumberToObject(m, "total_slots", r->total_slots);
+    cJSON_AddNumberToObject(m, "prompt_tokens", r->n_prompt_tokens);
     cJSON_AddNumberToObject(m, "peak_memory_bytes", (double)r->peak_memory_bytes);
     cJSON_AddNumberToObject(m, "steps_per_second",
                             r->generation_time_s > 0 ? r->n_steps / r->generation_time_s : 0.0);
@@ -131,7 +150,8 @@ char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
     }
     char *text = cJSON_Print(doc);
     cJSON_Delete(doc);
-    char *out = reindent(text ? text : "{}");
+    if (!text) return NULL;
+    char *out = reindent(text);
     cJSON_free(text);
     return out;
 }

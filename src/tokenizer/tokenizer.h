@@ -27,6 +27,7 @@ typedef enum { TOK_SPM = 1, TOK_BPE = 2 } tok_kind;
 enum { TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER = 4, TOKT_UNUSED = 5, TOKT_BYTE = 6 };
 
 typedef struct tokenizer tokenizer;
+typedef struct tokenizer tp_tokenizer;
 
 tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err);
 /* dir holds tokenizer.json (required) and tokenizer_config.json (optional). */

@@ -1,0 +1,930 @@
+/* session.c: one TEMPO generation (design/tempo-semantics.md) and standard mode.
+ *
+ * Life of a session:
+ *   tempo_session_new       validate the parameters; nothing large is allocated
+ *   tempo_session_prefill   tokenize, size the run (budget: width W, cache capacity), allocate
+ *                           everything the run needs, feed the prompt causally: D_0
+ *   tempo_session_step      (1) feed the newest set S_{k-1} in ONE forward at position P + k - 1,
+ *                           (2) mix its members' distributions into D_k, (3) prune earlier sets
+ *                           from that forward's attention, (4) select S_k from D_k and record it.
+ *                           S_k is fed by the next call, so a caller may still replace it
+ *                           (tempo_session_choose) and the last step's set is never fed.
+ *
+ * Bookkeeping. Every slot ever fed is recorded in feed order ("fed" arrays) with its step and
+ * the pruning pass that killed it, so that --disable-kv-cache can rebuild the cache each step
+ * with the exact visibility the cached path had ("a slot is visible to a query only if it was
+ * alive when that query was fed"). In the cached path each member remembers its KV slot;
+ * compaction happens only here (session_compact), which renumbers the slots it moves.
+ *
+ * Every buffer is allocated at prefill; a step allocates nothing but, now and then, a chunk for
+ * the members' texts.
+ */
+#include "tempo/session.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/log.h"
+#include "memory/budget.h"
+#include "memory/memory.h"
+#include "output/text.h"
+#include "tempo/prune.h"
+#include "tempo/record.h"
+#include "tempo/sample.h"
+#include "tempo/select.h"
+#include "tokenizer/tokenizer.h"
+
+#define REBUILD_CHUNK 64 /* rows per forward when --disable-kv-cache recomputes old slots */
+
+typedef enum { S_NEW = 0, S_RUNNING, S_DONE, S_FAILED } session_state;
+
+struct tempo_session {
+    tp_model *m;
+    tp_tokenizer *tok;
+    tempo_gen_params p;
+    atomic_int cancel;
+    session_state state;
+    tp_reclaim reclaim;
+
+    int V, L, P, T;
+    int W;                  /* members per step the buffers hold (the budget's width) */
+    tp_visibility vis;
+    bool nocache, pruning, standard;
+
+    tp_budget *budget;
+    tp_kv *kv;
+    tp_compute *compute;
+    tp_sampler *sampler;
+
+    /* the record */
+    tp_record rec;
+    char *prompt_text;
+    bool pending;           /* the newest step's set is recorded but not fed */
+    int granted;            /* slots the budget granted for the pending set */
+    tempo_stop_reason why;
+    char msg[TP_ERR_LEN];
+
+    /* every slot ever fed, in feed order */
+    int F;
+    int32_t *fed_tok, *fed_pos, *fed_step, *fed_dead; /* fed_dead: pass that pruned it, INT_MAX = alive */
+    /* members: global index g = step_off[k] + j */
+    int *step_off, *slot_of, *fed_of;
+    int *multi, n_multi;    /* fed steps with >= 2 alive members: pruning candidates */
+
+    /* buffers */
+    float *D, *logits, *zraw, *attn, *lambda;
+    uint8_t *mask, *is_eog;
+    int32_t *ids, *feed_pos, *hist;
+    float *probs, *score, *mprob;
+    int32_t *mid;
+    bool *malive, *mprune;
+    int *map;
+    tempo_prune_event *events;
+    int n_events, max_events;
+    tp_prune_rule rule;
+    tp_threshold_params thr;
+
+    /* the feed in flight between step_begin and step_end */
+    tp_batch batch;
+    bool feeding, fed_already, want_attn;
+    bool multi_ready;            /* the compute context has its batch logits buffer */
+    int attn_rows, attn_stride;  /* of the last forward's summary */
+
+    /* stats */
+    int forward_calls, fed_steps, fed_tokens;
+    double prefill_s, steps_s, t_start;
+};
+
+/* ------------------------------------------------------------------ errors -- */
+
+static void set_err(tempo_error *err, tempo_status code, const char *msg) {
+    if (!err) return;
+    err->code = code;
+    snprintf(err->message, sizeof err->message, "%s", msg ? msg : "");
+}
+
+/* End the run: what was produced stays in the record. */
+static void stop(tp_session *s, tempo_stop_reason why, const char *msg) {
+    s->why = why;
+    snprintf(s->msg, sizeof s->msg, "%s", msg ? msg : "");
+    s->state = S_DONE;
+    s->pending = false;
+}
+
+/* The status code a stop reason maps to, for calls that fail because of it. */
+static tempo_status status_of(tempo_stop_reason why) {
+    switch (why) {
+    case TEMPO_STOP_MEMORY_LIMIT: return TEMPO_ERR_MEMORY_LIMIT;
+    case TEMPO_STOP_CACHE_LIMIT: return TEMPO_ERR_CACHE_LIMIT;
+    default: return TEMPO_ERR_INTERNAL;
+    }
+}
+
+/* ---------------------------------------------------------------- creation -- */
+
+tempo_session *tempo_session_new(tempo_model *m, const tempo_gen_params *p, tempo_error *err) {
+    set_err(err, TEMPO_OK, "");
+    if (!m) { set_err(err, TEMPO_ERR_ARG, "no model"); return NULL; }
+    if (!m->tok) { set_err(err, TEMPO_ERR_FORMAT, "the model has no tokenizer"); return NULL; }
+    tempo_gen_params defaults;
+    if (!p) { tempo_gen_params_init(&defaults); p = &defaults; }
+    if (tempo_gen_params_validate(p, err)) return NULL;
+    tp_session *s = calloc(1, sizeof *s);
+    if (!s) { set_err(err, TEMPO_ERR_NOMEM, "out of memory creating a session"); return NULL; }
+    s->m = m;
+    s->tok = m->tok;
+    s->p = *p;
+    atomic_init(&s->cancel, 0);
+    s->V = m->hp.n_vocab;
+    s->L = m->hp.n_layers;
+    s->T = p->max_tokens;
+    s->standard = p->default_mode;
+    s->nocache = p->disable_kv_cache;
+    s->pruning = p->use_retroactive_pruning && !s->standard;
+    s->vis = p->allow_intraset_token_visibility ? TP_VIS_SET : TP_VIS_ISOLATED;
+    s->why = TEMPO_STOP_NONE;
+    return s;
+}
+
+static void free_buffers(tp_session *s) {
+    free(s->fed_tok); free(s->fed_pos); free(s->fed_step); free(s->fed_dead);
+    free(s->step_off); free(s->slot_of); free(s->fed_of); free(s->multi);
+    free(s->D); free(s->logits); free(s->zraw); free(s->attn); free(s->lambda);
+    free(s->mask); free(s->is_eog);
+    free(s->ids); free(s->feed_pos); free(s->hist);
+    free(s->probs); free(s->score); free(s->mprob); free(s->mid); free(s->malive); free(s->mprune);
+    free(s->map); free(s->events);
+    tp_sampler_free(s->sampler);
+    tp_compute_free(s->compute);
+    tp_kv_free(s->kv);
+    tp_budget_free(s->budget);
+}
+
+void tempo_session_free(tempo_session *s) {
+    if (!s) return;
+    free_buffers(s);
+    tp_record_free(&s->rec);
+    free(s->prompt_text);
+    free(s);
+}
+
+void tp_session_set_reclaim(tp_session *s, tp_reclaim r) { s->reclaim = r; }
+const tp_kv *tp_session_kv(const tp_session *s) { return s->kv; }
+const float *tp_session_last_attention(const tp_session *s, int *n_q, int *stride) {
+    if (n_q) *n_q = s->attn_rows;
+    if (stride) *stride = s->attn_stride;
+    return s->attn_rows ? s->attn : NULL;
+}
+void tempo_session_cancel(tempo_session *s) {
+    if (s) atomic_store(&s->cancel, 1);
+}
+
+/* ---------------------------------------------------------------- prompt -- */
+
+char *tp_session_prompt_text(const tp_tokenizer *t, const tempo_gen_params *p, const char *prompt) {
+    if (!prompt) prompt = "";
+    if (!p->enable_thinking) return strdup(prompt);
+    static const char *const sys = "Enable deep thinking subroutine.";
+    tp_str s = { 0 };
+    if (t && tp_tokenizer_find(t, "<|start_header_id|>") >= 0 && tp_tokenizer_find(t, "<|end_header_id|>") >= 0 &&
+        tp_tokenizer_find(t, "<|eot_id|>") >= 0)
+        tp_str_printf(&s, "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
+                          "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
+                          "<|start_header_id|>assistant<|end_header_id|>\n\n", sys, prompt);
+    else
+        tp_str_printf(&s, "System: %s\n\nUser: %s\n\nAssistant:", sys, prompt);
+    return tp_str_take(&s);
+}
+
+int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err) {
+    set_err(err, TEMPO_OK, "");
+    if (!s || s->state != S_NEW || s->prompt_text) {
+        set_err(err, TEMPO_ERR_STATE, "the session was already prefilled (a session runs one generation)");
+        return -1;
+    }
+    char *text = tp_session_prompt_text(s->tok, &s->p, prompt);
+    if (!text) { set_err(err, TEMPO_ERR_NOMEM, "out of memory"); return -1; }
+    size_t len = strlen(text);
+    if (len > (size_t)INT_MAX / 2) {
+        free(text);
+        set_err(err, TEMPO_ERR_ARG, "the prompt is too long");
+        return -1;
+    }
+    int cap = (int)len + 8;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    int n = ids ? tp_tokenizer_encode(s->tok, text, tp_tokenizer_adds_bos(s->tok), true, ids, cap) : -1;
+    if (n > cap) {
+        int32_t *more = realloc(ids, sizeof(int32_t) * (size_t)n);
+        if (more) { ids = more; cap = n; n = tp_tokenizer_encode(s->tok, text, tp_tokenizer_adds_bos(s->tok), true, ids, cap); }
+        else n = -2;
+    }
+    int rc;
+    if (!ids || n == -2) { set_err(err, TEMPO_ERR_NOMEM, "out of memory tokenizing the prompt"); rc = -1; }
+    else if (n < 0) { set_err(err, TEMPO_ERR_ARG, "could not tokenize the prompt"); rc = -1; }
+    else if (n == 0) { set_err(err, TEMPO_ERR_ARG, "the prompt is empty and the tokenizer adds no BOS token"); rc = -1; }
+    else {
+        s->prompt_text = text;
+        text = NULL;
+        rc = tempo_session_prefill_tokens(s, ids, n, err);
+        if (rc) { free(s->prompt_text); s->prompt_text = NULL; }
+    }
+    free(text);
+    free(ids);
+    return rc;
+}
+
+static size_t at_least_1(size_t n) { return n ? n : 1; }
+
+/* Every buffer of the run, sized once (design: no allocation per step). */
+static int alloc_run(tp_session *s, char *msg) {
+    size_t V = (size_t)s->V, W = (size_t)s->W, T = (size_t)s->T, cap = (size_t)s->kv->capacity;
+    size_t maxfed = (size_t)s->P + T * W, maxmem = T * W;
+    bool ok = true;
+#define ALLOC(ptr, n) do { (ptr) = calloc(at_least_1(n), sizeof *(ptr)); ok &= (ptr) != NULL; } while (0)
+    ALLOC(s->fed_tok, maxfed);
+    ALLOC(s->fed_pos, maxfed);
+    ALLOC(s->fed_step, maxfed);
+    ALLOC(s->fed_dead, maxfed);
+    ALLOC(s->step_off, T);
+    ALLOC(s->slot_of, maxmem);
+    ALLOC(s->fed_of, maxmem);
+    ALLOC(s->multi, T);
+    ALLOC(s->D, V);
+    ALLOC(s->logits, V * W);
+    ALLOC(s->zraw, V);
+    ALLOC(s->is_eog, V);
+    ALLOC(s->ids, W);
+    ALLOC(s->feed_pos, maxfed > W ? maxfed : W);
+    ALLOC(s->probs, W);
+    ALLOC(s->score, W);
+    ALLOC(s->mprob, W);
+    ALLOC(s->mid, W);
+    ALLOC(s->malive, W);
+    ALLOC(s->mprune, W);
+    ALLOC(s->map, cap);
+    if (s->pruning) {
+        ALLOC(s->attn, W * cap);
+        ALLOC(s->lambda, (size_t)s->L);
+        s->max_events = (int)(maxmem < (size_t)INT_MAX ? maxmem : (size_t)INT_MAX);
+        ALLOC(s->events, (size_t)s->max_events);
+    }
+    if (s->nocache) ALLOC(s->mask, (W > REBUILD_CHUNK ? W : REBUILD_CHUNK) * cap);
+    if (s->standard) ALLOC(s->hist, (size_t)s->P + T);
+#undef ALLOC
+    if (!ok)
+        return tp_fail(msg, "out of memory allocating the working buffers for %d parallel tokens over a vocabulary of %d "
+                            "and %d cache slots (lower --max-parallel-tokens or --max-cache-tokens)",
+                       s->W, s->V, s->kv->capacity);
+    if (tp_record_init(&s->rec, s->T, s->T * s->W, msg)) return -1;
+    return 0;
+}
+
+static int forward(tp_session *s, const tp_batch *b, char *msg) {
+    s->forward_calls++;
+    return tp_forward(s->m, s->compute, s->kv, b, msg);
+}
+
+static bool all_finite(const float *x, int n) {
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++) acc += x[i] * 0.0f; /* NaN or inf anywhere makes acc NaN */
+    return acc == 0.0f;
+}
+
+int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P, tempo_error *err) {
+    char msg[TP_ERR_LEN] = "";
+    set_err(err, TEMPO_OK, "");
+    if (!s || s->state != S_NEW || s->budget) {
+        set_err(err, TEMPO_ERR_STATE, "the session was already prefilled (a session runs one generation)");
+        return -1;
+    }
+    tp_model *m = s->m;
+    int n_ctx = m->hp.n_ctx;
+    if (P <= 0) { set_err(err, TEMPO_ERR_ARG, "the prompt has no tokens"); return -1; }
+    for (int i = 0; i < P; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->V) {
+            snprintf(msg, sizeof msg, "prompt token %d is %d, outside the vocabulary (0..%d)", i, prompt[i], s->V - 1);
+            set_err(err, TEMPO_ERR_ARG, msg);
+            return -1;
+        }
+    if (P > n_ctx) {
+        snprintf(msg, sizeof msg, "the prompt is %d tokens, longer than the model's context of %d tokens", P, n_ctx);
+        set_err(err, TEMPO_ERR_CACHE_LIMIT, msg);
+        return -1;
+    }
+    if ((long)P + s->T > n_ctx) {
+        snprintf(msg, sizeof msg,
+                 "the prompt (%d tokens) + --max-tokens (%d) = %ld positions, past the model's context of %d tokens", P,
+                 s->T, (long)P + s->T, n_ctx);
+        set_err(err, TEMPO_ERR_CACHE_LIMIT, msg);
+        return -1;
+    }
+    if (s->vis == TP_VIS_SET && s->p.max_parallel_tokens > TP_MATMUL_MAX_BATCH) {
+        /* Visible siblings must share one chunk of the forward pass. */
+        snprintf(msg, sizeof msg,
+                 "--allow-intraset-token-visibility allows at most %d tokens per step, but --max-parallel-tokens is %d",
+                 TP_MATMUL_MAX_BATCH, s->p.max_parallel_tokens);
+        set_err(err, TEMPO_ERR_ARG, msg);
+        return -1;
+    }
+    s->P = P;
+
+    /* Size the run and reserve it against the model's memory budget. */
+    tp_budget_params bp = {
+        .n_prompt = P, .max_tokens = s->T, .max_parallel_tokens = s->p.max_parallel_tokens,
+        .max_cache_tokens = s->p.max_cache_tokens, .default_mode = s->standard,
+        .adapt = s->p.memory_policy == TEMPO_MEMORY_ADAPT, .debug = s->p.debug_mode,
+        .kv_type = (tp_kv_type)m->params.kv_cache_type, .n_threads = m->n_threads,
+        .max_width = s->vis == TP_VIS_SET ? TP_MATMUL_MAX_BATCH : 0,
+    };
+    tempo_status code = TEMPO_ERR_MEMORY_LIMIT;
+    s->budget = tp_budget_new(m->mon, m, &bp, msg);
+    if (!s->budget) {
+        if (strstr(msg, "KV cache may hold only")) code = TEMPO_ERR_CACHE_LIMIT;
+        goto fail;
+    }
+    tp_budget_log(s->budget, "After model load", NULL);
+    s->W = s->standard ? 1 : tp_budget_max_parallel(s->budget);
+    if (s->W < 1) s->W = 1;
+    int cap = tp_budget_kv_max_slots(s->budget);
+    code = TEMPO_ERR_NOMEM;
+    s->kv = tp_kv_new(s->L, m->hp.n_kv_heads * m->hp.head_dim, (tp_kv_type)m->params.kv_cache_type, cap,
+                      tp_budget_kv_max_bytes(s->budget), msg);
+    if (!s->kv) {
+        if (strstr(msg, "q8_0")) code = TEMPO_ERR_ARG;
+        goto fail;
+    }
+    s->compute = tp_compute_new(m, m->n_threads, TP_MATMUL_MAX_BATCH, cap, msg);
+    if (!s->compute || alloc_run(s, msg)) goto fail;
+    if (s->standard) {
+        tp_sampler_params sp = { s->p.temperature, s->p.top_k, s->p.top_p, s->p.repetition_penalty, s->p.seed };
+        s->sampler = tp_sampler_new(&sp, s->V);
+        if (!s->sampler) { tp_fail(msg, "out of memory allocating the sampler"); goto fail; }
+        memcpy(s->hist, prompt, sizeof(int32_t) * (size_t)P);
+    }
+    int n_tok_vocab = tp_tokenizer_vocab_size(s->tok);
+    for (int i = 0; i < s->V && i < n_tok_vocab; i++) s->is_eog[i] = tp_tokenizer_is_eog(s->tok, i);
+    for (int i = 0; i < s->p.n_stop_token_ids; i++)
+        if (s->p.stop_token_ids[i] >= 0 && s->p.stop_token_ids[i] < s->V) s->is_eog[s->p.stop_token_ids[i]] = 1;
+    s->rule = (tp_prune_rule){ !s->p.no_relative_attention, s->p.relative_threshold, s->p.attention_threshold };
+    s->thr = (tp_threshold_params){ s->p.selection_threshold, s->p.max_tokens, s->p.dynamic_threshold,
+                                    s->p.final_threshold, s->p.use_relu, s->p.bezier_p1, s->p.bezier_p2,
+                                    s->p.relu_activation_point };
+    if (s->pruning) tp_prune_layer_weights(s->L, !s->p.no_multi_scale_attention, s->lambda);
+
+    /* Prefill (section 1): the prompt at positions 0..P-1, causally. */
+    s->t_start = tp_now();
+    for (int i = 0; i < P; i++) {
+        s->fed_tok[i] = prompt[i];
+        s->fed_pos[i] = i;
+        s->fed_step[i] = -1;
+        s->fed_dead[i] = INT_MAX;
+        s->feed_pos[i] = i;
+    }
+    s->F = P;
+    int which = 0;
+    code = TEMPO_ERR_CACHE_LIMIT;
+    if (tp_kv_reserve(s->kv, P, &which, msg)) {
+        if (which == 2) code = TEMPO_ERR_MEMORY_LIMIT;
+        goto fail;
+    }
+    code = TEMPO_ERR_INTERNAL;
+    tp_batch pb = { .n = P, .tokens = s->fed_tok, .pos = s->feed_pos, .step = -1, .vis = TP_VIS_CAUSAL,
+                    .logits = s->zraw, .logits_last_only = true };
+    if (forward(s, &pb, msg)) goto fail;
+    if (!all_finite(s->zraw, s->V)) {
+        code = TEMPO_ERR_NUMERIC;
+        tp_fail(msg, "non-finite logits after the prompt (the model produced NaN or infinite values)");
+        goto fail;
+    }
+    memcpy(s->D, s->zraw, sizeof(float) * (size_t)s->V);
+    tp_prob_softmax(s->D, s->V);
+    s->prefill_s = tp_now() - s->t_start;
+    s->state = S_RUNNING;
+    tp_budget_log(s->budget, "After prefill", s->kv);
+    return 0;
+
+fail:
+    set_err(err, code, msg);
+    free_buffers(s);
+    tp_record_free(&s->rec);
+    /* leave a clean NEW session behind (all pointers cleared) so free is safe */
+    tp_model *mm = s->m;
+    tp_tokenizer *tk = s->tok;
+    tempo_gen_params gp = s->p;
+    char *pt = s->prompt_text;
+    memset(s, 0, sizeof *s);
+    s->m = mm; s->tok = tk; s->p = gp; s->prompt_text = pt;
+    s->state = S_FAILED;
+    s->why = TEMPO_STOP_ERROR;
+    snprintf(s->msg, sizeof s->msg, "%s", msg);
+    return -1;
+}
+
+/* ------------------------------------------------------------ the KV cache -- */
+
+/* Reclaim dead slots; members follow their rows. */
+static void session_compact(tp_session *s) {
+    int n_before = s->kv->n;
+    tp_kv_compact(s->kv, s->map);
+    for (int i = 0; i < s->rec.n_tokens; i++)
+        if (s->slot_of[i] >= 0 && s->slot_of[i] < n_before) s->slot_of[i] = s->map[s->slot_of[i]];
+}
+
+/* Visibility of fed slot j to the query of fed slot i (design sections 3 and 6). */
+static bool visible(const tp_session *s, int i, int j) {
+    int si = s->fed_step[i], sj = s->fed_step[j];
+    if (i == j) return true;
+    if (si < 0) return sj < 0 && j < i;          /* prompt: causal */
+    if (sj < 0) return true;                     /* prompt slots are never pruned */
+    if (sj < si) return s->fed_dead[j] >= si;    /* alive when query i was fed */
+    if (sj == si) return s->vis == TP_VIS_SET;   /* siblings */
+    return false;
+}
+
+/* --disable-kv-cache: clear the cache, recompute every earlier slot with the visibility it had,
+ * then feed the new set (its n members are the last n fed). Columns are fed indices. */
+static int feed_rebuild(tp_session *s, int k, int n, bool want_attn, char *msg) {
+    int old = s->F - n;
+    tp_kv_clear(s->kv);
+    for (int start = 0, c; start < old; start += c) {
+        /* A chunk never splits a set: with visible siblings, a member must see siblings that
+         * come after it in the set. Prompt tokens split anywhere. */
+        c = 0;
+        while (start + c < old) {
+            int e = start + c, grp = 1;
+            if (s->fed_step[e] >= 0)
+                while (e + grp < old && s->fed_step[e + grp] == s->fed_step[e]) grp++;
+            if (c > 0 && c + grp > REBUILD_CHUNK) break;
+            c += grp;
+            if (c >= REBUILD_CHUNK) break;
+        }
+        int cols = start + c;
+        for (int i = 0; i < c; i++)
+            for (int j = 0; j < cols; j++) s->mask[(size_t)i * cols + j] = visible(s, start + i, j);
+        tp_batch b = { .n = c, .tokens = s->fed_tok + start, .pos = s->fed_pos + start,
+                       .step = s->fed_step[start], .vis = TP_VIS_CAUSAL, .mask = s->mask };
+        if (forward(s, &b, msg)) return -1;
+        for (int x = start; x < cols; x++) s->kv->slots[x].step = s->fed_step[x];
+    }
+    int cols = s->F;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < cols; j++) s->mask[(size_t)i * cols + j] = visible(s, old + i, j);
+    tp_batch b = { .n = n, .tokens = s->fed_tok + old, .pos = s->fed_pos + old, .step = k,
+                   .vis = s->vis, .mask = s->mask, .logits = s->logits,
+                   .layer_weights = want_attn ? s->lambda : NULL, .attn = want_attn ? s->attn : NULL };
+    return forward(s, &b, msg);
+}
+
+/* Column of member g in the last forward's attention summary. */
+static int column_of(const tp_session *s, int g) { return s->nocache ? s->fed_of[g] : s->slot_of[g]; }
+
+/* Retroactive pruning after the forward of S_k (design section 6). Records one event per member
+ * scored (the events buffer holds every member of the run, so it never overflows). */
+static void prune_pass(tp_session *s, int k, int n_q, int stride) {
+    bool any = false;
+    int kept = 0;
+    for (int i = 0; i < s->n_multi; i++) {
+        int j = s->multi[i], off = s->step_off[j], alive = 0;
+        tempo_step *st = &s->rec.steps[j];
+        for (int mb = 0; mb < st->n_tokens; mb++) {
+            tempo_token *t = &st->tokens[mb];
+            s->malive[mb] = !t->pruned;
+            s->mprob[mb] = t->probability;
+            s->mid[mb] = t->token_id;
+            s->score[mb] = t->pruned ? 0.0f : tp_prune_score(s->attn, stride, s->probs, n_q, column_of(s, off + mb));
+        }
+        tp_prune_decide(&s->rule, st->n_tokens, s->score, s->mprob, s->mid, s->malive, s->mprune);
+        for (int mb = 0; mb < st->n_tokens; mb++) {
+            tempo_token *t = &st->tokens[mb];
+            if (t->pruned) continue;
+            t->prune_score = s->score[mb];
+            t->scored_at_step = k;
+            if (s->mprune[mb]) {
+                t->pruned = true;
+                t->pruned_at_step = k;
+                st->was_pruned = true;
+                any = true;
+                s->fed_dead[s->fed_of[off + mb]] = k;
+                if (!s->nocache) {
+                    tp_kv_kill(s->kv, s->slot_of[off + mb]);
+                    s->slot_of[off + mb] = -1;
+                }
+            }
+            if (s->n_events < s->max_events)
+                s->events[s->n_events++] = (tempo_prune_event){ j, mb, k, t->token_id, s->score[mb], s->mprune[mb] };
+            alive += !t->pruned;
+        }
+        if (alive >= 2) s->multi[kept++] = j;
+    }
+    s->n_multi = kept;
+    /* Reclaim the dead slots now; compaction keeps every live row as it was. */
+    if (any && !s->nocache && s->reclaim == TP_RECLAIM_EAGER) session_compact(s);
+}
+
+/* ---------------------------------------------------------------- one step -- */
+
+/* Choose S_k into s->ids/s->probs; 0 = stop at end of generation. */
+static int choose(tp_session *s, int k, int width) {
+    if (s->standard) {
+        const uint8_t *ban = k < s->p.min_steps ? s->is_eog : NULL;
+        int id = tp_sampler_pick(s->sampler, s->zraw, s->hist, s->P + k, ban);
+        if (s->is_eog[id] && k >= s->p.min_steps) return 0;
+        s->ids[0] = id;
+        s->probs[0] = s->D[id];
+        s->hist[s->P + k] = id;
+        return 1;
+    }
+    return tp_select(s->D, s->V, s->is_eog, tp_threshold(&s->thr, k), width, k, s->p.min_steps, s->ids, s->probs);
+}
+
+/* The text of token id into the record; NULL on out of memory. */
+static char *token_text(tp_session *s, int32_t id) {
+    char buf[256];
+    int len = tp_tokenizer_piece(s->tok, id, true, buf, sizeof buf);
+    if (len >= 0) return tp_record_text(&s->rec, buf, (size_t)len);
+    if (len == -1) return tp_record_text(&s->rec, "", 0);
+    char *big = malloc((size_t)-len + 1);
+    if (!big) return NULL;
+    int l2 = tp_tokenizer_piece(s->tok, id, true, big, -len + 1);
+    char *t = tp_record_text(&s->rec, big, l2 > 0 ? (size_t)l2 : 0);
+    free(big);
+    return t;
+}
+
+/* Record step k's set (s->ids/s->probs, n members). */
+static int record_step(tp_session *s, int k, int n, char *msg) {
+    tp_record *r = &s->rec;
+    tempo_step *st = &r->steps[k];
+    int off = r->n_tokens;
+    s->step_off[k] = off;
+    *st = (tempo_step){ .step = k, .position = s->P + k, .n_tokens = n, .tokens = r->tokens + off };
+    for (int j = 0; j < n; j++) {
+        tempo_token *t = &st->tokens[j];
+        char *text = token_text(s, s->ids[j]);
+        if (!text) return tp_fail(msg, "out of memory recording step %d", k);
+        *t = (tempo_token){ .token_id = s->ids[j], .text = text, .probability = s->probs[j], .pruned = false,
+                            .pruned_at_step = -1, .prune_score = -1.0f, .scored_at_step = -1 };
+        s->slot_of[off + j] = -1;
+        s->fed_of[off + j] = -1;
+    }
+    r->n_tokens = off + n;
+    r->n_steps = k + 1;
+    return 0;
+}
+
+/* Ask the budget for room for n members of step k (reclaiming dead slots when that is what
+ * makes room). Returns the width (<= n) or 0 after stopping the run. */
+static int budget_width(tp_session *s, int k, int n) {
+    tempo_stop_reason why = TEMPO_STOP_ERROR;
+    char msg[TP_ERR_LEN] = "";
+    int width = tp_budget_step_width(s->budget, s->kv, k, n, &why, msg);
+    if (width == TP_BUDGET_COMPACT) {
+        session_compact(s);
+        width = tp_budget_step_width(s->budget, s->kv, k, n, &why, msg);
+    }
+    if (width <= 0) { stop(s, why, msg); return 0; }
+    return width;
+}
+
+/* First half of a step: settle whether the run goes on, and prepare the feed of the newest
+ * set. Returns 1 when s->batch must be run through the model (the caller may batch it with
+ * other sessions'), 0 when there is nothing to feed (or it was fed already: --disable-kv-cache
+ * rebuilds with its own passes), -1 when the run is over (state S_DONE) or failed. */
+static int step_begin(tp_session *s, char *msg) {
+    s->feeding = s->fed_already = false;
+    s->n_events = 0;
+    s->attn_rows = 0;
+    if (s->state != S_RUNNING) return -1;
+    if (atomic_load(&s->cancel)) { stop(s, TEMPO_STOP_INTERRUPTED, "interrupted"); return -1; }
+    if (s->rec.n_steps == s->T) { stop(s, TEMPO_STOP_MAX_TOKENS, NULL); return -1; }
+    if (!s->pending) return 0;
+
+    int k = s->rec.n_steps - 1;
+    tempo_step *st = &s->rec.steps[k];
+    int n = st->n_tokens, off = s->step_off[k];
+    for (int j = 0; j < n; j++) {
+        int f = s->F + j;
+        s->ids[j] = st->tokens[j].token_id;
+        s->probs[j] = st->tokens[j].probability;
+        s->fed_tok[f] = s->ids[j];
+        s->fed_pos[f] = s->P + k;
+        s->fed_step[f] = k;
+        s->fed_dead[f] = INT_MAX;
+        s->fed_of[off + j] = f;
+        s->feed_pos[j] = s->P + k;
+    }
+    s->F += n;
+    s->want_attn = s->pruning && k >= 1;
+    if (s->nocache) {
+        if (feed_rebuild(s, k, n, s->want_attn, msg)) { stop(s, TEMPO_STOP_ERROR, msg); s->state = S_FAILED; return -1; }
+        s->fed_already = true;
+        return 0;
+    }
+    int which = 0;
+    if (tp_kv_reserve(s->kv, n, &which, msg)) { /* the budget granted these slots: should not happen */
+        stop(s, which == 2 ? TEMPO_STOP_MEMORY_LIMIT : TEMPO_STOP_CACHE_LIMIT, msg);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) s->slot_of[off + j] = s->kv->n + j;
+    s->batch = (tp_batch){ .n = n, .tokens = s->ids, .pos = s->feed_pos, .step = k, .vis = s->vis,
+                           .logits = s->logits, .layer_weights = s->want_attn ? s->lambda : NULL,
+                           .attn = s->want_attn ? s->attn : NULL };
+    s->feeding = true;
+    return 1;
+}
+
+/* Second half: the fed set's distributions and pruning, then the next set. Returns as
+ * tempo_session_step. */
+static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
+    if (s->feeding || s->fed_already) {
+        int k = s->rec.n_steps - 1;
+        int n = s->rec.steps[k].n_tokens;
+        s->pending = false;
+        s->fed_steps++;
+        s->fed_tokens += n;
+        if (s->standard) memcpy(s->zraw, s->logits, sizeof(float) * (size_t)s->V);
+        tp_mixture(s->logits, s->probs, n, s->V, s->D);
+        if (!all_finite(s->D, s->V) || (s->standard && !all_finite(s->zraw, s->V))) {
+            tp_fail(msg, "non-finite logits at step %d (the model produced NaN or infinite values)", k);
+            stop(s, TEMPO_STOP_ERROR, msg);
+            return -1;
+        }
+        if (s->want_attn) {
+            int stride = s->nocache ? s->F : s->kv->n;
+            s->attn_rows = n;
+            s->attn_stride = stride;
+            prune_pass(s, k, n, stride);
+        }
+        if (s->pruning && n >= 2) s->multi[s->n_multi++] = k;
+        char label[48];
+        snprintf(label, sizeof label, "Step %d", k);
+        tp_budget_log(s->budget, label, s->kv);
+    }
+    s->feeding = s->fed_already = false;
+    if (out) {
+        out->n_prune = s->n_events;
+        out->prune = s->events;
+    }
+    if (s->rec.n_steps == s->T) { stop(s, TEMPO_STOP_MAX_TOKENS, NULL); return 0; }
+
+    /* Select S_k first, then ask the budget for room for the members actually chosen; if it
+     * grants fewer, keep the most probable ones (the set is in selection order). */
+    int k = s->rec.n_steps;
+    bool last = k == s->T - 1;
+    int n = choose(s, k, tp_budget_current_width(s->budget) < s->W ? tp_budget_current_width(s->budget) : s->W);
+    if (n == 0) { stop(s, TEMPO_STOP_EOS, NULL); return 0; }
+    s->granted = 0;
+    if (!last) {
+        int width = budget_width(s, k, n);
+        if (width == 0) return 0;
+        if (width < n) n = width;
+        s->granted = width;
+    }
+    if (record_step(s, k, n, msg)) { stop(s, TEMPO_STOP_ERROR, msg); return -1; }
+    s->pending = !last;
+    if (out) out->step = &s->rec.steps[k];
+    return 1;
+}
+
+static int state_error(tp_session *s, tempo_error *err) {
+    if (s->state == S_NEW) set_err(err, TEMPO_ERR_STATE, "the session has no prompt yet (call tempo_session_prefill first)");
+    else set_err(err, TEMPO_ERR_STATE, s->msg[0] ? s->msg : "the session failed");
+    return -1;
+}
+
+int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_error *err) {
+    char msg[TP_ERR_LEN] = "";
+    set_err(err, TEMPO_OK, "");
+    if (out) memset(out, 0, sizeof *out);
+    if (!s) { set_err(err, TEMPO_ERR_ARG, "no session"); return -1; }
+    if (s->state == S_NEW || s->state == S_FAILED) return state_error(s, err);
+    if (s->state == S_DONE) return 0;
+    double t0 = tp_now();
+    int rc = step_begin(s, msg);
+    if (rc == 1 && forward(s, &s->batch, msg)) { stop(s, TEMPO_STOP_ERROR, msg); s->state = S_FAILED; rc = -1; }
+    if (rc == -1) {
+        s->steps_s += tp_now() - t0;
+        if (s->state == S_FAILED) { set_err(err, TEMPO_ERR_INTERNAL, s->msg); return -1; }
+        return 0;
+    }
+    rc = step_end(s, out, msg);
+    s->steps_s += tp_now() - t0;
+    if (rc < 0) {
+        set_err(err, strstr(msg, "non-finite") ? TEMPO_ERR_NUMERIC : TEMPO_ERR_NOMEM, msg);
+        s->state = S_FAILED;
+    }
+    return rc;
+}
+
+void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_step_info *out, tempo_error *err) {
+    char msg[TP_ERR_LEN];
+    tp_fwd_seq seqs[TP_MATMUL_MAX_BATCH];
+    int idx[TP_MATMUL_MAX_BATCH];
+    int n_seqs = 0;
+    for (int i = 0; i < n; i++) {
+        tp_session *s = ss[i];
+        if (out) memset(&out[i], 0, sizeof out[i]);
+        set_err(err ? &err[i] : NULL, TEMPO_OK, "");
+        rc[i] = 0;
+        if (!s) { rc[i] = -1; set_err(err ? &err[i] : NULL, TEMPO_ERR_ARG, "no session"); continue; }
+        if (s->state == S_NEW || s->state == S_FAILED) { rc[i] = state_error(s, err ? &err[i] : NULL); continue; }
+        if (s->state == S_DONE) { rc[i] = 0; continue; }
+        if (s->m != ss[0]->m) { rc[i] = -1; set_err(err ? &err[i] : NULL, TEMPO_ERR_ARG, "sessions of different models"); continue; }
+        msg[0] = 0;
+        int b = step_begin(s, msg);
+        if (b == -1) {
+            if (s->state == S_FAILED) { rc[i] = -1; set_err(err ? &err[i] : NULL, TEMPO_ERR_INTERNAL, s->msg); }
+            else rc[i] = 0;
+            continue;
+        }
+        rc[i] = 2; /* goes on to step_end */
+        /* The batch's tokens must fit one sequence list; sessions past it (more than 64 feeding
+         * at once) run their own forward. */
+        if (b == 1 && n_seqs < TP_MATMUL_MAX_BATCH && s->batch.n <= TP_MATMUL_MAX_BATCH) {
+            seqs[n_seqs] = (tp_fwd_seq){ s->kv, &s->batch };
+            idx[n_seqs++] = i;
+        } else if (b == 1) {
+            if (forward(s, &s->batch, msg)) { stop(s, TEMPO_STOP_ERROR, msg); s->state = S_FAILED; rc[i] = -1; }
+        }
+    }
+    if (n_seqs > 0) {
+        /* The pass runs on the compute context with the most cache slots: every other session's
+         * cache fits its attention buffers (a session's capacity is its context's). */
+        tp_session *lead = ss[idx[0]];
+        for (int q = 1; q < n_seqs; q++)
+            if (tp_compute_max_ctx(ss[idx[q]]->compute) > tp_compute_max_ctx(lead->compute)) lead = ss[idx[q]];
+        msg[0] = 0;
+        /* A logits buffer for all rows, so the output matrix is read once: reserved once in the
+         * lead session's budget; without it, each session's logits take their own product. */
+        if (n_seqs > 1 && !lead->multi_ready &&
+            tp_budget_reserve_more(lead->budget, tp_compute_multi_bytes(lead->m, TP_MATMUL_MAX_BATCH), "the batch logits buffer", msg) == 0) {
+            if (tp_compute_enable_multi(lead->compute, msg) == 0) lead->multi_ready = true;
+        }
+        msg[0] = 0;
+        double t0 = tp_now();
+        int frc = tp_forward_multi(lead->m, lead->compute, seqs, n_seqs, msg);
+        double dt = tp_now() - t0;
+        for (int q = 0; q < n_seqs; q++) {
+            tp_session *s = ss[idx[q]];
+            s->forward_calls++;
+            s->steps_s += dt;
+            if (frc) { stop(s, TEMPO_STOP_ERROR, msg); s->state = S_FAILED; rc[idx[q]] = -1; }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        tp_session *s = ss[i];
+        if (rc[i] == -1 && s && s->state == S_FAILED) { set_err(err ? &err[i] : NULL, TEMPO_ERR_INTERNAL, s->msg); continue; }
+        if (rc[i] != 2) continue;
+        msg[0] = 0;
+        rc[i] = step_end(s, out ? &out[i] : NULL, msg);
+        if (rc[i] < 0) {
+            set_err(err ? &err[i] : NULL, strstr(msg, "non-finite") ? TEMPO_ERR_NUMERIC : TEMPO_ERR_NOMEM, msg);
+            s->state = S_FAILED;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ choosing -- */
+
+static int pending_check(tp_session *s, tempo_error *err) {
+    if (!s) { set_err(err, TEMPO_ERR_ARG, "no session"); return -1; }
+    if (s->state == S_NEW || s->state == S_FAILED) return state_error(s, err);
+    if (s->rec.n_steps == 0 || !(s->pending || (s->state == S_RUNNING && s->rec.n_steps == s->T))) {
+        set_err(err, TEMPO_ERR_STATE, "there is no unfed step to choose in (call tempo_session_step first)");
+        return -1;
+    }
+    return 0;
+}
+
+int tempo_session_choose(tempo_session *s, int member, tempo_error *err) {
+    set_err(err, TEMPO_OK, "");
+    if (pending_check(s, err)) return -1;
+    tempo_step *st = &s->rec.steps[s->rec.n_steps - 1];
+    if (member < 0 || member >= st->n_tokens) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "member %d is not in step %d's set (0..%d)", member, st->step, st->n_tokens - 1);
+        set_err(err, TEMPO_ERR_ARG, msg);
+        return -1;
+    }
+    st->tokens[0] = st->tokens[member];
+    st->n_tokens = 1;
+    st->chosen = true;
+    s->rec.n_tokens = s->step_off[st->step] + 1;
+    if (s->standard) s->hist[s->P + st->step] = st->tokens[0].token_id;
+    return 0;
+}
+
+int tempo_session_set_members(tempo_session *s, const int32_t *ids, int n, tempo_error *err) {
+    char msg[TP_ERR_LEN];
+    set_err(err, TEMPO_OK, "");
+    if (pending_check(s, err)) return -1;
+    tempo_step *st = &s->rec.steps[s->rec.n_steps - 1];
+    int k = st->step;
+    if (n < 1 || n > s->W) {
+        snprintf(msg, sizeof msg, "a set of %d members: step %d may hold 1..%d (the session's width)", n, k, s->W);
+        set_err(err, TEMPO_ERR_ARG, msg);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        if (ids[j] < 0 || ids[j] >= s->V) {
+            snprintf(msg, sizeof msg, "token id %d is outside the vocabulary (0..%d)", ids[j], s->V - 1);
+            set_err(err, TEMPO_ERR_ARG, msg);
+            return -1;
+        }
+        for (int i = 0; i < j; i++)
+            if (ids[i] == ids[j]) {
+                snprintf(msg, sizeof msg, "token id %d appears twice in the set", ids[j]);
+                set_err(err, TEMPO_ERR_ARG, msg);
+                return -1;
+            }
+    }
+    bool last = k == s->T - 1;
+    if (!last && n > s->granted) { /* more members than the budget granted: ask again */
+        s->rec.n_tokens = s->step_off[k];
+        s->rec.n_steps = k;
+        tempo_stop_reason why = TEMPO_STOP_ERROR;
+        int width = tp_budget_step_width(s->budget, s->kv, k, n, &why, msg);
+        if (width == TP_BUDGET_COMPACT) {
+            session_compact(s);
+            width = tp_budget_step_width(s->budget, s->kv, k, n, &why, msg);
+        }
+        s->rec.n_steps = k + 1;
+        s->rec.n_tokens = s->step_off[k] + st->n_tokens;
+        if (width < n) {
+            if (width > 0) snprintf(msg, sizeof msg, "only %d of the %d members fit the memory budget at step %d", width, n, k);
+            set_err(err, width > 0 ? TEMPO_ERR_MEMORY_LIMIT : status_of(why), msg);
+            return -1;
+        }
+        s->granted = width;
+    }
+    for (int j = 0; j < n; j++) {
+        s->ids[j] = ids[j];
+        s->probs[j] = s->D[ids[j]];
+    }
+    s->rec.n_steps = k;
+    s->rec.n_tokens = s->step_off[k];
+    if (record_step(s, k, n, msg)) {
+        stop(s, TEMPO_STOP_ERROR, msg);
+        set_err(err, TEMPO_ERR_NOMEM, msg);
+        return -1;
+    }
+    s->rec.steps[k].chosen = true;
+    if (s->standard) s->hist[s->P + k] = ids[0];
+    return 0;
+}
+
+/* ---------------------------------------------------------------- reading -- */
+
+int tempo_session_n_steps(const tempo_session *s) { return s ? s->rec.n_steps : 0; }
+
+const tempo_step *tempo_session_get_step(const tempo_session *s, int k) {
+    return s && k >= 0 && k < s->rec.n_steps ? &s->rec.steps[k] : NULL;
+}
+
+tempo_stop_reason tempo_session_stop_reason(const tempo_session *s, const char **message) {
+    if (message) *message = s && s->msg[0] ? s->msg : NULL;
+    return s ? s->why : TEMPO_STOP_ERROR;
+}
+
+tempo_result *tempo_session_result(const tempo_session *s, tempo_error *err) {
+    set_err(err, TEMPO_OK, "");
+    if (!s) { set_err(err, TEMPO_ERR_ARG, "no session"); return NULL; }
+    const tempo_adjustment *adj = NULL;
+    int n_adj = s->budget ? tp_budget_adjustments(s->budget, &adj) : 0;
+    int total = s->P;
+    for (int k = 0; k < s->rec.n_steps; k++) total += s->rec.steps[k].n_tokens;
+    tp_record_meta meta = {
+        .prompt = s->prompt_text, .stop_reason = s->why, .stop_message = s->msg,
+        .adjustments = adj, .n_adjustments = n_adj, .generation_time_s = s->prefill_s + s->steps_s,
+        .total_slots = total, .n_prompt_tokens = s->P, .max_parallel_tokens = s->W, .params = &s->p,
+        .threads = s->compute ? tp_compute_threads(s->compute) : s->m->n_threads,
+        .max_memory_gb = s->m->params.max_memory_gb, .kv_cache_type = s->m->params.kv_cache_type,
+    };
+    tempo_result *r = tp_record_snapshot(&s->rec, &meta);
+    if (!r) set_err(err, TEMPO_ERR_NOMEM, "out of memory building the result");
+    return r;
+}
+
+void tempo_session_get_stats(const tempo_session *s, tempo_session_stats *o) {
+    memset(o, 0, sizeof *o);
+    if (!s) return;
+    o->n_prompt = s->P;
+    o->n_steps = s->rec.n_steps;
+    o->fed_steps = s->fed_steps;
+    o->fed_tokens = s->fed_tokens;
+    o->forward_calls = s->forward_calls;
+    o->prefill_s = s->prefill_s;
+    o->steps_s = s->steps_s;
+    if (s->kv) {
+        o->kv_slots = s->kv->n;
+        o->kv_alive = s->kv->n_alive;
+        o->kv_capacity = s->kv->capacity;
+    }
+    o->width = s->budget ? tp_budget_current_width(s->budget) : 0;
+    o->reserved_bytes = s->budget ? tp_budget_reserved_bytes(s->budget) : 0;
+}
