@@ -336,6 +336,14 @@ TEST(chat_detect_real_and_unknown_templates) {
     CHECK_MSG(strstr(err, "\"{{ '\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
                           "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81...\""), "err: %s", err);
 
+    /* the longest message (an excerpt of escapes, the longest family name) still
+     * ends with the whole list */
+    f = tp_chat_format_detect("  x\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t"
+                              "<｜Assistant｜>", err);
+    CHECK(f == NULL);
+    CHECK_MSG(strstr(err, "\"x\\t\\t") && strstr(err, "DeepSeek V3 / R1") && strstr(err, ", gigachat, plain"),
+              "err: %s", err);
+
     /* formats known but not rendered are named */
     f = tp_chat_format_detect("{{ '<|header_start|>' + message['role'] + '<|header_end|>\\n\\n' }}", err);
     CHECK(f == NULL);

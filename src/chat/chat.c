@@ -553,11 +553,14 @@ static const struct {
     { "[|endofturn|]", "EXAONE" },
 };
 
-/* The first bytes of a template, quotable in a one-line message: line breaks and
- * tabs escaped, other control bytes as '?', never cutting a UTF-8 character. */
+/* The first bytes of a template, quotable in a one-line message: leading white
+ * space skipped, line breaks and tabs escaped, other control bytes as '?', never
+ * cutting a UTF-8 character. 32 bytes say which template it is and leave room in
+ * TP_ERR_LEN for the list of names (the longest message is tested). */
 static void excerpt(const char *s, char *buf, size_t cap) {
     enum { MAX_SRC = 32 };
     size_t i = 0, o = 0;
+    while (is_space(*s)) s++;
     while (s[i] && i < MAX_SRC) {
         unsigned char c = (unsigned char)s[i];
         size_t n = 1;

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "chat/chat.h"
 #include "core/common.h"
 #include "memory/budget.h"
 #include "model/model.h"
@@ -84,16 +85,15 @@ void tp_tempo_result_free(tempo_result *r) {
 char *tp_tempo_prompt_text(const struct tokenizer *t, const tempo_config *cfg) {
     const char *prompt = cfg->prompt ? cfg->prompt : "";
     if (!cfg->enable_thinking) return tp_xstrdup(prompt);
-    static const char *const sys = "Enable deep thinking subroutine.";
-    tp_str s = { 0 };
-    if (t && tp_tokenizer_find(t, "<|start_header_id|>") >= 0 && tp_tokenizer_find(t, "<|end_header_id|>") >= 0 &&
-        tp_tokenizer_find(t, "<|eot_id|>") >= 0)
-        tp_str_printf(&s, "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
-                          "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
-                          "<|start_header_id|>assistant<|end_header_id|>\n\n", sys, prompt);
-    else
-        tp_str_printf(&s, "System: %s\n\nUser: %s\n\nAssistant:", sys, prompt);
-    return tp_str_take(&s);
+    /* The model's chat format (src/chat). This function cannot report an error, so a
+     * template src/chat does not recognise gets the format a model without one gets
+     * (Llama 3 headers when the vocabulary has them, else System/User/Assistant),
+     * which is what tempo always did; the caller that can report errors should call
+     * tp_chat_thinking_prompt itself. */
+    char err[TP_ERR_LEN];
+    char *s = tp_chat_thinking_prompt(t, NULL, prompt, err);
+    if (!s) s = tp_chat_thinking_prompt(t, tp_chat_format_name(tp_chat_format_default(t)), prompt, err);
+    return s ? s : tp_xstrdup(prompt); /* only past the size limits of chat.h */
 }
 
 /* --------------------------------------------------------------- the loop -- */
