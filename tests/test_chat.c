@@ -388,6 +388,9 @@ TEST(chat_names_and_forced_formats) {
     CHECK_MSG(strstr(err, "unknown chat template 'llama-3'") && strstr(err, "chatml") && strstr(err, "plain"),
               "err: %s", err);
     CHECK(tp_chat_format_by_name(NULL, err) == NULL);
+    /* what the user typed is quoted on one line, cut */
+    CHECK(tp_chat_format_by_name("chat\nml 0123456789012345678901234567890123456789", err) == NULL);
+    CHECK_MSG(strstr(err, "'chat\\nml 012345678901234567890123...'"), "err: %s", err);
 
     /* forced beats the model's template; a Jinja text forced is recognised */
     tokenizer *t = load_gguf_tok(BPE_VOCAB, err);

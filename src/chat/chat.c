@@ -88,6 +88,34 @@ static span text_of(const char *s, bool trim) {
 
 static void put_span(out *o, span t) { put_n(o, t.p, t.n); }
 
+/* The first bytes of a template (or of a name the user typed), quotable in a
+ * one-line message: leading white space skipped, line breaks and tabs escaped,
+ * other control bytes as '?', never cutting a UTF-8 character. 32 bytes say which
+ * template it is and leave room in TP_ERR_LEN for the list of names (the longest
+ * message is tested). */
+static void excerpt(const char *s, char *buf, size_t cap) {
+    enum { MAX_SRC = 32 };
+    size_t i = 0, o = 0;
+    while (is_space(*s)) s++;
+    while (s[i] && i < MAX_SRC) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = 1;
+        if (c >= 0xC0) n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (i + n > MAX_SRC || strnlen(s + i, n) < n) break;
+        char esc[3] = { 0 };
+        if (c == '\n' || c == '\t' || c == '\r') { esc[0] = '\\'; esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r'; }
+        else if (c < 0x20 || c == 0x7F) esc[0] = '?';
+        const char *piece = esc[0] ? esc : s + i;
+        size_t pn = esc[0] ? strlen(esc) : n;
+        if (o + pn + 4 > cap) break;
+        memcpy(buf + o, piece, pn);
+        o += pn;
+        i += n;
+    }
+    if (s[i] && o + 4 <= cap) { memcpy(buf + o, "...", 3); o += 3; }
+    buf[o] = 0;
+}
+
 enum { ROLE_OTHER = 0, ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 
 static int role_of(const char *r) {
@@ -379,6 +407,13 @@ static bool (*const k_render[])(job *) = {
 
 /* -------------------------------------------------------- 4. format table -- */
 
+/* One entry per format: its name (what --chat-template takes; llama.cpp's names, so
+ * users can carry theirs over), the models it is for, and its renderer with the
+ * strings that renderer writes. Every format but llama2-sys, mistral-v7-tekken and
+ * plain is held to llama.cpp's rendering of a real template by the tests; those
+ * three follow from their siblings and are tested on their own. The order is the
+ * order of the names in --help and in errors. */
+
 #define TAGGED(start_, open_, mid_, close_, gen_) \
     .kind = K_TAGGED, .any_role = true, .start = start_, .open = open_, .mid = mid_, .close = close_, .gen = gen_
 #define MAPPED(s_pre, s_post, u_pre, u_post, a_pre, a_post, gen_)                                              \
@@ -389,22 +424,22 @@ static const tp_chat_format k_formats[] = {
     { .name = "llama3", .used_by = "Llama 3 / 3.1 / 3.2 / 3.3", .trim = true,
       TAGGED(NULL, "<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>",
              "<|start_header_id|>assistant<|end_header_id|>\n\n") },
-    { .name = "llama2", .used_by = "Llama 2 style without a system role (Mistral 7B Instruct v0.1/v0.2)",
+    { .name = "llama2", .used_by = "Llama 2 style without <<SYS>> (e.g. Mistral 7B Instruct v0.2's first template)",
       .kind = K_LLAMA2 },
     { .name = "llama2-sys", .used_by = "Llama 2 style with <<SYS>>", .kind = K_LLAMA2, .variant = LLAMA2_SYS },
     { .name = "llama2-sys-bos", .used_by = "Llama 2 style with <<SYS>> and BOS between turns", .kind = K_LLAMA2,
       .variant = LLAMA2_SYS | LLAMA2_BOS },
     { .name = "llama2-sys-strip", .used_by = "Llama 2 chat (Meta's template), Vigogne", .kind = K_LLAMA2,
       .variant = LLAMA2_SYS, .trim = true },
-    { .name = "mistral-v1", .used_by = "Mistral's official v1 template (7B Instruct)", .kind = K_MISTRAL,
+    { .name = "mistral-v1", .used_by = "Mistral's official v1 template (e.g. 7B Instruct v0.2)", .kind = K_MISTRAL,
       .variant = MISTRAL_LEAD | MISTRAL_TRAIL },
-    { .name = "mistral-v3", .used_by = "Mistral's official v3 template (Large 2407, 8x22B)", .kind = K_MISTRAL,
+    { .name = "mistral-v3", .used_by = "Mistral's official v3 template (e.g. Large 2407)", .kind = K_MISTRAL,
       .variant = MISTRAL_TRAIL | MISTRAL_TRIM_ASST },
-    { .name = "mistral-v3-tekken", .used_by = "Mistral's official v3-tekken template (Nemo 2407)",
+    { .name = "mistral-v3-tekken", .used_by = "Mistral's official v3-tekken template (e.g. Nemo 2407)",
       .kind = K_MISTRAL },
-    { .name = "mistral-v7", .used_by = "Mistral's v7 template (Large 2411)", .asst_eos = true,
+    { .name = "mistral-v7", .used_by = "Mistral's v7 template (e.g. Large 2411)", .asst_eos = true,
       MAPPED("[SYSTEM_PROMPT] ", "[/SYSTEM_PROMPT]", "[INST] ", "[/INST]", " ", "", NULL) },
-    { .name = "mistral-v7-tekken", .used_by = "Mistral's v7-tekken template (Small 3.x)", .asst_eos = true,
+    { .name = "mistral-v7-tekken", .used_by = "Mistral's v7-tekken template (e.g. Small 3.1)", .asst_eos = true,
       MAPPED("[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]", "[/INST]", "", "", NULL) },
     { .name = "chatml", .used_by = "ChatML (OpenHermes, Qwen, Hermes, many fine-tunes)",
       TAGGED(NULL, "<|im_start|>", "\n", "<|im_end|>\n", "<|im_start|>assistant\n") },
@@ -483,9 +518,10 @@ static const tp_chat_format *find_name(const char *name) {
 const tp_chat_format *tp_chat_format_by_name(const char *name, char *err) {
     const tp_chat_format *f = find_name(name);
     if (!f) {
-        char names[TP_ERR_LEN];
+        char ex[128], names[TP_ERR_LEN];
+        excerpt(name ? name : "", ex, sizeof ex);
         tp_chat_format_names(names, sizeof names);
-        tp_fail(err, "unknown chat template '%.40s' (one of: %s)", name ? name : "", names);
+        tp_fail(err, "unknown chat template '%s' (one of: %s)", ex, names);
     }
     return f;
 }
@@ -552,33 +588,6 @@ static const struct {
     { "<｜Assistant｜>", "DeepSeek V3 / R1" },
     { "[|endofturn|]", "EXAONE" },
 };
-
-/* The first bytes of a template, quotable in a one-line message: leading white
- * space skipped, line breaks and tabs escaped, other control bytes as '?', never
- * cutting a UTF-8 character. 32 bytes say which template it is and leave room in
- * TP_ERR_LEN for the list of names (the longest message is tested). */
-static void excerpt(const char *s, char *buf, size_t cap) {
-    enum { MAX_SRC = 32 };
-    size_t i = 0, o = 0;
-    while (is_space(*s)) s++;
-    while (s[i] && i < MAX_SRC) {
-        unsigned char c = (unsigned char)s[i];
-        size_t n = 1;
-        if (c >= 0xC0) n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-        if (i + n > MAX_SRC || strnlen(s + i, n) < n) break;
-        char esc[3] = { 0 };
-        if (c == '\n' || c == '\t' || c == '\r') { esc[0] = '\\'; esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r'; }
-        else if (c < 0x20 || c == 0x7F) esc[0] = '?';
-        const char *piece = esc[0] ? esc : s + i;
-        size_t pn = esc[0] ? strlen(esc) : n;
-        if (o + pn + 4 > cap) break;
-        memcpy(buf + o, piece, pn);
-        o += pn;
-        i += n;
-    }
-    if (s[i] && o + 4 <= cap) { memcpy(buf + o, "...", 3); o += 3; }
-    buf[o] = 0;
-}
 
 const tp_chat_format *tp_chat_format_detect(const char *tmpl, char *err) {
     if (!tmpl) return tp_fail(err, "no chat template"), NULL;
