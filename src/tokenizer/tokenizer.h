@@ -70,9 +70,9 @@ int tp_tokenizer_token_type(const tokenizer *t, int id);
 int tp_tokenizer_find(const tokenizer *t, const char *text);
 
 /* The model's chat template (Jinja text, for src/chat to recognise), NULL if it has
- * none: GGUF tokenizer.chat_template; in a Hugging Face folder tokenizer_config.json's
- * chat_template (a string, or the "default" entry of a list of {name, template}),
- * else the file chat_template.jinja. */
+ * none: GGUF tokenizer.chat_template; in a Hugging Face folder the file
+ * chat_template.jinja, else tokenizer_config.json's chat_template (a string, or the
+ * "default" entry of a list of {name, template}). */
 const char *tp_tokenizer_chat_template(const tokenizer *t);
 
 #endif
