@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/chat.h"
 #include "core/common.h"
 #include "core/log.h"
 #include "memory/budget.h"
@@ -186,19 +187,16 @@ void tempo_session_cancel(tempo_session *s) {
 
 /* ---------------------------------------------------------------- prompt -- */
 
-char *tp_session_prompt_text(const tp_tokenizer *t, const tempo_gen_params *p, const char *prompt) {
+char *tp_session_prompt_text(const tp_tokenizer *t, const tempo_gen_params *p, const char *prompt, char *err) {
     if (!prompt) prompt = "";
-    if (!p->enable_thinking) return strdup(prompt);
-    static const char *const sys = "Enable deep thinking subroutine.";
-    tp_str s = { 0 };
-    if (t && tp_tokenizer_find(t, "<|start_header_id|>") >= 0 && tp_tokenizer_find(t, "<|end_header_id|>") >= 0 &&
-        tp_tokenizer_find(t, "<|eot_id|>") >= 0)
-        tp_str_printf(&s, "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
-                          "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
-                          "<|start_header_id|>assistant<|end_header_id|>\n\n", sys, prompt);
-    else
-        tp_str_printf(&s, "System: %s\n\nUser: %s\n\nAssistant:", sys, prompt);
-    return tp_str_take(&s);
+    if (!p->enable_thinking) {
+        char *d = strdup(prompt);
+        if (!d) tp_fail(err, "out of memory");
+        return d;
+    }
+    /* The model's chat format (or the one named by chat_template) around the thinking system
+     * message and the prompt, with the assistant's header to continue from. */
+    return tp_chat_thinking_prompt(t, p->chat_template[0] ? p->chat_template : NULL, prompt, err);
 }
 
 int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err) {
@@ -207,8 +205,9 @@ int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err
         set_err(err, TEMPO_ERR_STATE, "the session was already prefilled (a session runs one generation)");
         return -1;
     }
-    char *text = tp_session_prompt_text(s->tok, &s->p, prompt);
-    if (!text) { set_err(err, TEMPO_ERR_NOMEM, "out of memory"); return -1; }
+    char msg[TP_ERR_LEN] = "";
+    char *text = tp_session_prompt_text(s->tok, &s->p, prompt, msg);
+    if (!text) { set_err(err, strstr(msg, "out of memory") ? TEMPO_ERR_NOMEM : TEMPO_ERR_ARG, msg); return -1; }
     size_t len = strlen(text);
     if (len > (size_t)INT_MAX / 2) {
         free(text);

@@ -27,9 +27,10 @@ void tp_session_set_reclaim(tp_session *s, tp_reclaim r);
 const tp_kv *tp_session_kv(const tp_session *s);
 const float *tp_session_last_attention(const tp_session *s, int *n_q, int *stride);
 
-/* The prompt text that is tokenized: the prompt, or with enable_thinking the chat wrapping
- * (Llama 3 headers when the vocabulary has them, else System/User/Assistant). malloc'ed. */
+/* The prompt text that is tokenized: the prompt, or with enable_thinking the chat wrapping in
+ * the model's format (src/chat; p->chat_template forces one). malloc'ed; NULL with err (an
+ * unknown chat template names itself and the supported formats). */
 struct tokenizer;
-char *tp_session_prompt_text(const struct tokenizer *t, const tempo_gen_params *p, const char *prompt);
+char *tp_session_prompt_text(const struct tokenizer *t, const tempo_gen_params *p, const char *prompt, char *err);
 
 #endif

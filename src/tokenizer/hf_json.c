@@ -2,7 +2,7 @@
  * tokenizer.json (model.vocab, model.merges in "a b" or ["a", "b"] form,
  * model.ignore_merges, added_tokens, the pre-tokenizer and decoder) and the
  * optional tokenizer_config.json (bos_token, eos_token, add_bos_token,
- * add_eos_token). The result is the same tokenizer tp_tokenizer_from_gguf builds
+ * add_eos_token, chat_template) and chat_template.jinja. The result is the same tokenizer tp_tokenizer_from_gguf builds
  * from llama.cpp's conversion of these files.
  */
 #include "tokenizer/tok_internal.h"
@@ -229,6 +229,43 @@ static tokenizer *build(const cJSON *root, const cJSON *cfg, const char *path, c
     return t;
 }
 
+/* The chat template, kept as text for src/chat: the file chat_template.jinja, which
+ * transformers (4.47 and later) saves and prefers to the config's; else
+ * tokenizer_config.json's chat_template, either a string or a list of
+ * {"name", "template"} whose "default" entry is the chat template (the other
+ * entries are for tool use or retrieval; with no "default" there is none). */
+static bool read_chat_template(tokenizer *t, const char *dir, const cJSON *cfg, const char *cfg_path, char *err) {
+    size_t dl = strlen(dir);
+    char *path = tp_xmalloc(dl + 32);
+    snprintf(path, dl + 32, "%s/chat_template.jinja", dir);
+    FILE *probe = fopen(path, "rb");
+    if (probe) {
+        fclose(probe);
+        char e2[TP_ERR_LEN];
+        t->chat_template = tp_read_file(path, NULL, e2);
+        if (!t->chat_template) tp_fail(err, "%s", e2);
+        free(path);
+        return t->chat_template != NULL;
+    }
+    free(path);
+
+    const cJSON *ct = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "chat_template") : NULL;
+    if (!ct || cJSON_IsNull(ct)) return true;
+    if (cJSON_IsString(ct)) {
+        t->chat_template = tp_xstrdup(ct->valuestring);
+        return true;
+    }
+    if (!cJSON_IsArray(ct))
+        return tp_fail(err, "%s: chat_template is neither a string nor a list of {name, template}", cfg_path), false;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ct) {
+        const char *name = str_item(e, "name"), *tmpl = str_item(e, "template");
+        if (!name || !tmpl) return tp_fail(err, "%s: a chat_template entry has no name or template", cfg_path), false;
+        if (strcmp(name, "default") == 0 && !t->chat_template) t->chat_template = tp_xstrdup(tmpl);
+    }
+    return true;
+}
+
 tokenizer *tp_tokenizer_from_hf(const char *dir, char *err) {
     if (!dir) return tp_fail(err, "tokenizer: no directory"), NULL;
     size_t dl = strlen(dir);
@@ -244,6 +281,10 @@ tokenizer *tp_tokenizer_from_hf(const char *dir, char *err) {
         if (cfg && !cJSON_IsObject(cfg)) tp_fail(err, "%s: not a JSON object", cfg_path);
         else if (!cJSON_IsObject(root)) tp_fail(err, "%s: not a JSON object", path);
         else if (cfg || missing) t = build(root, cfg, path, cfg_path, err);
+        if (t && !read_chat_template(t, dir, cfg, cfg_path, err)) {
+            tp_tokenizer_free(t);
+            t = NULL;
+        }
     }
     cJSON_Delete(root);
     cJSON_Delete(cfg);

@@ -81,6 +81,8 @@ struct tokenizer {
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
 
     pcre2_code *re;         /* BPE pre-tokenizer split */
+
+    char *chat_template;    /* the model's Jinja chat template (malloc'ed), NULL if none */
 };
 
 tokenizer *tp_tok_new(tok_kind kind, int n_vocab, const char *source);

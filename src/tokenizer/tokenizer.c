@@ -306,6 +306,7 @@ void tp_tokenizer_free(tokenizer *t) {
     free(t->mkey); free(t->mrank); free(t->mres);
     free(t->pieces); free(t->poff); free(t->plen);
     free(t->special);
+    free(t->chat_template);
     if (t->re) pcre2_code_free(t->re);
     free(t);
 }
@@ -318,6 +319,7 @@ int tp_tokenizer_bos(const tokenizer *t) { return t->bos; }
 int tp_tokenizer_eos(const tokenizer *t) { return t->eos; }
 int tp_tokenizer_eot(const tokenizer *t) { return t->eot; }
 bool tp_tokenizer_adds_bos(const tokenizer *t) { return t->add_bos && t->bos >= 0; }
+const char *tp_tokenizer_chat_template(const tokenizer *t) { return t->chat_template; }
 bool tp_tokenizer_is_eog(const tokenizer *t, int id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
 
 void tp_tokenizer_add_eog(tokenizer *t, int id) {
@@ -486,6 +488,16 @@ static bool read_flag(const gguf_file *f, tokenizer *t, const char *key, bool *o
     return true;
 }
 
+/* tokenizer.chat_template: kept as text for src/chat (the model's chat format). */
+static bool read_chat_template(const gguf_file *f, tokenizer *t, char *err) {
+    static const char key[] = "tokenizer.chat_template";
+    const gguf_kv *kv = tp_gguf_find(f, key);
+    if (!kv) return true;
+    if (kv->value.type != GGUF_STRING) return tp_fail(err, "%s: %s is not a string", t->src, key), false;
+    t->chat_template = tp_gguf_get_string(f, key);
+    return true;
+}
+
 static const gguf_value *find_array(const gguf_file *f, const char *path, const char *key, bool numeric,
                                     uint64_t want, bool required, bool *bad, char *err) {
     const gguf_kv *kv = tp_gguf_find(f, key);
@@ -597,6 +609,7 @@ tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
               read_flag(f, t, "tokenizer.ggml.add_bos_token", &t->add_bos, err) &&
               read_flag(f, t, "tokenizer.ggml.add_eos_token", &t->add_eos, err) &&
               (kind != TOK_SPM || read_flag(f, t, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err)) &&
+              read_chat_template(f, t, err) &&
               tp_tok_finish(t, err);
     if (!ok) { tp_tokenizer_free(t); return NULL; }
     return t;

@@ -70,4 +70,10 @@ int tp_tokenizer_token_type(const tokenizer *t, int id);
 /* Id of an exact vocabulary string, or -1. */
 int tp_tokenizer_find(const tokenizer *t, const char *text);
 
+/* The model's chat template (Jinja text, for src/chat to recognise), NULL if it has
+ * none: GGUF tokenizer.chat_template; in a Hugging Face folder the file
+ * chat_template.jinja, else tokenizer_config.json's chat_template (a string, or the
+ * "default" entry of a list of {name, template}). */
+const char *tp_tokenizer_chat_template(const tokenizer *t);
+
 #endif
