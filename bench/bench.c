@@ -26,12 +26,12 @@
 #include <unistd.h>
 
 #include "tempo.h"
+#include "tools/measure.h"
 #include "core/common.h"
 #include "format/gguf.h"
 #include "kernels/threadpool.h"
 #include "memory/memory.h"
 #include "model/model.h"
-#include "tempo/generate.h"
 #include "tensor/dtype.h"
 
 #define DIM 2048
@@ -187,21 +187,25 @@ static double bytes_per_token(const tp_model *m) {
     return b;
 }
 
+static tp_compute *bench_compute; /* the bench's one compute context (threads, buffers) */
+
 static int forward_n(tp_model *m, tp_kv *kv, int n, int pos0, bool same_pos, tp_visibility vis, float *logits) {
     int32_t toks[64], pos[64];
     for (int i = 0; i < n; i++) { toks[i] = 1000 + 37 * i; pos[i] = same_pos ? pos0 : pos0 + i; }
     char err[TP_ERR_LEN];
     tp_batch b = { .n = n, .tokens = toks, .pos = pos, .step = 0, .vis = vis, .logits = logits,
                    .logits_last_only = vis == TP_VIS_CAUSAL };
-    if (tp_forward(m, kv, &b, err)) { fprintf(stderr, "bench: %s\n", err); return -1; }
+    if (tp_forward(m, bench_compute, kv, &b, err)) { fprintf(stderr, "bench: %s\n", err); return -1; }
     return 0;
 }
 
 static void bench_file(const char *label, const char *path, int threads, double bw) {
     char err[TP_ERR_LEN];
-    tp_load_opts o = { .n_threads = threads };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
     if (!m) { fprintf(stderr, "bench: %s\n", err); return; }
+    bench_compute = tp_compute_new(m, threads, 0, 1024, err);
+    if (!bench_compute) { fprintf(stderr, "bench: %s\n", err); tp_model_free(m); return; }
     /* fault the mapping in so the first timings do not measure the disk */
     volatile uint8_t sink = 0;
     for (size_t i = 0; i < m->gguf->map_size; i += 4096) sink ^= m->gguf->map[i];
@@ -232,22 +236,21 @@ static void bench_file(const char *label, const char *path, int threads, double 
 
     free(logits);
     tp_kv_free(kv);
+    tp_compute_free(bench_compute);
+    bench_compute = NULL;
     tp_model_free(m);
 }
 
-/* Full TEMPO steps (selection, one batched forward of the set, mixture) with
- * forced widths: every step holds exactly k members. */
+/* Full TEMPO steps (selection, one batched forward of the set, mixture) with forced widths:
+ * threshold 0 and width k make every step hold exactly k members, and min_steps = max_tokens
+ * keeps end-of-generation out of the way. */
 static void bench_tempo_widths(const char *label, const char *path, int threads) {
-    tempo_config c;
-    tempo_config_init(&c);
-    char err[TEMPO_ERR_LEN], num[32];
-    snprintf(num, sizeof num, "%d", threads);
-    tempo_config_set(&c, "threads", num, err);
-    tempo_config_set(&c, "max_tokens", "9", err); /* 8 fed steps: the last set is never fed */
-    tempo_config_set(&c, "max_parallel_tokens", "16", err);
-    tempo_config_set(&c, "prompt", "Once upon a time there was a", err);
-    tempo_model *m = tempo_model_open(path, &c, err);
-    if (!m) { fprintf(stderr, "bench: %s\n", err); tempo_config_free(&c); return; }
+    tempo_error err;
+    tempo_model_params mp;
+    tempo_model_params_init(&mp);
+    mp.threads = threads;
+    tempo_model *m = tempo_model_open(path, &mp, &err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err.message); return; }
     printf("TEMPO step cost on %s (%d threads): k members per step, one batched forward per set\n", label, threads);
     printf("   k   ms/step   x k=1\n");
     double base = 0;
@@ -256,12 +259,24 @@ static void bench_tempo_widths(const char *label, const char *path, int threads)
         double per[3];
         int ok = 0;
         for (int rep = 0; rep < 3; rep++) {
-            tp_tempo_stats st = { 0 };
-            tp_tempo_opts o = { .forced_width = ks[ki], .stats = &st };
-            tempo_result *r = tp_tempo_generate(m, &c, &o, NULL, NULL, err);
-            if (!r) { fprintf(stderr, "bench: %s\n", err); break; }
+            tempo_gen_params g;
+            tempo_gen_params_init(&g);
+            g.max_tokens = 9; /* 8 fed steps: the last set is never fed */
+            g.min_steps = 9;
+            g.selection_threshold = 0.0;
+            g.max_parallel_tokens = ks[ki];
+            tempo_session *s = tempo_session_new(m, &g, &err);
+            if (!s || tempo_session_prefill(s, "Once upon a time there was a", &err)) {
+                fprintf(stderr, "bench: %s\n", err.message);
+                tempo_session_free(s);
+                break;
+            }
+            tempo_step_info info;
+            while (tempo_session_step(s, &info, &err) == 1) {}
+            tempo_session_stats st;
+            tempo_session_get_stats(s, &st);
             if (st.fed_steps > 0) per[ok++] = st.steps_s / st.fed_steps;
-            tempo_result_free(r);
+            tempo_session_free(s);
         }
         if (!ok) break;
         double ms = 1000.0 * median(per, ok);
@@ -270,22 +285,21 @@ static void bench_tempo_widths(const char *label, const char *path, int threads)
         fflush(stdout);
     }
     tempo_model_close(m);
-    tempo_config_free(&c);
 }
 
 static void bench_tempo_run(const char *path, int threads) {
-    tempo_config c;
-    tempo_config_init(&c);
-    char err[TEMPO_ERR_LEN], num[32];
-    snprintf(num, sizeof num, "%d", threads);
-    tempo_config_set(&c, "threads", num, err);
-    tempo_config_set(&c, "max_tokens", "16", err);
-    tempo_config_set(&c, "selection_threshold", "0.00002", err);
-    tempo_config_set(&c, "max_parallel_tokens", "8", err);
-    tempo_config_set(&c, "prompt", "Once upon a time there was a", err);
-    tempo_model *m = tempo_model_open(path, &c, err);
-    if (!m) { fprintf(stderr, "bench: %s\n", err); tempo_config_free(&c); return; }
-    tempo_result *r = tempo_generate(m, &c, NULL, NULL, err);
+    tempo_error err;
+    tempo_model_params mp;
+    tempo_model_params_init(&mp);
+    mp.threads = threads;
+    tempo_gen_params g;
+    tempo_gen_params_init(&g);
+    g.max_tokens = 16;
+    g.selection_threshold = 0.00002;
+    g.max_parallel_tokens = 8;
+    tempo_model *m = tempo_model_open(path, &mp, &err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err.message); return; }
+    tempo_result *r = tempo_generate(m, "Once upon a time there was a", &g, NULL, NULL, NULL, &err);
     if (r) {
         int members = 0;
         for (int i = 0; i < r->n_steps; i++) members += r->steps[i].n_tokens;
@@ -293,9 +307,8 @@ static void bench_tempo_run(const char *path, int threads) {
                r->n_steps, r->n_steps / r->generation_time_s, (double)members / (r->n_steps ? r->n_steps : 1),
                r->parallel_steps);
         tempo_result_free(r);
-    } else fprintf(stderr, "bench: %s\n", err);
+    } else fprintf(stderr, "bench: %s\n", err.message);
     tempo_model_close(m);
-    tempo_config_free(&c);
 }
 
 /* Peak memory of real runs against max tokens and width (KV slots grow with

@@ -54,4 +54,8 @@ int test_parse_ints(const char *s, int *out, int cap);
 /* A fresh temporary directory (malloc'ed path). */
 char *test_tmpdir(void);
 
+/* tp_forward with a compute context made for the call (2 threads). */
+#include "model/model.h"
+int test_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err);
+
 #endif

@@ -64,7 +64,7 @@ static bool load_ref(const char *model, bool bos_only, ref_section *r) {
 
 static tp_model *load(const char *path) {
     char err[TP_ERR_LEN] = "";
-    tp_load_opts o = { .n_threads = 2 };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
     if (!m) fprintf(stderr, "  load %s: %s\n", path, err);
     return m;
@@ -91,7 +91,7 @@ static int greedy(tp_model *m, tp_kv_type kt, const int *prompt, int np, int n, 
     char err[TP_ERR_LEN];
     tp_batch b = { .n = np, .tokens = toks, .pos = pos, .step = -1, .vis = TP_VIS_CAUSAL, .logits = logits };
     int got = 0;
-    if (tp_forward(m, kv, &b, err) == 0) {
+    if (test_forward(m, kv, &b, err) == 0) {
         if (prompt_logits) memcpy(prompt_logits, logits, sizeof(float) * V * (size_t)np);
         int next = argmax(logits + (size_t)(np - 1) * V, V);
         for (got = 0; got < n; got++) {
@@ -99,7 +99,7 @@ static int greedy(tp_model *m, tp_kv_type kt, const int *prompt, int np, int n, 
             if (got + 1 == n) { got++; break; }
             int32_t t = next, p = np + got;
             tp_batch s = { .n = 1, .tokens = &t, .pos = &p, .step = got, .vis = TP_VIS_ISOLATED, .logits = logits };
-            if (tp_forward(m, kv, &s, err)) { fprintf(stderr, "  %s\n", err); break; }
+            if (test_forward(m, kv, &s, err)) { fprintf(stderr, "  %s\n", err); break; }
             next = argmax(logits, V);
         }
     } else fprintf(stderr, "  %s\n", err);
@@ -217,12 +217,12 @@ TEST(forward_batch_of_8_equals_8_single_steps) {
     char err[TP_ERR_LEN];
     tp_kv *kv = new_kv(m, TP_KV_F32);
     tp_batch bb = { .n = 8, .tokens = toks, .pos = pos, .step = -1, .vis = TP_VIS_CAUSAL, .logits = a };
-    REQUIRE(tp_forward(m, kv, &bb, err) == 0);
+    REQUIRE(test_forward(m, kv, &bb, err) == 0);
     tp_kv_clear(kv);
     for (int i = 0; i < 8; i++) {
         tp_batch s = { .n = 1, .tokens = &toks[i], .pos = &pos[i], .step = -1, .vis = TP_VIS_CAUSAL,
                        .logits = b + (size_t)i * V };
-        REQUIRE(tp_forward(m, kv, &s, err) == 0);
+        REQUIRE(test_forward(m, kv, &s, err) == 0);
     }
     double worst = 0;
     for (int i = 0; i < 8 * V; i++) if (fabs(a[i] - b[i]) > worst) worst = fabs(a[i] - b[i]);
@@ -253,7 +253,7 @@ static double kv_type_max_diff(tp_model *m, tp_kv_type t, int *same_tokens) {
     pb.logits = b;
     double worst = 0;
     *same_tokens = 1;
-    if (tp_forward(m, ka, &pa, err) || tp_forward(m, kb, &pb, err)) { worst = 1e9; goto out; }
+    if (test_forward(m, ka, &pa, err) || test_forward(m, kb, &pb, err)) { worst = 1e9; goto out; }
     for (int s = 0; s < n; s++) {
         /* compare the next-token distributions (what selection reads) */
         float ma = a[argmax(a, V)], mb = b[argmax(b, V)];
@@ -268,7 +268,7 @@ static double kv_type_max_diff(tp_model *m, tp_kv_type t, int *same_tokens) {
         int32_t p = np + s;
         tp_batch sa = { .n = 1, .tokens = &ta, .pos = &p, .step = s, .vis = TP_VIS_ISOLATED, .logits = a };
         tp_batch sb = { .n = 1, .tokens = &ta, .pos = &p, .step = s, .vis = TP_VIS_ISOLATED, .logits = b };
-        if (tp_forward(m, ka, &sa, err) || tp_forward(m, kb, &sb, err)) { worst = 1e9; break; }
+        if (test_forward(m, ka, &sa, err) || test_forward(m, kb, &sb, err)) { worst = 1e9; break; }
     }
 out:
     free(a);

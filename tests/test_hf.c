@@ -79,7 +79,7 @@ static void close_model(tp_model *m) {
 }
 
 static tp_model *load_model(const char *path, int max_ctx, char *err) {
-    tp_load_opts o = { .n_threads = 2, .max_ctx = max_ctx };
+    tp_load_opts o = { 0 };
     err[0] = 0;
     tp_model *m = tp_model_load(path, &o, err);
     if (!m) fprintf(stderr, "  load %s: %s\n", path, err);
@@ -91,7 +91,7 @@ static bool run(tp_model *m, tp_kv *kv, const int32_t *toks, const int32_t *pos,
                 float *out) {
     char err[TP_ERR_LEN];
     tp_batch b = { .n = n, .tokens = toks, .pos = pos, .step = -1, .vis = vis, .logits = out };
-    if (tp_forward(m, kv, &b, err) != 0) { fprintf(stderr, "  forward: %s\n", err); return false; }
+    if (test_forward(m, kv, &b, err) != 0) { fprintf(stderr, "  forward: %s\n", err); return false; }
     return true;
 }
 
@@ -1043,7 +1043,7 @@ TEST(hf_config_errors_and_variants) {
         char *c = config_with(bad[i].key, bad[i].value);
         write_text(cfg, c);
         free(c);
-        tp_load_opts o = { .n_threads = 1 };
+        tp_load_opts o = { 0 };
         err[0] = 0;
         tp_model *m = tp_model_load(dir, &o, err);
         CHECK_MSG(m == NULL && strstr(err, bad[i].want), "%s = %s: got '%s'", bad[i].key,

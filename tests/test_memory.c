@@ -17,6 +17,7 @@
 #include "memory/budget.h"
 #include "memory/memory.h"
 #include "model/model.h"
+#include "tools/measure.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define STORIES SHARED_DIR "/models/stories260K.gguf"
@@ -73,8 +74,6 @@ TEST(memory_thresholds_exact) {
     size_t limit = tp_memory_limit_bytes(mm);
     CHECK(limit == (size_t)100 << 30);
     tp_memory_set_other(mm, 0);
-    tp_memory_set_kv(mm, 0);
-    tp_memory_set_work(mm, 0);
     size_t warn = (size_t)85 << 30, crit = (size_t)95 << 30;
 
     tp_memory_set_weights(mm, warn - 1);
@@ -87,8 +86,8 @@ TEST(memory_thresholds_exact) {
     CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_WARNING);
     /* the parts add up: weights + KV + work + other */
     tp_memory_set_weights(mm, crit - 1000);
-    tp_memory_set_kv(mm, 600);
-    tp_memory_set_work(mm, 399);
+    tp_mem_share share = { 600, 399, 0 }; /* a session's KV cache and buffers */
+    CHECK(tp_memory_try_add(mm, &share, 0, NULL) == 0);
     CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_WARNING);
     tp_memory_set_other(mm, 1);
     CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_CRITICAL);
@@ -160,7 +159,8 @@ TEST(memory_max_parallel_rule) {
 
 TEST(memory_log_line_format) {
     tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
-    tp_memory_set_kv(mm, (size_t)(0.05 * GIB));
+    tp_mem_share kv = { (size_t)(0.05 * GIB), 0, 0 };
+    tp_memory_try_add(mm, &kv, 0, NULL);
     char line[256];
     tempo_memory_log_line(mm, NULL, line, sizeof line);
     regex_t re;
@@ -205,17 +205,21 @@ static void fake_model(tp_model *m) {
     m->weight_bytes = 1u << 20;
 }
 
-/* Make exactly `members` more tokens fit under the 95% level, with the prompt's
- * `prompt` slots already in the cache: the accounted runtime is set so that it,
+/* Make exactly `members` more tokens fit under the 95% level, with what the budget has
+ * accounted so far (the prompt's slots included): the accounted runtime is set so that it,
  * not this process's resident set, decides. A token costs its KV slot plus
  * TP_MEM_MEMBER_OVERHEAD. */
-static void leave_room(tempo_memory_monitor *mm, int prompt, long members, size_t slot) {
+static void leave_room(tempo_memory_monitor *mm, long members, size_t slot) {
     size_t crit = (size_t)(0.95 * (double)tp_memory_limit_bytes(mm));
     size_t per = slot + TP_MEM_MEMBER_OVERHEAD;
-    tp_memory_set_kv(mm, 0);
     tp_memory_set_other(mm, 0);
-    size_t known = tp_memory_accounted_bytes(mm) + (size_t)prompt * slot;
+    size_t known = tp_memory_accounted_bytes(mm);
     tp_memory_set_other(mm, crit - known - (size_t)members * per - per / 2);
+}
+
+static tp_budget_params budget_params(int width, int max_tokens, int n_prompt) {
+    return (tp_budget_params){ .n_prompt = n_prompt, .max_tokens = max_tokens, .max_parallel_tokens = width,
+                               .kv_type = TP_KV_F32, .n_threads = 1 };
 }
 
 static tp_kv *fill_prompt(tp_budget *b, int n_prompt, char *err) {
@@ -228,18 +232,15 @@ TEST(memory_budget_stop_at_memory_limit) {
     char err[TEMPO_ERR_LEN] = "", msg[TEMPO_ERR_LEN];
     tp_model m;
     fake_model(&m);
-    tempo_config cfg;
-    tempo_config_init(&cfg);
-    cfg.max_parallel_tokens = 30;
-    cfg.max_tokens = 50;
+    tp_budget_params cfg = budget_params(30, 50, 4);
     tempo_memory_monitor *mm = tempo_memory_monitor_new(8.0);
     tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
     REQUIRE(b);
     CHECK_INT_EQ(tp_budget_max_parallel(b), 30);
-    CHECK_INT_EQ(tp_budget_kv_max_slots(b), 2048);
+    CHECK_INT_EQ(tp_budget_kv_max_slots(b), 4 + 49 * 30); /* what the run can use, not the context */
     tp_kv *kv = fill_prompt(b, 4, err);
     REQUIRE(kv);
-    leave_room(mm, 4, 100, 1280); /* the prompt's 4 slots + 100 more tokens */
+    leave_room(mm, 100, 1280); /* the prompt's 4 slots + 100 more tokens */
     int fed = 0, k;
     tempo_stop_reason why = TEMPO_STOP_MAX_TOKENS;
     for (k = 0; k < 49; k++) {
@@ -254,30 +255,25 @@ TEST(memory_budget_stop_at_memory_limit) {
     CHECK(why == TEMPO_STOP_MEMORY_LIMIT);
     CHECK_MSG(strstr(msg, "Memory limit reached at step 3") && strstr(msg, "--max-memory-gb 8.00GB") &&
               strstr(msg, "--memory-policy adapt"), "%s", msg);
-    tempo_adjustment *adj = NULL;
+    const tempo_adjustment *adj = NULL;
     CHECK_INT_EQ(tp_budget_adjustments(b, &adj), 0);
-    free(adj);
     tp_kv_free(kv);
     tp_budget_free(b);
     tempo_memory_monitor_free(mm);
-    tempo_config_free(&cfg);
 }
 
 TEST(memory_budget_adapt_narrows_and_finishes) {
     char err[TEMPO_ERR_LEN] = "", msg[TEMPO_ERR_LEN];
     tp_model m;
     fake_model(&m);
-    tempo_config cfg;
-    tempo_config_init(&cfg);
-    cfg.max_parallel_tokens = 10;
-    cfg.max_tokens = 51; /* 50 fed steps */
-    tempo_config_set(&cfg, "memory_policy", "adapt", err);
+    tp_budget_params cfg = budget_params(10, 51, 4); /* 50 fed steps */
+    cfg.adapt = true;
     tempo_memory_monitor *mm = tempo_memory_monitor_new(8.0);
     tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
     REQUIRE(b);
     tp_kv *kv = fill_prompt(b, 4, err);
     REQUIRE(kv);
-    leave_room(mm, 4, 120, 1280);
+    leave_room(mm, 120, 1280);
     int fed = 0, prev = 10, steps = 0;
     for (int k = 0; k < 50; k++) {
         tempo_stop_reason why = TEMPO_STOP_MAX_TOKENS;
@@ -294,7 +290,7 @@ TEST(memory_budget_adapt_narrows_and_finishes) {
     CHECK_INT_EQ(steps, 50);      /* every step ran */
     CHECK(fed <= 120);            /* and the limit held */
     CHECK(prev < 10);
-    tempo_adjustment *adj = NULL;
+    const tempo_adjustment *adj = NULL;
     int n = tp_budget_adjustments(b, &adj);
     CHECK(n >= 1);
     for (int i = 0; i < n; i++) {
@@ -302,28 +298,23 @@ TEST(memory_budget_adapt_narrows_and_finishes) {
         CHECK(i == 0 ? adj[i].old_width == 10 : adj[i].old_width == adj[i - 1].new_width);
         CHECK(i == 0 || adj[i].from_step > adj[i - 1].from_step);
         CHECK_MSG(adj[i].reason && strstr(adj[i].reason, "memory"), "%s", adj[i].reason);
-        free(adj[i].reason);
     }
     if (n) CHECK_INT_EQ(adj[n - 1].new_width, prev);
-    free(adj);
     /* below one slot, adapt stops too, with the memory message */
-    leave_room(mm, kv->n, 0, 1280);
+    leave_room(mm, 0, 1280);
     tempo_stop_reason why;
     CHECK_INT_EQ(tp_budget_step_width(b, kv, 49, 10, &why, msg), 0);
     CHECK(why == TEMPO_STOP_MEMORY_LIMIT);
     tp_kv_free(kv);
     tp_budget_free(b);
     tempo_memory_monitor_free(mm);
-    tempo_config_free(&cfg);
 }
 
 TEST(memory_budget_cache_token_limit_and_reclaim) {
     char err[TEMPO_ERR_LEN] = "", msg[TEMPO_ERR_LEN];
     tp_model m;
     fake_model(&m);
-    tempo_config cfg;
-    tempo_config_init(&cfg);
-    cfg.max_parallel_tokens = 4;
+    tp_budget_params cfg = budget_params(4, 100, 6);
     cfg.max_cache_tokens = 20;
     tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
     tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
@@ -341,23 +332,25 @@ TEST(memory_budget_cache_token_limit_and_reclaim) {
     CHECK_INT_EQ(k, 3); /* 6 + 12 = 18; 18 + 4 > 20 */
     CHECK(why == TEMPO_STOP_CACHE_LIMIT);
     CHECK_MSG(strstr(msg, "Cache token limit exceeded: 22 > 20."), "%s", msg);
-    /* pruned slots are reclaimed before refusing */
+    /* pruned slots: the budget asks for them to be reclaimed before it refuses (the cache's
+     * owner compacts), then grants the step */
     tp_kv_kill(kv, 7);
     tp_kv_kill(kv, 8);
+    CHECK_INT_EQ(tp_budget_step_width(b, kv, 3, 4, &why, msg), TP_BUDGET_COMPACT);
+    CHECK_INT_EQ(kv->n, 18); /* the budget changed nothing */
+    tp_kv_compact(kv, NULL);
     CHECK_INT_EQ(tp_budget_step_width(b, kv, 3, 4, &why, msg), 4);
     CHECK_INT_EQ(kv->n, 16);
     tp_kv_free(kv);
     tp_budget_free(b);
     tempo_memory_monitor_free(mm);
-    tempo_config_free(&cfg);
 }
 
 TEST(memory_budget_auto_width_and_model_check) {
     char err[TEMPO_ERR_LEN] = "";
     tp_model m;
     fake_model(&m);
-    tempo_config cfg;
-    tempo_config_init(&cfg);
+    tp_budget_params cfg = budget_params(0, 30, 5);
     /* default: auto from memory; plenty of memory -> the cap of 50 */
     tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
     tp_budget *b = tp_budget_new(mm, &m, &cfg, err);
@@ -365,14 +358,36 @@ TEST(memory_budget_auto_width_and_model_check) {
     double avail = tempo_memory_available_gb(mm);
     if (avail > 1.0) CHECK_INT_EQ(tp_budget_max_parallel(b), 50);
     CHECK(tp_budget_kv_max_bytes(b) > 0 && tp_budget_kv_max_bytes(b) < (size_t)(0.95 * 36 * GIB));
+    CHECK_INT_EQ(tp_budget_kv_max_slots(b), 5 + 29 * 50);
     tp_budget_free(b);
+    /* a long run: no wider than the context holds for every step, so it never hits the cache limit */
+    cfg.max_tokens = 100;
+    b = tp_budget_new(mm, &m, &cfg, err);
+    REQUIRE(b);
+    CHECK_INT_EQ(tp_budget_max_parallel(b), (2048 - 5) / 99);
+    CHECK(5 + 99 * tp_budget_max_parallel(b) <= tp_budget_kv_max_slots(b));
+    tp_budget_free(b);
+    /* the model's budget covers every live session: a session that does not fit does not start */
+    tempo_memory_stats st;
+    tempo_memory_get_stats(mm, &st);
+    CHECK_INT_EQ(st.sessions, 0);
+    tp_budget_params big = budget_params(8, 30, 5);
+    tp_budget *b1 = tp_budget_new(mm, &m, &big, err);
+    REQUIRE(b1);
+    tempo_memory_get_stats(mm, &st);
+    CHECK_INT_EQ(st.sessions, 1);
+    leave_room(mm, 0, 1280); /* nothing left: a second session must be refused */
+    tp_budget *b2 = tp_budget_new(mm, &m, &big, err);
+    CHECK(b2 == NULL);
+    CHECK_MSG(strstr(err, "the session needs") && strstr(err, "1 other live session"), "%s", err);
+    tp_budget_free(b2);
+    tp_budget_free(b1);
     tempo_memory_monitor_free(mm);
     /* a limit below what this process already holds: critical at "model loading" */
     mm = tempo_memory_monitor_new(0.001);
     CHECK(tp_budget_new(mm, &m, &cfg, err) == NULL);
     CHECK_MSG(strstr(err, "model loading") && strstr(err, "critical"), "%s", err);
     tempo_memory_monitor_free(mm);
-    tempo_config_free(&cfg);
 }
 
 /* ------------------------------------------------------------ end to end -- */

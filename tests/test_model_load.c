@@ -47,7 +47,7 @@ static int write_variant(const char *path, const char *skip_key, const char *ski
 
 static void expect_load_error(const char *path, const char *want) {
     char err[TP_ERR_LEN] = "";
-    tp_load_opts o = { .n_threads = 1 };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
     CHECK_MSG(!m, "%s loaded, expected an error containing '%s'", path, want);
     if (m) tp_model_free(m);
@@ -83,7 +83,7 @@ TEST(model_load_missing_key_tensor_and_bad_shape) {
     /* the unmodified copy loads: the variants fail for the reason tested */
     REQUIRE(write_variant(p, NULL, NULL, NULL, NULL, 0) == 0);
     char err[TP_ERR_LEN];
-    tp_load_opts o = { .n_threads = 1 };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(p, &o, err);
     CHECK_MSG(m != NULL, "%s", err);
     tp_model_free(m);
@@ -118,7 +118,7 @@ TEST(model_load_truncated_models_fail_cleanly) {
             REQUIRE(f);
             fwrite(data, 1, cut, f);
             fclose(f);
-            tp_load_opts o = { .n_threads = 1 };
+            tp_load_opts o = { 0 };
             err[0] = 0;
             tp_model *m = tp_model_load(p, &o, err);
             CHECK_MSG(!m, "%s cut at %zu loaded", models[mi], cut);

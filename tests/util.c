@@ -43,3 +43,13 @@ char *test_tmpdir(void) {
     char *d = mkdtemp(tmpl);
     return d ? strdup(d) : NULL;
 }
+
+/* One forward pass with a compute context made for it (2 threads): the tests' stand-in for a
+ * session, so they can drive tp_forward on caches of their own. */
+int test_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err) {
+    tp_compute *c = tp_compute_new(m, 2, 0, kv->capacity, err);
+    if (!c) return -1;
+    int rc = tp_forward(m, c, kv, b, err);
+    tp_compute_free(c);
+    return rc;
+}

@@ -70,10 +70,11 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         b->w_start = p->max_parallel_tokens;
     } else {
         /* Auto: what is left of the limit (and of the machine) after the model, the other
-         * sessions and the prompt's KV slots, 20% held back, divided by the cost of one parallel
+         * sessions, this session's compute buffers and the prompt's KV slots, 20% held back, divided by the cost of one parallel
          * token over the whole run; then no wider than the cache can hold for every step, so a
          * run sized here never ends at the cache limit. */
-        double avail = tempo_memory_available_gb(mon) * TP_GB - (double)P * (double)b->slot;
+        double avail = tempo_memory_available_gb(mon) * TP_GB - (double)P * (double)b->slot -
+                       (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->limit_slots);
         if (avail < 0) avail = 0;
         size_t per = 0;
         int w = tp_memory_max_parallel_for(avail, p->max_tokens, b->slot + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);

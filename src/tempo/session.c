@@ -111,6 +111,7 @@ static void set_err(tempo_error *err, tempo_status code, const char *msg) {
 
 /* End the run: what was produced stays in the record. */
 static void stop(tp_session *s, tempo_stop_reason why, const char *msg) {
+    if (s->budget && s->state == S_RUNNING) tp_budget_log(s->budget, "End", s->kv);
     s->why = why;
     snprintf(s->msg, sizeof s->msg, "%s", msg ? msg : "");
     s->state = S_DONE;
