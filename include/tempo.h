@@ -237,6 +237,26 @@ TEMPO_API char *tempo_token_text(const tempo_model *m, int32_t id);
 /* Concatenated text of ids (special tokens rendered), malloc'ed; NULL on a bad id. */
 TEMPO_API char *tempo_detokenize(const tempo_model *m, const int32_t *ids, int n);
 
+/* ------------------------------------------------------------------- chat -- */
+/* One message of a conversation: role "system", "user", "assistant" (formats that write the
+ * role as it is, like chatml or llama3, take others such as "tool"); content is UTF-8. */
+typedef struct {
+    const char *role;
+    const char *content;
+} tempo_chat_message;
+
+/* The conversation as the one prompt text the model was trained on: the model's chat template
+ * (GGUF tokenizer.chat_template, tokenizer_config.json chat_template) recognised as one of the
+ * supported formats, or the format `template_name` names (NULL or "": the model's). With
+ * add_generation_prompt the text ends where the assistant's reply begins. malloc'ed; NULL with
+ * err naming the template (and the supported names) when it is not recognised. Any thread. */
+TEMPO_API char *tempo_chat_apply(const tempo_model *m, const char *template_name, const tempo_chat_message *msgs,
+                                 size_t n, bool add_generation_prompt, tempo_error *err);
+/* The supported format names, ", "-separated, into buf (like snprintf: returns the full length). */
+TEMPO_API size_t tempo_chat_formats(char *buf, size_t cap);
+/* The chat format the model would use (its name, e.g. "llama3"), or NULL with err. */
+TEMPO_API const char *tempo_chat_format_of(const tempo_model *m, const char *template_name, tempo_error *err);
+
 /* A tokenizer alone: from a GGUF (vocabulary-only files work; no weights are read) or a Hugging
  * Face folder's tokenizer.json. For `tempo tokenize` on a model of any size. */
 typedef struct tempo_vocab tempo_vocab;
@@ -363,6 +383,13 @@ TEMPO_API int tempo_session_set_members(tempo_session *s, const int32_t *ids, in
 /* Ask the session to stop: the next step call returns 0 with stop reason "interrupted"; a running
  * tempo_generate stops after its current step. Any thread, and async-signal-safe. */
 TEMPO_API void tempo_session_cancel(tempo_session *s);
+
+/* The k most probable tokens of the distribution the newest step was selected from (valid until
+ * the next step call), with their log-probabilities, most probable first: for logprobs in an
+ * API. Returns how many were written (<= k), or -1 before the first step. Session. */
+TEMPO_API int tempo_session_top_logprobs(const tempo_session *s, int k, int32_t *ids, float *logprobs);
+/* Log-probability of one token under that distribution (-INFINITY when it is 0). */
+TEMPO_API float tempo_session_logprob(const tempo_session *s, int32_t id);
 
 /* Steps recorded so far, and step k's record (NULL when k is out of range); the pointer stays
  * valid until the session is freed. Session. */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chat/chat.h"
 #include "core/common.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
@@ -224,4 +225,30 @@ void tempo_vocab_close(tempo_vocab *v) {
 int tempo_vocab_tokenize(const tempo_vocab *v, const char *text, bool add_bos, int32_t *out, int cap) {
     if (!v || !text) return -1;
     return tp_tokenizer_encode(v->tok, text, add_bos, true, out, cap);
+}
+
+/* -------------------------------------------------------------------- chat -- */
+
+char *tempo_chat_apply(const tempo_model *m, const char *template_name, const tempo_chat_message *msgs, size_t n,
+                       bool add_generation_prompt, tempo_error *err) {
+    char msg[TEMPO_ERR_LEN] = "";
+    if (!m || !m->tok) { tp_set_error(err, TEMPO_ERR_ARG, "no model"); return NULL; }
+    if (n == 0 || !msgs) { tp_set_error(err, TEMPO_ERR_ARG, "the conversation has no messages"); return NULL; }
+    _Static_assert(sizeof(tempo_chat_message) == sizeof(tp_chat_msg), "one message layout");
+    char *text = tp_chat_apply(m->tok, template_name && *template_name ? template_name : NULL,
+                               (const tp_chat_msg *)msgs, n, add_generation_prompt, msg);
+    if (!text) tp_set_error(err, strstr(msg, "out of memory") ? TEMPO_ERR_NOMEM : TEMPO_ERR_ARG, "%s", msg);
+    else tp_ok(err);
+    return text;
+}
+
+size_t tempo_chat_formats(char *buf, size_t cap) { return tp_chat_format_names(buf, cap); }
+
+const char *tempo_chat_format_of(const tempo_model *m, const char *template_name, tempo_error *err) {
+    char msg[TEMPO_ERR_LEN] = "";
+    if (!m || !m->tok) { tp_set_error(err, TEMPO_ERR_ARG, "no model"); return NULL; }
+    const tp_chat_format *f = tp_chat_format_for(m->tok, template_name && *template_name ? template_name : NULL, msg);
+    if (!f) { tp_set_error(err, TEMPO_ERR_ARG, "%s", msg); return NULL; }
+    tp_ok(err);
+    return tp_chat_format_name(f);
 }

@@ -880,6 +880,27 @@ int tempo_session_set_members(tempo_session *s, const int32_t *ids, int n, tempo
 
 /* ---------------------------------------------------------------- reading -- */
 
+int tempo_session_top_logprobs(const tempo_session *s, int k, int32_t *ids, float *logprobs) {
+    if (!s || !s->D || s->rec.n_steps == 0 || k <= 0) return -1;
+    /* insertion into a short sorted list: k is small (an API's top_logprobs <= 20) */
+    int n = 0;
+    for (int i = 0; i < s->V; i++) {
+        float d = s->D[i];
+        if (n == k && !(d > s->D[ids[k - 1]])) continue;
+        int at = n < k ? n : k - 1;
+        while (at > 0 && d > s->D[ids[at - 1]]) { ids[at] = ids[at - 1]; at--; }
+        ids[at] = i;
+        if (n < k) n++;
+    }
+    for (int i = 0; i < n; i++) logprobs[i] = s->D[ids[i]] > 0 ? logf(s->D[ids[i]]) : -INFINITY;
+    return n;
+}
+
+float tempo_session_logprob(const tempo_session *s, int32_t id) {
+    if (!s || !s->D || id < 0 || id >= s->V) return -INFINITY;
+    return s->D[id] > 0 ? logf(s->D[id]) : -INFINITY;
+}
+
 int tempo_session_n_steps(const tempo_session *s) { return s ? s->rec.n_steps : 0; }
 
 const tempo_step *tempo_session_get_step(const tempo_session *s, int k) {
