@@ -103,12 +103,18 @@ typedef struct {
     int threads;                /* worker threads of each session; 0 = all cores */
     double max_memory_gb;       /* limit for the model plus all its live sessions (default 36.0; 1 GB = 1024^3 B) */
     tempo_kv_type kv_cache_type;/* KV storage of the model's sessions (default f32) */
+    /* --kv-offload: a writable folder where the model's sessions keep their KV caches in
+     * memory-mapped files (unlinked at once, so nothing is left behind), with only the newest
+     * slots resident (docs/memory.md); NULL or "" keeps caches in memory. Copied at open. */
+    const char *kv_offload;
     /* Called while the weights are read in (fraction in [0, 1]); NULL for none. */
     void (*progress)(double fraction, void *user);
     void *progress_user;
 } tempo_model_params;
 
-typedef enum { TEMPO_MEMORY_STOP = 0, TEMPO_MEMORY_ADAPT = 1 } tempo_memory_policy;
+/* At the memory limit: stop; adapt (narrow later steps); prune (from the warning level on, prune
+ * the lowest-scoring members retroactively, tightening the rule, before narrowing or stopping). */
+typedef enum { TEMPO_MEMORY_STOP = 0, TEMPO_MEMORY_ADAPT = 1, TEMPO_MEMORY_PRUNE = 2 } tempo_memory_policy;
 
 /* One generation's settings (design/tempo-semantics.md). Plain values, no pointers that the
  * session keeps: it copies what it needs. */
@@ -141,7 +147,16 @@ typedef struct {
     int top_k;                       /* 0 = off */
     double top_p;                    /* 1.0 = off */
     double repetition_penalty;       /* 1.0 = off */
-    uint64_t seed;                   /* default 42 */
+    uint64_t seed;                   /* default 42; with use_mcts: the rollouts' sampling seed */
+
+    /* MCTS over TEMPO sets (docs/tempo.md): at each step a search among the set's members,
+     * rollouts scored by their mean token log-probability; the most visited member is
+     * committed, the search's statistics are recorded (tempo_step.mcts). Rollouts sample with
+     * temperature/top_k/top_p and seed (temperature 0 = greedy rollouts, the default). */
+    bool use_mcts;
+    int mcts_simulations;            /* rollouts per step; default 10 */
+    double mcts_c_puct;              /* exploration weight of PUCT; default 1.0 */
+    int mcts_depth;                  /* rollout steps after the expanded node; default 5 */
 
     /* extra end-of-generation ids (besides the tokenizer's), e.g. a stop token */
     int32_t stop_token_ids[8];
@@ -153,6 +168,10 @@ typedef struct {
     tempo_memory_policy memory_policy;
     bool debug_mode;                 /* memory log lines through the log callback */
 } tempo_gen_params;
+
+/* The largest --mcts-simulations and --mcts-depth (a search's slots and tree are sized by them). */
+#define TEMPO_MCTS_MAX_SIMULATIONS 10000
+#define TEMPO_MCTS_MAX_DEPTH 1000
 
 /* Defaults (the CLI's). Any thread. */
 TEMPO_API void tempo_model_params_init(tempo_model_params *p);
@@ -219,6 +238,7 @@ typedef struct {
     int threads;                 /* the effective thread count of a session */
     double max_memory_gb;
     tempo_kv_type kv_cache_type;
+    const char *kv_offload;      /* NULL when caches stay in memory */
 } tempo_model_info;
 
 /* Load a GGUF file or a Hugging Face folder. Checks the weights fit max_memory_gb before loading
@@ -275,6 +295,17 @@ typedef struct {
     int scored_at_step;          /* the step whose pass gave that score; -1 when never scored */
 } tempo_token;
 
+/* One candidate of an MCTS step (use_mcts): a member of the step's TEMPO set. */
+typedef struct {
+    int32_t token_id;
+    char *text;
+    float probability;           /* p_{k,j} under the step's distribution */
+    float prior;                 /* probability / sum over the candidates (PUCT's prior) */
+    int visits;                  /* simulations that went through it */
+    float value;                 /* mean value of those simulations (mean token log-probability); 0 when unvisited */
+    bool committed;              /* the most visited candidate: the step's token */
+} tempo_mcts_candidate;
+
 typedef struct {
     int step;
     int position;                /* logical position P + k */
@@ -282,6 +313,8 @@ typedef struct {
     tempo_token *tokens;         /* selection order */
     bool was_pruned;             /* some member was pruned later */
     bool chosen;                 /* the set was replaced by a chosen member (tempo_session_choose) */
+    int n_mcts;                  /* use_mcts: the search's candidates (the TEMPO set), selection order */
+    tempo_mcts_candidate *mcts;  /* NULL without use_mcts */
 } tempo_step;
 
 typedef enum {
@@ -292,11 +325,42 @@ typedef enum {
 /* "max_tokens", "eos", "memory_limit", "cache_limit", "error", "interrupted". Any thread. */
 TEMPO_API const char *tempo_stop_reason_name(tempo_stop_reason r);
 
+typedef enum {
+    TEMPO_ADJUST_WIDTH = 0,      /* the width cap was cut (memory_policy adapt, or prune once pruning is spent) */
+    TEMPO_ADJUST_PRUNE_RULE = 1, /* memory_policy prune: the pruning rule's threshold was raised */
+} tempo_adjustment_kind;
+
 typedef struct {
-    int from_step;               /* memory_policy adapt: width reduced from this step on */
-    int old_width, new_width;
+    int from_step;               /* the change applies from this step on */
+    int old_width, new_width;    /* equal for a rule change */
     char *reason;
+    tempo_adjustment_kind kind;
+    /* TEMPO_ADJUST_PRUNE_RULE: the threshold of the rule in force: relative_threshold (a multiple
+     * of the set's mean score; above 1 it prunes members above the mean too) or, with
+     * no_relative_attention, attention_threshold */
+    bool relative;
+    double old_threshold, new_threshold;
 } tempo_adjustment;
+
+/* Memory by layer (--debug-mode, JSON metrics.memory). */
+typedef struct {
+    size_t weights_bytes;        /* the layer's tensors (7 matrices and 2 norm vectors) */
+    size_t kv_bytes;             /* the layer's share of the session's accounted KV memory */
+    size_t kv_spilled_bytes;     /* --kv-offload: its K and V rows held only in the spill file */
+    size_t scratch_bytes;        /* the forward's work buffers its pass uses: the same buffers serve
+                                    every layer, so they are not additive (counted once in scratch_bytes below) */
+} tempo_layer_memory;
+
+typedef struct {
+    int n_layers;
+    tempo_layer_memory *layers;  /* [n_layers] */
+    size_t shared_weights_bytes; /* token embeddings, output matrix (when not tied), final norm, rope factors */
+    size_t other_weights_bytes;  /* the rest of the weights: loader copies of converted tensors */
+    /* the model's memory monitor (the model and every live session of it) */
+    size_t weights_bytes, kv_bytes, scratch_bytes, records_bytes, other_bytes, accounted_bytes, limit_bytes;
+    int kv_resident_slots;       /* --kv-offload: the newest slots kept in memory (-1 without) */
+    size_t kv_spilled_bytes;     /* --kv-offload: KV bytes held only in the spill file now */
+} tempo_memory_breakdown;
 
 typedef struct tempo_result {
     char *prompt;                /* the text that was tokenized (after chat wrapping with enable_thinking) */
@@ -320,6 +384,8 @@ typedef struct tempo_result {
     int threads;
     double max_memory_gb;
     tempo_kv_type kv_cache_type;
+    char *kv_offload;            /* the model's --kv-offload folder, or NULL */
+    tempo_memory_breakdown memory; /* by layer, and the monitor's totals, when the record was taken */
 } tempo_result;
 
 TEMPO_API void tempo_result_free(tempo_result *r);

@@ -2,6 +2,7 @@
 #include "test.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,7 +40,8 @@ static bool cfg_equal(const tempo_config *a, const tempo_config *b) {
            !memcmp(&a->gen, &b->gen, sizeof a->gen) &&
            a->model_params.threads == b->model_params.threads &&
            a->model_params.max_memory_gb == b->model_params.max_memory_gb &&
-           a->model_params.kv_cache_type == b->model_params.kv_cache_type && a->isolate == b->isolate &&
+           a->model_params.kv_cache_type == b->model_params.kv_cache_type &&
+           str_eq(a->model_params.kv_offload, b->model_params.kv_offload) && a->isolate == b->isolate &&
            a->output_json == b->output_json && str_eq(a->output_dir, b->output_dir) && a->no_color == b->no_color &&
            a->show_token_ids == b->show_token_ids;
 }
@@ -83,7 +85,7 @@ static const char *other_value(const tempo_option_info *o) {
     case TEMPO_OPT_FLOAT: return "0.375";
     case TEMPO_OPT_STRING:
         if (!strcmp(o->key, "kv_cache_type")) return "f16";
-        if (!strcmp(o->key, "memory_policy")) return "adapt";
+        if (!strcmp(o->key, "memory_policy")) return "prune";
         return "some text: with a colon";
     }
     return "";
@@ -300,4 +302,85 @@ TEST(config_cli_file_then_flags) {
     out = test_run_capture(cmd, &st);
     CHECK(st == 2 && out && strstr(out, "/nonexistent.yaml: cannot read"));
     free(out);
+}
+
+/* The option table (src/api/config.c) and tempo_gen_params_validate (src/tempo/params.c) state
+ * the same ranges: every numeric generation option is accepted at the ends of its range and
+ * refused, with its flag named, just outside it. A new numeric option must be listed here. */
+typedef struct {
+    const char *key;
+    size_t off;
+    bool is_int;
+    bool zero_is_auto; /* the struct takes 0 for "auto" (the flag has no such value) */
+} gen_field;
+
+static const gen_field gen_fields[] = {
+    { "max_tokens", offsetof(tempo_gen_params, max_tokens), true, false },
+    { "min_steps", offsetof(tempo_gen_params, min_steps), true, false },
+    { "selection_threshold", offsetof(tempo_gen_params, selection_threshold), false, false },
+    { "max_parallel_tokens", offsetof(tempo_gen_params, max_parallel_tokens), true, true },
+    { "final_threshold", offsetof(tempo_gen_params, final_threshold), false, false },
+    { "bezier_p1", offsetof(tempo_gen_params, bezier_p1), false, false },
+    { "bezier_p2", offsetof(tempo_gen_params, bezier_p2), false, false },
+    { "relu_activation_point", offsetof(tempo_gen_params, relu_activation_point), false, false },
+    { "attention_threshold", offsetof(tempo_gen_params, attention_threshold), false, false },
+    { "relative_threshold", offsetof(tempo_gen_params, relative_threshold), false, false },
+    { "temperature", offsetof(tempo_gen_params, temperature), false, false },
+    { "top_k", offsetof(tempo_gen_params, top_k), true, false },
+    { "top_p", offsetof(tempo_gen_params, top_p), false, false },
+    { "repetition_penalty", offsetof(tempo_gen_params, repetition_penalty), false, false },
+    { "mcts_simulations", offsetof(tempo_gen_params, mcts_simulations), true, false },
+    { "mcts_c_puct", offsetof(tempo_gen_params, mcts_c_puct), false, false },
+    { "mcts_depth", offsetof(tempo_gen_params, mcts_depth), true, false },
+    { "max_cache_tokens", offsetof(tempo_gen_params, max_cache_tokens), true, true },
+};
+
+/* validate with field f set to v; 0 or -1, message in e */
+static int validate_with(const gen_field *f, double v, tempo_error *e) {
+    tempo_gen_params g;
+    tempo_gen_params_init(&g);
+    if (f->is_int) *(int *)((char *)&g + f->off) = (int)v;
+    else *(double *)((char *)&g + f->off) = v;
+    return tempo_gen_params_validate(&g, e);
+}
+
+TEST(config_ranges_agree_with_params_validate) {
+    int n;
+    const tempo_option_info *opts = tempo_options(&n);
+    int covered = 0;
+    for (int i = 0; i < n; i++) {
+        const tempo_option_info *o = &opts[i];
+        if (o->type != TEMPO_OPT_INT && o->type != TEMPO_OPT_FLOAT) continue;
+        if (!strcmp(o->key, "threads") || !strcmp(o->key, "max_memory_gb") || !strcmp(o->key, "seed")) continue;
+        const gen_field *f = NULL;
+        for (size_t j = 0; j < sizeof gen_fields / sizeof gen_fields[0]; j++)
+            if (!strcmp(gen_fields[j].key, o->key)) f = &gen_fields[j];
+        CHECK_MSG(f, "option %s is not in this test's list", o->key);
+        if (!f) continue;
+        covered++;
+        char flag[80];
+        snprintf(flag, sizeof flag, "--%s", o->key);
+        for (char *p = flag; *p; p++) if (*p == '_') *p = '-';
+        double lo, hi = INFINITY;
+        char close = ']';
+        if (sscanf(o->range, ">= %lf", &lo) == 1) {
+        } else {
+            CHECK_MSG(sscanf(o->range, "[%lf, %lf%c", &lo, &hi, &close) == 3, "%s: range '%s'", o->key, o->range);
+        }
+        double eps = f->is_int ? 1 : 1e-9;
+        tempo_error e;
+        CHECK_MSG(validate_with(f, lo, &e) == 0, "%s = %g (its minimum): %s", o->key, lo, e.message);
+        double below = lo - eps;
+        if (f->zero_is_auto && below == 0) below = -1;
+        CHECK_MSG(validate_with(f, below, &e) == -1 && strstr(e.message, flag), "%s = %g accepted: '%s'", o->key,
+                  below, e.message);
+        if (isfinite(hi)) {
+            double top = close == ')' ? hi - eps : hi;
+            CHECK_MSG(validate_with(f, top, &e) == 0, "%s = %g (its maximum): %s", o->key, top, e.message);
+            double above = close == ')' ? hi : hi + eps;
+            CHECK_MSG(validate_with(f, above, &e) == -1 && strstr(e.message, flag), "%s = %g accepted: '%s'", o->key,
+                      above, e.message);
+        }
+    }
+    CHECK_INT_EQ(covered, (int)(sizeof gen_fields / sizeof gen_fields[0]));
 }

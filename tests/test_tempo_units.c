@@ -253,8 +253,8 @@ static tempo_token toks[4] = {
     { 6, " b", 0.5f, false, -1, 0.4f, 1 }, { 7, " c", 0.3f, true, 1, 0.01f, 1 }, { 8, " d", 0.2f, false, -1, 0.3f, 1 },
 };
 static tempo_step steps2[2] = {
-    { 0, 3, 1, &toks[0], false, false },
-    { 1, 4, 3, &toks[1], true, false },
+    { 0, 3, 1, &toks[0], false, false, 0, NULL },
+    { 1, 4, 3, &toks[1], true, false, 0, NULL },
 };
 
 TEST(tempo_text_plain_and_ids) {
@@ -269,7 +269,7 @@ TEST(tempo_text_plain_and_ids) {
     free(t);
     /* one member left alive: no brackets */
     tempo_token two[2] = { { 1, "x", 0.6f, true, 3, 0.0f, 3 }, { 2, "y", 0.4f, false, -1, 0.5f, 3 } };
-    tempo_step st = { 0, 0, 2, two, true, false };
+    tempo_step st = { 0, 0, 2, two, true, false, 0, NULL };
     tp_str s = { 0 };
     tp_text_append_step(&s, &st, true, false);
     char *o = tp_str_take(&s);
@@ -303,14 +303,14 @@ TEST(tempo_text_utf8_sanitize) {
      * across single-token steps */
     tempo_token parts[3] = { { 1, "\xE2", 0.9f, false, -1, -1.0f, -1 }, { 2, "\x82\xAC", 0.9f, false, -1, -1.0f, -1 },
                              { 3, "\xFE", 0.1f, false, -1, -1.0f, -1 } };
-    tempo_step two_steps[2] = { { 0, 1, 1, &parts[0], false, false }, { 1, 2, 2, &parts[1], false, false } };
+    tempo_step two_steps[2] = { { 0, 1, 1, &parts[0], false, false, 0, NULL }, { 1, 2, 2, &parts[1], false, false, 0, NULL } };
     char *st = tempo_step_text(&two_steps[0], false, false);
     CHECK_MSG(strcmp(st, "<0xE2>") == 0, "%s", st);
     free(st);
     o = tp_text_generated("", two_steps, 1, false);
     CHECK_MSG(strcmp(o, "<0xE2>") == 0, "%s", o);
     free(o);
-    tempo_step joined[2] = { { 0, 1, 1, &parts[0], false, false }, { 1, 2, 1, &parts[1], false, false } };
+    tempo_step joined[2] = { { 0, 1, 1, &parts[0], false, false, 0, NULL }, { 1, 2, 1, &parts[1], false, false, 0, NULL } };
     o = tp_text_generated("", joined, 2, false);
     CHECK_MSG(strcmp(o, "\xE2\x82\xAC") == 0, "%s", o); /* the euro sign */
     free(o);

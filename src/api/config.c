@@ -33,7 +33,7 @@ typedef struct {
 } option;
 
 static const char *const kv_types[] = { "f32", "f16", "q8_0", NULL };
-static const char *const policies[] = { "stop", "adapt", NULL };
+static const char *const policies[] = { "stop", "adapt", "prune", NULL };
 
 #define OFF(f) offsetof(tempo_config, f)
 #define GEN(f) offsetof(tempo_config, gen.f)
@@ -71,7 +71,12 @@ static const option options[] = {
     { { "top_k", TEMPO_OPT_INT, "sample among the k most probable (--default-mode only; 0 = off)", "0", "" }, F_INT, GEN(top_k), 0, IMAX, false, NULL },
     { { "top_p", TEMPO_OPT_FLOAT, "nucleus sampling mass (--default-mode only; 1 = off)", "1.0", "" }, F_DOUBLE, GEN(top_p), 0, 1, false, NULL },
     { { "repetition_penalty", TEMPO_OPT_FLOAT, "penalise tokens already present (--default-mode only; 1 = off)", "1.0", "" }, F_DOUBLE, GEN(repetition_penalty), 0, 100, false, NULL },
-    { { "seed", TEMPO_OPT_INT, "random seed for sampling (--default-mode only)", "42", "" }, F_U64, GEN(seed), 0, I64MAX, false, NULL },
+    { { "seed", TEMPO_OPT_INT, "random seed for sampling (--default-mode, or --use-mcts rollouts)", "42", "" }, F_U64, GEN(seed), 0, I64MAX, false, NULL },
+    /* MCTS over TEMPO sets */
+    { { "use_mcts", TEMPO_OPT_BOOL, "search among each step's set (PUCT, rollouts scored by mean log-probability) and commit the most visited member", "false", "" }, F_BOOL, GEN(use_mcts), 0, 0, false, NULL },
+    { { "mcts_simulations", TEMPO_OPT_INT, "rollouts per step (--use-mcts)", "10", "" }, F_INT, GEN(mcts_simulations), 1, TEMPO_MCTS_MAX_SIMULATIONS, false, NULL },
+    { { "mcts_c_puct", TEMPO_OPT_FLOAT, "exploration weight c of PUCT: Q + c * prior * sqrt(N) / (1 + n) (--use-mcts)", "1.0", "" }, F_DOUBLE, GEN(mcts_c_puct), 0, 100, false, NULL },
+    { { "mcts_depth", TEMPO_OPT_INT, "rollout steps after the expanded node (--use-mcts)", "5", "" }, F_INT, GEN(mcts_depth), 0, TEMPO_MCTS_MAX_DEPTH, false, NULL },
     /* model and memory */
     { { "threads", TEMPO_OPT_INT, "worker threads (0 = all cores)", "0", "" }, F_INT, MOD(threads), 0, 4096, false, NULL },
     { { "kv_cache_type", TEMPO_OPT_STRING, "KV cache storage: f32, f16 or q8_0", "f32", "" }, F_ENUM, MOD(kv_cache_type), 0, 0, false, kv_types },
@@ -79,7 +84,8 @@ static const option options[] = {
     { { "max_cache_tokens", TEMPO_OPT_INT, "most KV cache slots (default: the model's context length)", "context", "" }, F_INT, GEN(max_cache_tokens), 1, IMAX, false, NULL },
     { { "disable_kv_cache", TEMPO_OPT_BOOL, "recompute every slot at each step instead of caching", "false", "" }, F_BOOL, GEN(disable_kv_cache), 0, 0, false, NULL },
     { { "debug_mode", TEMPO_OPT_BOOL, "log memory use to stderr after load, prefill and each step", "false", "" }, F_BOOL, GEN(debug_mode), 0, 0, false, NULL },
-    { { "memory_policy", TEMPO_OPT_STRING, "at the memory limit: stop, or adapt (shrink later steps' width)", "stop", "" }, F_ENUM, GEN(memory_policy), 0, 0, false, policies },
+    { { "memory_policy", TEMPO_OPT_STRING, "at the memory limit: stop, adapt (shrink later steps' width), or prune (from 85% on, prune the lowest-scoring members first, tightening the rule)", "stop", "" }, F_ENUM, GEN(memory_policy), 0, 0, false, policies },
+    { { "kv_offload", TEMPO_OPT_STRING, "keep the KV cache in memory-mapped files in this folder, only the newest slots resident (for runs whose cache passes --max-memory-gb)", "", "" }, F_STR, MOD(kv_offload), 0, 0, false, NULL },
     /* output (the CLI's) */
     { { "output_json", TEMPO_OPT_BOOL, "print one JSON document on stdout (logs go to stderr)", "false", "" }, F_BOOL, OFF(output_json), 0, 0, false, NULL },
     { { "output_dir", TEMPO_OPT_STRING, "also write DIR/results.json", "", "" }, F_STR, OFF(output_dir), 0, 0, false, NULL },
@@ -132,7 +138,9 @@ void tempo_config_free(tempo_config *c) {
     free(c->model);
     free(c->prompt);
     free(c->output_dir);
+    free((char *)c->model_params.kv_offload); /* set by tp_config_set: the config's own copy */
     c->model = c->prompt = c->output_dir = NULL;
+    c->model_params.kv_offload = NULL;
 }
 
 static int find_index(const char *key) {
@@ -264,8 +272,10 @@ int tempo_option_type(const char *key) {
     return idx < 0 ? -1 : (int)options[idx].info.type;
 }
 
-/* Options that only mean something in --default-mode, and the TEMPO ones that mean nothing there. */
+/* Options that only mean something in --default-mode (all of them) or for --use-mcts rollouts (all but the
+ * repetition penalty), the TEMPO ones that mean nothing in --default-mode, and the MCTS ones. */
 static const char *const sampling_keys[] = { "temperature", "top_k", "top_p", "repetition_penalty", "seed", NULL };
+static const char *const mcts_keys[] = { "mcts_simulations", "mcts_c_puct", "mcts_depth", NULL };
 static const char *const tempo_keys[] = { "selection_threshold", "max_parallel_tokens", "allow_intraset_token_visibility",
                                           "dynamic_threshold", "use_retroactive_pruning", NULL };
 
@@ -273,11 +283,18 @@ int tempo_config_validate(const tempo_config *c, tempo_error *err) {
     char flag[80];
     if (!c->gen.default_mode)
         for (const char *const *k = sampling_keys; *k; k++)
-            if (tempo_config_was_set(c, *k)) {
+            if (tempo_config_was_set(c, *k) && (!c->gen.use_mcts || !strcmp(*k, "repetition_penalty"))) {
                 flag_name(*k, flag, sizeof flag);
                 return tp_set_error(err, TEMPO_ERR_ARG,
-                                    "%s applies to --default-mode only: TEMPO mode keeps every token above "
+                                    "%s applies to --default-mode%s only: TEMPO mode keeps every token above "
                                     "--selection-threshold and samples nothing (add --default-mode, or leave %s out)",
+                                    flag, strcmp(*k, "repetition_penalty") ? " and --use-mcts rollouts" : "", flag);
+            }
+    if (!c->gen.use_mcts)
+        for (const char *const *k = mcts_keys; *k; k++)
+            if (tempo_config_was_set(c, *k)) {
+                flag_name(*k, flag, sizeof flag);
+                return tp_set_error(err, TEMPO_ERR_ARG, "%s applies to --use-mcts only (add --use-mcts, or leave %s out)",
                                     flag, flag);
             }
     if (c->gen.default_mode)

@@ -79,8 +79,8 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         size_t per = 0;
         int w = tp_memory_max_parallel_for(avail, p->max_tokens, b->slot + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);
         const char *by = "memory";
-        if (steps_fed > 0 && (long)(b->limit_slots - P) / steps_fed < w) {
-            w = (int)((b->limit_slots - P) / steps_fed);
+        if (steps_fed > 0 && !p->one_member && (long)(b->limit_slots - P - p->scratch_slots) / steps_fed < w) {
+            w = (int)((b->limit_slots - P - p->scratch_slots) / steps_fed);
             if (w < 1) w = 1;
             by = "the KV cache's slots";
         }
@@ -96,15 +96,18 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     }
     b->w_cur = b->w_start;
 
-    /* The cache never needs more than the prompt plus every fed step at full width. */
-    long need = (long)P + steps_fed * (long)b->w_start;
+    /* The cache never needs more than the prompt plus every fed step at full width (one member
+     * per step under --use-mcts), plus the search's scratch slots. */
+    long per_step = p->one_member ? 1 : b->w_start;
+    long need = (long)P + steps_fed * per_step + p->scratch_slots;
     b->max_slots = need < b->limit_slots ? (int)(need > P ? need : P) : b->limit_slots;
     if (b->max_slots < 1) b->max_slots = 1;
 
-    /* The session's fixed part: its compute context and W tokens' buffers, plus the prompt's slots. */
+    /* The session's fixed part: its compute context and W tokens' buffers, plus the prompt's slots
+     * (and the first search's scratch slots). */
     tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, b->max_slots);
     size_t compute = tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->max_slots);
-    tp_mem_share first = { (size_t)P * b->slot, compute + (size_t)b->w_start * tok_work, 0 };
+    tp_mem_share first = { (size_t)(P + p->scratch_slots) * b->slot, compute + (size_t)b->w_start * tok_work, 0 };
     size_t before = 0;
     if (tp_memory_try_add(mon, &first, b->crit, &before)) {
         tempo_memory_stats st;
@@ -124,7 +127,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         return NULL;
     }
     b->share = first;
-    b->kv_hwm = P;
+    b->kv_hwm = P + p->scratch_slots;
     tp_memory_session_count(mon, +1);
 
     /* The KV cache's byte share: what is left under the critical level once the model, the
@@ -193,11 +196,8 @@ static void record(tp_budget *b, int step, int old_w, int new_w, const char *rea
     }
     char *r = strdup(reason);
     if (!r) return;
-    tempo_adjustment *a = &b->adj[b->n_adj++];
-    a->from_step = step;
-    a->old_width = old_w;
-    a->new_width = new_w;
-    a->reason = r;
+    b->adj[b->n_adj++] = (tempo_adjustment){ .from_step = step, .old_width = old_w, .new_width = new_w, .reason = r,
+                                             .kind = TEMPO_ADJUST_WIDTH };
 }
 
 static int stop_memory(tp_budget *b, int step, int width, long mem_free, tempo_stop_reason *why, char *msg) {
@@ -224,10 +224,11 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
         b->kv_hwm = kv->n;
     }
     int width = want < b->w_cur ? want : b->w_cur;
+    int scratch = b->p.scratch_slots; /* kept free for the next step's search */
     size_t base = 0;
-    long mem_free = mem_free_slots(b, kv, &base);
-    long cache_free = cache_free_slots(kv);
-    long share_free = share_free_slots(kv, b->slot);
+    long mem_free = mem_free_slots(b, kv, &base) - scratch;
+    long cache_free = cache_free_slots(kv) - scratch;
+    long share_free = share_free_slots(kv, b->slot) - scratch;
     if (share_free < mem_free) mem_free = share_free; /* both are the memory limit */
     if ((width > mem_free || width > cache_free) && kv->n_alive < kv->n) return TP_BUDGET_COMPACT;
 
@@ -240,7 +241,7 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
         if (free_slots < 1) {
             if (by_memory) return stop_memory(b, step, 1, mem_free, why, msg);
             int which = 0;
-            tp_kv_reserve(kv, 1, &which, msg);
+            tp_kv_reserve(kv, 1 + scratch, &which, msg);
             *why = TEMPO_STOP_CACHE_LIMIT;
             return 0;
         }
@@ -268,13 +269,13 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
     }
 
     int which = 0;
-    if (tp_kv_reserve(kv, width, &which, msg)) {
+    if (tp_kv_reserve(kv, width + scratch, &which, msg)) {
         /* past the cache's capacity: cache_limit; past its byte share of the memory limit: memory_limit */
         *why = which == 2 ? TEMPO_STOP_MEMORY_LIMIT : TEMPO_STOP_CACHE_LIMIT;
         return 0;
     }
 
-    int new_n = kv->n + width;
+    int new_n = kv->n + width + scratch;
     tp_mem_share add = { new_n > b->kv_hwm ? (size_t)(new_n - b->kv_hwm) * b->slot : 0, 0,
                          (size_t)width * TP_MEM_MEMBER_OVERHEAD };
     if (tp_memory_try_add(b->mon, &add, b->crit, NULL))

@@ -29,6 +29,11 @@ typedef struct {
     tp_kv_type kv_type;
     int n_threads;           /* of the session's compute context */
     int max_width;           /* a hard cap on W from the caller (visible sets: one forward chunk); 0 = none */
+    /* --use-mcts: each step feeds one token (W only sizes the candidates), and a search appends
+     * up to scratch_slots slots above the live ones and drops them within the step: every grant
+     * keeps them free (in the cache and under the memory limit) for the next step's search. */
+    bool one_member;
+    int scratch_slots;
 } tp_budget_params;
 
 /* Computes the effective max_parallel_tokens W (auto from memory when max_parallel_tokens is 0,

@@ -52,13 +52,20 @@ static cJSON *config_json(const tempo_config *c, const tempo_result *r) {
     cJSON_AddNumberToObject(o, "top_p", g->top_p);
     cJSON_AddNumberToObject(o, "repetition_penalty", g->repetition_penalty);
     cJSON_AddNumberToObject(o, "seed", (double)g->seed);
+    cJSON_AddBoolToObject(o, "use_mcts", g->use_mcts);
+    cJSON_AddNumberToObject(o, "mcts_simulations", g->mcts_simulations);
+    cJSON_AddNumberToObject(o, "mcts_c_puct", g->mcts_c_puct);
+    cJSON_AddNumberToObject(o, "mcts_depth", g->mcts_depth);
     cJSON_AddNumberToObject(o, "threads", r->threads);
     cJSON_AddStringToObject(o, "kv_cache_type", kv_name(r->kv_cache_type));
     cJSON_AddNumberToObject(o, "max_memory_gb", r->max_memory_gb);
     cJSON_AddNumberToObject(o, "max_cache_tokens", g->max_cache_tokens);
     cJSON_AddBoolToObject(o, "disable_kv_cache", g->disable_kv_cache);
     cJSON_AddBoolToObject(o, "debug_mode", g->debug_mode);
-    cJSON_AddStringToObject(o, "memory_policy", g->memory_policy == TEMPO_MEMORY_ADAPT ? "adapt" : "stop");
+    cJSON_AddStringToObject(o, "memory_policy", g->memory_policy == TEMPO_MEMORY_ADAPT   ? "adapt"
+                                                : g->memory_policy == TEMPO_MEMORY_PRUNE ? "prune"
+                                                                                         : "stop");
+    add_str(o, "kv_offload", r->kv_offload);
     if (c) {
         cJSON_AddBoolToObject(o, "output_json", c->output_json);
         add_str(o, "output_dir", c->output_dir);
@@ -97,6 +104,53 @@ static cJSON *step_json(const tempo_step *st) {
     cJSON_AddNumberToObject(o, "original_count", st->n_tokens);
     cJSON_AddBoolToObject(o, "was_pruned", st->was_pruned);
     if (st->chosen) cJSON_AddBoolToObject(o, "chosen", true);
+    if (st->n_mcts > 0) {
+        /* --use-mcts: every candidate of the step's search; the committed one is the step's token */
+        cJSON *cands = cJSON_AddArrayToObject(o, "mcts");
+        for (int j = 0; j < st->n_mcts; j++) {
+            const tempo_mcts_candidate *c = &st->mcts[j];
+            cJSON *cj = cJSON_CreateObject();
+            cJSON_AddNumberToObject(cj, "token_id", c->token_id);
+            add_str(cj, "text", c->text ? c->text : "");
+            cJSON_AddNumberToObject(cj, "probability", c->probability);
+            cJSON_AddNumberToObject(cj, "prior", c->prior);
+            cJSON_AddNumberToObject(cj, "visits", c->visits);
+            if (c->visits > 0) cJSON_AddNumberToObject(cj, "value", c->value);
+            else cJSON_AddNullToObject(cj, "value");
+            cJSON_AddBoolToObject(cj, "committed", c->committed);
+            cJSON_AddItemToArray(cands, cj);
+        }
+    }
+    return o;
+}
+
+/* metrics.memory: per layer, then the monitor's totals. */
+static cJSON *memory_json(const tempo_memory_breakdown *mb) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *layers = cJSON_AddArrayToObject(o, "layers");
+    for (int l = 0; l < mb->n_layers; l++) {
+        const tempo_layer_memory *lm = &mb->layers[l];
+        cJSON *lj = cJSON_CreateObject();
+        cJSON_AddNumberToObject(lj, "layer", l);
+        cJSON_AddNumberToObject(lj, "weights_bytes", (double)lm->weights_bytes);
+        cJSON_AddNumberToObject(lj, "kv_bytes", (double)lm->kv_bytes);
+        cJSON_AddNumberToObject(lj, "kv_spilled_bytes", (double)lm->kv_spilled_bytes);
+        cJSON_AddNumberToObject(lj, "scratch_bytes", (double)lm->scratch_bytes);
+        cJSON_AddItemToArray(layers, lj);
+    }
+    cJSON_AddNumberToObject(o, "shared_weights_bytes", (double)mb->shared_weights_bytes);
+    cJSON_AddNumberToObject(o, "other_weights_bytes", (double)mb->other_weights_bytes);
+    cJSON *t = cJSON_AddObjectToObject(o, "totals");
+    cJSON_AddNumberToObject(t, "weights_bytes", (double)mb->weights_bytes);
+    cJSON_AddNumberToObject(t, "kv_bytes", (double)mb->kv_bytes);
+    cJSON_AddNumberToObject(t, "scratch_bytes", (double)mb->scratch_bytes);
+    cJSON_AddNumberToObject(t, "records_bytes", (double)mb->records_bytes);
+    cJSON_AddNumberToObject(t, "other_bytes", (double)mb->other_bytes);
+    cJSON_AddNumberToObject(t, "accounted_bytes", (double)mb->accounted_bytes);
+    cJSON_AddNumberToObject(t, "limit_bytes", (double)mb->limit_bytes);
+    if (mb->kv_resident_slots >= 0) cJSON_AddNumberToObject(o, "kv_resident_slots", mb->kv_resident_slots);
+    else cJSON_AddNullToObject(o, "kv_resident_slots");
+    cJSON_AddNumberToObject(o, "kv_spilled_bytes", (double)mb->kv_spilled_bytes);
     return o;
 }
 
@@ -135,6 +189,7 @@ char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
     cJSON_AddNumberToObject(m, "peak_memory_bytes", (double)r->peak_memory_bytes);
     cJSON_AddNumberToObject(m, "steps_per_second",
                             r->generation_time_s > 0 ? r->n_steps / r->generation_time_s : 0.0);
+    if (r->memory.n_layers > 0) cJSON_AddItemToObject(m, "memory", memory_json(&r->memory));
 
     cJSON_AddStringToObject(doc, "stop_reason", tempo_stop_reason_name(r->stop_reason));
     add_str(doc, "stop_message", r->stop_message);
@@ -143,8 +198,14 @@ char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
         const tempo_adjustment *a = &r->adjustments[i];
         cJSON *aj = cJSON_CreateObject();
         cJSON_AddNumberToObject(aj, "from_step", a->from_step);
+        cJSON_AddStringToObject(aj, "kind", a->kind == TEMPO_ADJUST_PRUNE_RULE ? "prune_rule" : "width");
         cJSON_AddNumberToObject(aj, "old_width", a->old_width);
         cJSON_AddNumberToObject(aj, "new_width", a->new_width);
+        if (a->kind == TEMPO_ADJUST_PRUNE_RULE) {
+            cJSON_AddStringToObject(aj, "rule", a->relative ? "relative" : "absolute");
+            cJSON_AddNumberToObject(aj, "old_threshold", a->old_threshold);
+            cJSON_AddNumberToObject(aj, "new_threshold", a->new_threshold);
+        }
         add_str(aj, "reason", a->reason);
         cJSON_AddItemToArray(adj, aj);
     }

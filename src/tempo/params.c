@@ -33,6 +33,10 @@ void tempo_gen_params_init(tempo_gen_params *p) {
     p->top_p = 1.0;
     p->repetition_penalty = 1.0;
     p->seed = 42;
+    p->use_mcts = false;
+    p->mcts_simulations = 10;
+    p->mcts_c_puct = 1.0;
+    p->mcts_depth = 5;
     p->memory_policy = TEMPO_MEMORY_STOP;
 }
 
@@ -81,8 +85,29 @@ int tempo_gen_params_validate(const tempo_gen_params *p, tempo_error *err) {
                    (int)(sizeof p->stop_token_ids / sizeof p->stop_token_ids[0]));
     if (p->max_cache_tokens < 0)
         return bad(err, "--max-cache-tokens: %d is out of range (must be >= 1, or 0 for the context)", p->max_cache_tokens);
-    if (p->memory_policy != TEMPO_MEMORY_STOP && p->memory_policy != TEMPO_MEMORY_ADAPT)
-        return bad(err, "--memory-policy: %d is not one of stop, adapt", (int)p->memory_policy);
+    if (p->memory_policy != TEMPO_MEMORY_STOP && p->memory_policy != TEMPO_MEMORY_ADAPT &&
+        p->memory_policy != TEMPO_MEMORY_PRUNE)
+        return bad(err, "--memory-policy: %d is not one of stop, adapt, prune", (int)p->memory_policy);
+    if (p->mcts_simulations < 1 || p->mcts_simulations > TEMPO_MCTS_MAX_SIMULATIONS)
+        return bad(err, "--mcts-simulations: %d is out of range (must be in [1, %d])", p->mcts_simulations,
+                   TEMPO_MCTS_MAX_SIMULATIONS);
+    if (!in(p->mcts_c_puct, 0, 100)) return bad(err, "--mcts-c-puct: %g is out of range (must be in [0, 100])", p->mcts_c_puct);
+    if (p->mcts_depth < 0 || p->mcts_depth > TEMPO_MCTS_MAX_DEPTH)
+        return bad(err, "--mcts-depth: %d is out of range (must be in [0, %d])", p->mcts_depth, TEMPO_MCTS_MAX_DEPTH);
+    if (p->use_mcts && p->default_mode)
+        return bad(err, "--use-mcts searches among TEMPO sets and cannot run with --default-mode: leave one of them out");
+    if (p->use_mcts && p->disable_kv_cache)
+        return bad(err, "--use-mcts runs its rollouts on the KV cache of the committed path and cannot run with "
+                        "--disable-kv-cache: leave one of them out");
+    if (p->use_mcts && p->use_retroactive_pruning)
+        return bad(err, "--use-retroactive-pruning has no effect with --use-mcts (each step commits one token, so "
+                        "no set has members to prune): leave one of them out");
+    if (p->use_mcts && p->memory_policy == TEMPO_MEMORY_PRUNE)
+        return bad(err, "--memory-policy prune has nothing to prune with --use-mcts (each step commits one token): "
+                        "use stop or adapt");
+    if (p->use_mcts && p->repetition_penalty != 1.0)
+        return bad(err, "--repetition-penalty is not used by --use-mcts rollouts (they sample with --temperature, "
+                        "--top-k, --top-p and --seed): leave it out");
     if (memchr(p->chat_template, 0, sizeof p->chat_template) == NULL)
         return bad(err, "--chat-template: the name is not terminated");
     return 0;

@@ -29,9 +29,17 @@ int tp_record_init(tp_record *r, int max_steps, int max_tokens, char *err) {
     return 0;
 }
 
+int tp_record_init_mcts(tp_record *r, int max_candidates, char *err) {
+    r->mcts = calloc((size_t)(max_candidates > 0 ? max_candidates : 1), sizeof *r->mcts);
+    if (!r->mcts) return tp_fail(err, "out of memory allocating the record of the MCTS searches");
+    r->max_mcts = max_candidates;
+    return 0;
+}
+
 void tp_record_free(tp_record *r) {
     free(r->steps);
     free(r->tokens);
+    free(r->mcts);
     for (text_chunk *c = r->texts, *next; c; c = next) { next = c->next; free(c); }
     memset(r, 0, sizeof *r);
 }
@@ -60,6 +68,7 @@ char *tp_record_text(tp_record *r, const char *s, size_t n) {
 typedef struct {
     tempo_result pub; /* first, so a tempo_result * is a result_priv * */
     tempo_token *tokens;
+    tempo_mcts_candidate *mcts;
     char *texts;
 } result_priv;
 
@@ -74,7 +83,10 @@ void tempo_result_free(tempo_result *r) {
     for (int i = 0; i < r->n_adjustments; i++) free(r->adjustments[i].reason);
     free(r->adjustments);
     free(rp->tokens);
+    free(rp->mcts);
     free(rp->texts);
+    free(r->kv_offload);
+    free(r->memory.layers);
     free(rp);
 }
 
@@ -90,21 +102,25 @@ tempo_result *tp_record_snapshot(const tp_record *rec, const tp_record_meta *met
     if (!rp) return NULL;
     tempo_result *r = &rp->pub;
     bool oom = false;
-    size_t n_tok = 0, text_bytes = 0;
+    size_t n_tok = 0, n_mcts = 0, text_bytes = 0;
     for (int k = 0; k < rec->n_steps; k++) {
-        n_tok += (size_t)rec->steps[k].n_tokens;
-        for (int j = 0; j < rec->steps[k].n_tokens; j++)
-            text_bytes += strlen(rec->steps[k].tokens[j].text ? rec->steps[k].tokens[j].text : "") + 1;
+        const tempo_step *st = &rec->steps[k];
+        n_tok += (size_t)st->n_tokens;
+        n_mcts += (size_t)st->n_mcts;
+        for (int j = 0; j < st->n_tokens; j++) text_bytes += strlen(st->tokens[j].text ? st->tokens[j].text : "") + 1;
+        for (int j = 0; j < st->n_mcts; j++) text_bytes += strlen(st->mcts[j].text ? st->mcts[j].text : "") + 1;
     }
     r->n_steps = rec->n_steps;
     if (rec->n_steps > 0) {
         r->steps = malloc((size_t)(unsigned)rec->n_steps * sizeof *r->steps);
         rp->tokens = malloc((n_tok ? n_tok : 1) * sizeof *rp->tokens);
+        rp->mcts = n_mcts ? malloc(n_mcts * sizeof *rp->mcts) : NULL;
         rp->texts = malloc(text_bytes ? text_bytes : 1);
-        oom |= !r->steps || !rp->tokens || !rp->texts;
+        oom |= !r->steps || !rp->tokens || !rp->texts || (n_mcts && !rp->mcts);
     }
     if (!oom && rec->n_steps) {
         tempo_token *t = rp->tokens;
+        tempo_mcts_candidate *mc = rp->mcts;
         char *txt = rp->texts;
         for (int k = 0; k < rec->n_steps; k++) {
             r->steps[k] = rec->steps[k];
@@ -117,6 +133,16 @@ tempo_result *tp_record_snapshot(const tp_record *rec, const tp_record_meta *met
                 t->text = txt;
                 txt += n;
                 t++;
+            }
+            r->steps[k].mcts = rec->steps[k].n_mcts ? mc : NULL;
+            for (int j = 0; j < rec->steps[k].n_mcts; j++) {
+                *mc = rec->steps[k].mcts[j];
+                const char *s = mc->text ? mc->text : "";
+                size_t n = strlen(s) + 1;
+                memcpy(txt, s, n);
+                mc->text = txt;
+                txt += n;
+                mc++;
             }
         }
     }
@@ -143,6 +169,20 @@ tempo_result *tp_record_snapshot(const tp_record *rec, const tp_record_meta *met
     r->threads = meta->threads;
     r->max_memory_gb = meta->max_memory_gb;
     r->kv_cache_type = meta->kv_cache_type;
+    r->kv_offload = dup_or_null(meta->kv_offload && *meta->kv_offload ? meta->kv_offload : NULL, &oom);
+    if (meta->memory) {
+        r->memory = *meta->memory;
+        r->memory.layers = NULL;
+        r->memory.n_layers = 0;
+        if (meta->memory->n_layers > 0 && meta->memory->layers) {
+            r->memory.layers = malloc((size_t)meta->memory->n_layers * sizeof *r->memory.layers);
+            if (!r->memory.layers) oom = true;
+            else {
+                memcpy(r->memory.layers, meta->memory->layers, (size_t)meta->memory->n_layers * sizeof *r->memory.layers);
+                r->memory.n_layers = meta->memory->n_layers;
+            }
+        }
+    }
     tp_proc_mem pm;
     if (tp_memory_read_proc(&pm) == 0) r->peak_memory_bytes = (size_t)pm.vm_hwm;
     if (!oom) {

@@ -20,11 +20,15 @@ typedef struct {
     int n_steps, n_tokens;       /* used */
     tempo_step *steps;           /* [max_steps] */
     tempo_token *tokens;         /* [max_tokens]: step k's members start at steps[k].tokens */
+    tempo_mcts_candidate *mcts;  /* --use-mcts: [max_mcts], step k's candidates start at steps[k].mcts */
+    int max_mcts;
     struct tp_text_chunk *texts;
 } tp_record;
 
 /* 0, or -1 with err (out of memory). */
 int tp_record_init(tp_record *r, int max_steps, int max_tokens, char *err);
+/* --use-mcts: room for the searches' candidates (after tp_record_init). */
+int tp_record_init_mcts(tp_record *r, int max_candidates, char *err);
 void tp_record_free(tp_record *r);
 /* A copy of n bytes of text (NUL-terminated) kept with the record; NULL on out of memory. */
 char *tp_record_text(tp_record *r, const char *s, size_t n);
@@ -42,6 +46,8 @@ typedef struct {
     int threads;
     double max_memory_gb;
     tempo_kv_type kv_cache_type;
+    const char *kv_offload;
+    const tempo_memory_breakdown *memory; /* copied (its layers too); NULL for none */
 } tp_record_meta;
 
 /* A self-contained tempo_result (free with tempo_result_free), with generated_text and

@@ -34,6 +34,7 @@
 #include "memory/budget.h"
 #include "memory/memory.h"
 #include "output/text.h"
+#include "tempo/mcts.h"
 #include "tempo/prune.h"
 #include "tempo/record.h"
 #include "tempo/sample.h"
@@ -95,6 +96,13 @@ struct tempo_session {
     bool feeding, fed_already, want_attn;
     bool multi_ready;            /* the compute context has its batch logits buffer */
     int attn_rows, attn_stride;  /* of the last forward's summary */
+
+    /* --use-mcts: the search, and the candidates and statistics of the newest step's search */
+    tp_mcts *mcts;
+    int32_t *mcts_ids;
+    float *mcts_probs;
+    tp_mcts_stat *mcts_stats;
+    int n_mcts, mcts_committed;
 
     /* stats */
     int forward_calls, fed_steps, fed_tokens;
@@ -161,6 +169,8 @@ static void free_buffers(tp_session *s) {
     free(s->ids); free(s->feed_pos); free(s->hist);
     free(s->probs); free(s->score); free(s->mprob); free(s->mid); free(s->malive); free(s->mprune);
     free(s->map); free(s->events);
+    free(s->mcts_ids); free(s->mcts_probs); free(s->mcts_stats);
+    tp_mcts_free(s->mcts);
     tp_sampler_free(s->sampler);
     tp_compute_free(s->compute);
     tp_kv_free(s->kv);
@@ -176,6 +186,7 @@ void tempo_session_free(tempo_session *s) {
 }
 
 void tp_session_set_reclaim(tp_session *s, tp_reclaim r) { s->reclaim = r; }
+const tp_mcts *tp_session_mcts(const tp_session *s) { return s->mcts; }
 const tp_kv *tp_session_kv(const tp_session *s) { return s->kv; }
 const float *tp_session_last_attention(const tp_session *s, int *n_q, int *stride) {
     if (n_q) *n_q = s->attn_rows;
@@ -275,12 +286,18 @@ static int alloc_run(tp_session *s, char *msg) {
     }
     if (s->nocache) ALLOC(s->mask, (W > REBUILD_CHUNK ? W : REBUILD_CHUNK) * cap);
     if (s->standard) ALLOC(s->hist, (size_t)s->P + T);
+    if (s->p.use_mcts) {
+        ALLOC(s->mcts_ids, W);
+        ALLOC(s->mcts_probs, W);
+        ALLOC(s->mcts_stats, W);
+    }
 #undef ALLOC
     if (!ok)
         return tp_fail(msg, "out of memory allocating the working buffers for %d parallel tokens over a vocabulary of %d "
                             "and %d cache slots (lower --max-parallel-tokens or --max-cache-tokens)",
                        s->W, s->V, s->kv->capacity);
     if (tp_record_init(&s->rec, s->T, s->T * s->W, msg)) return -1;
+    if (s->p.use_mcts && tp_record_init_mcts(&s->rec, s->T * s->W, msg)) return -1;
     return 0;
 }
 
@@ -293,6 +310,49 @@ static bool all_finite(const float *x, int n) {
     float acc = 0.0f;
     for (int i = 0; i < n; i++) acc += x[i] * 0.0f; /* NaN or inf anywhere makes acc NaN */
     return acc == 0.0f;
+}
+
+/* ------------------------------------------------------------------ MCTS -- */
+/* --use-mcts (src/tempo/mcts.c): the session lends the search its cache through three calls, so
+ * the session stays the only code that changes it: feed one token with an explicit visibility
+ * row, read its logits, and drop slots back to a checkpoint. */
+
+static int mcts_feed(void *ctx, int32_t token, int32_t pos, int32_t step, const uint8_t *mask, float *logits,
+                     char *err) {
+    tp_session *s = ctx;
+    tp_batch b = { .n = 1, .tokens = &token, .pos = &pos, .step = step, .vis = TP_VIS_ISOLATED, .mask = mask,
+                   .logits = logits };
+    return forward(s, &b, err);
+}
+
+static void mcts_truncate(void *ctx, int n) { tp_kv_truncate(((tp_session *)ctx)->kv, n); }
+
+static int mcts_new(tp_session *s, char *msg) {
+    tp_mcts_params mp = {
+        .simulations = s->p.mcts_simulations, .depth = s->p.mcts_depth, .c_puct = s->p.mcts_c_puct,
+        .max_width = s->W, .max_slots = s->kv->capacity, .n_vocab = s->V, .n_prompt = s->P,
+        .max_tokens = s->T, .min_steps = s->p.min_steps, .thr = s->thr, .is_eog = s->is_eog,
+        .rollout = { s->p.temperature, s->p.top_k, s->p.top_p, 1.0, s->p.seed },
+    };
+    if (tp_budget_reserve_more(s->budget, tp_mcts_bytes(&mp), "the MCTS search", msg)) return -1;
+    s->mcts = tp_mcts_new(&mp, msg);
+    return s->mcts ? 0 : -1;
+}
+
+/* Search among step k's set (s->ids/s->probs, n members) and leave the committed member alone in
+ * s->ids[0]/s->probs[0]; the candidates and their statistics are kept for the step's record. */
+static int mcts_step(tp_session *s, int k, int n, char *msg) {
+    tp_mcts_env env = { s, mcts_feed, mcts_truncate, s->kv };
+    int width = tp_budget_current_width(s->budget) < s->W ? tp_budget_current_width(s->budget) : s->W;
+    int best = tp_mcts_search(s->mcts, &env, k, s->ids, s->probs, n, width, s->mcts_stats, msg);
+    if (best < 0) return -1;
+    memcpy(s->mcts_ids, s->ids, sizeof(int32_t) * (size_t)n);
+    memcpy(s->mcts_probs, s->probs, sizeof(float) * (size_t)n);
+    s->n_mcts = n;
+    s->mcts_committed = best;
+    s->ids[0] = s->mcts_ids[best];
+    s->probs[0] = s->mcts_probs[best];
+    return 0;
 }
 
 int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P, tempo_error *err) {
@@ -340,6 +400,8 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         .adapt = s->p.memory_policy == TEMPO_MEMORY_ADAPT, .debug = s->p.debug_mode,
         .kv_type = (tp_kv_type)m->params.kv_cache_type, .n_threads = m->n_threads,
         .max_width = s->vis == TP_VIS_SET ? TP_MATMUL_MAX_BATCH : 0,
+        .one_member = s->p.use_mcts,
+        .scratch_slots = s->p.use_mcts ? s->p.mcts_simulations + s->p.mcts_depth : 0,
     };
     tempo_status code = TEMPO_ERR_MEMORY_LIMIT;
     s->budget = tp_budget_new(m->mon, m, &bp, msg);
@@ -375,6 +437,10 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
                                     s->p.final_threshold, s->p.use_relu, s->p.bezier_p1, s->p.bezier_p2,
                                     s->p.relu_activation_point };
     if (s->pruning) tp_prune_layer_weights(s->L, !s->p.no_multi_scale_attention, s->lambda);
+    if (s->p.use_mcts && mcts_new(s, msg)) {
+        code = strstr(msg, "Memory limit") ? TEMPO_ERR_MEMORY_LIMIT : TEMPO_ERR_NOMEM;
+        goto fail;
+    }
 
     /* Prefill (section 1): the prompt at positions 0..P-1, causally. */
     s->t_start = tp_now();
@@ -572,6 +638,22 @@ static int record_step(tp_session *s, int k, int n, char *msg) {
         s->slot_of[off + j] = -1;
         s->fed_of[off + j] = -1;
     }
+    if (s->mcts) {
+        /* the search's candidates, after the previous step's (a replaced set is recorded again) */
+        const tempo_step *prev = k > 0 ? &r->steps[k - 1] : NULL;
+        int moff = prev ? (int)(prev->mcts - r->mcts) + prev->n_mcts : 0;
+        st->mcts = r->mcts + moff;
+        st->n_mcts = s->n_mcts;
+        for (int j = 0; j < s->n_mcts; j++) {
+            char *text = token_text(s, s->mcts_ids[j]);
+            if (!text) return tp_fail(msg, "out of memory recording step %d", k);
+            const tp_mcts_stat *ms = &s->mcts_stats[j];
+            st->mcts[j] = (tempo_mcts_candidate){ .token_id = s->mcts_ids[j], .text = text,
+                                                  .probability = s->mcts_probs[j], .prior = ms->prior,
+                                                  .visits = ms->visits, .value = ms->value,
+                                                  .committed = j == s->mcts_committed };
+        }
+    }
     r->n_tokens = off + n;
     r->n_steps = k + 1;
     return 0;
@@ -678,6 +760,10 @@ static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
     bool last = k == s->T - 1;
     int n = choose(s, k, tp_budget_current_width(s->budget) < s->W ? tp_budget_current_width(s->budget) : s->W);
     if (n == 0) { stop(s, TEMPO_STOP_EOS, NULL); return 0; }
+    if (s->mcts) { /* the search commits one member of the set */
+        if (mcts_step(s, k, n, msg)) { stop(s, TEMPO_STOP_ERROR, msg); return -1; }
+        n = 1;
+    }
     s->granted = 0;
     if (!last) {
         int width = budget_width(s, k, n);

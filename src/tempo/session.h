@@ -27,6 +27,10 @@ void tp_session_set_reclaim(tp_session *s, tp_reclaim r);
 const tp_kv *tp_session_kv(const tp_session *s);
 const float *tp_session_last_attention(const tp_session *s, int *n_q, int *stride);
 
+/* --use-mcts: the session's search (for tests: tp_mcts_last_simulation); NULL without. */
+struct tp_mcts;
+const struct tp_mcts *tp_session_mcts(const tp_session *s);
+
 /* The prompt text that is tokenized: the prompt, or with enable_thinking the chat wrapping in
  * the model's format (src/chat; p->chat_template forces one). malloc'ed; NULL with err (an
  * unknown chat template names itself and the supported formats). */
