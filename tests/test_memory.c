@@ -715,3 +715,303 @@ TEST(memory_e2e_cache_limit_reclaims_pruned_slots) {
     run_free(&a);
     run_free(&b);
 }
+
+/* ------------------------------------------------------------ by layer -- */
+/* The breakdown of a live session: stories260K's layers are 7 f32 matrices (q, o: 64x64; k, v:
+ * 64x32; gate, up, down: 64x172) and 2 norm vectors of 64 floats; the embeddings and the untied
+ * output are 512x64 each, the final norm 64. The sums are the monitor's totals. */
+TEST(memory_breakdown_by_layer_matches_the_monitor) {
+    tempo_error err;
+    tempo_model_params mp;
+    tempo_model_params_init(&mp);
+    mp.threads = 1;
+    tempo_model *m = tempo_model_open(STORIES, &mp, &err);
+    REQUIRE(m);
+    tempo_gen_params g;
+    tempo_gen_params_init(&g);
+    g.max_tokens = 12;
+    g.selection_threshold = 0;
+    g.max_parallel_tokens = 4;
+    tempo_session *s = tempo_session_new(m, &g, &err);
+    REQUIRE(s && tempo_session_prefill(s, "Once upon a time", &err) == 0);
+    tempo_step_info st;
+    while (tempo_session_step(s, &st, &err) == 1) {}
+    tempo_result *r = tempo_session_result(s, &err);
+    REQUIRE(r);
+    const tempo_memory_breakdown *mb = &r->memory;
+    REQUIRE(mb->n_layers == 5 && mb->layers);
+    const size_t layer = (64 * 64 * 2 + 64 * 32 * 2 + 64 * 172 * 3) * 4 + 2 * 64 * 4;
+    size_t w = 0, kv = 0;
+    for (int l = 0; l < 5; l++) {
+        CHECK_INT_EQ(mb->layers[l].weights_bytes, layer);
+        CHECK(mb->layers[l].scratch_bytes > 0 && mb->layers[l].scratch_bytes <= mb->scratch_bytes);
+        CHECK_INT_EQ(mb->layers[l].kv_spilled_bytes, 0);
+        w += mb->layers[l].weights_bytes;
+        kv += mb->layers[l].kv_bytes;
+    }
+    CHECK_INT_EQ(mb->shared_weights_bytes, 2 * 512 * 64 * 4 + 64 * 4);
+    CHECK_INT_EQ(mb->other_weights_bytes, 0);
+    /* the monitor's own numbers, read independently while the session is alive */
+    tempo_memory_stats ms;
+    tempo_memory_get_stats(tempo_model_memory(m), &ms);
+    CHECK_INT_EQ(w + mb->shared_weights_bytes + mb->other_weights_bytes, mb->weights_bytes);
+    CHECK_NEAR((double)mb->weights_bytes, ms.weights_gb * GIB, 0.5);
+    CHECK_INT_EQ(kv, mb->kv_bytes);
+    CHECK_NEAR((double)mb->kv_bytes, ms.kv_gb * GIB, 0.5);
+    CHECK_NEAR((double)mb->scratch_bytes, ms.work_gb * GIB, 0.5);
+    /* the KV share: 5 + 11 x 4 = 49 slots of 1280 bytes */
+    CHECK_INT_EQ(mb->kv_bytes, 49 * 1280);
+    CHECK_INT_EQ(mb->accounted_bytes, tp_memory_accounted_bytes(tempo_model_memory(m)));
+    CHECK_INT_EQ(mb->accounted_bytes,
+                 mb->weights_bytes + mb->kv_bytes + mb->scratch_bytes + mb->records_bytes + mb->other_bytes);
+    CHECK(mb->kv_resident_slots == -1);
+    /* the JSON carries the same numbers */
+    char *js = tempo_result_to_json(r, NULL);
+    cJSON *d = cJSON_Parse(js);
+    cJSON *mem = d ? cJSON_GetObjectItem(cJSON_GetObjectItem(d, "metrics"), "memory") : NULL;
+    REQUIRE(mem);
+    cJSON *layers = cJSON_GetObjectItem(mem, "layers");
+    CHECK_INT_EQ(cJSON_GetArraySize(layers), 5);
+    CHECK(cJSON_GetObjectItem(cJSON_GetArrayItem(layers, 2), "weights_bytes")->valuedouble == (double)layer);
+    CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(mem, "totals"), "kv_bytes")->valuedouble == (double)mb->kv_bytes);
+    cJSON_Delete(d);
+    free(js);
+    tempo_result_free(r);
+    tempo_session_free(s);
+    tempo_model_close(m);
+}
+
+/* --debug-mode: one line per layer and one of totals, after prefill and at the end. */
+TEST(memory_e2e_debug_by_layer) {
+    run_result r;
+    REQUIRE(run_plain(test_tempo_bin(), "--max-tokens 4 --max-parallel-tokens 2 --selection-threshold 0 --debug-mode", &r));
+    CHECK(r.status == 0);
+    regex_t re;
+    REQUIRE(regcomp(&re,
+                    "^(After prefill|End): layer [0-4]: weights [0-9.]+GB, KV [0-9.]+GB \\(spilled [0-9.]+GB\\), "
+                    "scratch [0-9.]+GB \\(shared by every layer\\)$",
+                    REG_EXTENDED | REG_NEWLINE) == 0);
+    int layer_lines = 0, totals = 0;
+    char *save = NULL;
+    for (char *ln = strtok_r(r.err, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+        layer_lines += regexec(&re, ln, 0, NULL, 0) == 0;
+        totals += strstr(ln, ": memory totals: weights ") && strstr(ln, "accounted ") != NULL;
+    }
+    regfree(&re);
+    CHECK_INT_EQ(layer_lines, 10);
+    CHECK_INT_EQ(totals, 2);
+    run_free(&r);
+}
+
+/* ------------------------------------------------------ --memory-policy prune -- */
+static int json_pruned(const run_result *r) {
+    int n = 0;
+    cJSON *steps = r->json ? cJSON_GetObjectItem(r->json, "steps") : NULL;
+    for (int k = 0; steps && k < cJSON_GetArraySize(steps); k++) {
+        cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "tokens");
+        for (int j = 0; j < cJSON_GetArraySize(t); j++)
+            n += cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(t, j), "pruned"));
+    }
+    return n;
+}
+
+/* The limit that stops a run under "stop" lets it go further under "prune": from the warning
+ * level on, earlier sets lose their lowest-scoring members and their slots are reused; the rule
+ * is tightened (recorded) before any width is cut; the measured peak stays under the limit. */
+TEST(memory_e2e_prune_policy_outlasts_stop) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    size_t base = base_peak(bin, 50);
+    REQUIRE(base > 0);
+    double limit_gb = ((double)base + 1.0 * 1048576) / 0.95 / GIB;
+    char args[512];
+    run_result a, b;
+    const char *common = "--threads 1 --max-tokens 40 --selection-threshold 0 --max-parallel-tokens 50 --output-json";
+    snprintf(args, sizeof args, "%s --max-memory-gb %.9f", common, limit_gb);
+    REQUIRE(run_tempo(bin, args, &a));
+    snprintf(args, sizeof args, "%s --max-memory-gb %.9f --memory-policy prune", common, limit_gb);
+    REQUIRE(run_tempo(bin, args, &b));
+    CHECK_MSG(!strcmp(json_stop(&a), "memory_limit"), "stop: %s", json_stop(&a));
+    CHECK_MSG(json_steps(&b) > json_steps(&a), "prune: %d steps, stop: %d steps\n%s", json_steps(&b), json_steps(&a),
+              b.err);
+    CHECK_MSG((double)b.peak <= limit_gb * GIB, "peak %.3fMB > limit %.3fMB", b.peak / 1048576.0, limit_gb * 1024);
+    CHECK(json_pruned(&b) > 0);
+    CHECK_INT_EQ(json_pruned(&a), 0);
+    /* the rule changes are recorded, each raising the threshold, all before the first width cut */
+    cJSON *adj = b.json ? cJSON_GetObjectItem(b.json, "adjustments") : NULL;
+    int rules = 0, first_cut = -1;
+    double prev = 0.5;
+    for (int i = 0; adj && i < cJSON_GetArraySize(adj); i++) {
+        cJSON *x = cJSON_GetArrayItem(adj, i);
+        const char *kind = cJSON_GetObjectItem(x, "kind")->valuestring;
+        if (!strcmp(kind, "prune_rule")) {
+            CHECK(i > 0 || first_cut < 0); /* pruning is tightened before any width is cut */
+            CHECK(!strcmp(cJSON_GetObjectItem(x, "rule")->valuestring, "relative"));
+            CHECK(cJSON_GetObjectItem(x, "old_threshold")->valuedouble == prev);
+            prev = cJSON_GetObjectItem(x, "new_threshold")->valuedouble;
+            CHECK(prev > cJSON_GetObjectItem(x, "old_threshold")->valuedouble);
+            rules++;
+        } else if (first_cut < 0) {
+            first_cut = i;
+        }
+    }
+    CHECK_MSG(rules >= 1 && first_cut != 0, "%d rule changes, first width cut at adjustment %d\n%s", rules, first_cut,
+              b.err);
+    CHECK(strstr(b.err, "pruning rule tightened at step ") != NULL);
+    run_free(&a);
+    run_free(&b);
+}
+
+/* ------------------------------------------------------------ --kv-offload -- */
+static bool dir_is_empty(const char *dir) {
+    char cmd[600];
+    int st;
+    snprintf(cmd, sizeof cmd, "ls -A '%s'", dir);
+    char *out = test_run_capture(cmd, &st);
+    bool empty = out && !*out && st == 0;
+    free(out);
+    return empty;
+}
+
+/* Every step's members and probabilities, exactly. */
+static bool same_steps(const run_result *a, const run_result *b) {
+    cJSON *x = cJSON_GetObjectItem(a->json, "steps"), *y = cJSON_GetObjectItem(b->json, "steps");
+    if (!x || !y || cJSON_GetArraySize(x) != cJSON_GetArraySize(y)) return false;
+    for (int k = 0; k < cJSON_GetArraySize(x); k++) {
+        cJSON *tx = cJSON_GetObjectItem(cJSON_GetArrayItem(x, k), "tokens"), *ty = cJSON_GetObjectItem(cJSON_GetArrayItem(y, k), "tokens");
+        if (cJSON_GetArraySize(tx) != cJSON_GetArraySize(ty)) return false;
+        for (int j = 0; j < cJSON_GetArraySize(tx); j++) {
+            cJSON *p = cJSON_GetArrayItem(tx, j), *q = cJSON_GetArrayItem(ty, j);
+            if (cJSON_GetObjectItem(p, "token_id")->valueint != cJSON_GetObjectItem(q, "token_id")->valueint ||
+                cJSON_GetObjectItem(p, "probability")->valuedouble != cJSON_GetObjectItem(q, "probability")->valuedouble ||
+                cJSON_IsTrue(cJSON_GetObjectItem(p, "pruned")) != cJSON_IsTrue(cJSON_GetObjectItem(q, "pruned")))
+                return false;
+        }
+    }
+    return !strcmp(cJSON_GetObjectItem(a->json, "clean_text")->valuestring,
+                   cJSON_GetObjectItem(b->json, "clean_text")->valuestring);
+}
+
+/* A run whose KV cache passes the limit: in memory it stops; with --kv-offload it completes
+ * with the same output as a run with room to spare, the measured peak under the limit, its old
+ * slots spilled, and nothing left in the folder. With pruning too (compaction moves spilled rows). */
+TEST(memory_e2e_kv_offload_continues_past_the_limit) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    size_t base = base_peak(bin, 4);
+    REQUIRE(base > 0);
+    char *dir = test_tmpdir();
+    REQUIRE(dir);
+    /* 400 steps x 4 members: 1601 KV slots of 1280 bytes (2 MB) next to 1.6 MB of records: in
+     * memory the run needs 3.7 MB more than a 2-step run, offloaded about 2 MB */
+    double limit_gb = ((double)base + 2.5 * 1048576) / 0.95 / GIB;
+    for (int pruning = 0; pruning < 2; pruning++) {
+        char common[256], args[768];
+        snprintf(common, sizeof common, "--threads 1 --max-tokens 400 --selection-threshold 0 --max-parallel-tokens 4 "
+                 "--output-json%s", pruning ? " --use-retroactive-pruning" : "");
+        run_result mem = { 0 }, off, ref;
+        snprintf(args, sizeof args, "%s --max-memory-gb %.9f", common, limit_gb);
+        if (!pruning) REQUIRE(run_tempo(bin, args, &mem)); /* with pruning the cache may fit anyway */
+        snprintf(args, sizeof args, "%s --max-memory-gb %.9f --kv-offload %s", common, limit_gb, dir);
+        REQUIRE(run_tempo(bin, args, &off));
+        REQUIRE(run_tempo(bin, common, &ref));
+        if (!pruning)
+            CHECK_MSG(!strcmp(json_stop(&mem), "memory_limit"), "in memory: %s after %d steps", json_stop(&mem),
+                      json_steps(&mem));
+        CHECK_MSG(off.status == 0 && json_steps(&off) == 400 && !strcmp(json_stop(&off), "max_tokens"),
+                  "offloaded (pruning %d): status %d, %d steps, %s\n%s", pruning, off.status, json_steps(&off),
+                  json_stop(&off), off.err);
+        CHECK_MSG((double)off.peak <= limit_gb * GIB, "peak %.3fMB > limit %.3fMB", off.peak / 1048576.0,
+                  limit_gb * 1024);
+        CHECK(ref.json && off.json && same_steps(&off, &ref));
+        if (pruning) CHECK(json_pruned(&off) > 0);
+        cJSON *mm = off.json ? cJSON_GetObjectItem(cJSON_GetObjectItem(off.json, "metrics"), "memory") : NULL;
+        REQUIRE(mm);
+        int hot = cJSON_GetObjectItem(mm, "kv_resident_slots")->valueint;
+        CHECK_MSG(hot >= 0 && hot < 1601, "%d resident slots", hot);
+        CHECK(cJSON_GetObjectItem(mm, "kv_spilled_bytes")->valuedouble > 0);
+        CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(off.json, "config"), "kv_offload")->valuestring, dir));
+        CHECK(dir_is_empty(dir));
+        run_free(&mem);
+        run_free(&off);
+        run_free(&ref);
+    }
+    rmdir(dir);
+    free(dir);
+}
+
+/* A full disk (here: a file size limit of 128 KiB, which refuses the spill files' growth the
+ * same way): a clear error naming --kv-offload, every step before it kept, nothing left behind. */
+TEST(memory_e2e_kv_offload_full_disk_keeps_steps) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    char *dir = test_tmpdir();
+    REQUIRE(dir);
+    char cmd[1024];
+    int status;
+    /* stdout is a pipe (the limit is on files); 128 KiB = 1024 rows of 128 bytes per spill file */
+    snprintf(cmd, sizeof cmd,
+             "sh -c 'ulimit -f 256; exec %s --model %s --threads 1 --max-tokens 400 --selection-threshold 0 "
+             "--max-parallel-tokens 4 --kv-offload %s --output-json 2>/dev/null'",
+             bin, STORIES, dir);
+    char *out = test_run_capture(cmd, &status);
+    cJSON *d = out ? cJSON_Parse(out) : NULL;
+    REQUIRE(d);
+    CHECK_INT_EQ(status, 1);
+    cJSON *steps = cJSON_GetObjectItem(d, "steps"), *msg = cJSON_GetObjectItem(d, "stop_message");
+    CHECK(!strcmp(cJSON_GetObjectItem(d, "stop_reason")->valuestring, "error"));
+    CHECK_MSG(cJSON_IsString(msg) && strstr(msg->valuestring, "--kv-offload") && strstr(msg->valuestring, dir) &&
+              strstr(msg->valuestring, "cannot grow the KV spill files") && strstr(msg->valuestring, "File too large"),
+              "%s", cJSON_IsString(msg) ? msg->valuestring : "(none)");
+    /* 5 + 4 x 255 = 1025 slots pass 1024 rows: the feed of step 255 fails, steps 0..254 are kept */
+    CHECK_INT_EQ(cJSON_GetArraySize(steps), 255);
+    for (int k = 0; k < cJSON_GetArraySize(steps); k++)
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "tokens")) == 4);
+    CHECK(dir_is_empty(dir));
+    cJSON_Delete(d);
+    free(out);
+    rmdir(dir);
+    free(dir);
+}
+
+/* The spill files have no name from the start: an interrupted run (SIGINT: exit 130, the steps so
+ * far printed) or a killed one leaves nothing in the folder. While it runs, its open files are
+ * the deleted spill files of that folder. */
+TEST(memory_e2e_kv_offload_leaves_nothing_behind) {
+    const char *bin = opt_bin();
+    REQUIRE(bin && "build/tempo is missing: run make (make test should build it)");
+    char *dir = test_tmpdir();
+    REQUIRE(dir);
+    for (int sig = 0; sig < 2; sig++) {
+        char cmd[1024], out[700];
+        snprintf(out, sizeof out, "%s.out", dir);
+        snprintf(cmd, sizeof cmd,
+                 "%s --model %s --threads 1 --max-tokens 1500 --selection-threshold 0 --max-parallel-tokens 1 "
+                 "--kv-offload %s --no-color > %s 2>/dev/null & p=$!; sleep 0.3; "
+                 "n=$(ls -l /proc/$p/fd 2>/dev/null | grep -c '%s/tempo-kv-.* (deleted)'); "
+                 "kill -%s $p; wait $p; echo \"$? $n\"",
+                 bin, STORIES, dir, out, dir, sig ? "KILL" : "INT");
+        int status;
+        char *res = test_run_capture(cmd, &status);
+        int rc = -1, open_files = -1;
+        CHECK(res && sscanf(res, "%d %d", &rc, &open_files) == 2);
+        CHECK_INT_EQ(open_files, 10); /* 5 layers x K and V */
+        CHECK_INT_EQ(rc, sig ? 128 + 9 : 130);
+        CHECK(dir_is_empty(dir));
+        char *text = slurp(out);
+        if (!sig) CHECK_MSG(text && !strncmp(text, "Once upon a time", 16) && strlen(text) > 40, "%s", text ? text : "");
+        free(text);
+        free(res);
+        unlink(out);
+    }
+    rmdir(dir);
+    free(dir);
+}
+
+TEST(memory_kv_offload_bad_folder) {
+    run_result r;
+    REQUIRE(run_plain(test_tempo_bin(), "--max-tokens 2 --kv-offload /nonexistent/folder", &r));
+    CHECK_INT_EQ(r.status, 2);
+    CHECK_MSG(strstr(r.err, "--kv-offload: '/nonexistent/folder' is not a writable folder"), "%s", r.err);
+    run_free(&r);
+}

@@ -92,6 +92,15 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
                      mp->max_memory_gb, mp->threads, (int)mp->kv_cache_type);
         return NULL;
     }
+    if (mp->kv_offload && *mp->kv_offload) { /* a bad folder is a usage error, found before the weights are read */
+        struct stat st;
+        errno = 0;
+        if (stat(mp->kv_offload, &st) != 0 || !S_ISDIR(st.st_mode) || access(mp->kv_offload, W_OK | X_OK) != 0) {
+            tp_set_error(err, TEMPO_ERR_ARG, "--kv-offload: '%s' is not a writable folder (%s)", mp->kv_offload,
+                         errno ? strerror(errno) : "not a directory");
+            return NULL;
+        }
+    }
     int64_t bytes = tp_model_file_bytes(path ? path : "", msg);
     if (bytes < 0) { tp_set_error(err, TEMPO_ERR_IO, "%s", msg); return NULL; }
     if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg)) {
@@ -118,8 +127,10 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
     m->n_threads = mp->threads > 0 ? mp->threads : cores > 0 ? (int)cores : 1;
     m->path = strdup(path);
     m->mon = tempo_memory_monitor_new(mp->max_memory_gb);
-    if (!m->path || !m->mon) {
+    m->params.kv_offload = mp->kv_offload && *mp->kv_offload ? strdup(mp->kv_offload) : NULL; /* the model's copy */
+    if (!m->path || !m->mon || (mp->kv_offload && *mp->kv_offload && !m->params.kv_offload)) {
         tempo_memory_monitor_free(m->mon);
+        free((char *)m->params.kv_offload);
         tp_model_free(m);
         tp_set_error(err, TEMPO_ERR_NOMEM, "out of memory opening %s", path);
         return NULL;
@@ -132,6 +143,7 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
 void tempo_model_close(tempo_model *m) {
     if (!m) return;
     tempo_memory_monitor_free(m->mon);
+    free((char *)m->params.kv_offload);
     tp_model_free(m);
 }
 
@@ -155,6 +167,7 @@ void tempo_model_get_info(const tempo_model *m, tempo_model_info *info) {
     info->threads = m->n_threads;
     info->max_memory_gb = m->params.max_memory_gb;
     info->kv_cache_type = m->params.kv_cache_type;
+    info->kv_offload = m->params.kv_offload;
 }
 
 int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap) {

@@ -154,6 +154,9 @@ static void catch_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A file size limit (ulimit -f) makes writes past it fail with EFBIG, like a full disk, instead of
+     * killing the run: --kv-offload and --output-dir then report it and keep what was produced. */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 /* --------------------------------------------------------------- loading -- */
@@ -295,9 +298,15 @@ static int generate(tempo_model *m, const tempo_config *cfg) {
     fprintf(stderr, "tempo: %d steps (%d parallel), %d slots, %.3f s, %.1f steps/s, max parallel tokens %d, stop: %s\n",
             r->n_steps, r->parallel_steps, r->total_slots, r->generation_time_s, sps, r->max_parallel_tokens,
             tempo_stop_reason_name(r->stop_reason));
-    for (int i = 0; i < r->n_adjustments; i++)
-        fprintf(stderr, "tempo: width cut from %d to %d at step %d (%s)\n", r->adjustments[i].old_width,
-                r->adjustments[i].new_width, r->adjustments[i].from_step, r->adjustments[i].reason);
+    for (int i = 0; i < r->n_adjustments; i++) {
+        const tempo_adjustment *a = &r->adjustments[i];
+        if (a->kind == TEMPO_ADJUST_PRUNE_RULE)
+            fprintf(stderr, "tempo: pruning rule tightened at step %d: %s threshold %g -> %g (%s)\n", a->from_step,
+                    a->relative ? "relative" : "attention", a->old_threshold, a->new_threshold, a->reason);
+        else
+            fprintf(stderr, "tempo: width cut from %d to %d at step %d (%s)\n", a->old_width, a->new_width,
+                    a->from_step, a->reason);
+    }
     if (r->stop_message && *r->stop_message && r->stop_reason != TEMPO_STOP_INTERRUPTED)
         fprintf(stderr, "tempo: %s\n", r->stop_message);
 

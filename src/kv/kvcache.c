@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "kv/spill.h"
 #include "tensor/dtype.h"
 
 #define GB (1024.0 * 1024.0 * 1024.0)
@@ -66,10 +67,11 @@ tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t
 
 void tp_kv_free(tp_kv *kv) {
     if (!kv) return;
-    for (int l = 0; kv->k && kv->v && l < kv->n_layers; l++) {
+    for (int l = 0; !kv->spill && kv->k && kv->v && l < kv->n_layers; l++) {
         free(kv->k[l]);
         free(kv->v[l]);
     }
+    tp_kv_spill_free(kv->spill);
     free(kv->k);
     free(kv->v);
     free(kv->slots);
@@ -121,27 +123,73 @@ void tp_kv_kill(tp_kv *kv, int slot) {
     kv->n_alive--;
 }
 
+/* An offloaded cache: layer l's rows older than the hot ones, and any past the n in use, leave memory. */
+static void drop_cold(tp_kv *kv, int l, int n) {
+    size_t rb = tp_kv_row_bytes(kv);
+    size_t cold = n > kv->hot_slots ? (size_t)(n - kv->hot_slots) * rb : 0;
+    tp_kv_spill_drop(kv->spill, 2 * l, cold, (size_t)n * rb);
+    tp_kv_spill_drop(kv->spill, 2 * l + 1, cold, (size_t)n * rb);
+}
+
 int tp_kv_compact(tp_kv *kv, int *map_out) {
     size_t rb = tp_kv_row_bytes(kv);
     int w = 0;
     for (int r = 0; r < kv->n; r++) {
-        if (!kv->slots[r].alive) {
-            if (map_out) map_out[r] = -1;
-            continue;
-        }
-        if (w != r) {
-            kv->slots[w] = kv->slots[r];
-            for (int l = 0; l < kv->n_layers; l++) {
-                memcpy((char *)kv->k[l] + (size_t)w * rb, (char *)kv->k[l] + (size_t)r * rb, rb);
-                memcpy((char *)kv->v[l] + (size_t)w * rb, (char *)kv->v[l] + (size_t)r * rb, rb);
-            }
-        }
-        if (map_out) map_out[r] = w;
-        w++;
+        if (map_out) map_out[r] = kv->slots[r].alive ? w : -1;
+        w += kv->slots[r].alive;
     }
+    /* Rows one layer at a time, so an offloaded cache can let each layer's go right after. */
+    for (int l = 0; l < kv->n_layers; l++) {
+        int to = 0;
+        for (int r = 0; r < kv->n; r++) {
+            if (!kv->slots[r].alive) continue;
+            if (to != r) {
+                memcpy((char *)kv->k[l] + (size_t)to * rb, (char *)kv->k[l] + (size_t)r * rb, rb);
+                memcpy((char *)kv->v[l] + (size_t)to * rb, (char *)kv->v[l] + (size_t)r * rb, rb);
+            }
+            to++;
+        }
+        if (kv->spill) drop_cold(kv, l, w);
+    }
+    for (int r = 0, to = 0; r < kv->n; r++)
+        if (kv->slots[r].alive) kv->slots[to++] = kv->slots[r];
     int removed = kv->n - w;
     kv->n = w;
     return removed;
+}
+
+/* ------------------------------------------------------------ --kv-offload -- */
+
+int tp_kv_offload(tp_kv *kv, const char *dir, char *err) {
+    if (kv->spill) return 0;
+    if (kv->n) return tp_fail(err, "internal: offloading a KV cache that is in use");
+    size_t layer_bytes = (size_t)kv->capacity * tp_kv_row_bytes(kv);
+    tp_kv_spill *sp = tp_kv_spill_new(dir, 2 * kv->n_layers, layer_bytes, err);
+    if (!sp) return -1;
+    for (int l = 0; l < kv->n_layers; l++) {
+        free(kv->k[l]);
+        free(kv->v[l]);
+        kv->k[l] = tp_kv_spill_region(sp, 2 * l);
+        kv->v[l] = tp_kv_spill_region(sp, 2 * l + 1);
+    }
+    kv->spill = sp;
+    kv->hot_slots = kv->capacity;
+    return 0;
+}
+
+void tp_kv_set_hot_slots(tp_kv *kv, int n) { kv->hot_slots = n < 0 ? 0 : n; }
+int tp_kv_resident_slots(const tp_kv *kv) { return kv->spill ? kv->hot_slots : -1; }
+size_t tp_kv_spill_bytes(const tp_kv *kv) { return kv->spill ? tp_kv_spill_disk_bytes(kv->spill) : 0; }
+
+int tp_kv_prepare(tp_kv *kv, int n_new, char *err) {
+    if (!kv->spill) return 0;
+    long n = (long)kv->n + n_new;
+    if (n > kv->capacity) n = kv->capacity;
+    return tp_kv_spill_reserve(kv->spill, (size_t)n * tp_kv_row_bytes(kv), err);
+}
+
+void tp_kv_layer_read(tp_kv *kv, int l) {
+    if (kv->spill) drop_cold(kv, l, kv->n);
 }
 
 void tp_kv_truncate(tp_kv *kv, int n) {

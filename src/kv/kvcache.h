@@ -42,6 +42,11 @@ typedef struct tp_kv {
     int n_alive;
     tp_slot *slots;        /* [capacity] */
     void **k, **v;         /* [n_layers] -> [capacity][kv_dim] of type */
+    /* --kv-offload (tp_kv_offload): the rows live in memory-mapped spill files (kv/spill.h); the
+     * newest hot_slots rows stay in memory, older ones leave it after each layer's attention pass
+     * (tp_kv_layer_read) and are paged back in by the next read */
+    struct tp_kv_spill *spill;
+    int hot_slots;
 } tp_kv;
 
 /* capacity: slots to reserve (usually min(n_ctx, max_cache_tokens)). */
@@ -67,6 +72,22 @@ int tp_kv_compact(tp_kv *kv, int *map_out);
 /* Drop every slot from n on (the newest ones): undoes appends exactly, since nothing older
  * depends on them. */
 void tp_kv_truncate(tp_kv *kv, int n);
+
+/* --kv-offload. Move an empty cache's storage into spill files in dir (0, or -1 with err naming
+ * --kv-offload and dir; the cache is unchanged then). */
+int tp_kv_offload(tp_kv *kv, const char *dir, char *err);
+/* How many of the newest slots stay in memory (the memory budget decides). */
+void tp_kv_set_hot_slots(tp_kv *kv, int n);
+/* hot_slots of an offloaded cache, -1 for an in-memory one. */
+int tp_kv_resident_slots(const tp_kv *kv);
+/* Before n_new slots are appended: disk blocks for them (no-op in memory). 0, or -1 with err
+ * (a full disk). */
+int tp_kv_prepare(tp_kv *kv, int n_new, char *err);
+/* After layer l's attention has read the cache: its rows older than the hot ones leave memory
+ * (no-op in memory). */
+void tp_kv_layer_read(tp_kv *kv, int l);
+/* Disk bytes of the spill files (0 in memory). */
+size_t tp_kv_spill_bytes(const tp_kv *kv);
 
 /* Write/read one row (kv_dim values) of layer l, slot s. */
 void tp_kv_store(tp_kv *kv, int l, int s, const float *k, const float *v);

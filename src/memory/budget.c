@@ -17,6 +17,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "kv/spill.h"
 #include "memory/memory.h"
 
 struct tp_budget {
@@ -32,10 +33,14 @@ struct tp_budget {
     size_t crit;            /* critical level in bytes */
     size_t slot;            /* bytes of one KV slot */
     int kv_hwm;             /* most slots ever in use */
+    int hot;                /* --kv-offload: the newest slots kept in memory */
+    int spill_max;          /* --kv-offload: most slots whose one layer fits in memory while it is read */
     tp_mem_share share;     /* what this session added to the monitor */
     tempo_adjustment *adj;
     int n_adj, cap_adj;
 };
+
+static int spill_plan(tp_budget *b, int P, long members, tp_mem_share *first, char *err);
 
 tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_budget_params *p, char *err) {
     if (!mon) { tp_fail(err, "internal: no memory monitor"); return NULL; }
@@ -108,6 +113,10 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, b->max_slots);
     size_t compute = tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->max_slots);
     tp_mem_share first = { (size_t)(P + p->scratch_slots) * b->slot, compute + (size_t)b->w_start * tok_work, 0 };
+    if (p->offload && spill_plan(b, P, steps_fed * per_step, &first, err)) {
+        free(b);
+        return NULL;
+    }
     size_t before = 0;
     if (tp_memory_try_add(mon, &first, b->crit, &before)) {
         tempo_memory_stats st;
@@ -131,10 +140,51 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     tp_memory_session_count(mon, +1);
 
     /* The KV cache's byte share: what is left under the critical level once the model, the
-     * runtime, the other sessions and this session's buffers are in. */
+     * runtime, the other sessions and this session's buffers are in. An offloaded cache has no
+     * byte limit: its rows are on disk, its resident part was reserved above. */
     size_t fixed = before + first.work;
-    b->max_bytes = b->crit > fixed ? b->crit - fixed : 1; /* 1, not 0: 0 would mean "no limit" */
+    b->max_bytes = p->offload ? 0 : b->crit > fixed ? b->crit - fixed : 1; /* 1, not 0: 0 would mean "no limit" */
     return b;
+}
+
+/* --kv-offload: size the cache's resident part from what the limit leaves once the session's
+ * buffers and the records of every member the run may feed are counted. With H hot slots, n
+ * slots in use and slot = L x lslot bytes (lslot: one layer's K and V rows), the resident part
+ * is at most H x slot + (n - H) x lslot + slack: every layer's hot rows, and the older rows of
+ * the one layer whose attention pass is reading them. H is the most that keeps this within the
+ * room for the cache's whole capacity; when even H = 0 does not, the run may grow only to
+ * spill_max slots. Sets first->kv to the bytes to reserve. */
+static int spill_plan(tp_budget *b, int P, long members, tp_mem_share *first, char *err) {
+    const tp_hparams *hp = &b->m->hp;
+    size_t use = tp_memory_usage_bytes(b->mon);
+    size_t fixed = use + first->work;
+    size_t records = (size_t)members * TP_MEM_MEMBER_OVERHEAD;
+    size_t room = b->crit > fixed + records ? b->crit - fixed - records : 0;
+    size_t slot = b->slot, lslot = slot / (size_t)hp->n_layers, slack = tp_kv_spill_slack_bytes(hp->n_layers);
+    size_t cap = (size_t)b->max_slots;
+    if (room >= cap * slot + slack) {
+        b->hot = b->spill_max = b->max_slots; /* it all fits: nothing ever leaves memory */
+        first->kv = cap * slot + slack;
+    } else if (slot > lslot && room >= cap * lslot + slack) {
+        b->hot = (int)((room - slack - cap * lslot) / (slot - lslot));
+        b->spill_max = b->max_slots;
+        first->kv = room;
+    } else {
+        b->hot = 0;
+        b->spill_max = room > slack ? (int)((room - slack) / lslot < cap ? (room - slack) / lslot : cap) : 0;
+        first->kv = room;
+    }
+    if (b->spill_max < P + b->p.scratch_slots) {
+        char a[32], c[32], d[32];
+        return tp_fail(err,
+                       "Memory limit: with --kv-offload the prompt's %d KV slots need %s of one layer's rows in memory "
+                       "while it is read, but %s is left under the critical level (95%% of --max-memory-gb %s) once "
+                       "the model, the buffers and the run's records are counted. Raise --max-memory-gb, or lower "
+                       "--max-tokens or --max-parallel-tokens.",
+                       P + b->p.scratch_slots, tp_fmt_gb((double)(P + b->p.scratch_slots) * lslot + slack, a, sizeof a),
+                       tp_fmt_gb((double)room, c, sizeof c), tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), d, sizeof d));
+    }
+    return 0;
 }
 
 void tp_budget_free(tp_budget *b) {
@@ -147,6 +197,8 @@ void tp_budget_free(tp_budget *b) {
 }
 
 int tp_budget_max_parallel(const tp_budget *b) { return b->w_start; }
+size_t tp_budget_kv_bytes(const tp_budget *b) { return b->share.kv; }
+int tp_budget_kv_hot_slots(const tp_budget *b) { return b->p.offload ? b->hot : -1; }
 int tp_budget_kv_max_slots(const tp_budget *b) { return b->max_slots; }
 size_t tp_budget_kv_max_bytes(const tp_budget *b) { return b->max_bytes; }
 int tp_budget_current_width(const tp_budget *b) { return b->w_cur; }
@@ -167,15 +219,26 @@ int tp_budget_reserve_more(tp_budget *b, size_t bytes, const char *what, char *e
     return 0;
 }
 
-/* How many more members fit under the critical level. A member costs its KV slot (unless it
- * reuses one below the high-water mark) plus its record and its share of the text and JSON
- * output. */
+/* How many more members fit under the critical level, the next search's scratch slots kept. A
+ * member costs its record and its share of the text and JSON output, and its KV slot unless the
+ * slot is below the high-water mark (its pages are resident already). */
 static long mem_free_slots(tp_budget *b, const tp_kv *kv, size_t *base_out) {
     size_t base = tp_memory_usage_bytes(b->mon);
     if (base_out) *base_out = base;
-    long fresh = b->crit > base ? (long)((b->crit - base) / (b->slot + TP_MEM_MEMBER_OVERHEAD)) : 0;
-    long reuse = b->kv_hwm > kv->n ? b->kv_hwm - kv->n : 0;
-    return fresh + reuse;
+    double avail = b->crit > base ? (double)(b->crit - base) : 0.0;
+    if (b->p.offload) {
+        /* the cache's resident part was reserved at the start: a member costs its record, and
+         * the cache may grow while one layer's rows fit in memory during its attention pass */
+        long fresh = (long)(avail / TP_MEM_MEMBER_OVERHEAD);
+        long rows = (long)b->spill_max - kv->n - b->p.scratch_slots;
+        return fresh < rows ? fresh : rows;
+    }
+    long reuse = (long)b->kv_hwm - kv->n - b->p.scratch_slots; /* free slots below the high-water mark */
+    long records_only = (long)(avail / TP_MEM_MEMBER_OVERHEAD);
+    if (reuse >= records_only) return records_only;
+    /* w > reuse members: w records and w - reuse new slots */
+    double w = (avail + (double)reuse * (double)b->slot) / (double)(b->slot + TP_MEM_MEMBER_OVERHEAD);
+    return w > 0 ? (long)w : 0;
 }
 
 /* Slots left under the cache's capacity. */
@@ -186,23 +249,24 @@ static long share_free_slots(const tp_kv *kv, size_t slot) {
     return kv->max_bytes ? (long)(kv->max_bytes / slot) - kv->n : (long)kv->max_slots - kv->n;
 }
 
-static void record(tp_budget *b, int step, int old_w, int new_w, const char *reason) {
+static tempo_adjustment *record(tp_budget *b, int step, int old_w, int new_w, const char *reason) {
     if (b->n_adj == b->cap_adj) {
         int cap = b->cap_adj ? 2 * b->cap_adj : 8;
         tempo_adjustment *more = realloc(b->adj, (size_t)cap * sizeof *more);
-        if (!more) return; /* the adjustment still applies; only its record is lost */
+        if (!more) return NULL; /* the adjustment still applies; only its record is lost */
         b->adj = more;
         b->cap_adj = cap;
     }
     char *r = strdup(reason);
-    if (!r) return;
-    b->adj[b->n_adj++] = (tempo_adjustment){ .from_step = step, .old_width = old_w, .new_width = new_w, .reason = r,
-                                             .kind = TEMPO_ADJUST_WIDTH };
+    if (!r) return NULL;
+    b->adj[b->n_adj] = (tempo_adjustment){ .from_step = step, .old_width = old_w, .new_width = new_w, .reason = r,
+                                           .kind = TEMPO_ADJUST_WIDTH };
+    return &b->adj[b->n_adj++];
 }
 
 static int stop_memory(tp_budget *b, int step, int width, long mem_free, tempo_stop_reason *why, char *msg) {
     char need[32], left[32], lim[32];
-    size_t per = b->slot + TP_MEM_MEMBER_OVERHEAD;
+    size_t per = (b->p.offload ? 0 : b->slot) + TP_MEM_MEMBER_OVERHEAD;
     *why = TEMPO_STOP_MEMORY_LIMIT;
     tp_fail(msg,
             "Memory limit reached at step %d: %d more token%s need %s but %s is left under the critical level "
@@ -226,7 +290,7 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
     int width = want < b->w_cur ? want : b->w_cur;
     int scratch = b->p.scratch_slots; /* kept free for the next step's search */
     size_t base = 0;
-    long mem_free = mem_free_slots(b, kv, &base) - scratch;
+    long mem_free = mem_free_slots(b, kv, &base);
     long cache_free = cache_free_slots(kv) - scratch;
     long share_free = share_free_slots(kv, b->slot) - scratch;
     if (share_free < mem_free) mem_free = share_free; /* both are the memory limit */
@@ -265,7 +329,29 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
             if (width > nw) width = nw;
         }
     } else if (width > mem_free) {
-        return stop_memory(b, step, width, mem_free, why, msg);
+        if (b->p.prune && mem_free >= 1) {
+            /* --memory-policy prune: the session pruned what it could (tp_budget_room); what
+             * still does not fit is cut from this and later steps */
+            char reason[TP_ERR_LEN], lim[32];
+            snprintf(reason, sizeof reason,
+                     "memory: pruning freed what it could; room for %ld more tokens under 95%% of --max-memory-gb %s",
+                     mem_free, tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim));
+            record(b, step, b->w_cur, (int)mem_free, reason);
+            b->w_cur = (int)mem_free;
+            width = (int)mem_free;
+        } else if (b->p.offload && (long)b->spill_max - kv->n - scratch < width) {
+            char lim[32];
+            *why = TEMPO_STOP_MEMORY_LIMIT;
+            return tp_fail(msg,
+                           "Memory limit reached at step %d: with --kv-offload the cache may grow to %d slots (one "
+                           "layer's rows of all of them must fit in memory while it is read under 95%% of "
+                           "--max-memory-gb %s); %d more do not fit. Raise --max-memory-gb, lower --max-tokens or "
+                           "--max-parallel-tokens, or use --memory-policy adapt.",
+                           step, b->spill_max, tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), lim, sizeof lim), width),
+                   0;
+        } else {
+            return stop_memory(b, step, width, mem_free, why, msg);
+        }
     }
 
     int which = 0;
@@ -276,7 +362,7 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
     }
 
     int new_n = kv->n + width + scratch;
-    tp_mem_share add = { new_n > b->kv_hwm ? (size_t)(new_n - b->kv_hwm) * b->slot : 0, 0,
+    tp_mem_share add = { !b->p.offload && new_n > b->kv_hwm ? (size_t)(new_n - b->kv_hwm) * b->slot : 0, 0,
                          (size_t)width * TP_MEM_MEMBER_OVERHEAD };
     if (tp_memory_try_add(b->mon, &add, b->crit, NULL))
         return stop_memory(b, step, width, mem_free_slots(b, kv, NULL), why, msg); /* another session took it */
@@ -294,6 +380,29 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
     }
     if (msg) msg[0] = 0;
     return width;
+}
+
+long tp_budget_room(tp_budget *b, const tp_kv *kv, int want, bool *warning) {
+    int scratch = b->p.scratch_slots;
+    size_t base = 0;
+    long free_slots = mem_free_slots(b, kv, &base);
+    long share = share_free_slots(kv, b->slot) - scratch;
+    if (share < free_slots) free_slots = share;
+    /* the usage after granting `want`: new KV slots above the high-water mark, and the records */
+    long fresh = (long)kv->n + want + scratch - b->kv_hwm;
+    size_t after = base + (fresh > 0 && !b->p.offload ? (size_t)fresh * b->slot : 0) + (size_t)want * TP_MEM_MEMBER_OVERHEAD;
+    if (warning) *warning = tp_memory_level(b->mon, after) >= TEMPO_MEM_WARNING;
+    return free_slots;
+}
+
+void tp_budget_record_rule(tp_budget *b, int step, bool relative, double old_threshold, double new_threshold,
+                           const char *reason) {
+    tempo_adjustment *a = record(b, step, b->w_cur, b->w_cur, reason);
+    if (!a) return; /* out of memory: the rule still changes, only its record is lost */
+    a->kind = TEMPO_ADJUST_PRUNE_RULE;
+    a->relative = relative;
+    a->old_threshold = old_threshold;
+    a->new_threshold = new_threshold;
 }
 
 int tp_budget_adjustments(const tp_budget *b, const tempo_adjustment **out) {

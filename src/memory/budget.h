@@ -34,6 +34,14 @@ typedef struct {
      * keeps them free (in the cache and under the memory limit) for the next step's search. */
     bool one_member;
     int scratch_slots;
+    /* --memory-policy prune: once pruning cannot make room (tp_budget_room), a step is cut to
+     * what fits instead of stopping the run, and it stops only when not one member fits. */
+    bool prune;
+    /* --kv-offload: the cache's rows live in spill files; the budget reserves, at the start, the
+     * memory its resident part may ever hold (the newest tp_budget_kv_hot_slots rows of every
+     * layer, plus one layer's older rows while its attention pass reads them), leaving room for
+     * the run's records at full width; after that a member costs only its record. */
+    bool offload;
 } tp_budget_params;
 
 /* Computes the effective max_parallel_tokens W (auto from memory when max_parallel_tokens is 0,
@@ -67,8 +75,21 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
 /* The width cap now in force (max_parallel before any "adapt" narrowing). */
 int tp_budget_current_width(const tp_budget *b);
 
-/* Adjustments recorded under "adapt" (owned by the budget). */
+/* Adjustments recorded under "adapt" and "prune" (owned by the budget). */
 int tp_budget_adjustments(const tp_budget *b, const tempo_adjustment **out);
+
+/* The session's accounted KV memory (its share of the monitor's KV total). */
+size_t tp_budget_kv_bytes(const tp_budget *b);
+/* --kv-offload: the newest slots the cache keeps in memory (tp_kv_set_hot_slots); -1 without. */
+int tp_budget_kv_hot_slots(const tp_budget *b);
+
+/* --memory-policy prune. How many more members fit under the critical level now (slots below
+ * the high-water mark count as free; the next search's scratch slots are kept), and whether
+ * granting `want` of them would bring the usage to the warning level (85%) or past it. */
+long tp_budget_room(tp_budget *b, const tp_kv *kv, int want, bool *warning);
+/* Record that the pruning rule was tightened at `step` (an adjustment of kind PRUNE_RULE). */
+void tp_budget_record_rule(tp_budget *b, int step, bool relative, double old_threshold, double new_threshold,
+                           const char *reason);
 
 /* With debug: one memory line through the log callback, "<label>: Memory: System ...". */
 void tp_budget_log(tp_budget *b, const char *label, const tp_kv *kv);

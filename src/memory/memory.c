@@ -127,6 +127,12 @@ static size_t accounted_locked(const tempo_memory_monitor *mm) {
     return mm->other + mm->weights + mm->kv + mm->work + mm->records;
 }
 
+void tp_memory_parts(tempo_memory_monitor *mm, tp_mem_parts *out) {
+    pthread_mutex_lock(&mm->lock);
+    *out = (tp_mem_parts){ mm->other, mm->weights, mm->kv, mm->work, mm->records };
+    pthread_mutex_unlock(&mm->lock);
+}
+
 size_t tp_memory_accounted_bytes(tempo_memory_monitor *mm) {
     pthread_mutex_lock(&mm->lock);
     size_t a = accounted_locked(mm);

@@ -69,6 +69,12 @@ void tp_memory_sub(tempo_memory_monitor *mm, const tp_mem_share *sub);
 /* Live sessions counter (for /health and stats). */
 void tp_memory_session_count(tempo_memory_monitor *mm, int delta);
 
+/* The accounted parts, read together under the lock (for the memory breakdown). */
+typedef struct {
+    size_t other, weights, kv, work, records;
+} tp_mem_parts;
+void tp_memory_parts(tempo_memory_monitor *mm, tp_mem_parts *out);
+
 size_t tp_memory_accounted_bytes(tempo_memory_monitor *mm);
 size_t tp_memory_limit_bytes(const tempo_memory_monitor *mm);
 double tp_memory_max_gb(const tempo_memory_monitor *mm);

@@ -354,6 +354,8 @@ static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_
         /* Waking workers costs microseconds: small attention runs on this thread. */
         if (attn_work < ATTN_PARALLEL_MIN_WORK) attn_task(&J, 0, 1);
         else tp_pool_run(c->pool, attn_task, &J);
+        /* --kv-offload: this layer's old rows may leave memory until the next pass reads them */
+        for (int p = 0; p < n_parts; p++) tp_kv_layer_read(parts[p].kv, l);
         tp_matmul(c->mm, c->xb, c->att, nb, &L->wo);
         for (size_t i = 0; i < (size_t)nb * dim; i++) c->x[i] += c->xb[i];
 
@@ -426,6 +428,9 @@ int tp_forward_multi(tp_model *m, tp_compute *c, const tp_fwd_seq *seqs, int n, 
         for (int t = 0; t < s; t++)
             if (seqs[t].kv == seqs[s].kv) return tp_fail(err, "internal: two sequences share one KV cache");
     }
+    /* --kv-offload: disk blocks for the new rows before any is written (a full disk fails here) */
+    for (int s = 0; s < n; s++)
+        if (tp_kv_prepare(seqs[s].kv, seqs[s].b->n, err)) return -1;
     const int B = c->max_batch, dim = m->hp.dim;
     /* Per-call bookkeeping on the stack: at most B rows and B parts per chunk. */
     seq_part parts[TP_MATMUL_MAX_BATCH];

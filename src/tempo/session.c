@@ -31,6 +31,7 @@
 #include "chat/chat.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "memory/breakdown.h"
 #include "memory/budget.h"
 #include "memory/memory.h"
 #include "output/text.h"
@@ -90,6 +91,11 @@ struct tempo_session {
     int n_events, max_events;
     tp_prune_rule rule;
     tp_threshold_params thr;
+    /* --memory-policy prune: pruning passes score every step; their decisions apply with
+     * --use-retroactive-pruning, and for every run once usage reaches the warning level */
+    bool mem_prune, pressure;
+    int last_pass;          /* the step whose feed ran the newest pruning pass; -1 before any */
+    tempo_layer_memory *mem_layers; /* [L]: the memory breakdown's rows */
 
     /* the feed in flight between step_begin and step_end */
     tp_batch batch;
@@ -117,9 +123,14 @@ static void set_err(tempo_error *err, tempo_status code, const char *msg) {
     snprintf(err->message, sizeof err->message, "%s", msg ? msg : "");
 }
 
+static void log_memory_layers(const tp_session *s, const char *label);
+
 /* End the run: what was produced stays in the record. */
 static void stop(tp_session *s, tempo_stop_reason why, const char *msg) {
-    if (s->budget && s->state == S_RUNNING) tp_budget_log(s->budget, "End", s->kv);
+    if (s->budget && s->state == S_RUNNING) {
+        tp_budget_log(s->budget, "End", s->kv);
+        log_memory_layers(s, "End");
+    }
     s->why = why;
     snprintf(s->msg, sizeof s->msg, "%s", msg ? msg : "");
     s->state = S_DONE;
@@ -155,7 +166,9 @@ tempo_session *tempo_session_new(tempo_model *m, const tempo_gen_params *p, temp
     s->T = p->max_tokens;
     s->standard = p->default_mode;
     s->nocache = p->disable_kv_cache;
-    s->pruning = p->use_retroactive_pruning && !s->standard;
+    s->mem_prune = p->memory_policy == TEMPO_MEMORY_PRUNE && !s->standard;
+    s->pruning = (p->use_retroactive_pruning || s->mem_prune) && !s->standard;
+    s->last_pass = -1;
     s->vis = p->allow_intraset_token_visibility ? TP_VIS_SET : TP_VIS_ISOLATED;
     s->why = TEMPO_STOP_NONE;
     return s;
@@ -168,7 +181,7 @@ static void free_buffers(tp_session *s) {
     free(s->mask); free(s->is_eog);
     free(s->ids); free(s->feed_pos); free(s->hist);
     free(s->probs); free(s->score); free(s->mprob); free(s->mid); free(s->malive); free(s->mprune);
-    free(s->map); free(s->events);
+    free(s->map); free(s->events); free(s->mem_layers);
     free(s->mcts_ids); free(s->mcts_probs); free(s->mcts_stats);
     tp_mcts_free(s->mcts);
     tp_sampler_free(s->sampler);
@@ -278,6 +291,7 @@ static int alloc_run(tp_session *s, char *msg) {
     ALLOC(s->malive, W);
     ALLOC(s->mprune, W);
     ALLOC(s->map, cap);
+    ALLOC(s->mem_layers, (size_t)s->L);
     if (s->pruning) {
         ALLOC(s->attn, W * cap);
         ALLOC(s->lambda, (size_t)s->L);
@@ -402,6 +416,7 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         .max_width = s->vis == TP_VIS_SET ? TP_MATMUL_MAX_BATCH : 0,
         .one_member = s->p.use_mcts,
         .scratch_slots = s->p.use_mcts ? s->p.mcts_simulations + s->p.mcts_depth : 0,
+        .prune = s->mem_prune, .offload = m->params.kv_offload && *m->params.kv_offload,
     };
     tempo_status code = TEMPO_ERR_MEMORY_LIMIT;
     s->budget = tp_budget_new(m->mon, m, &bp, msg);
@@ -419,6 +434,12 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     if (!s->kv) {
         if (strstr(msg, "q8_0")) code = TEMPO_ERR_ARG;
         goto fail;
+    }
+    if (bp.offload) { /* --kv-offload: the rows go to spill files, the budget says how many stay resident */
+        code = TEMPO_ERR_IO;
+        if (tp_kv_offload(s->kv, m->params.kv_offload, msg)) goto fail;
+        tp_kv_set_hot_slots(s->kv, tp_budget_kv_hot_slots(s->budget));
+        code = TEMPO_ERR_NOMEM;
     }
     s->compute = tp_compute_new(m, m->n_threads, TP_MATMUL_MAX_BATCH, cap, msg);
     if (!s->compute || alloc_run(s, msg)) goto fail;
@@ -461,7 +482,10 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     code = TEMPO_ERR_INTERNAL;
     tp_batch pb = { .n = P, .tokens = s->fed_tok, .pos = s->feed_pos, .step = -1, .vis = TP_VIS_CAUSAL,
                     .logits = s->zraw, .logits_last_only = true };
-    if (forward(s, &pb, msg)) goto fail;
+    if (forward(s, &pb, msg)) {
+        if (strstr(msg, "--kv-offload")) code = TEMPO_ERR_IO; /* the spill files' disk is full */
+        goto fail;
+    }
     if (!all_finite(s->zraw, s->V)) {
         code = TEMPO_ERR_NUMERIC;
         tp_fail(msg, "non-finite logits after the prompt (the model produced NaN or infinite values)");
@@ -472,6 +496,7 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     s->prefill_s = tp_now() - s->t_start;
     s->state = S_RUNNING;
     tp_budget_log(s->budget, "After prefill", s->kv);
+    log_memory_layers(s, "After prefill");
     return 0;
 
 fail:
@@ -551,9 +576,25 @@ static int column_of(const tp_session *s, int g) { return s->nocache ? s->fed_of
 
 /* Retroactive pruning after the forward of S_k (design section 6). Records one event per member
  * scored (the events buffer holds every member of the run, so it never overflows). */
+static void prune_member(tp_session *s, int j, int mb, int pass) {
+    tempo_step *st = &s->rec.steps[j];
+    int g = s->step_off[j] + mb;
+    st->tokens[mb].pruned = true;
+    st->tokens[mb].pruned_at_step = pass;
+    st->was_pruned = true;
+    s->fed_dead[s->fed_of[g]] = pass;
+    if (!s->nocache) {
+        tp_kv_kill(s->kv, s->slot_of[g]);
+        s->slot_of[g] = -1;
+    }
+}
+
 static void prune_pass(tp_session *s, int k, int n_q, int stride) {
+    /* --memory-policy prune scores every pass; it prunes once usage reaches the warning level */
+    bool apply = s->p.use_retroactive_pruning || s->pressure;
     bool any = false;
     int kept = 0;
+    s->last_pass = k;
     for (int i = 0; i < s->n_multi; i++) {
         int j = s->multi[i], off = s->step_off[j], alive = 0;
         tempo_step *st = &s->rec.steps[j];
@@ -565,21 +606,15 @@ static void prune_pass(tp_session *s, int k, int n_q, int stride) {
             s->score[mb] = t->pruned ? 0.0f : tp_prune_score(s->attn, stride, s->probs, n_q, column_of(s, off + mb));
         }
         tp_prune_decide(&s->rule, st->n_tokens, s->score, s->mprob, s->mid, s->malive, s->mprune);
+        if (!apply) memset(s->mprune, 0, sizeof *s->mprune * (size_t)st->n_tokens); /* scores only */
         for (int mb = 0; mb < st->n_tokens; mb++) {
             tempo_token *t = &st->tokens[mb];
             if (t->pruned) continue;
             t->prune_score = s->score[mb];
             t->scored_at_step = k;
             if (s->mprune[mb]) {
-                t->pruned = true;
-                t->pruned_at_step = k;
-                st->was_pruned = true;
+                prune_member(s, j, mb, k);
                 any = true;
-                s->fed_dead[s->fed_of[off + mb]] = k;
-                if (!s->nocache) {
-                    tp_kv_kill(s->kv, s->slot_of[off + mb]);
-                    s->slot_of[off + mb] = -1;
-                }
             }
             if (s->n_events < s->max_events)
                 s->events[s->n_events++] = (tempo_prune_event){ j, mb, k, t->token_id, s->score[mb], s->mprune[mb] };
@@ -590,6 +625,90 @@ static void prune_pass(tp_session *s, int k, int n_q, int stride) {
     s->n_multi = kept;
     /* Reclaim the dead slots now; compaction keeps every live row as it was. */
     if (any && !s->nocache && s->reclaim == TP_RECLAIM_EAGER) session_compact(s);
+}
+
+/* ------------------------------------------------- memory-aware pruning -- */
+/* --memory-policy prune (docs/memory.md): once granting a step would bring usage to the warning
+ * level (85% of --max-memory-gb), pruning decisions apply (with the configured rule, even without
+ * --use-retroactive-pruning), and while the step's members do not fit under the critical level
+ * the rule is tightened one notch at a time and judged again on the newest pass's scores, so the
+ * lowest-scoring members go first; their slots are reclaimed at once. What pruning cannot free
+ * is the budget's to settle: a narrower step, or the stop. */
+
+/* Judge the sets scored by the newest pass again with the rule in force. True if any member went. */
+static bool rejudge(tp_session *s) {
+    int pass = s->last_pass, kept = 0;
+    bool any = false;
+    if (pass < 0) return false;
+    for (int i = 0; i < s->n_multi; i++) {
+        int j = s->multi[i], alive = 0;
+        tempo_step *st = &s->rec.steps[j];
+        bool scored = true;
+        for (int mb = 0; mb < st->n_tokens; mb++) {
+            const tempo_token *t = &st->tokens[mb];
+            s->malive[mb] = !t->pruned;
+            s->mprob[mb] = t->probability;
+            s->mid[mb] = t->token_id;
+            s->score[mb] = t->pruned ? 0.0f : t->prune_score;
+            scored &= t->pruned || t->scored_at_step == pass;
+        }
+        if (scored) tp_prune_decide(&s->rule, st->n_tokens, s->score, s->mprob, s->mid, s->malive, s->mprune);
+        for (int mb = 0; mb < st->n_tokens; mb++) {
+            tempo_token *t = &st->tokens[mb];
+            if (scored && !t->pruned && s->mprune[mb]) {
+                prune_member(s, j, mb, pass);
+                any = true;
+                if (s->n_events < s->max_events)
+                    s->events[s->n_events++] = (tempo_prune_event){ j, mb, pass, t->token_id, t->prune_score, true };
+            }
+            alive += !t->pruned;
+        }
+        if (alive >= 2) s->multi[kept++] = j;
+    }
+    s->n_multi = kept;
+    if (any && !s->nocache) session_compact(s); /* the memory-aware policy frees at once */
+    return any;
+}
+
+/* Raise the rule's threshold one notch (doubling it; relative rule: at most W times the set's
+ * mean, where only each set's best member survives; absolute: at most 1, the largest score).
+ * False when there is nothing left to judge or the rule is at its strictest. */
+static bool tighten(tp_session *s, int k, long room, int want) {
+    bool judgeable = false;
+    for (int i = 0; i < s->n_multi && !judgeable; i++) {
+        const tempo_step *st = &s->rec.steps[s->multi[i]];
+        bool all = true;
+        for (int mb = 0; mb < st->n_tokens; mb++)
+            all &= st->tokens[mb].pruned || st->tokens[mb].scored_at_step == s->last_pass;
+        judgeable = all;
+    }
+    bool rel = s->rule.relative;
+    double *th = rel ? &s->rule.relative_threshold : &s->rule.attention_threshold;
+    double cap = rel ? (double)s->W : 1.0, old = *th;
+    if (!judgeable || old >= cap) return false;
+    double nw = 2 * old > (rel ? 0.25 : 0.01) ? 2 * old : (rel ? 0.25 : 0.01);
+    if (nw > cap) nw = cap;
+    *th = nw;
+    char reason[TP_ERR_LEN], lim[32];
+    snprintf(reason, sizeof reason,
+             "memory: room for %ld of the step's %d tokens under 95%% of --max-memory-gb %s",
+             room > 0 ? room : 0, want, tp_fmt_gb(s->m->params.max_memory_gb * 1073741824.0, lim, sizeof lim));
+    tp_budget_record_rule(s->budget, k, rel, old, nw, reason);
+    return true;
+}
+
+static void memory_prune(tp_session *s, int k, int want) {
+    bool warning = false;
+    long room = tp_budget_room(s->budget, s->kv, want, &warning);
+    if (!warning && !s->pressure) return;
+    if (!s->pressure) { /* the warning level is reached: pruning applies from now on */
+        s->pressure = true;
+        if (rejudge(s)) room = tp_budget_room(s->budget, s->kv, want, NULL);
+    }
+    while (room < want && tighten(s, k, room, want)) {
+        rejudge(s);
+        room = tp_budget_room(s->budget, s->kv, want, NULL);
+    }
 }
 
 /* ---------------------------------------------------------------- one step -- */
@@ -765,6 +884,7 @@ static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
         n = 1;
     }
     s->granted = 0;
+    if (!last && s->mem_prune) memory_prune(s, k, n);
     if (!last) {
         int width = budget_width(s, k, n);
         if (width == 0) return 0;
@@ -795,7 +915,10 @@ int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_error *err)
     if (rc == 1 && forward(s, &s->batch, msg)) { stop(s, TEMPO_STOP_ERROR, msg); s->state = S_FAILED; rc = -1; }
     if (rc == -1) {
         s->steps_s += tp_now() - t0;
-        if (s->state == S_FAILED) { set_err(err, TEMPO_ERR_INTERNAL, s->msg); return -1; }
+        if (s->state == S_FAILED) {
+            set_err(err, strstr(s->msg, "--kv-offload") ? TEMPO_ERR_IO : TEMPO_ERR_INTERNAL, s->msg);
+            return -1;
+        }
         return 0;
     }
     rc = step_end(s, out, msg);
@@ -966,6 +1089,24 @@ int tempo_session_set_members(tempo_session *s, const int32_t *ids, int n, tempo
 
 /* ---------------------------------------------------------------- reading -- */
 
+/* Memory by layer now (src/memory/breakdown.c): this session's KV share, the work buffers one
+ * layer's pass uses, the monitor's totals. */
+static void memory_breakdown(const tp_session *s, tempo_memory_breakdown *out) {
+    out->layers = s->mem_layers;
+    size_t scratch = s->compute ? tp_compute_estimate_bytes(s->m, tp_compute_threads(s->compute), TP_MATMUL_MAX_BATCH,
+                                                            tp_compute_max_ctx(s->compute))
+                                : 0;
+    tp_memory_breakdown(s->m, s->m->mon, tp_budget_kv_bytes(s->budget), scratch, s->kv, out);
+}
+
+/* --debug-mode: the breakdown as log lines. */
+static void log_memory_layers(const tp_session *s, const char *label) {
+    if (!s->p.debug_mode || !s->mem_layers || !s->budget) return;
+    tempo_memory_breakdown mb;
+    memory_breakdown(s, &mb);
+    tp_memory_log_breakdown(&mb, label);
+}
+
 int tempo_session_top_logprobs(const tempo_session *s, int k, int32_t *ids, float *logprobs) {
     if (!s || !s->D || s->rec.n_steps == 0 || k <= 0) return -1;
     /* insertion into a short sorted list: k is small (an API's top_logprobs <= 20) */
@@ -1011,7 +1152,13 @@ tempo_result *tempo_session_result(const tempo_session *s, tempo_error *err) {
         .total_slots = total, .n_prompt_tokens = s->P, .max_parallel_tokens = s->W, .params = &s->p,
         .threads = s->compute ? tp_compute_threads(s->compute) : s->m->n_threads,
         .max_memory_gb = s->m->params.max_memory_gb, .kv_cache_type = s->m->params.kv_cache_type,
+        .kv_offload = s->m->params.kv_offload,
     };
+    tempo_memory_breakdown mb;
+    if (s->mem_layers && s->budget) {
+        memory_breakdown(s, &mb);
+        meta.memory = &mb;
+    }
     tempo_result *r = tp_record_snapshot(&s->rec, &meta);
     if (!r) set_err(err, TEMPO_ERR_NOMEM, "out of memory building the result");
     return r;
