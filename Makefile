@@ -41,7 +41,7 @@ ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 
-.PHONY: all test bench run clean deps install uninstall
+.PHONY: all test bench bench-spill run clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -113,6 +113,9 @@ build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 build/bench: bench/bench.c build/libtempo_tools.a build/libtempo.a
 	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
 
+build/bench_spill: bench/spill.c build/libtempo_tools.a build/libtempo.a
+	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
+
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # The tests run from the repository root and read ../shared/.
@@ -126,6 +129,11 @@ test: deps
 
 bench: build/bench build/tempo
 	build/bench
+	$(MAKE) --no-print-directory bench-spill
+
+# The slowdown of a --kv-offload run that spills against the same run in memory (bench/spill.c).
+bench-spill: build/bench_spill build/tempo
+	build/bench_spill
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include

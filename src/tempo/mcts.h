@@ -13,7 +13,10 @@
  *   roll out up to `depth` more tokens from the leaf's distribution, each sampled with the
  *            rollout sampler (temperature 0 = greedy; otherwise temperature/top-k/top-p from
  *            the seeded generator), stopping at an end-of-generation token (it counts) or at
- *            the run's last step;
+ *            the run's last step. A leaf whose most probable token is an end of generation
+ *            (from min_steps on) has no children: that token ends its sequence instead, and
+ *            the leaf keeps that value when selected again. A leaf at the run's last step is
+ *            not fed: its value is its path's;
  *   score    the simulation's value: the mean log-probability, under the model, of its tokens
  *            from the root's child down to the last rollout token;
  *   back up  visits + 1 and the value into every node of the path.
