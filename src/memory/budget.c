@@ -281,7 +281,7 @@ static int stop_memory(tp_budget *b, int step, int width, long mem_free, tempo_s
 
 int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, tempo_stop_reason *why, char *msg) {
     if (want < 1) want = 1;
-    if (kv->n > b->kv_hwm) { /* slots fed outside a granted step (the prompt): account them now */
+    if (kv->n > b->kv_hwm && !b->p.offload) { /* slots fed outside a granted step (the prompt): account them now */
         tp_mem_share add = { (size_t)(kv->n - b->kv_hwm) * b->slot, 0, 0 };
         tp_memory_try_add(b->mon, &add, 0, NULL);
         b->share.kv += add.kv;

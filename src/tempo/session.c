@@ -574,8 +574,7 @@ static int feed_rebuild(tp_session *s, int k, int n, bool want_attn, char *msg) 
 /* Column of member g in the last forward's attention summary. */
 static int column_of(const tp_session *s, int g) { return s->nocache ? s->fed_of[g] : s->slot_of[g]; }
 
-/* Retroactive pruning after the forward of S_k (design section 6). Records one event per member
- * scored (the events buffer holds every member of the run, so it never overflows). */
+/* Member mb of step j is pruned by the pass after step `pass` was fed: no later query sees it. */
 static void prune_member(tp_session *s, int j, int mb, int pass) {
     tempo_step *st = &s->rec.steps[j];
     int g = s->step_off[j] + mb;
@@ -589,6 +588,8 @@ static void prune_member(tp_session *s, int j, int mb, int pass) {
     }
 }
 
+/* Retroactive pruning after the forward of S_k (design section 6). Records one event per member
+ * scored (the events buffer holds every member of the run, so it never overflows). */
 static void prune_pass(tp_session *s, int k, int n_q, int stride) {
     /* --memory-policy prune scores every pass; it prunes once usage reaches the warning level */
     bool apply = s->p.use_retroactive_pruning || s->pressure;
@@ -897,6 +898,13 @@ static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
     return 1;
 }
 
+/* The status of a failed step_end, from its message. */
+static tempo_status step_failure(const char *msg) {
+    if (strstr(msg, "non-finite")) return TEMPO_ERR_NUMERIC;
+    if (strstr(msg, "--kv-offload")) return TEMPO_ERR_IO; /* an MCTS feed met a full disk */
+    return TEMPO_ERR_NOMEM;
+}
+
 static int state_error(tp_session *s, tempo_error *err) {
     if (s->state == S_NEW) set_err(err, TEMPO_ERR_STATE, "the session has no prompt yet (call tempo_session_prefill first)");
     else set_err(err, TEMPO_ERR_STATE, s->msg[0] ? s->msg : "the session failed");
@@ -924,7 +932,7 @@ int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_error *err)
     rc = step_end(s, out, msg);
     s->steps_s += tp_now() - t0;
     if (rc < 0) {
-        set_err(err, strstr(msg, "non-finite") ? TEMPO_ERR_NUMERIC : TEMPO_ERR_NOMEM, msg);
+        set_err(err, step_failure(msg), msg);
         s->state = S_FAILED;
     }
     return rc;
@@ -992,7 +1000,7 @@ void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_st
         msg[0] = 0;
         rc[i] = step_end(s, out ? &out[i] : NULL, msg);
         if (rc[i] < 0) {
-            set_err(err ? &err[i] : NULL, strstr(msg, "non-finite") ? TEMPO_ERR_NUMERIC : TEMPO_ERR_NOMEM, msg);
+            set_err(err ? &err[i] : NULL, step_failure(msg), msg);
             s->state = S_FAILED;
         }
     }
