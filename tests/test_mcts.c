@@ -382,3 +382,30 @@ TEST(mcts_options_checked) {
     CHECK_MSG(out && strstr(out, "--mcts-simulations: 0 is out of range"), "%s", out ? out : "");
     free(out);
 }
+
+/* A search needs simulations + depth slots above the path: a cache that cannot hold them is
+ * refused at the start, and a run that reaches the cache's end says the search's slots count. */
+TEST(mcts_search_slots_must_fit_the_cache) {
+    tempo_model *m = open_stories();
+    REQUIRE(m);
+    tempo_gen_params c;
+    mcts_params(&c, 40, 0.1, 10, 5);
+    c.max_cache_tokens = 10;
+    tempo_error err;
+    tempo_session *s = tempo_session_new(m, &c, &err);
+    REQUIRE(s);
+    CHECK(tempo_session_prefill(s, PROMPT, &err) == -1);
+    CHECK_INT_EQ(err.code, TEMPO_ERR_CACHE_LIMIT);
+    CHECK_MSG(strstr(err.message, "the --use-mcts search's 15 slots") && strstr(err.message, "may hold only 10"), "%s",
+              err.message);
+    tempo_session_free(s);
+    c.max_cache_tokens = 40; /* 5 + 15 + 20 committed = 40: step 20 cannot be granted */
+    tempo_result *r = run_mcts(m, &c, NULL, NULL);
+    REQUIRE(r);
+    CHECK_INT_EQ(r->stop_reason, TEMPO_STOP_CACHE_LIMIT);
+    CHECK_INT_EQ(r->n_steps, 20);
+    CHECK_MSG(r->stop_message && strstr(r->stop_message, "includes the 15 slots the --use-mcts search uses"), "%s",
+              r->stop_message ? r->stop_message : "");
+    tempo_result_free(r);
+    tempo_model_close(m);
+}

@@ -66,6 +66,14 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         free(b);
         return NULL;
     }
+    if (P + p->scratch_slots + 1 > b->limit_slots) {
+        tp_fail(err,
+                "the prompt's %d tokens, the --use-mcts search's %d slots and a step need %d KV slots but the KV cache "
+                "may hold only %d (--max-cache-tokens, or the context): lower --mcts-simulations or --mcts-depth",
+                P, p->scratch_slots, P + p->scratch_slots + 1, b->limit_slots);
+        free(b);
+        return NULL;
+    }
     long steps_fed = p->max_tokens > 1 ? p->max_tokens - 1 : 0; /* the last step's set is not fed */
     size_t tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, b->limit_slots);
 
@@ -279,6 +287,13 @@ static int stop_memory(tp_budget *b, int step, int width, long mem_free, tempo_s
     return 0;
 }
 
+/* The cache's limit messages count the search's slots too: say so. */
+static void scratch_note(char *msg, int scratch) {
+    size_t n = strlen(msg);
+    snprintf(msg + n, TP_ERR_LEN > n ? TP_ERR_LEN - n : 0, " (The count includes the %d slots the --use-mcts search "
+             "uses within a step: lower --mcts-simulations or --mcts-depth.)", scratch);
+}
+
 int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, tempo_stop_reason *why, char *msg) {
     if (want < 1) want = 1;
     if (kv->n > b->kv_hwm && !b->p.offload) { /* slots fed outside a granted step (the prompt): account them now */
@@ -306,6 +321,7 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
             if (by_memory) return stop_memory(b, step, 1, mem_free, why, msg);
             int which = 0;
             tp_kv_reserve(kv, 1 + scratch, &which, msg);
+            if (scratch) scratch_note(msg, scratch);
             *why = TEMPO_STOP_CACHE_LIMIT;
             return 0;
         }
@@ -358,6 +374,7 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
     if (tp_kv_reserve(kv, width + scratch, &which, msg)) {
         /* past the cache's capacity: cache_limit; past its byte share of the memory limit: memory_limit */
         *why = which == 2 ? TEMPO_STOP_MEMORY_LIMIT : TEMPO_STOP_CACHE_LIMIT;
+        if (scratch) scratch_note(msg, scratch);
         return 0;
     }
 

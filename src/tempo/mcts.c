@@ -52,9 +52,8 @@ static int max_nodes_of(const tp_mcts_params *p) {
     return 1 + p->max_width * (p->simulations + 1);
 }
 
-int tp_mcts_scratch_slots(const tp_mcts_params *p) {
-    /* one slot per expansion (kept for the whole search) and a rollout's fed tokens (depth - 1) */
-    return p->simulations + p->depth;
+int tp_mcts_scratch_slots(int simulations, int depth, int max_tokens) {
+    return simulations + (depth < max_tokens ? depth : max_tokens);
 }
 
 static int last_cap(const tp_mcts_params *p) { return p->simulations + 1 + p->depth; }

@@ -78,8 +78,9 @@ typedef struct {
 
 /* Bytes tp_mcts_new allocates (for the memory budget, before allocating). */
 size_t tp_mcts_bytes(const tp_mcts_params *p);
-/* Most cache slots a search appends beyond the prefix: one per expansion plus a rollout's. */
-int tp_mcts_scratch_slots(const tp_mcts_params *p);
+/* Most cache slots a search appends beyond the prefix: one per expansion (at most one a
+ * simulation) plus a rollout's fed tokens (fewer than depth, and than the run's steps). */
+int tp_mcts_scratch_slots(int simulations, int depth, int max_tokens);
 
 tp_mcts *tp_mcts_new(const tp_mcts_params *p, char *err);
 void tp_mcts_free(tp_mcts *t);

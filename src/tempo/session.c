@@ -415,7 +415,7 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         .kv_type = (tp_kv_type)m->params.kv_cache_type, .n_threads = m->n_threads,
         .max_width = s->vis == TP_VIS_SET ? TP_MATMUL_MAX_BATCH : 0,
         .one_member = s->p.use_mcts,
-        .scratch_slots = s->p.use_mcts ? s->p.mcts_simulations + s->p.mcts_depth : 0,
+        .scratch_slots = s->p.use_mcts ? tp_mcts_scratch_slots(s->p.mcts_simulations, s->p.mcts_depth, s->T) : 0,
         .prune = s->mem_prune, .offload = m->params.kv_offload && *m->params.kv_offload,
     };
     tempo_status code = TEMPO_ERR_MEMORY_LIMIT;
