@@ -26,6 +26,7 @@ LIB_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -fPIC -fvisibilit
 OPT_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -MMD -MP
 TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
@@ -40,8 +41,11 @@ ASAN_LIB_OBJ   := $(LIB_SRC:%.c=build/asan/%.o)
 ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
+# ThreadSanitizer: the library and the tests of what threads share (sessions over one model).
+TSAN_TEST_SRC  := tests/main.c tests/util.c tests/test_session.c
+TSAN_OBJ       := $(LIB_SRC:%.c=build/tsan/%.o) $(TSAN_TEST_SRC:%.c=build/tsan/%.o)
 
-.PHONY: all test bench run clean deps install uninstall
+.PHONY: all test test-tsan bench run clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -69,6 +73,13 @@ build/obj/%.o: %.c
 build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
+
+build/tsan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TSAN_CFLAGS) -c $< -o $@
+
+build/tsan/test_tempo: $(TSAN_OBJ)
+	$(CC) $(TSAN_CFLAGS) -o $@ $(TSAN_OBJ) $(DEPLIBS)
 
 build/libtempo.a: $(LIB_OBJ)
 	@rm -f $@
@@ -123,6 +134,12 @@ test: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
+	@if [ -z "$(T)" ]; then $(MAKE) --no-print-directory test-tsan; fi
+
+# Sessions on one model from many threads, under ThreadSanitizer (any report fails the run).
+test-tsan:
+	$(MAKE) --no-print-directory build/tsan/test_tempo
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/test_tempo session_
 
 bench: build/bench build/tempo
 	build/bench

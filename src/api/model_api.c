@@ -12,6 +12,7 @@
 
 #include "chat/chat.h"
 #include "core/common.h"
+#include "core/log.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "memory/memory.h"
@@ -125,6 +126,15 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         return NULL;
     }
     tp_memory_set_model(m->mon, m);
+    /* check_memory_limit("model loading"): a model that leaves no room to generate is refused
+     * now, with the spec's message; at the warning level the caller is told through the log. */
+    tempo_mem_level lv = tempo_memory_check_limit(m->mon, "model loading", msg);
+    if (lv == TEMPO_MEM_CRITICAL) {
+        tempo_model_close(m);
+        tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
+        return NULL;
+    }
+    if (lv == TEMPO_MEM_WARNING) tp_log(TEMPO_LOG_WARN, "Warning: %s", msg);
     tp_ok(err);
     return m;
 }

@@ -39,12 +39,8 @@ struct tp_budget {
 
 tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_budget_params *p, char *err) {
     if (!mon) { tp_fail(err, "internal: no memory monitor"); return NULL; }
-    char msg[TP_ERR_LEN], a[32], b2[32], c[32], d[32], e[32], f[32];
+    char a[32], b2[32], c[32], d[32], e[32], f[32];
     const tp_hparams *hp = &m->hp;
-
-    tempo_mem_level lv = tempo_memory_check_limit(mon, "model loading", msg);
-    if (lv == TEMPO_MEM_CRITICAL) { tp_fail(err, "%s", msg); return NULL; }
-    if (lv == TEMPO_MEM_WARNING) tp_log(TEMPO_LOG_WARN, "Warning: %s", msg);
 
     tp_budget *b = calloc(1, sizeof *b);
     if (!b) { tp_fail(err, "out of memory"); return NULL; }
