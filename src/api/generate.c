@@ -7,18 +7,6 @@
 
 #include "output/json.h"
 
-const char *tempo_stop_reason_name(tempo_stop_reason r) {
-    switch (r) {
-    case TEMPO_STOP_NONE: return "none";
-    case TEMPO_STOP_MAX_TOKENS: return "max_tokens";
-    case TEMPO_STOP_EOS: return "eos";
-    case TEMPO_STOP_MEMORY_LIMIT: return "memory_limit";
-    case TEMPO_STOP_CACHE_LIMIT: return "cache_limit";
-    case TEMPO_STOP_ERROR: return "error";
-    case TEMPO_STOP_INTERRUPTED: return "interrupted";
-    }
-    return "error";
-}
 
 /* Report the pruning pass of a step: one PRUNE event per earlier step that lost members, in the
  * order the pass judged them. */
