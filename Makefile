@@ -118,6 +118,12 @@ build/asan/tempo: $(ASAN_CLI_OBJ) build/asan/libtempo.a
 build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a $(DEPLIBS)
 
+# The allocation-failure test: every malloc/calloc/realloc/aligned_alloc/strdup of the library
+# goes through the test's wrappers (ld --wrap), which fail the N-th one.
+FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup
+build/asan/test_faults: build/asan/tests/faults/test_faults.o build/asan/libtempo.a
+	$(CC) $(TEST_CFLAGS) $(FAULT_WRAP) -o $@ $^ $(DEPLIBS)
+
 build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $< build/asan/libtempo.a $(DEPLIBS)
 

@@ -95,7 +95,8 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
     }
     int64_t bytes = tp_model_file_bytes(path ? path : "", msg);
     if (bytes < 0) { tp_set_error(err, TEMPO_ERR_IO, "%s", msg); return NULL; }
-    if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg)) {
+    if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg) ||
+        tp_memory_check_load_room(mp->max_memory_gb, (size_t)bytes, "the total", msg)) {
         tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
         return NULL;
     }
@@ -106,6 +107,12 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
     if (m->gguf) total += m->gguf->map_size;
     if (m->hf)
         for (int i = 0; i < ((const st_set *)m->hf)->n_files; i++) total += ((const st_set *)m->hf)->files[i]->map_size;
+    /* The tokenizer and the tables are in; the weights' pages are not read yet. */
+    if (tp_memory_check_load_room(mp->max_memory_gb, total, "the total", msg)) {
+        tp_model_free(m);
+        tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
+        return NULL;
+    }
     if (m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
     if (m->hf) {
         const st_set *st = m->hf;

@@ -40,6 +40,7 @@ struct tp_budget {
 tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_budget_params *p, char *err) {
     if (!mon) { tp_fail(err, "internal: no memory monitor"); return NULL; }
     char a[32], b2[32], c[32], d[32], e[32], f[32];
+    (void)c;
     const tp_hparams *hp = &m->hp;
 
     tp_budget *b = calloc(1, sizeof *b);
@@ -97,23 +98,23 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     b->max_slots = need < b->limit_slots ? (int)(need > P ? need : P) : b->limit_slots;
     if (b->max_slots < 1) b->max_slots = 1;
 
-    /* The session's fixed part: its compute context and W tokens' buffers, plus the prompt's slots. */
-    tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, b->max_slots);
+    /* The session's fixed part: its compute context and the prompt's slots. (Its other buffers,
+     * sized by W and the capacity, are reserved by the session itself before it makes them:
+     * tp_budget_reserve_more.) */
     size_t compute = tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->max_slots);
-    tp_mem_share first = { (size_t)P * b->slot, compute + (size_t)b->w_start * tok_work, 0 };
+    tp_mem_share first = { (size_t)P * b->slot + TP_KV_PAGE_SLACK(hp->n_layers), compute, 0 };
     size_t before = 0;
     if (tp_memory_try_add(mon, &first, b->crit, &before)) {
         tempo_memory_stats st;
         tempo_memory_get_stats(mon, &st);
         size_t left = b->crit > before ? b->crit - before : 0;
         tp_fail(err,
-                "Memory limit: the session needs %s (compute buffers %s, %d parallel tokens' buffers %s, the prompt's "
+                "Memory limit: the session needs %s (compute buffers %s for %d parallel tokens, the prompt's "
                 "%d KV slots %s) but %s is left under the critical level (95%% of --max-memory-gb %s) with the model "
                 "and %d other live session%s loaded. Raise --max-memory-gb, lower --max-parallel-tokens or "
                 "--max-cache-tokens, or wait for other sessions to end.",
                 tp_fmt_gb((double)(first.kv + first.work), a, sizeof a), tp_fmt_gb((double)compute, b2, sizeof b2),
-                b->w_start, tp_fmt_gb((double)b->w_start * (double)tok_work, c, sizeof c), P,
-                tp_fmt_gb((double)first.kv, d, sizeof d), tp_fmt_gb((double)left, e, sizeof e),
+                b->w_start, P, tp_fmt_gb((double)first.kv, d, sizeof d), tp_fmt_gb((double)left, e, sizeof e),
                 tp_fmt_gb((double)tp_memory_limit_bytes(mon), f, sizeof f), st.sessions,
                 st.sessions == 1 ? "" : "s");
         free(b);
@@ -150,11 +151,17 @@ int tp_budget_reserve_more(tp_budget *b, size_t bytes, const char *what, char *e
     tp_mem_share add = { 0, bytes, 0 };
     size_t use = 0;
     if (tp_memory_try_add(b->mon, &add, b->crit, &use)) {
+        tempo_memory_stats st;
+        tempo_memory_get_stats(b->mon, &st);
         char a[32], l[32], t[32];
-        return tp_fail(err, "Memory limit: %s needs %s but %s is left under the critical level (95%% of --max-memory-gb %s)",
+        return tp_fail(err,
+                       "Memory limit: %s need %s but %s is left under the critical level (95%% of --max-memory-gb %s) "
+                       "with the model and %d other live session%s loaded. Raise --max-memory-gb, lower "
+                       "--max-parallel-tokens, --max-tokens or --max-cache-tokens, or wait for other sessions to end.",
                        what, tp_fmt_gb((double)bytes, a, sizeof a),
                        tp_fmt_gb(b->crit > use ? (double)(b->crit - use) : 0.0, l, sizeof l),
-                       tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), t, sizeof t));
+                       tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), t, sizeof t), st.sessions - 1,
+                       st.sessions - 1 == 1 ? "" : "s");
     }
     b->share.work += bytes;
     return 0;
