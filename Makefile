@@ -1,6 +1,7 @@
 # tempo: GNU Make build.
 #   make          build/tempo (CLI), build/libtempo.a and build/libtempo.so (library)
-#   make test     every test, built with AddressSanitizer + UBSan (and -Werror)
+#   make test     every test, built with AddressSanitizer + UBSan (and -Werror), then test-python
+#   make test-python  the Python binding's tests (python/tests) with Debian's python3
 #   make bench    speed and memory benchmark (random-weight 1B-shape files)
 #   make run      build and generate from a small real model
 #   make install  PREFIX=/usr/local DESTDIR= : binary, libraries, header, pkg-config file
@@ -41,7 +42,7 @@ ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 
-.PHONY: all test bench run clean deps install uninstall
+.PHONY: all test test-python bench run clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -123,6 +124,17 @@ test: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
+	@if [ -z "$(T)" ]; then $(MAKE) --no-print-directory test-python; fi
+
+# The Python binding (python/) against the shared library just built. Debian's python3 by
+# default: the one python3-cffi and python3-pytest install into (a pyenv python first on PATH
+# has neither).
+PYTHON ?= /usr/bin/python3
+test-python: build/libtempo.so build/tempo
+	@$(PYTHON) -c 'import cffi, pytest' 2>/dev/null || { echo "test-python: $(PYTHON) lacks cffi or pytest:" \
+	  "apt-get install python3-cffi python3-pytest python3-setuptools python3-wheel python3-venv python3-pip"; exit 1; }
+	TEMPO_LIBRARY=$(CURDIR)/build/libtempo.so TEMPO_RELEASE_BIN=$(CURDIR)/build/tempo PYTHONDONTWRITEBYTECODE=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider python/tests
 
 bench: build/bench build/tempo
 	build/bench
