@@ -28,6 +28,7 @@ call while another steps.
 import contextlib
 import dataclasses
 import json
+import numbers
 import os
 import threading
 import weakref
@@ -70,8 +71,12 @@ def _option_text(value):
     """An option value as the text tempo_config_set parses (the library checks it)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return str(value)  # str(float) is the shortest text that reads back as the same double
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):  # numpy's integers too
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))  # the shortest text that reads back as the same double
     raise TypeError(f"option values are bool, int, float or str, not {type(value).__name__}")
 
 
@@ -156,10 +161,10 @@ class Step:
         members = []
         for j in range(st.n_tokens):
             t = st.tokens[j]
-            raw = ffi.string(t.text) if t.text != ffi.NULL else b""
+            has_text = t.text != ffi.NULL
             members.append(Member(index=j, token_id=t.token_id,
-                                  text=_native.take_string(lib.tempo_token_display(t.text)) or "",
-                                  bytes=raw, probability=t.probability, pruned=bool(t.pruned),
+                                  text=_native.take_string(lib.tempo_token_display(t.text)) if has_text else "",
+                                  bytes=ffi.string(t.text) if has_text else b"", probability=t.probability, pruned=bool(t.pruned),
                                   pruned_at_step=t.pruned_at_step if t.pruned else None,
                                   prune_score=t.prune_score if t.scored_at_step >= 0 else None,
                                   scored_at_step=t.scored_at_step if t.scored_at_step >= 0 else None))
@@ -313,6 +318,8 @@ class Model:
         A run stopped by a limit (max_memory_gb, max_cache_tokens) returns the record of what
         was produced, with stop_reason "memory_limit" / "cache_limit"; a failure during the run
         raises TempoError with the partial record in its `record` attribute."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"generate(): the prompt is a str, not {type(prompt).__name__}")
         cfg = _Config("generate()", options, _GEN_OPTIONS)
         cfg.set("model", self.path)
         cfg.set("prompt", prompt)
@@ -509,11 +516,13 @@ class Session:
     def top_logprobs(self, k=5):
         """The k most probable tokens of the distribution the newest set was selected from, as
         (token_id, log-probability) pairs, most probable first."""
+        if k < 1:
+            raise ArgumentError(f"top_logprobs: k must be at least 1, got {k}", lib.TEMPO_ERR_ARG)
         ids, lps = ffi.new("int32_t[]", k), ffi.new("float[]", k)
         with self._state.use() as handle:
             n = lib.tempo_session_top_logprobs(handle, k, ids, lps)
         if n < 0:
-            raise StateError("there is no distribution before the first step (or k < 1)", lib.TEMPO_ERR_STATE)
+            raise StateError("there is no distribution before the first step", lib.TEMPO_ERR_STATE)
         return [(ids[i], lps[i]) for i in range(n)]
 
     @property

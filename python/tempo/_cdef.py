@@ -1,7 +1,7 @@
 """The declarations of include/tempo.h that the binding uses, for cffi's ABI mode.
 
 cffi reads these (not the header: its parser takes no preprocessor lines or attributes), so
-they are a copy of the header's, and a copy can drift. tests/test_cdef.py compiles them
+they are a copy of the header's, and a copy can drift. python/tests/test_cdef.py compiles them
 against the real header: every function below must match its prototype, every callback type
 its typedef, and every struct's size, field offsets and field types the C compiler's layout,
 so a change to tempo.h that the binding does not follow fails the tests instead of corrupting

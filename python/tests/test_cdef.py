@@ -7,6 +7,7 @@ offsets and field types, and each enum constant its value. It is only compiled
 (-fsyntax-only): nothing runs.
 """
 import os
+import pathlib
 import re
 import subprocess
 
@@ -76,8 +77,8 @@ def test_a_drifted_declaration_is_caught(tmp_path):
 
 def test_versions_agree():
     import tempo
-    header = open(os.path.join(ROOT, "include", "tempo.h")).read()
+    header = pathlib.Path(ROOT, "include", "tempo.h").read_text()
     version = re.search(r'#define TEMPO_VERSION "([^"]+)"', header).group(1)
-    pyproject = open(os.path.join(ROOT, "python", "pyproject.toml")).read()
+    pyproject = pathlib.Path(ROOT, "python", "pyproject.toml").read_text()
     assert _cdef.HEADER_VERSION == version == tempo.__version__ == tempo.library_version
     assert f'version = "{version}"' in pyproject

@@ -70,6 +70,22 @@ def test_exception_in_on_step_stops_and_propagates(model):
     assert calls == [0, 1, 2]
 
 
+def test_ctrl_c_in_a_callback_stops_the_run(model):
+    """KeyboardInterrupt (what Ctrl-C raises, simulated here) is stopped like any exception:
+    the run ends and generate raises it."""
+    import _thread
+    calls = []
+
+    def on_step(step):
+        calls.append(step.index)
+        if step.index == 2:
+            _thread.interrupt_main()
+
+    with pytest.raises(KeyboardInterrupt):
+        model.generate("Once upon a time", max_tokens=1000, selection_threshold=1.0, on_step=on_step)
+    assert 3 <= len(calls) <= 4  # the interrupt lands in this step's callback or the next one
+
+
 def test_cancel_event_stops_after_the_step(model):
     import threading
     ev = threading.Event()
@@ -98,6 +114,10 @@ def test_options_are_checked_by_the_library(model):
     b = model.generate("Once upon a time", max_tokens=8, default_mode=True, temperature=0.8, seed=7)
     assert a["generated_text"] == b["generated_text"] and all(len(s["tokens"]) == 1 for s in a["steps"])
     assert {o["key"] for o in tempo.options()} >= {"selection_threshold", "max_tokens", "memory_policy"}
+    with pytest.raises(TypeError, match="option values are bool, int, float or str, not list"):
+        model.generate("x", max_tokens=[3])
+    with pytest.raises(TypeError, match="the prompt is a str"):
+        model.generate(["Once"])
 
 
 def test_model_errors_are_typed(tmp_path):
