@@ -176,3 +176,10 @@ def test_closed_model_refuses_calls():
     with pytest.raises(tempo.StateError, match="the session is closed"):
         s.prefill("x")
     m.close()  # twice is fine
+
+
+def test_chat_template(model):
+    hi = [{"role": "user", "content": "Hi"}]
+    assert model.apply_chat_template(hi, template="chatml") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(tempo.ArgumentError, match="unknown chat template 'nope' \\(one of: llama3, "):
+        model.apply_chat_template(hi, template="nope")
