@@ -39,10 +39,17 @@ tempo_result *tempo_generate(tempo_model *m, const char *prompt, const tempo_gen
         if (cancel && *cancel) tempo_session_cancel(s);
         if (rc == 0) break;
     }
-    /* An error keeps the record; its message is the result's stop_message. */
+    /* The record is returned whatever stopped the run; when an error or a limit did, err says
+     * which too (its code: TEMPO_ERR_NUMERIC, TEMPO_ERR_MEMORY_LIMIT, ...), as the step call
+     * reported it. */
     tempo_result *r = tempo_session_result(s, err);
     tempo_session_free(s);
-    if (r) tp_ok(err);
+    if (!r) return NULL;
+    if (rc < 0 && err) *err = step_err;
+    else if (r->stop_reason == TEMPO_STOP_MEMORY_LIMIT || r->stop_reason == TEMPO_STOP_CACHE_LIMIT)
+        tp_set_error(err, r->stop_reason == TEMPO_STOP_MEMORY_LIMIT ? TEMPO_ERR_MEMORY_LIMIT : TEMPO_ERR_CACHE_LIMIT,
+                     "%s", r->stop_message ? r->stop_message : tempo_stop_reason_name(r->stop_reason));
+    else tp_ok(err);
     return r;
 }
 
