@@ -1,6 +1,7 @@
 # tempo: GNU Make build.
 #   make          build/tempo (CLI), build/libtempo.a and build/libtempo.so (library)
-#   make test     every test, built with AddressSanitizer + UBSan (and -Werror)
+#   make test     every test, built with AddressSanitizer + UBSan (and -Werror), then test-python
+#   make test-python  the Python binding's tests (python/tests) with Debian's python3
 #   make bench    speed and memory benchmark (random-weight 1B-shape files)
 #   make run      build and generate from a small real model
 #   make install  PREFIX=/usr/local DESTDIR= : binary, libraries, header, pkg-config file
@@ -8,7 +9,10 @@
 # CC, CFLAGS, CPPFLAGS and LDFLAGS from the command line or the environment are honoured.
 # Release builds add -Werror when WERROR=1 (CI does); test builds always do.
 
-CC       ?= gcc
+# make's built-in default CC is "cc": replace only that default, never a CC someone set.
+ifeq ($(origin CC),default)
+CC := gcc
+endif
 CFLAGS   ?= -O2 -g
 PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
@@ -26,6 +30,7 @@ LIB_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -fPIC -fvisibilit
 OPT_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -MMD -MP
 TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
@@ -40,8 +45,11 @@ ASAN_LIB_OBJ   := $(LIB_SRC:%.c=build/asan/%.o)
 ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
+# ThreadSanitizer: the library and the tests of what threads share (sessions over one model).
+TSAN_TEST_SRC  := tests/main.c tests/util.c tests/test_session.c
+TSAN_OBJ       := $(LIB_SRC:%.c=build/tsan/%.o) $(TSAN_TEST_SRC:%.c=build/tsan/%.o)
 
-.PHONY: all test bench bench-spill run clean deps install uninstall
+.PHONY: all test test-tsan test-python bench bench-spill run clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -70,12 +78,19 @@ build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
 
+build/tsan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TSAN_CFLAGS) -c $< -o $@
+
+build/tsan/test_tempo: $(TSAN_OBJ)
+	$(CC) $(TSAN_CFLAGS) -o $@ $(TSAN_OBJ) $(DEPLIBS)
+
 build/libtempo.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 build/libtempo.so.$(VERSION): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libtempo.so.$(SOMAJOR) $(LDFLAGS) -o $@ $^ $(DEPLIBS)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,libtempo.so.$(SOMAJOR) $(LDFLAGS) -o $@ $^ $(DEPLIBS)
 
 build/libtempo.so: build/libtempo.so.$(VERSION)
 	ln -sf libtempo.so.$(VERSION) build/libtempo.so.$(SOMAJOR)
@@ -107,6 +122,12 @@ build/asan/tempo: $(ASAN_CLI_OBJ) build/asan/libtempo.a
 build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a $(DEPLIBS)
 
+# The allocation-failure test: every malloc/calloc/realloc/aligned_alloc/strdup of the library
+# goes through the test's wrappers (ld --wrap), which fail the N-th one.
+FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup
+build/asan/test_faults: build/asan/tests/faults/test_faults.o build/asan/libtempo.a
+	$(CC) $(TEST_CFLAGS) $(FAULT_WRAP) -o $@ $^ $(DEPLIBS)
+
 build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $< build/asan/libtempo.a $(DEPLIBS)
 
@@ -126,6 +147,22 @@ test: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
+	@if [ -z "$(T)" ]; then $(MAKE) --no-print-directory test-tsan test-python; fi
+
+# Sessions on one model from many threads, under ThreadSanitizer (any report fails the run).
+test-tsan:
+	$(MAKE) --no-print-directory build/tsan/test_tempo
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/test_tempo session_
+
+# The Python binding (python/) against the shared library just built. Debian's python3 by
+# default: the one python3-cffi and python3-pytest install into (a pyenv python first on PATH
+# has neither).
+PYTHON ?= /usr/bin/python3
+test-python: build/libtempo.so build/tempo
+	@$(PYTHON) -c 'import cffi, pytest' 2>/dev/null || { echo "test-python: $(PYTHON) lacks cffi or pytest:" \
+	  "apt-get install python3-cffi python3-pytest python3-setuptools python3-wheel python3-venv python3-pip"; exit 1; }
+	TEMPO_LIBRARY=$(CURDIR)/build/libtempo.so TEMPO_RELEASE_BIN=$(CURDIR)/build/tempo PYTHONDONTWRITEBYTECODE=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider python/tests
 
 bench: build/bench build/tempo
 	build/bench

@@ -29,6 +29,7 @@
 #include "tools/measure.h"
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "kernels/threadpool.h"
 #include "memory/memory.h"
 #include "model/model.h"

@@ -4,6 +4,7 @@
 
 /* Called with every set as soon as it exists: print "{a|b|c}" or the single token. */
 static int on_step(tempo_event ev, const tempo_step *s, void *user) {
+    (void)user;
     if (ev != TEMPO_EVENT_STEP) return 0; /* TEMPO_EVENT_PRUNE: an earlier set lost members */
     for (int j = 0; j < s->n_tokens; j++)
         printf("%s%s", s->n_tokens == 1 ? "" : j ? "|" : "{", s->tokens[j].text);

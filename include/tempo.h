@@ -489,7 +489,8 @@ typedef enum { TEMPO_EVENT_STEP = 0, TEMPO_EVENT_PRUNE = 1 } tempo_event;
 typedef int (*tempo_step_cb)(tempo_event ev, const tempo_step *step, void *user);
 
 /* The whole run in one call: session, prefill, steps until done. Returns the record even when a
- * limit, an error or a cancel stopped the run (stop_reason says which; what was produced is kept);
+ * limit, an error or a cancel stopped the run (stop_reason says which; what was produced is kept;
+ * for an error or a limit, err also holds its status code and message, e.g. TEMPO_ERR_NUMERIC);
  * NULL only when nothing could start. cancel (may be NULL): a flag another thread or a signal
  * handler sets to stop after the current step. Any thread (the model is shared). */
 TEMPO_API tempo_result *tempo_generate(tempo_model *m, const char *prompt, const tempo_gen_params *p,

@@ -12,6 +12,7 @@
 #include "chat/chat.h"
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "tokenizer/tokenizer.h"
 
 #define CASES_JSON SHARED_DIR "/chat-templates/llamacpp-chat-template-cases.json"

@@ -25,6 +25,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "format/safetensors.h"
 #include "model/hf.h"
 #include "model/model.h"

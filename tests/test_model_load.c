@@ -9,6 +9,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
 

@@ -7,6 +7,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "tokenizer/tokenizer.h"
 
 #define SPM_VOCAB SHARED_DIR "/tokenizer-tests/llama.cpp/ggml-vocab-llama-spm.gguf"

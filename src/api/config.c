@@ -286,9 +286,9 @@ int tempo_config_validate(const tempo_config *c, tempo_error *err) {
             if (tempo_config_was_set(c, *k) && (!c->gen.use_mcts || !strcmp(*k, "repetition_penalty"))) {
                 flag_name(*k, flag, sizeof flag);
                 return tp_set_error(err, TEMPO_ERR_ARG,
-                                    "%s applies to --default-mode%s only: TEMPO mode keeps every token above "
+                                    "%s applies to --default-mode only%s: TEMPO mode keeps every token above "
                                     "--selection-threshold and samples nothing (add --default-mode, or leave %s out)",
-                                    flag, strcmp(*k, "repetition_penalty") ? " and --use-mcts rollouts" : "", flag);
+                                    flag, strcmp(*k, "repetition_penalty") ? " (and to --use-mcts rollouts)" : "", flag);
             }
     if (!c->gen.use_mcts)
         for (const char *const *k = mcts_keys; *k; k++)

@@ -7,18 +7,6 @@
 
 #include "output/json.h"
 
-const char *tempo_stop_reason_name(tempo_stop_reason r) {
-    switch (r) {
-    case TEMPO_STOP_NONE: return "none";
-    case TEMPO_STOP_MAX_TOKENS: return "max_tokens";
-    case TEMPO_STOP_EOS: return "eos";
-    case TEMPO_STOP_MEMORY_LIMIT: return "memory_limit";
-    case TEMPO_STOP_CACHE_LIMIT: return "cache_limit";
-    case TEMPO_STOP_ERROR: return "error";
-    case TEMPO_STOP_INTERRUPTED: return "interrupted";
-    }
-    return "error";
-}
 
 /* Report the pruning pass of a step: one PRUNE event per earlier step that lost members, in the
  * order the pass judged them. */
@@ -51,10 +39,17 @@ tempo_result *tempo_generate(tempo_model *m, const char *prompt, const tempo_gen
         if (cancel && *cancel) tempo_session_cancel(s);
         if (rc == 0) break;
     }
-    /* An error keeps the record; its message is the result's stop_message. */
+    /* The record is returned whatever stopped the run; when an error or a limit did, err says
+     * which too (its code: TEMPO_ERR_NUMERIC, TEMPO_ERR_MEMORY_LIMIT, ...), as the step call
+     * reported it. */
     tempo_result *r = tempo_session_result(s, err);
     tempo_session_free(s);
-    if (r) tp_ok(err);
+    if (!r) return NULL;
+    if (rc < 0 && err) *err = step_err;
+    else if (r->stop_reason == TEMPO_STOP_MEMORY_LIMIT || r->stop_reason == TEMPO_STOP_CACHE_LIMIT)
+        tp_set_error(err, r->stop_reason == TEMPO_STOP_MEMORY_LIMIT ? TEMPO_ERR_MEMORY_LIMIT : TEMPO_ERR_CACHE_LIMIT,
+                     "%s", r->stop_message ? r->stop_message : tempo_stop_reason_name(r->stop_reason));
+    else tp_ok(err);
     return r;
 }
 

@@ -12,6 +12,7 @@
 
 #include "chat/chat.h"
 #include "core/common.h"
+#include "core/log.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "memory/memory.h"
@@ -103,7 +104,8 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
     }
     int64_t bytes = tp_model_file_bytes(path ? path : "", msg);
     if (bytes < 0) { tp_set_error(err, TEMPO_ERR_IO, "%s", msg); return NULL; }
-    if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg)) {
+    if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg) ||
+        tp_memory_check_load_room(mp->max_memory_gb, (size_t)bytes, "the total", msg)) {
         tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
         return NULL;
     }
@@ -114,6 +116,12 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
     if (m->gguf) total += m->gguf->map_size;
     if (m->hf)
         for (int i = 0; i < ((const st_set *)m->hf)->n_files; i++) total += ((const st_set *)m->hf)->files[i]->map_size;
+    /* The tokenizer and the tables are in; the weights' pages are not read yet. */
+    if (tp_memory_check_load_room(mp->max_memory_gb, total, "the total", msg)) {
+        tp_model_free(m);
+        tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
+        return NULL;
+    }
     if (m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
     if (m->hf) {
         const st_set *st = m->hf;
@@ -136,6 +144,15 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         return NULL;
     }
     tp_memory_set_model(m->mon, m);
+    /* check_memory_limit("model loading"): a model that leaves no room to generate is refused
+     * now, with the spec's message; at the warning level the caller is told through the log. */
+    tempo_mem_level lv = tempo_memory_check_limit(m->mon, "model loading", msg);
+    if (lv == TEMPO_MEM_CRITICAL) {
+        tempo_model_close(m);
+        tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
+        return NULL;
+    }
+    if (lv == TEMPO_MEM_WARNING) tp_log(TEMPO_LOG_WARN, "Warning: %s", msg);
     tp_ok(err);
     return m;
 }

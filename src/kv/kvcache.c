@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/common.h"
 #include "kv/spill.h"
@@ -49,28 +50,32 @@ tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t
         tp_fail(err, "out of memory allocating the KV cache's slot table (%d slots)", capacity);
         return NULL;
     }
+    /* One anonymous mapping for every layer's K and V rows: its pages are zero and become
+     * resident only when a slot is written (calloc would touch a small block to zero it), so
+     * reserving the capacity costs nothing and the resident size follows the slots in use --
+     * what the memory budget counts -- within one page per row array. */
     size_t layer_bytes = (size_t)capacity * tp_kv_row_bytes(kv);
+    kv->map_bytes = 2 * (size_t)n_layers * layer_bytes;
+    void *base = mmap(NULL, kv->map_bytes ? kv->map_bytes : 1, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        kv->map = NULL;
+        tp_kv_free(kv);
+        tp_fail(err, "cannot reserve the KV cache: %d slots x %d layers (%.2fGB)", capacity, n_layers,
+                2.0 * (double)layer_bytes * n_layers / GB);
+        return NULL;
+    }
+    kv->map = base;
     for (int l = 0; l < n_layers; l++) {
-        /* calloc of a large block maps fresh zero pages: they become resident
-         * only when a slot is written, so reserving the capacity is cheap. */
-        kv->k[l] = calloc(1, layer_bytes);
-        kv->v[l] = calloc(1, layer_bytes);
-        if (!kv->k[l] || !kv->v[l]) {
-            tp_kv_free(kv);
-            tp_fail(err, "cannot reserve the KV cache: %d slots x %d layers (%.2fGB)", capacity, n_layers,
-                    2.0 * (double)layer_bytes * n_layers / GB);
-            return NULL;
-        }
+        kv->k[l] = (char *)base + (size_t)l * layer_bytes;
+        kv->v[l] = (char *)base + (size_t)(n_layers + l) * layer_bytes;
     }
     return kv;
 }
 
 void tp_kv_free(tp_kv *kv) {
     if (!kv) return;
-    for (int l = 0; !kv->spill && kv->k && kv->v && l < kv->n_layers; l++) {
-        free(kv->k[l]);
-        free(kv->v[l]);
-    }
+    if (kv->map) munmap(kv->map, kv->map_bytes ? kv->map_bytes : 1);
     tp_kv_spill_free(kv->spill);
     free(kv->k);
     free(kv->v);
@@ -166,9 +171,11 @@ int tp_kv_offload(tp_kv *kv, const char *dir, char *err) {
     size_t layer_bytes = (size_t)kv->capacity * tp_kv_row_bytes(kv);
     tp_kv_spill *sp = tp_kv_spill_new(dir, 2 * kv->n_layers, layer_bytes, err);
     if (!sp) return -1;
+    /* the in-memory rows were never written: give their (untouched) mapping back */
+    if (kv->map) munmap(kv->map, kv->map_bytes ? kv->map_bytes : 1);
+    kv->map = NULL;
+    kv->map_bytes = 0;
     for (int l = 0; l < kv->n_layers; l++) {
-        free(kv->k[l]);
-        free(kv->v[l]);
         kv->k[l] = tp_kv_spill_region(sp, 2 * l);
         kv->v[l] = tp_kv_spill_region(sp, 2 * l + 1);
     }

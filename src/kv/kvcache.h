@@ -10,7 +10,7 @@
  * tp_kv_compact, which moves live slots down without changing their contents, so
  * no result changes.
  *
- * Storage is reserved once for the capacity (calloc: pages become resident only
+ * Storage is reserved once for the capacity (an anonymous mapping: pages become resident only
  * as slots are written); the per-token path never allocates.
  *
  * Ownership: a session (src/tempo/session.c) owns its cache and is the only code that
@@ -42,12 +42,18 @@ typedef struct tp_kv {
     int n_alive;
     tp_slot *slots;        /* [capacity] */
     void **k, **v;         /* [n_layers] -> [capacity][kv_dim] of type */
+    void *map;             /* the one mapping every k[l] and v[l] points into (NULL when offloaded) */
+    size_t map_bytes;
     /* --kv-offload (tp_kv_offload): the rows live in memory-mapped spill files (kv/spill.h); the
      * newest hot_slots rows stay in memory, older ones leave it after each layer's attention pass
      * (tp_kv_layer_read) and are paged back in by the next read */
     struct tp_kv_spill *spill;
     int hot_slots;
 } tp_kv;
+
+/* Resident bytes a cache may hold beyond n_slots x tp_kv_bytes_per_slot: the partly used last
+ * page of each layer's K and V rows. */
+#define TP_KV_PAGE_SLACK(n_layers) ((size_t)2 * (size_t)(n_layers) * 4096)
 
 /* capacity: slots to reserve (usually min(n_ctx, max_cache_tokens)). */
 tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t max_bytes, char *err);

@@ -33,6 +33,7 @@ struct tp_budget {
     size_t crit;            /* critical level in bytes */
     size_t slot;            /* bytes of one KV slot */
     int kv_hwm;             /* most slots ever in use */
+    long run_members;       /* members the run may feed at full width (their records) */
     int hot;                /* --kv-offload: the newest slots kept in memory */
     int spill_max;          /* --kv-offload: most slots whose one layer fits in memory while it is read */
     tp_mem_share share;     /* what this session added to the monitor */
@@ -40,16 +41,11 @@ struct tp_budget {
     int n_adj, cap_adj;
 };
 
-static int spill_plan(tp_budget *b, int P, long members, tp_mem_share *first, char *err);
-
 tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_budget_params *p, char *err) {
     if (!mon) { tp_fail(err, "internal: no memory monitor"); return NULL; }
-    char msg[TP_ERR_LEN], a[32], b2[32], c[32], d[32], e[32], f[32];
+    char a[32], b2[32], c[32], d[32], e[32], f[32];
+    (void)c;
     const tp_hparams *hp = &m->hp;
-
-    tempo_mem_level lv = tempo_memory_check_limit(mon, "model loading", msg);
-    if (lv == TEMPO_MEM_CRITICAL) { tp_fail(err, "%s", msg); return NULL; }
-    if (lv == TEMPO_MEM_WARNING) tp_log(TEMPO_LOG_WARN, "Warning: %s", msg);
 
     tp_budget *b = calloc(1, sizeof *b);
     if (!b) { tp_fail(err, "out of memory"); return NULL; }
@@ -116,28 +112,24 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     b->max_slots = need < b->limit_slots ? (int)(need > P ? need : P) : b->limit_slots;
     if (b->max_slots < 1) b->max_slots = 1;
 
-    /* The session's fixed part: its compute context and W tokens' buffers, plus the prompt's slots
-     * (and the first search's scratch slots). */
-    tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, b->max_slots);
+    /* The session's fixed part: its compute context and the prompt's slots (and the first
+     * search's scratch slots). (Its other buffers, sized by W and the capacity, are reserved by the
+     * session itself before it makes them: tp_budget_reserve_more.) */
     size_t compute = tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->max_slots);
-    tp_mem_share first = { (size_t)(P + p->scratch_slots) * b->slot, compute + (size_t)b->w_start * tok_work, 0 };
-    if (p->offload && spill_plan(b, P, steps_fed * per_step, &first, err)) {
-        free(b);
-        return NULL;
-    }
+    tp_mem_share first = { (size_t)(P + p->scratch_slots) * b->slot + TP_KV_PAGE_SLACK(hp->n_layers), compute, 0 };
+    b->run_members = steps_fed * per_step;
     size_t before = 0;
     if (tp_memory_try_add(mon, &first, b->crit, &before)) {
         tempo_memory_stats st;
         tempo_memory_get_stats(mon, &st);
         size_t left = b->crit > before ? b->crit - before : 0;
         tp_fail(err,
-                "Memory limit: the session needs %s (compute buffers %s, %d parallel tokens' buffers %s, the prompt's "
+                "Memory limit: the session needs %s (compute buffers %s for %d parallel tokens, the prompt's "
                 "%d KV slots %s) but %s is left under the critical level (95%% of --max-memory-gb %s) with the model "
                 "and %d other live session%s loaded. Raise --max-memory-gb, lower --max-parallel-tokens or "
                 "--max-cache-tokens, or wait for other sessions to end.",
                 tp_fmt_gb((double)(first.kv + first.work), a, sizeof a), tp_fmt_gb((double)compute, b2, sizeof b2),
-                b->w_start, tp_fmt_gb((double)b->w_start * (double)tok_work, c, sizeof c), P,
-                tp_fmt_gb((double)first.kv, d, sizeof d), tp_fmt_gb((double)left, e, sizeof e),
+                b->w_start, P, tp_fmt_gb((double)first.kv, d, sizeof d), tp_fmt_gb((double)left, e, sizeof e),
                 tp_fmt_gb((double)tp_memory_limit_bytes(mon), f, sizeof f), st.sessions,
                 st.sessions == 1 ? "" : "s");
         free(b);
@@ -155,43 +147,53 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     return b;
 }
 
-/* --kv-offload: size the cache's resident part from what the limit leaves once the session's
- * buffers and the records of every member the run may feed are counted. With H hot slots, n
- * slots in use and slot = L x lslot bytes (lslot: one layer's K and V rows), the resident part
- * is at most H x slot + (n - H) x lslot + slack: every layer's hot rows, and the older rows of
- * the one layer whose attention pass is reading them. H is the most that keeps this within the
- * room for the cache's whole capacity; when even H = 0 does not, the run may grow only to
- * spill_max slots. Sets first->kv to the bytes to reserve. */
-static int spill_plan(tp_budget *b, int P, long members, tp_mem_share *first, char *err) {
+/* --kv-offload: size the cache's resident part from what the limit leaves once everything the
+ * session reserved so far and the records of every member the run may feed are counted. With H
+ * hot slots, n slots in use and slot = L x lslot bytes (lslot: one layer's K and V rows), the
+ * resident part is at most H x slot + (n - H) x lslot + slack: every layer's hot rows, and the
+ * older rows of the one layer whose attention pass is reading them. H is the most that keeps this
+ * within the room for the cache's whole capacity; when even H = 0 does not, the run may grow only
+ * to spill_max slots. The reservation made so far for the prompt's slots becomes this one. */
+int tp_budget_plan_offload(tp_budget *b, char *err) {
     const tp_hparams *hp = &b->m->hp;
     size_t use = tp_memory_usage_bytes(b->mon);
-    size_t fixed = use + first->work;
-    size_t records = (size_t)members * TP_MEM_MEMBER_OVERHEAD;
-    size_t room = b->crit > fixed + records ? b->crit - fixed - records : 0;
+    size_t records = (size_t)b->run_members * TP_MEM_MEMBER_OVERHEAD;
+    size_t have = use > b->share.kv ? use - b->share.kv : 0; /* usage without this cache's reservation */
+    size_t room = b->crit > have + records ? b->crit - have - records : 0;
     size_t slot = b->slot, lslot = slot / (size_t)hp->n_layers, slack = tp_kv_spill_slack_bytes(hp->n_layers);
-    size_t cap = (size_t)b->max_slots;
+    size_t cap = (size_t)b->max_slots, reserve;
     if (room >= cap * slot + slack) {
         b->hot = b->spill_max = b->max_slots; /* it all fits: nothing ever leaves memory */
-        first->kv = cap * slot + slack;
+        reserve = cap * slot + slack;
     } else if (slot > lslot && room >= cap * lslot + slack) {
         b->hot = (int)((room - slack - cap * lslot) / (slot - lslot));
         b->spill_max = b->max_slots;
-        first->kv = room;
+        reserve = room;
     } else {
         b->hot = 0;
         b->spill_max = room > slack ? (int)((room - slack) / lslot < cap ? (room - slack) / lslot : cap) : 0;
-        first->kv = room;
+        reserve = room;
     }
-    if (b->spill_max < P + b->p.scratch_slots) {
+    int P = b->p.n_prompt + b->p.scratch_slots;
+    if (b->spill_max < P) {
         char a[32], c[32], d[32];
         return tp_fail(err,
                        "Memory limit: with --kv-offload the prompt's %d KV slots need %s of one layer's rows in memory "
                        "while it is read, but %s is left under the critical level (95%% of --max-memory-gb %s) once "
                        "the model, the buffers and the run's records are counted. Raise --max-memory-gb, or lower "
                        "--max-tokens or --max-parallel-tokens.",
-                       P + b->p.scratch_slots, tp_fmt_gb((double)(P + b->p.scratch_slots) * lslot + slack, a, sizeof a),
-                       tp_fmt_gb((double)room, c, sizeof c), tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), d, sizeof d));
+                       P, tp_fmt_gb((double)P * (double)lslot + (double)slack, a, sizeof a), tp_fmt_gb((double)room, c, sizeof c),
+                       tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), d, sizeof d));
     }
+    if (reserve > b->share.kv) {
+        tp_mem_share add = { reserve - b->share.kv, 0, 0 };
+        if (tp_memory_try_add(b->mon, &add, b->crit, NULL))
+            return tp_fail(err, "Memory limit: another session took the memory --kv-offload planned for this one");
+    } else {
+        tp_mem_share sub = { b->share.kv - reserve, 0, 0 };
+        tp_memory_sub(b->mon, &sub);
+    }
+    b->share.kv = reserve;
     return 0;
 }
 
@@ -217,11 +219,17 @@ int tp_budget_reserve_more(tp_budget *b, size_t bytes, const char *what, char *e
     tp_mem_share add = { 0, bytes, 0 };
     size_t use = 0;
     if (tp_memory_try_add(b->mon, &add, b->crit, &use)) {
+        tempo_memory_stats st;
+        tempo_memory_get_stats(b->mon, &st);
         char a[32], l[32], t[32];
-        return tp_fail(err, "Memory limit: %s needs %s but %s is left under the critical level (95%% of --max-memory-gb %s)",
+        return tp_fail(err,
+                       "Memory limit: %s need %s but %s is left under the critical level (95%% of --max-memory-gb %s) "
+                       "with the model and %d other live session%s loaded. Raise --max-memory-gb, lower "
+                       "--max-parallel-tokens, --max-tokens or --max-cache-tokens, or wait for other sessions to end.",
                        what, tp_fmt_gb((double)bytes, a, sizeof a),
                        tp_fmt_gb(b->crit > use ? (double)(b->crit - use) : 0.0, l, sizeof l),
-                       tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), t, sizeof t));
+                       tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), t, sizeof t), st.sessions - 1,
+                       st.sessions - 1 == 1 ? "" : "s");
     }
     b->share.work += bytes;
     return 0;

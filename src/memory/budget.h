@@ -37,10 +37,8 @@ typedef struct {
     /* --memory-policy prune: once pruning cannot make room (tp_budget_room), a step is cut to
      * what fits instead of stopping the run, and it stops only when not one member fits. */
     bool prune;
-    /* --kv-offload: the cache's rows live in spill files; the budget reserves, at the start, the
-     * memory its resident part may ever hold (the newest tp_budget_kv_hot_slots rows of every
-     * layer, plus one layer's older rows while its attention pass reads them), leaving room for
-     * the run's records at full width; after that a member costs only its record. */
+    /* --kv-offload: the cache's rows live in spill files; tp_budget_plan_offload reserves the
+     * memory its resident part may ever hold, after which a member costs only its record. */
     bool offload;
 } tp_budget_params;
 
@@ -80,6 +78,11 @@ int tp_budget_adjustments(const tp_budget *b, const tempo_adjustment **out);
 
 /* The session's accounted KV memory (its share of the monitor's KV total). */
 size_t tp_budget_kv_bytes(const tp_budget *b);
+/* --kv-offload, once the session has reserved its buffers: reserve the memory the cache's
+ * resident part may ever hold (the newest tp_budget_kv_hot_slots rows of every layer, plus one
+ * layer's older rows while its attention pass reads them), leaving room for the records of the
+ * whole run at full width. 0, or -1 with err (the prompt's rows alone do not fit). */
+int tp_budget_plan_offload(tp_budget *b, char *err);
 /* --kv-offload: the newest slots the cache keeps in memory (tp_kv_set_hot_slots); -1 without. */
 int tp_budget_kv_hot_slots(const tp_budget *b);
 

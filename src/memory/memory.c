@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/common.h"
@@ -88,6 +89,20 @@ int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *
                    tp_fmt_gb((double)model_bytes, a, sizeof a));
 }
 
+int tp_memory_check_load_room(double max_memory_gb, size_t more_bytes, const char *when, char *err) {
+    tp_proc_mem pm;
+    if (tp_memory_read_proc(&pm) != 0) return 0; /* nothing to measure with: the limits after loading still apply */
+    double crit = TP_MEM_CRITICAL_FRACTION * max_memory_gb * TP_GB;
+    double need = (double)pm.vm_rss + (double)more_bytes;
+    if (need < crit) return 0;
+    char a[32], b[32], c[32];
+    return tp_fail(err,
+                   "Memory critical during model loading: %s the process holds and %s of weights still to read in make %s, "
+                   "%.1f%% of --max-memory-gb %s (critical level 95%%). Raise --max-memory-gb, or use a smaller or quantized model",
+                   tp_fmt_gb((double)pm.vm_rss, a, sizeof a), tp_fmt_gb((double)more_bytes, b, sizeof b),
+                   when, 100.0 * need / (max_memory_gb * TP_GB), tp_fmt_gb(max_memory_gb * TP_GB, c, sizeof c));
+}
+
 tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb) {
     tempo_memory_monitor *mm = calloc(1, sizeof *mm);
     if (!mm) return NULL;
@@ -109,17 +124,51 @@ void tempo_memory_monitor_free(tempo_memory_monitor *mm) {
 void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes) { mm->other = bytes; }
 void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes) { mm->weights = bytes; }
 
+/* Bytes of tempo's own machine code not resident yet. The kernel reads code in when it first
+ * runs, so the forward pass and the kernels join the resident set at the first prompt, after
+ * "other" was measured: counted now, the limit holds from the first step. Found as the
+ * executable mapping that holds this very function (the library, linked in or shared), with
+ * mincore for the pages already in. 0 when /proc cannot be read. */
+static size_t code_not_resident(void) {
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return 0;
+    uintptr_t here = (uintptr_t)&code_not_resident, lo = 0, hi = 0;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3 && perms[2] == 'x' && here >= a && here < b) {
+            lo = a;
+            hi = b;
+            break;
+        }
+    }
+    fclose(f);
+    if (hi <= lo) return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t n = (hi - lo) / (size_t)page, missing = 0;
+    unsigned char vec[256];
+    for (size_t i = 0; i < n; i += sizeof vec) {
+        size_t k = n - i < sizeof vec ? n - i : sizeof vec;
+        if (mincore((void *)(lo + i * (size_t)page), k * (size_t)page, vec)) return 0;
+        for (size_t j = 0; j < k; j++) missing += !(vec[j] & 1);
+    }
+    return missing * (size_t)page;
+}
+
 void tp_memory_set_model(tempo_memory_monitor *mm, const tp_model *m) {
+    size_t code = code_not_resident();
     pthread_mutex_lock(&mm->lock);
     mm->weights = m->weight_bytes + m->owned_bytes;
     /* The loader reads every weight page once, so the resident set now holds the
-     * weights; what is left over is the runtime, the tokenizer and bookkeeping.
-     * (If some weights are not resident yet this under-counts "other", and the
-     * measured resident set, which usage also looks at, covers the difference.) */
+     * weights; what is left over is the runtime (with the code still to be read in), the
+     * tokenizer and bookkeeping. (If some weights are not resident yet this under-counts
+     * "other", and the measured resident set, which usage also looks at, covers the
+     * difference.) */
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
     size_t known = mm->weights + mm->work + mm->kv + mm->records;
-    mm->other = pm.vm_rss > known ? (size_t)pm.vm_rss - known : 0;
+    mm->other = (pm.vm_rss > known ? (size_t)pm.vm_rss - known : 0) + code;
     pthread_mutex_unlock(&mm->lock);
 }
 

@@ -48,6 +48,13 @@ int tp_memory_read_proc(tp_proc_mem *out);
  * "model needs 3.21GB of weights but --max-memory-gb is 2.00GB. ..." in err. */
 int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *err);
 
+/* While loading: would the process's resident set now plus more_bytes (weights still to be read
+ * in) pass the critical level (95%) of the limit? 0, or -1 with the spec's "Memory critical during
+ * model loading" message ("when" says what the total is: "loading"). Checked before the file is
+ * mapped and again before its pages are read, so a limit too small to load is refused before
+ * the process passes it. */
+int tp_memory_check_load_room(double max_memory_gb, size_t more_bytes, const char *when, char *err);
+
 /* Accounting (bytes). The model's monitor is shared by every session of the model, so the
  * per-session parts are sums that sessions add to and take from under the monitor's lock. */
 void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes);

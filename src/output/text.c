@@ -202,3 +202,16 @@ char *tempo_step_text(const tempo_step *st, bool color, bool show_token_ids) {
     tp_text_append_step(&s, st, color, show_token_ids);
     return tp_str_take(&s);
 }
+
+const char *tempo_stop_reason_name(tempo_stop_reason r) {
+    switch (r) {
+    case TEMPO_STOP_NONE: return "none";
+    case TEMPO_STOP_MAX_TOKENS: return "max_tokens";
+    case TEMPO_STOP_EOS: return "eos";
+    case TEMPO_STOP_MEMORY_LIMIT: return "memory_limit";
+    case TEMPO_STOP_CACHE_LIMIT: return "cache_limit";
+    case TEMPO_STOP_ERROR: return "error";
+    case TEMPO_STOP_INTERRUPTED: return "interrupted";
+    }
+    return "error";
+}

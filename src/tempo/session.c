@@ -264,48 +264,62 @@ int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err
 
 static size_t at_least_1(size_t n) { return n ? n : 1; }
 
-/* Every buffer of the run, sized once (design: no allocation per step). */
-static int alloc_run(tp_session *s, char *msg) {
-    size_t V = (size_t)s->V, W = (size_t)s->W, T = (size_t)s->T, cap = (size_t)s->kv->capacity;
+/* Every buffer of the run, sized once (design: no allocation per step). With count, nothing is
+ * allocated: the bytes they will take are added to *total, so they can be reserved against the
+ * memory limit first. */
+static int run_buffers(tp_session *s, bool count, size_t *total, char *msg) {
+    size_t V = (size_t)s->V, W = (size_t)s->W, T = (size_t)s->T, cap = (size_t)tp_budget_kv_max_slots(s->budget);
     size_t maxfed = (size_t)s->P + T * W, maxmem = T * W;
     bool ok = true;
-#define ALLOC(ptr, n) do { (ptr) = calloc(at_least_1(n), sizeof *(ptr)); ok &= (ptr) != NULL; } while (0)
-    ALLOC(s->fed_tok, maxfed);
-    ALLOC(s->fed_pos, maxfed);
-    ALLOC(s->fed_step, maxfed);
-    ALLOC(s->fed_dead, maxfed);
-    ALLOC(s->step_off, T);
-    ALLOC(s->slot_of, maxmem);
-    ALLOC(s->fed_of, maxmem);
-    ALLOC(s->multi, T);
-    ALLOC(s->D, V);
-    ALLOC(s->logits, V * W);
-    ALLOC(s->zraw, V);
-    ALLOC(s->is_eog, V);
-    ALLOC(s->ids, W);
-    ALLOC(s->feed_pos, maxfed > W ? maxfed : W);
-    ALLOC(s->probs, W);
-    ALLOC(s->score, W);
-    ALLOC(s->mprob, W);
-    ALLOC(s->mid, W);
-    ALLOC(s->malive, W);
-    ALLOC(s->mprune, W);
-    ALLOC(s->map, cap);
-    ALLOC(s->mem_layers, (size_t)s->L);
+#define BUF(ptr, n)                                                              \
+    do {                                                                         \
+        size_t n_ = at_least_1(n);                                               \
+        if (count) *total += n_ * sizeof *(ptr);                                 \
+        else { (ptr) = calloc(n_, sizeof *(ptr)); ok &= (ptr) != NULL; }         \
+    } while (0)
+    BUF(s->fed_tok, maxfed);
+    BUF(s->fed_pos, maxfed);
+    BUF(s->fed_step, maxfed);
+    BUF(s->fed_dead, maxfed);
+    BUF(s->step_off, T);
+    BUF(s->slot_of, maxmem);
+    BUF(s->fed_of, maxmem);
+    BUF(s->multi, T);
+    BUF(s->D, V);
+    BUF(s->logits, V * W);
+    BUF(s->zraw, V);
+    BUF(s->is_eog, V);
+    BUF(s->ids, W);
+    BUF(s->feed_pos, maxfed > W ? maxfed : W);
+    BUF(s->probs, W);
+    BUF(s->score, W);
+    BUF(s->mprob, W);
+    BUF(s->mid, W);
+    BUF(s->malive, W);
+    BUF(s->mprune, W);
+    BUF(s->map, cap);
+    BUF(s->mem_layers, (size_t)s->L);
     if (s->pruning) {
-        ALLOC(s->attn, W * cap);
-        ALLOC(s->lambda, (size_t)s->L);
+        BUF(s->attn, W * cap);
+        BUF(s->lambda, (size_t)s->L);
         s->max_events = (int)(maxmem < (size_t)INT_MAX ? maxmem : (size_t)INT_MAX);
-        ALLOC(s->events, (size_t)s->max_events);
+        BUF(s->events, (size_t)s->max_events);
     }
-    if (s->nocache) ALLOC(s->mask, (W > REBUILD_CHUNK ? W : REBUILD_CHUNK) * cap);
-    if (s->standard) ALLOC(s->hist, (size_t)s->P + T);
+    if (s->nocache) BUF(s->mask, (W > REBUILD_CHUNK ? W : REBUILD_CHUNK) * cap);
+    if (s->standard) BUF(s->hist, (size_t)s->P + T);
     if (s->p.use_mcts) {
-        ALLOC(s->mcts_ids, W);
-        ALLOC(s->mcts_probs, W);
-        ALLOC(s->mcts_stats, W);
+        BUF(s->mcts_ids, W);
+        BUF(s->mcts_probs, W);
+        BUF(s->mcts_stats, W);
     }
-#undef ALLOC
+#undef BUF
+    if (count) {
+        /* the record (steps, members, MCTS candidates), the cache's slot table, the sampler's scratch */
+        *total += T * sizeof(tempo_step) + maxmem * sizeof(tempo_token) + cap * sizeof(tp_slot) +
+                  (s->standard ? V * (sizeof(int32_t) + sizeof(float) + 1) : 0) +
+                  (s->p.use_mcts ? maxmem * sizeof(tempo_mcts_candidate) : 0);
+        return 0;
+    }
     if (!ok)
         return tp_fail(msg, "out of memory allocating the working buffers for %d parallel tokens over a vocabulary of %d "
                             "and %d cache slots (lower --max-parallel-tokens or --max-cache-tokens)",
@@ -428,6 +442,11 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     s->W = s->standard ? 1 : tp_budget_max_parallel(s->budget);
     if (s->W < 1) s->W = 1;
     int cap = tp_budget_kv_max_slots(s->budget);
+    /* Reserve the run's buffers before a byte of them is allocated. */
+    size_t run_bytes = 0;
+    run_buffers(s, true, &run_bytes, msg);
+    code = TEMPO_ERR_MEMORY_LIMIT;
+    if (tp_budget_reserve_more(s->budget, run_bytes, "the session's buffers", msg)) goto fail;
     code = TEMPO_ERR_NOMEM;
     s->kv = tp_kv_new(s->L, m->hp.n_kv_heads * m->hp.head_dim, (tp_kv_type)m->params.kv_cache_type, cap,
                       tp_budget_kv_max_bytes(s->budget), msg);
@@ -435,14 +454,13 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         if (strstr(msg, "q8_0")) code = TEMPO_ERR_ARG;
         goto fail;
     }
-    if (bp.offload) { /* --kv-offload: the rows go to spill files, the budget says how many stay resident */
+    if (bp.offload) { /* --kv-offload: the rows go to spill files (how many stay resident: below) */
         code = TEMPO_ERR_IO;
         if (tp_kv_offload(s->kv, m->params.kv_offload, msg)) goto fail;
-        tp_kv_set_hot_slots(s->kv, tp_budget_kv_hot_slots(s->budget));
         code = TEMPO_ERR_NOMEM;
     }
     s->compute = tp_compute_new(m, m->n_threads, TP_MATMUL_MAX_BATCH, cap, msg);
-    if (!s->compute || alloc_run(s, msg)) goto fail;
+    if (!s->compute || run_buffers(s, false, NULL, msg)) goto fail;
     if (s->standard) {
         tp_sampler_params sp = { s->p.temperature, s->p.top_k, s->p.top_p, s->p.repetition_penalty, s->p.seed };
         s->sampler = tp_sampler_new(&sp, s->V);
@@ -461,6 +479,11 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     if (s->p.use_mcts && mcts_new(s, msg)) {
         code = strstr(msg, "Memory limit") ? TEMPO_ERR_MEMORY_LIMIT : TEMPO_ERR_NOMEM;
         goto fail;
+    }
+    if (bp.offload) { /* every buffer is reserved: what is left decides the resident slots */
+        code = TEMPO_ERR_MEMORY_LIMIT;
+        if (tp_budget_plan_offload(s->budget, msg)) goto fail;
+        tp_kv_set_hot_slots(s->kv, tp_budget_kv_hot_slots(s->budget));
     }
 
     /* Prefill (section 1): the prompt at positions 0..P-1, causally. */
