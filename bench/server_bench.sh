@@ -5,7 +5,7 @@
 # file (written by build/bench into build/bench-models/ when missing) and measures, with curl as
 # the client (OpenAI streaming completions, greedy, max_tokens N with min_steps N so every client
 # makes exactly N tokens):
-#   - one client alone: tokens/s;
+#   - one client at a time (the 8 prompts one after the other): tokens/s;
 #   - 8 concurrent streaming clients (8 different prompts): aggregate tokens/s;
 #   - the ratio of the two (median of ROUNDS rounds), and that each client's text equals the
 #     same request run alone.
@@ -60,11 +60,11 @@ client 0 warm
 echo "tempo serve bench: $(basename "$MODEL"), $TOKENS tokens per client, $(nproc) cores, --parallel 8"
 ratios=""
 for r in $(seq 1 "$ROUNDS"); do
-  # alone: each prompt once (their texts are the reference); the time of prompt 1
-  for c in 1 2 3 4 5 6 7 8; do
-    t0=$(now); client $c solo; t1=$(now)
-    [ $c = 1 ] && solo_s=$(calc "$t1 - $t0")
-  done
+  # alone: each prompt once, one after the other (their texts are the reference)
+  t0=$(now)
+  for c in 1 2 3 4 5 6 7 8; do client $c solo; done
+  t1=$(now)
+  solo_s=$(calc "$t1 - $t0")
   # together
   t0=$(now)
   pids=""
@@ -78,8 +78,9 @@ for r in $(seq 1 "$ROUNDS"); do
     [ "$(text_of "$OUT/solo.$c")" = "$(text_of "$OUT/multi.$c")" ] || {
       echo "server_bench: client $c's text differs between alone and batched"; exit 1; }
   done
-  one=$(tokens_of "$OUT/solo.1")
-  solo_tps=$(calc "$one / $solo_s")
+  alone=0
+  for c in 1 2 3 4 5 6 7 8; do n=$(tokens_of "$OUT/solo.$c"); alone=$((alone + ${n:-0})); done
+  solo_tps=$(calc "$alone / $solo_s")
   multi_tps=$(calc "$total / $multi_s")
   ratio=$(calc "$multi_tps / $solo_tps")
   printf 'round %d: 1 client %.2f tokens/s, 8 clients %.2f tokens/s aggregate (%d tokens in %.2f s): %.2fx; outputs identical\n' \
