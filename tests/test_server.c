@@ -958,6 +958,38 @@ TEST(server_replicas_behind_nginx) {
     free(server_stop(&b));
 }
 
+/* Item 3: chat requests are rendered in the chat format (--chat-template forces one): the prompt
+ * the model read is the rendered conversation, token for token. */
+TEST(server_chat_template) {
+    server s;
+    REQUIRE(server_start(&s, "--chat-template chatml") == 0);
+    int status;
+    cJSON *c = post_json(s.port, "/v1/chat/completions",
+                         "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
+                         "{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 3, \"temperature\": 0}", &status);
+    CHECK_INT_EQ(status, 200);
+    REQUIRE(c);
+    int prompt_tokens = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "usage"), "prompt_tokens")->valueint;
+    cJSON *t = post_json(s.port, "/tokenize",
+                         "{\"content\": \"<|im_start|>system\\nBe brief.<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n"
+                         "<|im_start|>assistant\\n\"}", &status);
+    REQUIRE(t);
+    CHECK_INT_EQ(prompt_tokens, cJSON_GetArraySize(cJSON_GetObjectItem(t, "tokens")));
+    cJSON_Delete(t);
+    cJSON_Delete(c);
+    /* a per-request format, and one that does not exist */
+    c = post_json(s.port, "/v1/chat/completions",
+                  "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 2, \"chat_template\": \"llama2\"}", &status);
+    CHECK_INT_EQ(status, 200);
+    cJSON_Delete(c);
+    c = post_json(s.port, "/v1/chat/completions",
+                  "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"chat_template\": \"nonesuch\"}", &status);
+    CHECK_INT_EQ(status, 400);
+    CHECK(c && strstr(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "error"), "message")->valuestring, "nonesuch"));
+    cJSON_Delete(c);
+    free(server_stop(&s));
+}
+
 /* Usage errors of `tempo serve` itself. */
 TEST(server_usage_errors) {
     static const struct { const char *args, *want; } cases[] = {
