@@ -28,16 +28,22 @@ TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
-LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
+LIB_SRC   := $(filter-out src/cli/% src/server/%,$(LIB_SRC))
 CLI_SRC   := $(sort $(wildcard src/cli/*.c))
+# `tempo serve` (src/server/) is an application on the public API like the CLI: it links into
+# build/tempo only, so libtempo does not depend on libmicrohttpd.
+SERVER_SRC := $(sort $(wildcard src/server/*.c))
+SERVER_LIBS := -lmicrohttpd
 TOOLS_SRC := $(sort $(wildcard tools/*.c))
 TEST_SRC  := $(sort $(wildcard tests/*.c))
 
 LIB_OBJ        := $(LIB_SRC:%.c=build/obj/%.o)
 CLI_OBJ        := $(CLI_SRC:%.c=build/obj/%.o)
 TOOLS_OBJ      := $(TOOLS_SRC:%.c=build/obj/%.o)
+SERVER_OBJ     := $(SERVER_SRC:%.c=build/obj/%.o) build/obj/gen/web_assets.o
 ASAN_LIB_OBJ   := $(LIB_SRC:%.c=build/asan/%.o)
 ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
+ASAN_SERVER_OBJ := $(SERVER_SRC:%.c=build/asan/%.o) build/asan/gen/web_assets.o
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 
@@ -46,7 +52,7 @@ all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
 deps:
-	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev pkg-config; do \
+	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev libmicrohttpd-dev pkg-config; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
@@ -57,6 +63,28 @@ deps:
 build/obj/src/cli/%.o: src/cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+build/obj/src/server/%.o: src/server/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+# The page served at / : every file under web/dist/ compiled in (docs/server.md). The list of
+# files is a prerequisite too, so removing a file re-embeds.
+WEB_FILES := $(shell find web/dist -type f 2>/dev/null | LC_ALL=C sort)
+WEB_LIST  := $(shell mkdir -p build/gen && echo '$(WEB_FILES)' > build/gen/web_list.new && \
+               (cmp -s build/gen/web_list.new build/gen/web_list || cp build/gen/web_list.new build/gen/web_list); \
+               echo build/gen/web_list)
+build/gen/web_assets.c: src/server/embed_assets.sh $(WEB_LIST) $(WEB_FILES)
+	@mkdir -p $(dir $@)
+	sh src/server/embed_assets.sh web/dist > $@.tmp && mv $@.tmp $@
+
+build/obj/gen/web_assets.o: build/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+build/asan/gen/web_assets.o: build/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -c $< -o $@
 
 build/obj/tools/%.o: tools/%.c
 	@mkdir -p $(dir $@)
@@ -90,8 +118,8 @@ build/libtempo_tools.a: $(TOOLS_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/tempo: $(CLI_OBJ) build/libtempo.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) build/libtempo.a $(DEPLIBS)
+build/tempo: $(CLI_OBJ) $(SERVER_OBJ) build/libtempo.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(SERVER_OBJ) build/libtempo.a $(DEPLIBS) $(SERVER_LIBS)
 
 build/asan/libtempo.a: $(ASAN_LIB_OBJ)
 	@rm -f $@
@@ -101,8 +129,8 @@ build/asan/libtempo_tools.a: $(ASAN_TOOLS_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/asan/tempo: $(ASAN_CLI_OBJ) build/asan/libtempo.a
-	$(CC) $(TEST_CFLAGS) -o $@ $(ASAN_CLI_OBJ) build/asan/libtempo.a $(DEPLIBS)
+build/asan/tempo: $(ASAN_CLI_OBJ) $(ASAN_SERVER_OBJ) build/asan/libtempo.a
+	$(CC) $(TEST_CFLAGS) -o $@ $(ASAN_CLI_OBJ) $(ASAN_SERVER_OBJ) build/asan/libtempo.a $(DEPLIBS) $(SERVER_LIBS)
 
 build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a $(DEPLIBS)
