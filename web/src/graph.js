@@ -15,8 +15,9 @@ import { memberKey } from './run.js';
 export function runGraph(run) {
   if (run.record?.graph) return run.record.graph;
   const nodes = [{ id: 'prompt', kind: 'prompt', text: run.prompt ?? '', n_tokens: run.nPromptTokens }];
-  const edges = [{ source: 'prompt', target: 'd0', kind: 'prefill', weight: 1 }];
+  const edges = [];
   const steps = run.steps.filter(Boolean);
+  if (steps.length > 0) edges.push({ source: 'prompt', target: 'd0', kind: 'prefill', weight: 1 });
   for (const s of steps) {
     nodes.push({ id: `d${s.step}`, kind: 'dist', step: s.step });
     const total = s.tokens.reduce((a, t) => a + t.probability, 0);
@@ -26,7 +27,9 @@ export function runGraph(run) {
       edges.push({ source: `d${s.step}`, target: id, kind: 'select', weight: t.probability });
       // A set is fed when the next one is selected: its members feed that next distribution.
       if (steps.length > s.step + 1) edges.push({ source: id, target: `d${s.step + 1}`, kind: 'feed', weight: t.probability / total });
-      if (t.pruned && t.pruned_at_step !== null)
+      // The pass that fed step a prunes before step a+1 is selected: until then D_{a+1} is not
+      // drawn, and neither is the edge.
+      if (t.pruned && t.pruned_at_step !== null && t.pruned_at_step + 1 < steps.length)
         edges.push({ source: id, target: `d${t.pruned_at_step + 1}`, kind: 'prune', weight: t.prune_score ?? 0 });
     });
   }

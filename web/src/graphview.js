@@ -163,7 +163,7 @@ export function createGraphView(container, { onBranch, runLabel }) {
         }
       });
     }
-    if (follow) fit();
+    if (follow) followView();
   }
 
   function tooltipHtml(n, share) {
@@ -199,20 +199,28 @@ export function createGraphView(container, { onBranch, runLabel }) {
     tip.hidden = true;
   }
 
-  // Fit the whole graph; when that would make it smaller than readable, show its newest steps
-  // (the right end) at the smallest readable scale instead.
+  // Fit the whole graph into the view (the Fit button, key 0).
   function fit() {
     if (!layout) return;
     const w = svg.clientWidth || 800;
     const h = svg.clientHeight || 400;
-    const minReadable = 0.6;
-    let k = Math.min(1.5, w / layout.width, h / layout.height);
-    let x = (w - layout.width * k) / 2;
-    if (k < minReadable) {
-      k = Math.max(k, minReadable);
-      x = Math.min(0, w - layout.width * k);
-    }
-    const y = Math.max(0, (h - layout.height * k) / 2);
+    const k = Math.min(1.25, w / layout.width, h / layout.height);
+    place(k, (w - layout.width * k) / 2, (h - layout.height * k) / 2);
+  }
+
+  // While following a run: the whole graph when it fits at a readable scale; otherwise its
+  // height (at most at full size, at least at 0.6) with the newest steps, on the right, in view.
+  function followView() {
+    if (!layout) return;
+    const w = svg.clientWidth || 800;
+    const h = svg.clientHeight || 400;
+    const all = Math.min(1.25, w / layout.width, h / layout.height);
+    if (all >= 0.8) return fit();
+    const k = Math.max(0.6, Math.min(1, h / layout.height));
+    place(k, Math.min(0, w - layout.width * k - 8), (h - layout.height * k) / 2);
+  }
+
+  function place(k, x, y) {
     select(svg).call(zoomer.transform, zoomIdentity.translate(x, y).scale(k));
   }
 

@@ -162,15 +162,18 @@ async function startGenerate() {
   clearErrors();
   const values = formValues();
   const body = tempoRequest(values);
-  runs = [];
-  comparison = null;
-  graphView.clear();
-  graphView.setFollow(true);
   const run = newRun({ id: 0, request: body });
-  runs.push(run);
-  current = run;
-  startComparison(values);
-  await follow(run, (onEvent, signal) => generateStream(body, onEvent, signal));
+  // The old tree stays until the server has accepted the new request: a refused one (a bad
+  // value) shows its message and leaves the last results in place.
+  const accepted = () => {
+    runs = [run];
+    current = run;
+    comparison = null;
+    graphView.clear();
+    graphView.setFollow(true);
+    startComparison(values);
+  };
+  await follow(run, accepted, (onEvent, signal) => generateStream(body, onEvent, signal));
 }
 
 // Continue `runId` from member `member` of step `step`: a new branch, streamed.
@@ -181,22 +184,25 @@ async function startBranch(runId, step, member) {
   clearErrors();
   const tokenId = from.steps[step].tokens[member].token_id;
   const run = newRun({ id: runs.length, request: from.request, parent: { run: runId, step, member, tokenId } });
-  runs.push(run);
-  current = run;
-  graphView.setFollow(true);
+  const accepted = () => {
+    runs.push(run);
+    current = run;
+    graphView.setFollow(true);
+  };
   const path = pathOf(from).slice(0, step);
-  await follow(run, (onEvent, signal) => branchStream(from.request, path, step, tokenId, onEvent, signal));
+  await follow(run, accepted, (onEvent, signal) => branchStream(from.request, path, step, tokenId, onEvent, signal));
 }
 
-// Run one streamed request into `run`, redrawing as events arrive.
-async function follow(run, open) {
+// Run one streamed request into `run`, redrawing as events arrive; accepted() runs when the
+// server has started it (its `start` event).
+async function follow(run, accepted, open) {
   const controller = new AbortController();
   active = { controller, run };
   setBusy(true);
-  scheduleRender(true);
   pollHealth();
   try {
     await open((type, data) => {
+      if (type === 'start') accepted();
       applyEvent(run, type, data, performance.now());
       scheduleRender(type === 'done');
     }, controller.signal);
@@ -211,8 +217,6 @@ async function follow(run, open) {
     } else {
       run.status = 'error';
       run.error = err;
-      if (run.steps.length === 0 && run.id > 0) runs.pop(); // a refused branch leaves no trace
-      if (current === run && !runs.includes(run)) current = runs[runs.length - 1] ?? null;
       showError(err);
     }
   } finally {

@@ -79,3 +79,15 @@ test('layout: columns left to right by step, each set top to bottom in selection
   assert.equal(l.edges.length, composeGraph([run]).edges.length);
   for (const e of l.edges) assert.match(e.d, /^M[\d.]+,[\d.]+/);
 });
+
+test('after every event of a stream, the graph drawn so far is whole (every edge has both ends)', () => {
+  const run = newRun({ id: 0, request: {} });
+  for (const [type, data] of eventsOf(record)) {
+    applyEvent(run, type, data, 0);
+    const g = composeGraph([run]);
+    const ids = new Set(g.nodes.map((n) => n.id));
+    for (const e of g.edges) assert.ok(ids.has(e.source) && ids.has(e.target), `${type} event: edge ${e.id}`);
+    const l = layoutGraph(g, measure);
+    assert.ok(l.nodes.every((n) => Number.isFinite(n.x) && Number.isFinite(n.y)));
+  }
+});
