@@ -237,6 +237,7 @@ test('clicking a member continues from it: a second branch whose first token is 
   assert.deepEqual(await drawnCounts(page, 0), record.steps.map((s) => s.tokens.length));
   assert.equal(await page.locator('#runs .run-item').count(), 2);
   assert.equal(await page.textContent('#clean'), branch.clean_text);
+  await page.evaluate(() => document.querySelector('main').scrollTo(0, 0));
   await page.screenshot({ path: resolve(SHOTS, 'branch-1280.png') });
 });
 
