@@ -10,11 +10,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { stream } from '../src/api.js';
+import { newRun, applyEvent } from '../src/run.js';
+import { runGraph } from '../src/graph.js';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = resolve(WEB, '..');
@@ -209,6 +212,7 @@ test('the graph exports as SVG and PNG', async () => {
   const png = await download(page, '#export-png');
   assert.deepEqual([...png.bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   assert.ok(png.bytes.length > 2000);
+  writeFileSync(resolve(SHOTS, 'export.png'), png.bytes);
 });
 
 test('clicking a member continues from it: a second branch whose first token is that member', async () => {
@@ -300,6 +304,24 @@ test('phone width (390 px): no sideways scrolling, readable, keyboard reaches th
   await phone.screenshot({ path: resolve(SHOTS, 'text-390.png') });
   await checkAccessibility(phone, '390 px after a run');
   await phone.close();
+});
+
+test('the graph the page builds from streamed events is the server\'s graph of the record', async () => {
+  // While a run streams the page draws the graph from its steps and prune events (graph.js);
+  // when the record arrives it draws the server's. Both must be the same structure.
+  const run = newRun({ id: 0, request: RUN });
+  let record = null;
+  await stream(new URL('api/generate/stream', base).href, { ...RUN, max_tokens: 14 }, (type, data) => {
+    if (type === 'done') record = data;
+    else applyEvent(run, type, data, 0);
+  });
+  assert.ok(record && record.steps.some((st) => st.tokens.some((t) => t.pruned)), 'a run with pruning');
+  const mine = runGraph(run);
+  const key = (e) => `${e.source}>${e.target}:${e.kind}`;
+  assert.deepEqual(mine.nodes.map((n) => n.id).sort(), record.graph.nodes.map((n) => n.id).sort());
+  assert.deepEqual(mine.edges.map(key).sort(), record.graph.edges.map(key).sort());
+  const weights = new Map(record.graph.edges.map((e) => [key(e), e.weight]));
+  for (const e of mine.edges) assert.ok(Math.abs(e.weight - weights.get(key(e))) < 1e-6, `weight of ${key(e)}`);
 });
 
 test('no console errors on any page', () => {

@@ -29,12 +29,20 @@ async function errorFromResponse(res) {
   return new ApiError(`the server answered ${res.status} ${res.statusText}`, { status: res.status });
 }
 
+// A server started with --api-key wants it on every request but /health and the page.
+let apiKey = '';
+export function setApiKey(key) {
+  apiKey = key.trim();
+}
+
 async function postJson(path, body, signal) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
   let res;
   try {
     res = await fetch(path, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers,
       body: JSON.stringify(body),
       signal,
     });

@@ -7,7 +7,7 @@
 
 import './style.css';
 import { OPTIONS, GROUPS, OPTION_BY_KEY, defaultValues, isEnabled, rangeText, tempoRequest, comparisonRequest } from './options.js';
-import { ApiError, generateStream, branchStream, generate, health } from './api.js';
+import { ApiError, generateStream, branchStream, generate, health, setApiKey } from './api.js';
 import { newRun, applyEvent, applyRecord, pathOf, tokenCount, stepsPerSecond, stopReason } from './run.js';
 import { composeGraph, layoutGraph } from './graph.js';
 import { createGraphView } from './graphview.js';
@@ -65,7 +65,8 @@ function field(o, value) {
       if (o.min !== undefined) input.min = o.min;
       if (o.max !== undefined) input.max = o.max;
     } else {
-      input.type = 'text';
+      input.type = o.secret ? 'password' : 'text';
+      input.autocomplete = 'off';
     }
     input.value = value;
     if (o.auto !== undefined) input.placeholder = o.auto;
@@ -138,11 +139,12 @@ function clearErrors() {
 // Show the server's message next to the control it names (or under the buttons).
 function showError(err) {
   const message = err.message || String(err);
-  if (err.param && inputs.has(err.param)) {
-    const box = $(`err-${err.param}`);
+  const param = err.status === 401 ? 'api_key' : err.param;
+  if (param && inputs.has(param)) {
+    const box = $(`err-${param}`);
     box.textContent = message;
     box.hidden = false;
-    const input = inputs.get(err.param);
+    const input = inputs.get(param);
     input.setAttribute('aria-invalid', 'true');
     input.focus();
   }
@@ -161,6 +163,7 @@ async function startGenerate() {
   stopActive();
   clearErrors();
   const values = formValues();
+  setApiKey(values.api_key);
   const body = tempoRequest(values);
   const run = newRun({ id: 0, request: body });
   // The old tree stays until the server has accepted the new request: a refused one (a bad
@@ -182,6 +185,7 @@ async function startBranch(runId, step, member) {
   if (!from?.steps[step]) return;
   stopActive();
   clearErrors();
+  setApiKey(formValues().api_key);
   const tokenId = from.steps[step].tokens[member].token_id;
   const run = newRun({ id: runs.length, request: from.request, parent: { run: runId, step, member, tokenId } });
   const accepted = () => {

@@ -19,6 +19,7 @@ export const GROUPS = [
   { id: 'dynamic', title: 'Dynamic threshold' },
   { id: 'compare', title: 'Comparison run' },
   { id: 'memory', title: 'Memory' },
+  { id: 'server', title: 'Server' },
 ];
 
 // type: 'text' | 'int' | 'float' | 'bool' | 'choice'. For numbers, min/max and maxOpen (a
@@ -108,6 +109,10 @@ export const OPTIONS = [
     help: 'stop the run, or shrink later steps\' width' },
   { key: 'disable_kv_cache', group: 'memory', type: 'bool', label: 'Disable KV cache', def: false,
     help: 'recompute every slot at each step instead of caching' },
+
+  // not an option of the run: the key of a server started with --api-key
+  { key: 'api_key', group: 'server', type: 'text', label: 'API key', def: '', pageOnly: true, secret: true,
+    help: 'only for a server started with --api-key; sent as Authorization: Bearer' },
 ];
 
 for (const o of OPTIONS) {
