@@ -151,6 +151,11 @@ test('the page loads with its option form and no console errors', async () => {
   assert.equal(await page.inputValue('#opt-selection_threshold'), '0.1');
   assert.match(await page.textContent('#hint-selection_threshold'), /default 0\.1 · range \[0, 1\]/);
   await page.waitForFunction(() => /free/.test(document.querySelector('#st-sessions').textContent));
+  // The seed means something only in the sampling comparison run (TEMPO selection takes none).
+  assert.equal(await page.isDisabled('#opt-seed'), true);
+  await page.selectOption('#opt-compare', 'sampling');
+  assert.equal(await page.isDisabled('#opt-seed'), false);
+  await page.selectOption('#opt-compare', 'none');
   assert.deepEqual(problems, []);
 });
 
@@ -197,6 +202,18 @@ test('a generation (Ctrl+Enter) draws exactly the members the record holds, prun
   assert.ok(tip.includes(`score at step ${p.scored_at_step}`) && tip.includes(p.prune_score.toFixed(5)), tip);
   await page.mouse.move(0, 0);
 
+  // Zoom and pan: the buttons and the keys change the view's transform.
+  const view = () => page.getAttribute('#graph .viewport', 'transform');
+  const scale = async () => Number(/scale\(([\d.]+)/.exec(await view())[1]);
+  const before = await scale();
+  await page.click('#zoom-in');
+  assert.ok(await scale() > before * 1.2, 'zoom in');
+  await page.focus('#graph svg');
+  const t0 = await view();
+  await page.keyboard.press('ArrowLeft');
+  assert.notEqual(await view(), t0, 'arrow keys pan');
+  await page.click('#zoom-fit');
+
   await page.screenshot({ path: resolve(SHOTS, 'graph-1280.png') });
   await showSection(page, '#text-title');
   await page.screenshot({ path: resolve(SHOTS, 'text-1280.png') });
@@ -216,15 +233,18 @@ test('the graph exports as SVG and PNG', async () => {
 });
 
 test('clicking a member continues from it: a second branch whose first token is that member', async () => {
-  // A member that is not its set's first, drawn inside the visible graph.
+  // A member that is not its set's first, drawn inside the visible graph, near the middle of the
+  // run (so that the branch has steps of its own).
   const target = await page.evaluate(() => {
     const box = document.querySelector('#graph').getBoundingClientRect();
+    let best = null;
     for (const e of document.querySelectorAll('.node.token[data-run="0"]:not(.pruned)')) {
       const r = e.getBoundingClientRect();
-      if (Number(e.dataset.member) > 0 && r.left > box.left && r.right < box.right && r.top > box.top && r.bottom < box.bottom)
-        return { step: Number(e.dataset.step), member: Number(e.dataset.member), tokenId: Number(e.dataset.tokenId) };
+      const t = { step: Number(e.dataset.step), member: Number(e.dataset.member), tokenId: Number(e.dataset.tokenId) };
+      if (t.member > 0 && r.left > box.left && r.right < box.right && r.top > box.top && r.bottom < box.bottom
+          && (!best || Math.abs(t.step - 4) < Math.abs(best.step - 4))) best = t;
     }
-    return null;
+    return best;
   });
   assert.ok(target, 'a visible second member to click');
   await page.click(`.node.token[data-run="0"][data-step="${target.step}"][data-member="${target.member}"]`);
