@@ -85,7 +85,7 @@ void srv_job_emit(srv_job *j, const char *data, size_t n) {
 }
 
 /* The job is over: take its record, free its session, wake its connection. */
-static void job_end(srv_sched *sc, srv_job *j, bool was_running) {
+static void job_end(srv_sched *sc, srv_job *j) {
     tempo_result *r = NULL;
     if (j->s) {
         tempo_error e;
@@ -93,6 +93,12 @@ static void job_end(srv_sched *sc, srv_job *j, bool was_running) {
         tempo_session_free(j->s);
         j->s = NULL;
     }
+    /* the slot is free before the client hears the answer (a client that asks /health next
+     * sees it free) */
+    pthread_mutex_lock(&sc->mu);
+    sc->n_running--;
+    pthread_cond_broadcast(&sc->idle);
+    pthread_mutex_unlock(&sc->mu);
     pthread_mutex_lock(&j->mu);
     j->result = r;
     if (!r && !j->failed) {
@@ -102,10 +108,6 @@ static void job_end(srv_sched *sc, srv_job *j, bool was_running) {
     j->state = J_DONE;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
-    pthread_mutex_lock(&sc->mu);
-    if (was_running) sc->n_running--;
-    pthread_cond_broadcast(&sc->idle);
-    pthread_mutex_unlock(&sc->mu);
     srv_job_unref(j);
 }
 
@@ -125,7 +127,7 @@ static void job_fail_start(srv_sched *sc, srv_job *j, const tempo_error *e, int 
     default: srv_fail(&j->err, 500, NULL, NULL, "%s", e->message); break;
     }
     pthread_mutex_unlock(&j->mu);
-    job_end(sc, j, false);
+    job_end(sc, j); /* it was counted running when admitted */
 }
 
 /* Create and prefill the job's session; 0 when it runs. */
@@ -175,6 +177,10 @@ static void *sched_main(void *arg) {
         bool cancel_all = sc->cancel_all;
         pthread_mutex_unlock(&sc->mu);
 
+        /* The budget also reads the measured resident set: give freed pages (of ended sessions,
+         * of sent responses) back to the system first, or a new request would be judged
+         * against memory that no one holds any more. */
+        if (n_admit) tempo_memory_free_memory(tempo_model_memory(sc->m));
         for (int i = 0; i < n_admit; i++) {
             if (cancel_all) atomic_store(&admit[i]->cancelled, 1);
             if (job_start(sc, admit[i], n) == 0) sc->running[n++] = admit[i];
@@ -199,7 +205,7 @@ static void *sched_main(void *arg) {
                 pthread_mutex_unlock(&j->mu);
             }
             if (rc >= 0 && srv_on_step(j, rc, &sc->out[i])) rc = -1;
-            if (rc <= 0 || j->finish_now) job_end(sc, j, true);
+            if (rc <= 0 || j->finish_now) job_end(sc, j);
             else sc->running[kept++] = j;
         }
         n = kept;
