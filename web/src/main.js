@@ -237,7 +237,7 @@ async function startComparison(values) {
   const body = comparisonRequest(values);
   if (!body) return;
   compareController = new AbortController();
-  const run = newRun({ id: -1, request: body, kind: 'comparison' });
+  const run = newRun({ id: -1, request: body });
   comparison = run;
   scheduleRender(false);
   try {

@@ -8,10 +8,9 @@
 // A branch is a run with a parent: it continues `parent` from member `member` of step `step`.
 // Its steps 0..step-1 are the parent's, replayed; step `step` is the chosen member alone.
 
-export function newRun({ id, request, parent = null, kind = 'tempo' }) {
+export function newRun({ id, request, parent = null }) {
   return {
     id,                 // the page's number for the run (0, 1, ...)
-    kind,               // 'tempo' or 'comparison'
     request,            // the body that was sent (a branch's is the original run's request)
     parent,             // null, or { run, step, member, tokenId } for a branch
     status: 'running',  // running | done | stopped | error

@@ -53,8 +53,3 @@ export function cleanText(prompt, steps) {
   }
   return text;
 }
-
-// A token's text as a graph label: spaces and line breaks made visible.
-export function visibleToken(text) {
-  return text.replace(/ /g, '\u00b7').replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5') || '\u2205';
-}
