@@ -26,6 +26,7 @@ STRICT   := $(if $(filter 1,$(WERROR)),-Werror,)
 # library (internal tp_ symbols stay usable from the static one).
 LIB_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -fPIC -fvisibility=hidden -MMD -MP
 OPT_CFLAGS  := $(CFLAGS) $(WARN) $(STRICT) $(DEFS) $(CPPFLAGS) -MMD -MP
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 
@@ -49,7 +50,7 @@ ASAN_SERVER_OBJ := $(SERVER_SRC:%.c=build/asan/%.o) build/asan/gen/web_assets.o
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 
-.PHONY: all test bench run serve web clean deps install uninstall
+.PHONY: all test test-tsan bench bench-server run serve web clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -99,6 +100,19 @@ build/obj/%.o: %.c
 build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
+
+# ThreadSanitizer build of the binary: the server shares jobs, the queue and the model between
+# threads. `make test-tsan` runs the server's tests against it.
+build/tsan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TSAN_CFLAGS) -c $< -o $@
+
+build/tsan/tempo: $(LIB_SRC:%.c=build/tsan/%.o) $(CLI_SRC:%.c=build/tsan/%.o) $(SERVER_SRC:%.c=build/tsan/%.o) build/tsan/gen/web_assets.o
+	$(CC) $(TSAN_CFLAGS) -o $@ $^ $(DEPLIBS) $(SERVER_LIBS)
+
+build/tsan/gen/web_assets.o: build/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TSAN_CFLAGS) -c $< -o $@
 
 build/libtempo.a: $(LIB_OBJ)
 	@rm -f $@
@@ -156,6 +170,15 @@ test: deps
 
 bench: build/bench build/tempo
 	build/bench
+	$(MAKE) --no-print-directory bench-server
+
+# 8 concurrent streaming clients against one, on the bench's 1B-shape Q4_0 file (bench/server_bench.sh).
+bench-server: build/bench build/tempo
+	sh bench/server_bench.sh
+
+test-tsan: deps
+	$(MAKE) --no-print-directory build/tsan/tempo build/asan/test_tempo build/tempo
+	TEMPO_BIN=build/tsan/tempo TEMPO_RELEASE_BIN=build/tempo build/asan/test_tempo server_
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include

@@ -16,6 +16,18 @@
 
 /* ------------------------------------------------------------------ errors -- */
 
+/* Messages and field names echo what the client sent: keep them one line of valid UTF-8
+ * (control characters and invalid bytes become '?'). */
+static void one_line(char *s) {
+    for (unsigned char *p = (unsigned char *)s; *p;) {
+        int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        for (int i = 1; i < n; i++)
+            if ((p[i] & 0xC0) != 0x80) n = 0;
+        if (n == 0 || *p < 0x20 || *p == 0x7f) { *p++ = '?'; continue; }
+        p += n;
+    }
+}
+
 int srv_fail(srv_error *e, int status, const char *param, const char *code, const char *fmt, ...) {
     if (!e) return -1;
     e->status = status;
@@ -26,6 +38,8 @@ int srv_fail(srv_error *e, int status, const char *param, const char *code, cons
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
+    one_line(e->param);
+    one_line(e->message);
     return -1;
 }
 
