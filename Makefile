@@ -4,6 +4,8 @@
 #   make test-python  the Python binding's tests (python/tests) with Debian's python3
 #   make bench    speed and memory benchmark (random-weight 1B-shape files)
 #   make run      build and generate from a small real model
+#   make serve    the same model behind `tempo serve`: the TEMPO explorer at http://127.0.0.1:8765/
+#   make web      rebuild the explorer's committed bundle web/dist from web/src (needs Node and npm)
 #   make install  PREFIX=/usr/local DESTDIR= : binary, libraries, header, pkg-config file
 #
 # CC, CFLAGS, CPPFLAGS and LDFLAGS from the command line or the environment are honoured.
@@ -55,7 +57,7 @@ TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 TSAN_TEST_SRC  := tests/main.c tests/util.c tests/test_session.c
 TSAN_OBJ       := $(LIB_SRC:%.c=build/tsan/%.o) $(TSAN_TEST_SRC:%.c=build/tsan/%.o)
 
-.PHONY: all test test-tsan test-python bench bench-server run clean deps install uninstall
+.PHONY: all test test-tsan test-python bench bench-server run serve web clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -229,6 +231,8 @@ MODEL ?= ../shared/models/stories260K.gguf
 MODEL_URLS := https://huggingface.co/ggml-org/models-moved/resolve/main/tinyllamas/stories260K.gguf \
               https://huggingface.co/ggml-org/models/resolve/main/tinyllamas/stories260K.gguf
 RUN_ARGS ?= --prompt "Once upon a time" --max-tokens 100
+# RUN_CMD: a subcommand before the options (`make serve` sets it to serve).
+RUN_CMD ?=
 run: deps
 	$(MAKE) --no-print-directory build/tempo
 	@model="$(MODEL)"; \
@@ -240,7 +244,20 @@ run: deps
 	    [ -f "$$model" ] || { echo "download failed: put a GGUF at $(MODEL) or run: make run MODEL=path/to/model.gguf"; exit 1; }; \
 	  fi; \
 	fi; \
-	build/tempo --model "$$model" $(RUN_ARGS)
+	build/tempo $(RUN_CMD) --model "$$model" $(RUN_ARGS)
+
+# The TEMPO explorer: `make serve` serves the page at http://127.0.0.1:8765/ with the same model.
+SERVE_ARGS ?= --port 8765
+serve:
+	$(MAKE) --no-print-directory run RUN_CMD=serve RUN_ARGS="$(SERVE_ARGS)"
+
+# The page's bundle web/dist/ is committed and embedded into build/tempo, so only rebuilding it
+# from web/src needs Node: `make web` (npm ci first when the lockfile changed), then commit web/dist.
+web: web/node_modules/.package-lock.json
+	cd web && npm run build
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
 
 clean:
 	rm -rf build
