@@ -4,6 +4,8 @@
 #   make test-python  the Python binding's tests (python/tests) with Debian's python3
 #   make bench    speed and memory benchmark (random-weight 1B-shape files)
 #   make run      build and generate from a small real model
+#   make serve    the same model behind `tempo serve`: the TEMPO explorer at http://127.0.0.1:8765/
+#   make web      rebuild the explorer's committed bundle web/dist from web/src (needs Node and npm)
 #   make install  PREFIX=/usr/local DESTDIR= : binary, libraries, header, pkg-config file
 #
 # CC, CFLAGS, CPPFLAGS and LDFLAGS from the command line or the environment are honoured.
@@ -33,28 +35,34 @@ TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread $(WARN) -Werror $(DEFS) $(CPPFLAGS) -MMD -MP
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
-LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
+LIB_SRC   := $(filter-out src/cli/% src/server/%,$(LIB_SRC))
 CLI_SRC   := $(sort $(wildcard src/cli/*.c))
+# `tempo serve` (src/server/) is an application on the public API like the CLI: it links into
+# build/tempo only, so libtempo does not depend on libmicrohttpd.
+SERVER_SRC := $(sort $(wildcard src/server/*.c))
+SERVER_LIBS := -lmicrohttpd
 TOOLS_SRC := $(sort $(wildcard tools/*.c))
 TEST_SRC  := $(sort $(wildcard tests/*.c))
 
 LIB_OBJ        := $(LIB_SRC:%.c=build/obj/%.o)
 CLI_OBJ        := $(CLI_SRC:%.c=build/obj/%.o)
 TOOLS_OBJ      := $(TOOLS_SRC:%.c=build/obj/%.o)
+SERVER_OBJ     := $(SERVER_SRC:%.c=build/obj/%.o) build/obj/gen/web_assets.o
 ASAN_LIB_OBJ   := $(LIB_SRC:%.c=build/asan/%.o)
 ASAN_CLI_OBJ   := $(CLI_SRC:%.c=build/asan/%.o)
+ASAN_SERVER_OBJ := $(SERVER_SRC:%.c=build/asan/%.o) build/asan/gen/web_assets.o
 ASAN_TOOLS_OBJ := $(TOOLS_SRC:%.c=build/asan/%.o)
 TEST_OBJ       := $(TEST_SRC:%.c=build/asan/%.o)
 # ThreadSanitizer: the library and the tests of what threads share (sessions over one model).
 TSAN_TEST_SRC  := tests/main.c tests/util.c tests/test_session.c
 TSAN_OBJ       := $(LIB_SRC:%.c=build/tsan/%.o) $(TSAN_TEST_SRC:%.c=build/tsan/%.o)
 
-.PHONY: all test test-tsan test-python bench bench-spill run clean deps install uninstall
+.PHONY: all test test-tsan test-python bench bench-spill bench-server run serve web clean deps install uninstall
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
 deps:
-	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev pkg-config; do \
+	@missing=""; for p in libpcre2-dev libcjson-dev libyaml-dev libmicrohttpd-dev pkg-config; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
@@ -65,6 +73,28 @@ deps:
 build/obj/src/cli/%.o: src/cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+build/obj/src/server/%.o: src/server/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+# The page served at / : every file under web/dist/ compiled in (docs/server.md). The list of
+# files is a prerequisite too, so removing a file re-embeds.
+WEB_FILES := $(shell find web/dist -type f 2>/dev/null | LC_ALL=C sort)
+WEB_LIST  := $(shell mkdir -p build/gen && echo '$(WEB_FILES)' > build/gen/web_list.new && \
+               (cmp -s build/gen/web_list.new build/gen/web_list || cp build/gen/web_list.new build/gen/web_list); \
+               echo build/gen/web_list)
+build/gen/web_assets.c: src/server/embed_assets.sh $(WEB_LIST) $(WEB_FILES)
+	@mkdir -p $(dir $@)
+	sh src/server/embed_assets.sh web/dist > $@.tmp && mv $@.tmp $@
+
+build/obj/gen/web_assets.o: build/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT_CFLAGS) -c $< -o $@
+
+build/asan/gen/web_assets.o: build/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -c $< -o $@
 
 build/obj/tools/%.o: tools/%.c
 	@mkdir -p $(dir $@)
@@ -78,12 +108,21 @@ build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
 
+# ThreadSanitizer builds: the session tests (sessions of one model on many threads) and the binary
+# (the server shares jobs, the queue and the model between threads). `make test-tsan` runs both.
 build/tsan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TSAN_CFLAGS) -c $< -o $@
 
 build/tsan/test_tempo: $(TSAN_OBJ)
 	$(CC) $(TSAN_CFLAGS) -o $@ $(TSAN_OBJ) $(DEPLIBS)
+
+build/tsan/tempo: $(LIB_SRC:%.c=build/tsan/%.o) $(CLI_SRC:%.c=build/tsan/%.o) $(SERVER_SRC:%.c=build/tsan/%.o) build/tsan/gen/web_assets.o
+	$(CC) $(TSAN_CFLAGS) -o $@ $^ $(DEPLIBS) $(SERVER_LIBS)
+
+build/tsan/gen/web_assets.o: build/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TSAN_CFLAGS) -c $< -o $@
 
 build/libtempo.a: $(LIB_OBJ)
 	@rm -f $@
@@ -105,8 +144,8 @@ build/libtempo_tools.a: $(TOOLS_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/tempo: $(CLI_OBJ) build/libtempo.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) build/libtempo.a $(DEPLIBS)
+build/tempo: $(CLI_OBJ) $(SERVER_OBJ) build/libtempo.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(SERVER_OBJ) build/libtempo.a $(DEPLIBS) $(SERVER_LIBS)
 
 build/asan/libtempo.a: $(ASAN_LIB_OBJ)
 	@rm -f $@
@@ -116,8 +155,8 @@ build/asan/libtempo_tools.a: $(ASAN_TOOLS_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/asan/tempo: $(ASAN_CLI_OBJ) build/asan/libtempo.a
-	$(CC) $(TEST_CFLAGS) -o $@ $(ASAN_CLI_OBJ) build/asan/libtempo.a $(DEPLIBS)
+build/asan/tempo: $(ASAN_CLI_OBJ) $(ASAN_SERVER_OBJ) build/asan/libtempo.a
+	$(CC) $(TEST_CFLAGS) -o $@ $(ASAN_CLI_OBJ) $(ASAN_SERVER_OBJ) build/asan/libtempo.a $(DEPLIBS) $(SERVER_LIBS)
 
 build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $(TEST_OBJ) build/asan/libtempo_tools.a build/asan/libtempo.a $(DEPLIBS)
@@ -149,10 +188,12 @@ test: deps
 	build/asan/test_tempo $(T)
 	@if [ -z "$(T)" ]; then $(MAKE) --no-print-directory test-tsan test-python; fi
 
-# Sessions on one model from many threads, under ThreadSanitizer (any report fails the run).
-test-tsan:
-	$(MAKE) --no-print-directory build/tsan/test_tempo
+# Under ThreadSanitizer (any report fails the run): sessions on one model from many threads, and
+# the server's tests against a TSan build of the binary.
+test-tsan: deps
+	$(MAKE) --no-print-directory build/tsan/test_tempo build/tsan/tempo build/asan/test_tempo build/tempo
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/test_tempo session_
+	TEMPO_BIN=build/tsan/tempo TEMPO_RELEASE_BIN=build/tempo build/asan/test_tempo server_
 
 # The Python binding (python/) against the shared library just built. Debian's python3 by
 # default: the one python3-cffi and python3-pytest install into (a pyenv python first on PATH
@@ -167,10 +208,16 @@ test-python: build/libtempo.so build/tempo
 bench: build/bench build/tempo
 	build/bench
 	$(MAKE) --no-print-directory bench-spill
+	$(MAKE) --no-print-directory bench-server
 
 # The slowdown of a --kv-offload run that spills against the same run in memory (bench/spill.c).
 bench-spill: build/bench_spill build/tempo
 	build/bench_spill
+
+# 8 concurrent streaming clients against one, on the bench's 1B-shape Q4_0 file (bench/server_bench.sh).
+bench-server: build/bench build/tempo
+	sh bench/server_bench.sh
+
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
@@ -192,6 +239,8 @@ MODEL ?= ../shared/models/stories260K.gguf
 MODEL_URLS := https://huggingface.co/ggml-org/models-moved/resolve/main/tinyllamas/stories260K.gguf \
               https://huggingface.co/ggml-org/models/resolve/main/tinyllamas/stories260K.gguf
 RUN_ARGS ?= --prompt "Once upon a time" --max-tokens 100
+# RUN_CMD: a subcommand before the options (`make serve` sets it to serve).
+RUN_CMD ?=
 run: deps
 	$(MAKE) --no-print-directory build/tempo
 	@model="$(MODEL)"; \
@@ -203,7 +252,20 @@ run: deps
 	    [ -f "$$model" ] || { echo "download failed: put a GGUF at $(MODEL) or run: make run MODEL=path/to/model.gguf"; exit 1; }; \
 	  fi; \
 	fi; \
-	build/tempo --model "$$model" $(RUN_ARGS)
+	build/tempo $(RUN_CMD) --model "$$model" $(RUN_ARGS)
+
+# The TEMPO explorer: `make serve` serves the page at http://127.0.0.1:8765/ with the same model.
+SERVE_ARGS ?= --port 8765
+serve:
+	$(MAKE) --no-print-directory run RUN_CMD=serve RUN_ARGS="$(SERVE_ARGS)"
+
+# The page's bundle web/dist/ is committed and embedded into build/tempo, so only rebuilding it
+# from web/src needs Node: `make web` (npm ci first when the lockfile changed), then commit web/dist.
+web: web/node_modules/.package-lock.json
+	cd web && npm run build
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
 
 clean:
 	rm -rf build

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,18 +111,21 @@ static void range_text(const option *o, char *buf, size_t cap) {
     }
 }
 
-const tempo_option_info *tempo_options(int *n) {
-    static tempo_option_info infos[N_OPTIONS];
-    static char ranges[N_OPTIONS][48];
-    static bool ready;
-    if (!ready) { /* the table is constant: filling it twice writes the same values */
-        for (int i = 0; i < N_OPTIONS; i++) {
-            infos[i] = options[i].info;
-            range_text(&options[i], ranges[i], sizeof ranges[i]);
-            infos[i].range = ranges[i];
-        }
-        ready = true;
+static tempo_option_info infos[N_OPTIONS];
+static char ranges[N_OPTIONS][48];
+
+static void fill_infos(void) {
+    for (int i = 0; i < N_OPTIONS; i++) {
+        infos[i] = options[i].info;
+        range_text(&options[i], ranges[i], sizeof ranges[i]);
+        infos[i].range = ranges[i];
     }
+}
+
+const tempo_option_info *tempo_options(int *n) {
+    /* "any thread": filled once (two threads filling it at once would be a data race) */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fill_infos);
     *n = N_OPTIONS;
     return infos;
 }

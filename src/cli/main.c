@@ -2,6 +2,7 @@
  *
  *   tempo [--model PATH] [--config FILE.yaml] [options]
  *   tempo tokenize --model PATH [--no-bos] TEXT
+ *   tempo serve --model PATH [--port 8765] [...]   (src/server/, docs/server.md)
  *
  * Flags come from the option table (tempo_options): --some-flag sets key some_flag; boolean
  * flags take no value (or --flag=true/false), the others take the next argument or
@@ -12,6 +13,7 @@
  * stops after its current step and everything produced is still printed and written).
  */
 #include "tempo.h"
+#include "server/serve.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -56,7 +58,8 @@ static void print_usage(FILE *f) {
     int n;
     const tempo_option_info *opts = tempo_options(&n);
     fprintf(f, "usage: tempo [--model PATH] [--config FILE.yaml] [options]\n"
-               "       tempo tokenize --model PATH [--no-bos] TEXT\n\n"
+               "       tempo tokenize --model PATH [--no-bos] TEXT\n"
+               "       tempo serve --model PATH [--port 8765] [options]   (see tempo serve --help)\n\n"
                "TEMPO generation: every token whose probability passes the threshold is kept,\n"
                "and all of a step's tokens go through the model together at one position.\n\n"
                "options:\n");
@@ -82,6 +85,8 @@ static void print_usage(FILE *f) {
     fprintf(f, "  %-36s %s\n", "--version", "print the version");
     fprintf(f, "\nsubcommands:\n  %-36s %s\n", "tokenize --model PATH [--no-bos] TEXT",
             "print the token ids of TEXT on one line (reads only the tokenizer)");
+    fprintf(f, "  %-36s %s\n", "serve --model PATH [options]",
+            "HTTP server: the OpenAI API and TEMPO's (see tempo serve --help, docs/server.md)");
     fprintf(f, "\nexit status: 0 done, 1 runtime error or a limit stopped the run, 2 usage error, 130 interrupted\n");
 }
 
@@ -332,6 +337,7 @@ static int generate(tempo_model *m, const tempo_config *cfg) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (argc > 1 && !strcmp(argv[1], "serve")) return tempo_serve_main(argc - 1, argv + 1);
 
     const char *config_path = NULL;
     for (int i = 1; i < argc; i++) {
