@@ -49,9 +49,9 @@
 extern "C" {
 #endif
 
-#define TEMPO_VERSION "0.2.0"
+#define TEMPO_VERSION "0.3.0"
 #define TEMPO_VERSION_MAJOR 0
-#define TEMPO_VERSION_MINOR 2
+#define TEMPO_VERSION_MINOR 3
 #define TEMPO_VERSION_PATCH 0
 #define TEMPO_ERR_LEN 512
 
@@ -82,7 +82,7 @@ typedef struct {
 
 /* "ok", "invalid argument", "io", ... Any thread. */
 TEMPO_API const char *tempo_status_name(tempo_status s);
-/* Library version string, e.g. "0.2.0". Any thread. */
+/* Library version string, e.g. "0.3.0". Any thread. */
 TEMPO_API const char *tempo_version(void);
 
 /* ---------------------------------------------------------------- logging -- */

@@ -83,8 +83,12 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
          * token over the whole run; then no wider than the cache can hold for every step, so a
          * run sized here never ends at the cache limit. */
         double avail = tempo_memory_available_gb(mon) * TP_GB - (double)P * (double)b->slot -
-                       (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->limit_slots);
+                       (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->limit_slots) -
+                       (double)p->run_bytes_fixed;
         if (avail < 0) avail = 0;
+        /* a parallel token's buffers: at least the spec's hidden state, logits and attention
+         * scores; the session's own count when it is larger */
+        if (p->run_bytes_per_width > tok_work) tok_work = p->run_bytes_per_width;
         size_t per = 0;
         int w = tp_memory_max_parallel_for(avail, p->max_tokens, b->slot + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);
         const char *by = "memory";

@@ -19,6 +19,9 @@
 typedef struct tp_budget tp_budget;
 
 typedef struct {
+    /* The session's own buffers (record, bookkeeping, logits, attention rows): a fixed part and
+     * a part per member of the width; the automatic width counts them. */
+    size_t run_bytes_fixed, run_bytes_per_width;
     int n_prompt;            /* prompt tokens (known: the budget is made at prefill) */
     int max_tokens;          /* steps of the run */
     int max_parallel_tokens; /* 0 = auto from memory */

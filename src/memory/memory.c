@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/common.h"
@@ -124,36 +123,33 @@ void tempo_memory_monitor_free(tempo_memory_monitor *mm) {
 void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes) { mm->other = bytes; }
 void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes) { mm->weights = bytes; }
 
-/* Bytes of tempo's own machine code not resident yet. The kernel reads code in when it first
- * runs, so the forward pass and the kernels join the resident set at the first prompt, after
- * "other" was measured: counted now, the limit holds from the first step. Found as the
- * executable mapping that holds this very function (the library, linked in or shared), with
- * mincore for the pages already in. 0 when /proc cannot be read. */
+/* Bytes of tempo's own machine code not in this process's resident set yet. The kernel maps code
+ * in when it first runs, so the forward pass and the kernels join the resident set at the first
+ * prompt, after "other" was measured: counted now, the limit holds from the first step. Found as
+ * the executable mapping that holds this very function (the library, linked in or shared): its
+ * size less its Rss in /proc/self/smaps (mincore would report the page cache, which other
+ * processes running tempo fill, not what this process has mapped). 0 when /proc cannot be read. */
 static size_t code_not_resident(void) {
-    FILE *f = fopen("/proc/self/maps", "re");
+    FILE *f = fopen("/proc/self/smaps", "re");
     if (!f) return 0;
-    uintptr_t here = (uintptr_t)&code_not_resident, lo = 0, hi = 0;
+    uintptr_t here = (uintptr_t)&code_not_resident;
     char line[512];
+    bool in_it = false;
+    size_t size = 0, rss = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long a, b;
         char perms[8];
-        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3 && perms[2] == 'x' && here >= a && here < b) {
-            lo = a;
-            hi = b;
-            break;
+        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3 && strchr(line, '-') < strchr(line, ' ')) {
+            if (in_it) break; /* the next mapping: done */
+            in_it = perms[2] == 'x' && here >= a && here < b;
+            if (in_it) size = b - a;
+            continue;
         }
+        unsigned long kb;
+        if (in_it && sscanf(line, "Rss: %lu kB", &kb) == 1) rss = (size_t)kb * 1024;
     }
     fclose(f);
-    if (hi <= lo) return 0;
-    long page = sysconf(_SC_PAGESIZE);
-    size_t n = (hi - lo) / (size_t)page, missing = 0;
-    unsigned char vec[256];
-    for (size_t i = 0; i < n; i += sizeof vec) {
-        size_t k = n - i < sizeof vec ? n - i : sizeof vec;
-        if (mincore((void *)(lo + i * (size_t)page), k * (size_t)page, vec)) return 0;
-        for (size_t j = 0; j < k; j++) missing += !(vec[j] & 1);
-    }
-    return missing * (size_t)page;
+    return size > rss ? size - rss : 0;
 }
 
 void tp_memory_set_model(tempo_memory_monitor *mm, const tp_model *m) {

@@ -267,8 +267,8 @@ static size_t at_least_1(size_t n) { return n ? n : 1; }
 /* Every buffer of the run, sized once (design: no allocation per step). With count, nothing is
  * allocated: the bytes they will take are added to *total, so they can be reserved against the
  * memory limit first. */
-static int run_buffers(tp_session *s, bool count, size_t *total, char *msg) {
-    size_t V = (size_t)s->V, W = (size_t)s->W, T = (size_t)s->T, cap = (size_t)tp_budget_kv_max_slots(s->budget);
+static int run_buffers(tp_session *s, int width, int capacity, bool count, size_t *total, char *msg) {
+    size_t V = (size_t)s->V, W = (size_t)width, T = (size_t)s->T, cap = (size_t)capacity;
     size_t maxfed = (size_t)s->P + T * W, maxmem = T * W;
     bool ok = true;
 #define BUF(ptr, n)                                                              \
@@ -422,7 +422,15 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     s->P = P;
 
     /* Size the run and reserve it against the model's memory budget. */
+    /* What the run's buffers cost: a fixed part and a part per member of the width, at the
+     * largest capacity the cache could get, so the automatic width counts them. */
+    int cap_max = m->hp.n_ctx;
+    if (s->p.max_cache_tokens > 0 && s->p.max_cache_tokens < cap_max) cap_max = s->p.max_cache_tokens;
+    size_t run1 = 0, run2 = 0;
+    run_buffers(s, 1, cap_max, true, &run1, msg);
+    run_buffers(s, 2, cap_max, true, &run2, msg);
     tp_budget_params bp = {
+        .run_bytes_fixed = 2 * run1 - run2, .run_bytes_per_width = run2 - run1,
         .n_prompt = P, .max_tokens = s->T, .max_parallel_tokens = s->p.max_parallel_tokens,
         .max_cache_tokens = s->p.max_cache_tokens, .default_mode = s->standard,
         .adapt = s->p.memory_policy == TEMPO_MEMORY_ADAPT, .debug = s->p.debug_mode,
@@ -444,7 +452,7 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     int cap = tp_budget_kv_max_slots(s->budget);
     /* Reserve the run's buffers before a byte of them is allocated. */
     size_t run_bytes = 0;
-    run_buffers(s, true, &run_bytes, msg);
+    run_buffers(s, s->W, cap, true, &run_bytes, msg);
     code = TEMPO_ERR_MEMORY_LIMIT;
     if (tp_budget_reserve_more(s->budget, run_bytes, "the session's buffers", msg)) goto fail;
     code = TEMPO_ERR_NOMEM;
@@ -460,7 +468,7 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         code = TEMPO_ERR_NOMEM;
     }
     s->compute = tp_compute_new(m, m->n_threads, TP_MATMUL_MAX_BATCH, cap, msg);
-    if (!s->compute || run_buffers(s, false, NULL, msg)) goto fail;
+    if (!s->compute || run_buffers(s, s->W, cap, false, NULL, msg)) goto fail;
     if (s->standard) {
         tp_sampler_params sp = { s->p.temperature, s->p.top_k, s->p.top_p, s->p.repetition_penalty, s->p.seed };
         s->sampler = tp_sampler_new(&sp, s->V);

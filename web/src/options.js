@@ -17,6 +17,7 @@ export const GROUPS = [
   { id: 'selection', title: 'Selection' },
   { id: 'pruning', title: 'Retroactive pruning' },
   { id: 'dynamic', title: 'Dynamic threshold' },
+  { id: 'search', title: 'Search (MCTS)' },
   { id: 'compare', title: 'Comparison run' },
   { id: 'memory', title: 'Memory' },
   { id: 'server', title: 'Server' },
@@ -85,28 +86,38 @@ export const OPTIONS = [
     enabled: (v) => v.dynamic_threshold === true && v.use_relu === 'true',
     help: 'where the ReLU schedule starts rising, in [0, 1)' },
 
+  // MCTS: at each step a search among the set's members commits the most visited one
+  { key: 'use_mcts', group: 'search', type: 'bool', label: 'MCTS', def: false,
+    help: 'search among each step\'s set (PUCT, rollouts scored by mean log-probability) and commit the most visited member' },
+  { key: 'mcts_simulations', group: 'search', type: 'int', label: 'Simulations', def: '10', min: 1, max: 10000,
+    enabled: on('use_mcts'), help: 'rollouts per step' },
+  { key: 'mcts_c_puct', group: 'search', type: 'float', label: 'c (PUCT)', def: '1.0', min: 0, max: 100, step: '0.1',
+    enabled: on('use_mcts'), help: 'exploration weight c of PUCT: Q + c * prior * sqrt(N) / (1 + n)' },
+  { key: 'mcts_depth', group: 'search', type: 'int', label: 'Rollout depth', def: '5', min: 0, max: 1000,
+    enabled: on('use_mcts'), help: 'rollout steps after the expanded node' },
+
   // the comparison run: greedy is TEMPO with one member per step; sampling is --default-mode,
   // the only mode where the sampling options and the seed mean anything.
   { key: 'compare', group: 'compare', type: 'choice', label: 'Compare with', def: 'none', pageOnly: true,
     choices: [['none', 'nothing'], ['greedy', 'greedy (max_parallel_tokens 1)'], ['sampling', 'sampling (default_mode)']],
     help: 'run the same prompt a second way and show its text beside the TEMPO text' },
   { key: 'temperature', group: 'compare', type: 'float', label: 'Temperature', def: '0', min: 0, max: 100, step: '0.1',
-    sampling: true, help: 'sampling temperature (0 = greedy)' },
+    sampling: true, rollout: true, help: 'sampling temperature (0 = greedy); with MCTS, of the rollouts' },
   { key: 'top_k', group: 'compare', type: 'int', label: 'Top-k', def: '0', min: 0, sampling: true,
     help: 'sample among the k most probable (0 = off)' },
   { key: 'top_p', group: 'compare', type: 'float', label: 'Top-p', def: '1.0', min: 0, max: 1, step: '0.05',
     sampling: true, help: 'nucleus sampling mass (1 = off)' },
   { key: 'repetition_penalty', group: 'compare', type: 'float', label: 'Repetition penalty', def: '1.0',
     min: 0, max: 100, step: '0.05', sampling: true, help: 'penalise tokens already present (1 = off)' },
-  { key: 'seed', group: 'compare', type: 'int', label: 'Seed', def: '42', min: 0, sampling: true,
-    help: 'random seed of the sampling run. TEMPO selection itself is deterministic and takes no seed' },
+  { key: 'seed', group: 'compare', type: 'int', label: 'Seed', def: '42', min: 0, sampling: true, rollout: true,
+    help: 'random seed of the sampling run and of MCTS rollouts. TEMPO selection itself is deterministic and takes no seed' },
 
   // memory
   { key: 'max_cache_tokens', group: 'memory', type: 'int', label: 'Max cache tokens', def: '', auto: 'context',
     min: 1, help: 'most KV cache slots (empty: the model\'s context length)' },
   { key: 'memory_policy', group: 'memory', type: 'choice', label: 'At the memory limit', def: 'stop',
-    choices: [['stop', 'stop'], ['adapt', 'adapt (narrow later steps)']],
-    help: 'stop the run, or shrink later steps\' width' },
+    choices: [['stop', 'stop'], ['adapt', 'adapt (narrow later steps)'], ['prune', 'prune (lowest-scoring members first)']],
+    help: 'stop the run, shrink later steps\' width, or from 85% on prune the lowest-scoring members first' },
   { key: 'disable_kv_cache', group: 'memory', type: 'bool', label: 'Disable KV cache', def: false,
     help: 'recompute every slot at each step instead of caching' },
 
@@ -115,8 +126,10 @@ export const OPTIONS = [
     help: 'only for a server started with --api-key; sent as Authorization: Bearer' },
 ];
 
+// The sampling options mean something in the sampling comparison; temperature and seed also
+// in the TEMPO run's MCTS rollouts.
 for (const o of OPTIONS) {
-  if (o.sampling) o.enabled = (v) => v.compare === 'sampling';
+  if (o.sampling) o.enabled = (v) => v.compare === 'sampling' || (o.rollout === true && v.use_mcts === true);
 }
 
 export const OPTION_BY_KEY = Object.fromEntries(OPTIONS.map((o) => [o.key, o]));
@@ -156,7 +169,8 @@ function leftEmpty(o, raw) {
 export function tempoRequest(values) {
   const body = {};
   for (const o of OPTIONS) {
-    if (o.pageOnly || o.sampling || !isEnabled(o, values)) continue;
+    if (o.pageOnly || !isEnabled(o, values)) continue;
+    if (o.sampling && !(o.rollout && values.use_mcts === true)) continue;
     if (leftEmpty(o, values[o.key])) continue;
     body[o.key] = jsonValue(o, values[o.key]);
   }
