@@ -52,16 +52,17 @@ static char *expected_stream(const cJSON *doc, const char *prompt) {
 }
 
 /* The peak of the binary doing nothing (--version): what the process holds before main() runs
- * (the C library, the shared libraries and their relocations). No limit below it can hold, so the
- * sweep's limits start there. */
+ * (the C library, the shared libraries and their relocations), plus the spread of that between
+ * starts. No limit below it can hold, so the sweep's limits start there. */
 static double startup_floor_mb(const char *bin) {
     char cmd[512], err[TP_ERR_LEN];
     size_t peak = 0, most = 0;
     int st;
     snprintf(cmd, sizeof cmd, "exec %s --version > /dev/null", bin);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         if (tp_memory_run_measured(cmd, &peak, &st, err) == 0 && peak > most) most = peak;
-    return (double)most / 1048576.0;
+    /* the dynamic loader's own work varies from one start to the next by up to ~0.2 MB */
+    return (double)most / 1048576.0 + 0.25;
 }
 
 static void one_run(const char *bin, double floor_mb, uint64_t seed, int *bad) {

@@ -78,11 +78,16 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     } else if (p->max_parallel_tokens > 0) {
         b->w_start = p->max_parallel_tokens;
     } else {
-        /* Auto: what is left of the limit (and of the machine) after the model, the other
+        /* Auto: what is left under the limit's critical level (and of the machine) after the model, the other
          * sessions, this session's compute buffers and the prompt's KV slots, 20% held back, divided by the cost of one parallel
          * token over the whole run; then no wider than the cache can hold for every step, so a
          * run sized here never ends at the cache limit. */
-        double avail = tempo_memory_available_gb(mon) * TP_GB - (double)P * (double)b->slot -
+        /* What is left under the critical level (95%), where steps are refused, and of the
+         * machine's free memory. */
+        size_t use_now = tp_memory_usage_bytes(mon);
+        double room = b->crit > use_now ? (double)(b->crit - use_now) : 0.0;
+        double machine = tempo_memory_available_gb(mon) * TP_GB;
+        double avail = (machine < room ? machine : room) - (double)P * (double)b->slot -
                        (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->limit_slots) -
                        (double)p->run_bytes_fixed;
         if (avail < 0) avail = 0;
@@ -100,7 +105,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         if (p->max_width > 0 && w > p->max_width) { w = p->max_width; by = "one forward chunk (visible siblings)"; }
         b->w_start = w;
         tp_log(TEMPO_LOG_INFO,
-               "Auto max_parallel_tokens: %d (limited by %s; %s available under --max-memory-gb %s, 20%% reserved; "
+               "Auto max_parallel_tokens: %d (limited by %s; %s available under 95%% of --max-memory-gb %s, 20%% reserved; "
                "%s per parallel token = %d steps x (%zu-byte KV slot + %d bytes of records) + %zu bytes of working "
                "buffers; %d KV slots for a %d-token prompt and %ld fed steps; range 1-%d)",
                w, by, tp_fmt_gb(avail, a, sizeof a), tp_fmt_gb((double)tp_memory_limit_bytes(mon), b2, sizeof b2),

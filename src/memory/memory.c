@@ -88,11 +88,27 @@ int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *
                    tp_fmt_gb((double)model_bytes, a, sizeof a));
 }
 
+/* How far the kernel's resident-set count may lag behind the pages really mapped: Linux keeps
+ * it in per-CPU counters folded in batches (at most max(32, 2 x CPUs) pages per CPU), and reads
+ * the total without folding. The measured side of usage adds this, so a limit a few MB wide is
+ * not passed by what the counter has not caught up with yet. */
+static size_t rss_slack(void) {
+    static size_t slack;
+    if (!slack) {
+        long cpus = sysconf(_SC_NPROCESSORS_CONF), page = sysconf(_SC_PAGESIZE);
+        if (cpus < 1) cpus = 1;
+        if (page < 1) page = 4096;
+        long batch = 2 * cpus > 32 ? 2 * cpus : 32;
+        slack = (size_t)(batch * cpus * page); /* benign race: every thread computes the same value */
+    }
+    return slack;
+}
+
 int tp_memory_check_load_room(double max_memory_gb, size_t more_bytes, const char *when, char *err) {
     tp_proc_mem pm;
     if (tp_memory_read_proc(&pm) != 0) return 0; /* nothing to measure with: the limits after loading still apply */
     double crit = TP_MEM_CRITICAL_FRACTION * max_memory_gb * TP_GB;
-    double need = (double)pm.vm_rss + (double)more_bytes;
+    double need = (double)pm.vm_rss + (double)rss_slack() + (double)more_bytes;
     if (need < crit) return 0;
     char a[32], b[32], c[32];
     return tp_fail(err,
@@ -191,8 +207,8 @@ double tp_memory_max_gb(const tempo_memory_monitor *mm) { return mm->max_gb; }
 static size_t usage_locked(const tempo_memory_monitor *mm) {
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t acc = accounted_locked(mm);
-    return (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
+    size_t acc = accounted_locked(mm), rss = pm.vm_rss ? (size_t)pm.vm_rss + rss_slack() : 0;
+    return rss > acc ? rss : acc;
 }
 
 size_t tp_memory_usage_bytes(tempo_memory_monitor *mm) {
@@ -269,8 +285,8 @@ double tempo_memory_current_usage_gb(tempo_memory_monitor *mm) {
 double tempo_memory_available_gb(tempo_memory_monitor *mm) {
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t acc = tp_memory_accounted_bytes(mm);
-    size_t use = (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
+    size_t acc = tp_memory_accounted_bytes(mm), rss = pm.vm_rss ? (size_t)pm.vm_rss + rss_slack() : 0;
+    size_t use = rss > acc ? rss : acc;
     double avail = mm->limit > use ? (double)(mm->limit - use) : 0.0;
     /* The limit may be larger than what the machine can still give. */
     if (pm.mem_available && (double)pm.mem_available < avail) avail = (double)pm.mem_available;
