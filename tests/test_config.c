@@ -42,6 +42,9 @@ static bool cfg_equal(const tempo_config *a, const tempo_config *b) {
            a->model_params.max_memory_gb == b->model_params.max_memory_gb &&
            a->model_params.kv_cache_type == b->model_params.kv_cache_type &&
            str_eq(a->model_params.kv_offload, b->model_params.kv_offload) && a->isolate == b->isolate &&
+           str_eq(a->model_params.device, b->model_params.device) &&
+           a->model_params.gpu_layers == b->model_params.gpu_layers &&
+           a->model_params.gpu_adapt == b->model_params.gpu_adapt &&
            a->output_json == b->output_json && str_eq(a->output_dir, b->output_dir) && a->no_color == b->no_color &&
            a->show_token_ids == b->show_token_ids;
 }
@@ -86,6 +89,7 @@ static const char *other_value(const tempo_option_info *o) {
     case TEMPO_OPT_STRING:
         if (!strcmp(o->key, "kv_cache_type")) return "f16";
         if (!strcmp(o->key, "memory_policy")) return "prune";
+        if (!strcmp(o->key, "device")) return "cpu";
         return "some text: with a colon";
     }
     return "";

@@ -86,7 +86,7 @@ TEST(memory_thresholds_exact) {
     CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_WARNING);
     /* the parts add up: weights + KV + work + other */
     tp_memory_set_weights(mm, crit - 1000);
-    tp_mem_share share = { 600, 399, 0 }; /* a session's KV cache and buffers */
+    tp_mem_share share = { 600, 399, 0, 0 }; /* a session's KV cache and buffers */
     CHECK(tp_memory_try_add(mm, &share, 0, NULL) == 0);
     CHECK(tempo_memory_check_limit(mm, "step 3", err) == TEMPO_MEM_WARNING);
     tp_memory_set_other(mm, 1);
@@ -159,7 +159,7 @@ TEST(memory_max_parallel_rule) {
 
 TEST(memory_log_line_format) {
     tempo_memory_monitor *mm = tempo_memory_monitor_new(36.0);
-    tp_mem_share kv = { (size_t)(0.05 * GIB), 0, 0 };
+    tp_mem_share kv = { (size_t)(0.05 * GIB), 0, 0, 0 };
     tp_memory_try_add(mm, &kv, 0, NULL);
     char line[256];
     tempo_memory_log_line(mm, NULL, line, sizeof line);
