@@ -11,6 +11,7 @@
  */
 #include "memory/budget.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,8 +308,9 @@ static long cache_free_slots(const tp_kv *kv) { return (long)kv->max_slots - kv-
 
 /* Slots left under the KV cache's byte share of the memory limit. */
 static long share_free_slots(const tp_kv *kv, size_t slot) {
-    /* (a GPU session with every layer on the device has no host rows: slot is 0) */
-    return kv->max_bytes && slot ? (long)(kv->max_bytes / slot) - kv->n : (long)kv->max_slots - kv->n;
+    /* a GPU session with every layer on the device has no host rows (slot 0): no byte share to pass */
+    if (!slot) return LONG_MAX / 2;
+    return kv->max_bytes ? (long)(kv->max_bytes / slot) - kv->n : (long)kv->max_slots - kv->n;
 }
 
 static tempo_adjustment *record(tp_budget *b, int step, int old_w, int new_w, const char *reason) {
