@@ -97,7 +97,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         size_t per = 0;
         int w = tp_memory_max_parallel_for(avail, p->max_tokens, b->slot_all + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);
         const char *by = "memory";
-        if (p->device_slot_bytes > 0 && steps_fed > 0 && !p->one_member) {
+        if (p->device_slot_bytes > 0 && p->device_layers > 0 && steps_fed > 0 && !p->one_member) {
             /* a GPU session: the device's KV rows for every step at this width, 20% held back */
             double rows = (double)p->device_room * (1.0 - TP_MEM_AUTO_RESERVE) / (double)p->device_slot_bytes;
             double wd = (rows - P - p->scratch_slots) / (double)steps_fed;

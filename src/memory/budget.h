@@ -46,8 +46,8 @@ typedef struct {
     /* A GPU session (model/backend.h): the KV rows of the first device_layers layers live on the
      * device, reserved once for the cache's capacity (tp_budget_set_device), so a step's new slots
      * cost host memory for the other layers only. The automatic width still counts a slot's every
-     * layer, and keeps the device's KV rows within device_room bytes (its free memory) at
-     * device_slot_bytes per slot. */
+     * layer, and keeps the device's part within device_room bytes (its free memory less the
+     * buffers that do not grow with the cache) at device_slot_bytes per slot. */
     int device_layers;
     size_t device_room, device_slot_bytes;
 } tp_budget_params;

@@ -18,7 +18,7 @@ struct tp_backend {
 
 /* KV rows a model opened with adapt leaves room for on the device, per offloaded layer, besides
  * a run's step buffers: a session of up to this many slots then still fits next to the weights. */
-#define ADAPT_ROOM_SLOTS 2048
+#define ADAPT_ROOM_SLOTS 512
 
 const char *tp_device_resolve(const char *spec, bool auto_cpu, char *buf, size_t cap, char *err) {
     if (!spec || !*spec) spec = "auto";

@@ -511,11 +511,15 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         .prune = s->mem_prune, .offload = m->params.kv_offload && *m->params.kv_offload,
         /* a GPU model: its layers' KV rows on the device (gpu_attach settles how many) */
         .device_layers = m->dev ? m->dev->layers : 0,
-        .device_room = m->dev ? tp_device_free_bytes(m->dev) : 0,
-        .device_slot_bytes = m->dev ? tp_memory_kv_slot_bytes(m->dev->layers, m->hp.n_kv_heads * m->hp.head_dim,
-                                                              (tp_kv_type)m->params.kv_cache_type)
-                                    : 0,
     };
+    if (m->dev) { /* the automatic width keeps the device's KV rows and buffers within its free memory */
+        tp_kv_type kt = (tp_kv_type)m->params.kv_cache_type;
+        size_t fixed = tp_backend_bytes_for(m->dev, m, m->dev->layers, 0, s->pruning, kt, NULL);
+        size_t big = tp_backend_bytes_for(m->dev, m, m->dev->layers, 4096, s->pruning, kt, NULL);
+        size_t free_b = tp_device_free_bytes(m->dev);
+        bp.device_slot_bytes = (big - fixed) / 4096 + 1;
+        bp.device_room = free_b > fixed ? free_b - fixed : 0;
+    }
     tempo_status code = TEMPO_ERR_MEMORY_LIMIT;
     s->budget = tp_budget_new(m->mon, m, &bp, msg);
     if (!s->budget) {
