@@ -20,7 +20,7 @@ endif
 CFLAGS   ?= -O2 -g
 PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
-VERSION  := 0.3.0
+VERSION  := 0.4.0
 SOMAJOR  := 0
 PKGS     := libpcre2-8 libcjson yaml-0.1
 WARN     := -std=c11 -Wall -Wextra -Wno-unused-parameter

@@ -5,9 +5,8 @@
  * Llama 3's size, so nothing outside the repository is needed), on one GPU:
  *   - the device's read bandwidth (a reduction kernel over a 1 GB buffer, the
  *     best of 10 reads) and the roofline: bandwidth / weight bytes per token;
- *   - decode tokens/s: steps of one member through the generation loop
- *     (selection, one forward, the mixture on the device), and the ratio to
- *     the roofline;
+ *   - decode tokens/s: steps of one member through a session (selection, one
+ *     forward, the mixture on the device), and the ratio to the roofline;
  *   - TEMPO steps/s with forced widths 1, 2, 4, 8, 16 (every step holds
  *     exactly k members), and the cost of a step of 8 against a step of 1.
  * Then the targets of issue 13 on an H100/H200: decode >= 60% of the roofline,
@@ -25,13 +24,12 @@
 #include <unistd.h>
 
 #include "tempo.h"
-#include "api/api.h"
 #include "core/common.h"
 #include "format/gguf.h"
 #include "gpu/gpu.h"
 #include "model/backend.h"
 #include "model/model.h"
-#include "tempo/generate.h"
+#include "tools/gguf_write.h"
 #include "tensor/dtype.h"
 
 typedef struct {
@@ -172,19 +170,31 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Seconds per fed step at a forced width, the median of 3 runs of `steps` steps. */
-static double step_time(tempo_model *m, tempo_config *c, int width, int steps) {
-    char err[TEMPO_ERR_LEN];
+/* Seconds per fed step at a forced width (threshold 0, end of generation ignored: every step
+ * holds exactly `width` members), the median of 3 sessions of `steps` fed steps. */
+static double step_time(tempo_model *m, int width, int steps) {
+    tempo_error err;
     double t[3];
     int ok = 0;
-    c->max_tokens = steps + 1; /* the last step's set is not fed */
+    tempo_gen_params g;
+    tempo_gen_params_init(&g);
+    g.max_tokens = steps + 1; /* the last step's set is not fed */
+    g.min_steps = g.max_tokens;
+    g.selection_threshold = 0.0;
+    g.max_parallel_tokens = width;
     for (int rep = 0; rep < 3; rep++) {
-        tp_tempo_stats st = { 0 };
-        tp_tempo_opts o = { .forced_width = width, .stats = &st };
-        tempo_result *r = tp_tempo_generate(m, c, &o, NULL, NULL, err);
-        if (!r) { fprintf(stderr, "gpu_bench: %s\n", err); return -1; }
+        tempo_session *s = tempo_session_new(m, &g, &err);
+        if (!s || tempo_session_prefill(s, "Once upon a time there was a", &err)) {
+            fprintf(stderr, "gpu_bench: %s\n", err.message);
+            tempo_session_free(s);
+            return -1;
+        }
+        tempo_step_info si;
+        while (tempo_session_step(s, &si, &err) == 1) {}
+        tempo_session_stats st;
+        tempo_session_get_stats(s, &st);
         if (st.fed_steps > 0) t[ok++] = st.steps_s / st.fed_steps;
-        tempo_result_free(r);
+        tempo_session_free(s);
     }
     if (!ok) return -1;
     qsort(t, (size_t)ok, sizeof t[0], cmp_d);
@@ -211,9 +221,13 @@ int main(int argc, char **argv) {
     }
     if (tiny) shapes = "tiny";
     char err[TEMPO_ERR_LEN] = "", buf[32];
+    tempo_error terr;
     if (!tp_gpu_built()) { fprintf(stderr, "gpu_bench: tempo was built without the Vulkan backend\n"); return 1; }
-    const char *res = tempo_device_resolve(device, buf, sizeof buf, err);
-    if (!res || !strcmp(res, "cpu")) { fprintf(stderr, "gpu_bench: %s\n", res ? "no GPU (see tempo devices)" : err); return 1; }
+    const char *res = tempo_device_resolve(device, buf, sizeof buf, &terr);
+    if (!res || !strcmp(res, "cpu")) {
+        fprintf(stderr, "gpu_bench: %s\n", res ? "no GPU (see tempo devices)" : terr.message);
+        return 1;
+    }
     int idx = atoi(res + 4);
     tp_gpu *g = tp_gpu_open(idx, err);
     if (!g) { fprintf(stderr, "gpu_bench: %s\n", err); return 1; }
@@ -251,23 +265,22 @@ int main(int argc, char **argv) {
             double t0 = tp_now();
             if (stat(path, &sb) != 0 && write_model(path, s, type, err)) { fprintf(stderr, "gpu_bench: %s\n", err); return 1; }
             double t_write = tp_now() - t0;
-            tempo_config c;
-            tempo_config_init(&c);
-            tempo_config_set(&c, "device", res, err);
-            tempo_config_set(&c, "prompt", "Once upon a time there was a", err);
-            tempo_config_set(&c, "max_parallel_tokens", "16", err);
-            tempo_config_set(&c, "max_memory_gb", "1000", err);
-            c.threads = 0;
+            tempo_model_params mp;
+            tempo_model_params_init(&mp);
+            mp.device = res;
+            mp.max_memory_gb = 1000;
             t0 = tp_now();
-            tempo_model *m = tempo_model_open(path, &c, err);
-            if (!m) { fprintf(stderr, "gpu_bench: %s\n", err); return 1; }
+            tempo_model *m = tempo_model_open(path, &mp, &terr);
+            if (!m) { fprintf(stderr, "gpu_bench: %s\n", terr.message); return 1; }
+            if (!m->dev) { fprintf(stderr, "gpu_bench: %s did not open on %s\n", path, res); return 1; }
             double t_load = tp_now() - t0;
-            double bpt = bytes_per_token(m->m), roof = bw / bpt;
+            double bpt = bytes_per_token(m), roof = bw / bpt;
 
             /* the bare forward of one token (one submission), for reference */
-            tp_kv *kv = tp_kv_new(m->m->hp.n_layers, m->m->hp.n_kv_heads * m->m->hp.head_dim, TP_KV_F32, 256, 0, err);
-            tp_backend *be = tp_backend_new(m->dev, m->m, kv, NULL, err);
-            float *probs = tp_xmalloc(sizeof(float) * (size_t)m->m->hp.n_vocab);
+            tp_kv *kv = tp_kv_new(m->hp.n_layers, m->hp.n_kv_heads * m->hp.head_dim, TP_KV_F32, 256, 0, err);
+            tp_backend *be = kv ? tp_backend_new(m->dev, m, kv, m->dev->layers, false, err) : NULL;
+            if (!be) fprintf(stderr, "gpu_bench: %s\n", err);
+            float *probs = tp_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab);
             double fw[16];
             int nf = 0;
             for (int r = 0; be && r < 16; r++) {
@@ -275,7 +288,7 @@ int main(int argc, char **argv) {
                 float one = 1.0f;
                 tp_batch b = { .n = 1, .tokens = &tok, .pos = &pos, .step = r, .vis = TP_VIS_ISOLATED, .mix = &one, .probs = probs };
                 double f0 = tp_now();
-                if (tp_backend_forward(be, kv, &b, err)) { fprintf(stderr, "gpu_bench: %s\n", err); break; }
+                if (tp_backend_forward(be, m, NULL, kv, &b, err)) { fprintf(stderr, "gpu_bench: %s\n", err); break; }
                 if (r >= 4) fw[nf++] = tp_now() - f0; /* the first ones warm up */
             }
             qsort(fw, (size_t)nf, sizeof fw[0], cmp_d);
@@ -286,7 +299,7 @@ int main(int argc, char **argv) {
 
             static const int widths[5] = { 1, 2, 4, 8, 16 };
             double st[5];
-            for (int k = 0; k < 5; k++) st[k] = step_time(m, &c, widths[k], steps);
+            for (int k = 0; k < 5; k++) st[k] = step_time(m, widths[k], steps);
             double decode = st[0] > 0 ? 1.0 / st[0] : 0;
             char row[128];
             int n = 0;
@@ -310,7 +323,6 @@ int main(int argc, char **argv) {
                 printf("\n");
             }
             tempo_model_close(m);
-            tempo_config_free(&c);
             if (!keep) remove(path);
         }
     }

@@ -49,9 +49,9 @@
 extern "C" {
 #endif
 
-#define TEMPO_VERSION "0.3.0"
+#define TEMPO_VERSION "0.4.0"
 #define TEMPO_VERSION_MAJOR 0
-#define TEMPO_VERSION_MINOR 3
+#define TEMPO_VERSION_MINOR 4
 #define TEMPO_VERSION_PATCH 0
 #define TEMPO_ERR_LEN 512
 
@@ -82,7 +82,7 @@ typedef struct {
 
 /* "ok", "invalid argument", "io", ... Any thread. */
 TEMPO_API const char *tempo_status_name(tempo_status s);
-/* Library version string, e.g. "0.3.0". Any thread. */
+/* Library version string, e.g. "0.4.0". Any thread. */
 TEMPO_API const char *tempo_version(void);
 
 /* ---------------------------------------------------------------- logging -- */
@@ -454,8 +454,9 @@ TEMPO_API int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_e
 
 /* Advance n sessions of the same model by one step each in ONE batched forward pass (each token
  * keeps its own session, position and visibility): the same results as tempo_session_step on each,
- * in rc[i] (1/0/-1), out[i] and err[i] (err may be NULL). Runs on the thread pool of sessions[0].
- * No other call may use any of these sessions meanwhile. */
+ * in rc[i] (1/0/-1), out[i] and err[i] (err may be NULL). Runs on the thread pool of sessions[0];
+ * sessions on a GPU run their own forward on the device within the call. No other call may use any
+ * of these sessions meanwhile. */
 TEMPO_API void tempo_session_step_batch(tempo_session *const *sessions, int n, int *rc, tempo_step_info *out,
                                         tempo_error *err);
 

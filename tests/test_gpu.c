@@ -1111,3 +1111,37 @@ TEST(gpu_cli_devices_flags_log_and_json) {
     cJSON_Delete(d);
     free(out);
 }
+
+/* A run on the CPU loads no Vulkan driver (a driver brings tens of MB into a process whose limit
+ * may be a few): --device cpu never, and auto not on a machine without GPU device nodes. The
+ * dynamic loader says what it loads (LD_DEBUG=files). */
+static bool has_gpu_nodes(void) {
+    int st;
+    char *out = test_run_capture("ls /dev/dri/ 2>/dev/null | grep -c renderD; ls /dev 2>/dev/null | grep -c '^nvidia[0-9]'", &st);
+    int a = 0, b = 0;
+    bool any = out && sscanf(out, "%d %d", &a, &b) >= 1 && (a > 0 || b > 0);
+    free(out);
+    return any;
+}
+
+TEST(gpu_cpu_runs_load_no_vulkan_driver) {
+    char cmd[1024];
+    int st;
+    const char *devs[2] = { "cpu", "auto" };
+    for (int i = 0; i < 2; i++) {
+        if (i == 1 && has_gpu_nodes()) { fprintf(stderr, "  auto: this machine has GPU device nodes\n"); continue; }
+        snprintf(cmd, sizeof cmd,
+                 "env -u TEMPO_VULKAN_ALLOW_CPU LD_DEBUG=files %s --model %s --device %s --max-tokens 2 2>&1 >/dev/null | "
+                 "grep -c 'file=libvulkan'", test_tempo_bin(), STORIES, devs[i]);
+        char *out = test_run_capture(cmd, &st);
+        CHECK_MSG(out && atoi(out) == 0, "--device %s loaded libvulkan (%s)", devs[i], out ? out : "?");
+        free(out);
+    }
+    if (!test_gpu_device()) return;
+    /* and a GPU run does load it (the check can see it) */
+    snprintf(cmd, sizeof cmd, "LD_DEBUG=files %s --model %s --device %s --max-tokens 2 2>&1 >/dev/null | grep -c 'file=libvulkan'",
+             test_tempo_bin(), STORIES, test_gpu_device());
+    char *out = test_run_capture(cmd, &st);
+    CHECK_MSG(out && atoi(out) > 0, "a GPU run shows no libvulkan (%s)", out ? out : "?");
+    free(out);
+}

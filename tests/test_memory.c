@@ -435,7 +435,9 @@ static bool run_tempo_m(const char *bin, const char *args, run_result *r, bool m
     char cmd[2048], out[64], errp[64], e[TEMPO_ERR_LEN];
     snprintf(out, sizeof out, "%s/out", dir);
     snprintf(errp, sizeof errp, "%s/err", dir);
-    snprintf(cmd, sizeof cmd, "exec %s --model %s --no-color %s > %s 2> %s", bin, STORIES, args, out, errp);
+    /* --device cpu: these runs hold the CPU engine's resident set to limits of a few MB; on a
+     * machine with a GPU, auto would take it, and its driver alone needs more */
+    snprintf(cmd, sizeof cmd, "exec %s --model %s --device cpu --no-color %s > %s 2> %s", bin, STORIES, args, out, errp);
     if (measure) {
         if (tp_memory_run_measured(cmd, &r->peak, &r->status, e)) return false;
     } else {

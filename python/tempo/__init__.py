@@ -38,7 +38,7 @@ from . import _native
 from ._native import (ArgumentError, CacheLimitError, FileError, FormatError, InternalError, MemoryLimitError,
                       NumericError, OutOfMemoryError, StateError, TempoError, ffi, lib)
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 library_version = _native.version  # the loaded libtempo's version
 library_path = _native.library_path  # where it was loaded from
 

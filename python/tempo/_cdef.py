@@ -14,7 +14,7 @@ conflicting redeclaration).
 
 # The library version these declarations were copied from (TEMPO_VERSION). The loader refuses a
 # library of another major.minor version: its structs may be laid out differently.
-HEADER_VERSION = "0.3.0"
+HEADER_VERSION = "0.4.0"
 
 TYPES = """
 #define TEMPO_ERR_LEN 512

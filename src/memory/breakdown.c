@@ -40,8 +40,10 @@ void tp_memory_breakdown(const tp_model *m, tempo_memory_monitor *mon, size_t se
     for (int l = 0; l < L; l++) {
         tempo_layer_memory *lm = &layers[l];
         lm->weights_bytes = tp_memory_layer_weight_bytes(m, l);
-        /* every layer holds the same slots: an even split, the rest to the last layer */
-        lm->kv_bytes = session_kv_bytes / (size_t)L + (l == L - 1 ? session_kv_bytes % (size_t)L : 0);
+        /* every layer holds the same slots: an even split, the rest to the last layer; layers whose
+         * rows live on a GPU (the first kv->device_layers) hold none of the host share */
+        int d = kv ? kv->device_layers : 0, H = L - d;
+        lm->kv_bytes = l < d || H <= 0 ? 0 : session_kv_bytes / (size_t)H + (l == L - 1 ? session_kv_bytes % (size_t)H : 0);
         lm->kv_spilled_bytes = spilled_rows * 2 * (kv ? tp_kv_row_bytes(kv) : 0);
         lm->scratch_bytes = layer_scratch_bytes;
         layer_weights += lm->weights_bytes;
