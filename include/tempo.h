@@ -49,9 +49,9 @@
 extern "C" {
 #endif
 
-#define TEMPO_VERSION "0.3.0"
+#define TEMPO_VERSION "0.4.0"
 #define TEMPO_VERSION_MAJOR 0
-#define TEMPO_VERSION_MINOR 3
+#define TEMPO_VERSION_MINOR 4
 #define TEMPO_VERSION_PATCH 0
 #define TEMPO_ERR_LEN 512
 
@@ -82,7 +82,7 @@ typedef struct {
 
 /* "ok", "invalid argument", "io", ... Any thread. */
 TEMPO_API const char *tempo_status_name(tempo_status s);
-/* Library version string, e.g. "0.3.0". Any thread. */
+/* Library version string, e.g. "0.4.0". Any thread. */
 TEMPO_API const char *tempo_version(void);
 
 /* ---------------------------------------------------------------- logging -- */
@@ -110,6 +110,15 @@ typedef struct {
     /* Called while the weights are read in (fraction in [0, 1]); NULL for none. */
     void (*progress)(double fraction, void *user);
     void *progress_user;
+    /* The compute device (README "Running on a GPU"): NULL, "" or "auto" (a hardware GPU when
+     * there is one, else the CPU; never a software Vulkan device unless the environment sets
+     * TEMPO_VULKAN_ALLOW_CPU=1), "cpu", "gpu" (the best hardware GPU, or an error), "gpu:N" (Vulkan
+     * device N of tempo_devices, software ones included). Copied at open. */
+    const char *device;
+    int gpu_layers;             /* offload the first N layers, the rest on the CPU; -1 = all (default) */
+    /* Weights that do not fit the GPU (its free memory, or the limit): offload fewer layers instead
+     * of failing (the CLI sets it with --memory-policy adapt). */
+    bool gpu_adapt;
 } tempo_model_params;
 
 /* At the memory limit: stop; adapt (narrow later steps); prune (from the warning level on, prune
@@ -239,6 +248,9 @@ typedef struct {
     double max_memory_gb;
     tempo_kv_type kv_cache_type;
     const char *kv_offload;      /* NULL when caches stay in memory */
+    const char *device;          /* "cpu" or "gpu:N <device name>" */
+    int gpu_layers;              /* layers whose weights are on the GPU (0 on the CPU) */
+    size_t gpu_weight_bytes;     /* device bytes of those weights */
 } tempo_model_info;
 
 /* Load a GGUF file or a Hugging Face folder. Checks the weights fit max_memory_gb before loading
@@ -360,6 +372,9 @@ typedef struct {
     size_t weights_bytes, kv_bytes, scratch_bytes, records_bytes, other_bytes, accounted_bytes, limit_bytes;
     int kv_resident_slots;       /* --kv-offload: the newest slots kept in memory (-1 without) */
     size_t kv_spilled_bytes;     /* --kv-offload: KV bytes held only in the spill file now */
+    /* on a GPU (accounted, in accounted_bytes too): the model's weights there, and the live
+     * sessions' device shares (KV rows for their capacity, scratch, staging) */
+    size_t gpu_weights_bytes, gpu_sessions_bytes;
 } tempo_memory_breakdown;
 
 typedef struct tempo_result {
@@ -386,6 +401,11 @@ typedef struct tempo_result {
     tempo_kv_type kv_cache_type;
     char *kv_offload;            /* the model's --kv-offload folder, or NULL */
     tempo_memory_breakdown memory; /* by layer, and the monitor's totals, when the record was taken */
+    /* where it ran: "cpu" or "gpu:N <device name>", the layers this session ran on the GPU, and the
+     * GPU's memory when the record was taken (as tempo_memory_stats reports it) */
+    char *device;
+    int gpu_layers;
+    size_t gpu_allocated_bytes, gpu_reserved_bytes, gpu_free_bytes;
 } tempo_result;
 
 TEMPO_API void tempo_result_free(tempo_result *r);
@@ -434,8 +454,9 @@ TEMPO_API int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_e
 
 /* Advance n sessions of the same model by one step each in ONE batched forward pass (each token
  * keeps its own session, position and visibility): the same results as tempo_session_step on each,
- * in rc[i] (1/0/-1), out[i] and err[i] (err may be NULL). Runs on the thread pool of sessions[0].
- * No other call may use any of these sessions meanwhile. */
+ * in rc[i] (1/0/-1), out[i] and err[i] (err may be NULL). Runs on the thread pool of sessions[0];
+ * sessions on a GPU run their own forward on the device within the call. No other call may use any
+ * of these sessions meanwhile. */
 TEMPO_API void tempo_session_step_batch(tempo_session *const *sessions, int n, int *rc, tempo_step_info *out,
                                         tempo_error *err);
 
@@ -507,12 +528,38 @@ TEMPO_API char *tempo_token_display(const char *text);
  * own options (model path, output settings) to the "config" object. Any thread. */
 TEMPO_API char *tempo_result_to_json(const tempo_result *r, const tempo_config *cfg);
 
+/* --------------------------------------------------------------- devices -- */
+/* The Vulkan devices of this machine (`tempo devices`). */
+typedef struct {
+    int index;                   /* --device gpu:N */
+    char name[256];
+    const char *kind;            /* "discrete", "integrated", "virtual", "software", "other" */
+    bool software;               /* a CPU implementation (lavapipe): chosen only as gpu:N or with TEMPO_VULKAN_ALLOW_CPU=1 */
+    bool usable;                 /* has what the backend needs; else `missing` says what it lacks */
+    char missing[128];
+    double memory_gb, free_gb;   /* device-local memory, and what is free of it */
+    bool free_known;             /* free_gb from the driver's budget (else: the size less tempo's own allocations) */
+    char api[16], driver[96];
+} tempo_device_info;
+/* Fills up to cap entries and returns how many devices there are (0 without Vulkan, or in a
+ * build without the backend). Loads the Vulkan driver. Any thread. */
+TEMPO_API int tempo_devices(tempo_device_info *out, int cap);
+/* Was this library built with the Vulkan backend? Any thread. */
+TEMPO_API bool tempo_gpu_built(void);
+/* What a device value resolves to here: "cpu" or "gpu:N" into buf; NULL with err (TEMPO_ERR_ARG)
+ * for a value that is malformed or names a device this machine lacks. Any thread. */
+TEMPO_API const char *tempo_device_resolve(const char *device, char *buf, size_t cap, tempo_error *err);
+
 /* ---------------------------------------------------------------- memory -- */
 typedef struct {
     double system_total_gb, system_used_gb, system_available_gb, system_percent;
     double process_rss_gb, process_peak_gb;
     double kv_gb, weights_gb, work_gb;   /* accounted: every live session's KV and buffers */
     int sessions;                        /* live sessions of the model */
+    /* A model on a GPU: the device's memory as Vulkan reports it. allocated: tempo's device-local
+     * buffers (weights, KV rows, scratch: every model and session on that device); reserved: that
+     * plus the host-visible staging buffers (all tempo holds through Vulkan); free: what the device
+     * has left (the driver's budget, or its size less tempo's allocations). */
     bool has_gpu;
     double gpu_allocated_gb, gpu_reserved_gb, gpu_free_gb;
 } tempo_memory_stats;

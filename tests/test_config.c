@@ -42,6 +42,9 @@ static bool cfg_equal(const tempo_config *a, const tempo_config *b) {
            a->model_params.max_memory_gb == b->model_params.max_memory_gb &&
            a->model_params.kv_cache_type == b->model_params.kv_cache_type &&
            str_eq(a->model_params.kv_offload, b->model_params.kv_offload) && a->isolate == b->isolate &&
+           str_eq(a->model_params.device, b->model_params.device) &&
+           a->model_params.gpu_layers == b->model_params.gpu_layers &&
+           a->model_params.gpu_adapt == b->model_params.gpu_adapt &&
            a->output_json == b->output_json && str_eq(a->output_dir, b->output_dir) && a->no_color == b->no_color &&
            a->show_token_ids == b->show_token_ids;
 }
@@ -86,6 +89,7 @@ static const char *other_value(const tempo_option_info *o) {
     case TEMPO_OPT_STRING:
         if (!strcmp(o->key, "kv_cache_type")) return "f16";
         if (!strcmp(o->key, "memory_policy")) return "prune";
+        if (!strcmp(o->key, "device")) return "cpu";
         return "some text: with a colon";
     }
     return "";
@@ -351,7 +355,9 @@ TEST(config_ranges_agree_with_params_validate) {
     for (int i = 0; i < n; i++) {
         const tempo_option_info *o = &opts[i];
         if (o->type != TEMPO_OPT_INT && o->type != TEMPO_OPT_FLOAT) continue;
-        if (!strcmp(o->key, "threads") || !strcmp(o->key, "max_memory_gb") || !strcmp(o->key, "seed")) continue;
+        if (!strcmp(o->key, "threads") || !strcmp(o->key, "max_memory_gb") || !strcmp(o->key, "seed") ||
+            !strcmp(o->key, "gpu_layers")) /* the model's */
+            continue;
         const gen_field *f = NULL;
         for (size_t j = 0; j < sizeof gen_fields / sizeof gen_fields[0]; j++)
             if (!strcmp(gen_fields[j].key, o->key)) f = &gen_fields[j];

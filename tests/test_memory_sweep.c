@@ -81,7 +81,7 @@ static void one_run(const char *bin, double floor_mb, uint64_t seed, int *bad) {
     char cmd[2048], width_arg[48] = "";
     if (!auto_width) snprintf(width_arg, sizeof width_arg, "--max-parallel-tokens %d", width);
     snprintf(cmd, sizeof cmd,
-             "exec %s --model %s --threads 1 --no-color --show-token-ids --max-tokens %d --selection-threshold %g %s %s %s "
+             "exec %s --model %s --device cpu --threads 1 --no-color --show-token-ids --max-tokens %d --selection-threshold %g %s %s %s "
              "--memory-policy %s --kv-cache-type %s --max-memory-gb %.6f --output-dir %s > %s/out 2> %s/err",
              bin, STORIES, max_tokens, threshold, width_arg, pruning ? "--use-retroactive-pruning" : "",
              visible ? "--allow-intraset-token-visibility" : "", policy, kv, limit_mb / 1024.0, dir, dir, dir);

@@ -38,7 +38,7 @@ from . import _native
 from ._native import (ArgumentError, CacheLimitError, FileError, FormatError, InternalError, MemoryLimitError,
                       NumericError, OutOfMemoryError, StateError, TempoError, ffi, lib)
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 library_version = _native.version  # the loaded libtempo's version
 library_path = _native.library_path  # where it was loaded from
 
@@ -62,7 +62,7 @@ def options():
 
 # Options fixed when the model is opened; the rest of the table but the CLI's own (what to run,
 # how to print) are the generation's, so an option the library adds reaches Python by itself.
-_MODEL_OPTIONS = frozenset({"threads", "max_memory_gb", "kv_cache_type", "kv_offload"})
+_MODEL_OPTIONS = frozenset({"threads", "max_memory_gb", "kv_cache_type", "kv_offload", "device", "gpu_layers"})
 _CLI_OPTIONS = frozenset({"model", "prompt", "output_json", "output_dir", "no_color", "show_token_ids"})
 _GEN_OPTIONS = frozenset(o["key"] for o in options()) - _MODEL_OPTIONS - _CLI_OPTIONS
 
@@ -195,6 +195,8 @@ class ModelInfo:
     threads: int                     # worker threads of each session
     max_memory_gb: float
     kv_cache_type: str               # "f32", "f16" or "q8_0"
+    device: str                      # "cpu" or "gpu:N <device name>"
+    gpu_layers: int                  # layers whose weights are on the GPU (0 on the CPU)
 
 
 # ------------------------------------------------------------------------- object lifetimes --
@@ -272,10 +274,15 @@ class Model:
     """A loaded model (GGUF file or Hugging Face folder) with one memory budget,
     max_memory_gb, for its weights and every live session. Share it between threads."""
 
-    def __init__(self, path, *, max_memory_gb=None, threads=None, kv_cache_type=None, kv_offload=None):
+    def __init__(self, path, *, max_memory_gb=None, threads=None, kv_cache_type=None, kv_offload=None, device=None,
+                 gpu_layers=None, gpu_adapt=False):
+        """device: "auto" (default: a hardware GPU if there is one), "cpu", "gpu" or "gpu:N"; gpu_layers:
+        offload the first N layers (default all); gpu_adapt: offload fewer layers when the weights
+        do not fit the GPU instead of failing (README "Running on a GPU")."""
         self.path = os.fsdecode(path)
         cfg = _Config("Model()", {"max_memory_gb": max_memory_gb, "threads": threads, "kv_cache_type": kv_cache_type,
-                                  "kv_offload": kv_offload}, _MODEL_OPTIONS)
+                                  "kv_offload": kv_offload, "device": device, "gpu_layers": gpu_layers}, _MODEL_OPTIONS)
+        cfg.c.model_params.gpu_adapt = bool(gpu_adapt)
         err = ffi.new("tempo_error *")
         handle = lib.tempo_model_open(os.fsencode(path), ffi.addressof(cfg.c, "model_params"), err)
         if handle == ffi.NULL:
@@ -289,7 +296,8 @@ class Model:
                               n_kv_heads=i.n_kv_heads, head_dim=i.head_dim, ffn_dim=i.ffn_dim, n_ctx=i.n_ctx,
                               arch=_native.string(i.arch), tokenizer=_native.string(i.tokenizer),
                               weight_bytes=i.weight_bytes, path=_native.string(i.path), threads=i.threads,
-                              max_memory_gb=i.max_memory_gb, kv_cache_type=kv[i.kv_cache_type])
+                              max_memory_gb=i.max_memory_gb, kv_cache_type=kv[i.kv_cache_type],
+                              device=_native.string(i.device), gpu_layers=i.gpu_layers)
 
     def close(self):
         """Free the model, after closing its sessions and waiting for calls in progress."""

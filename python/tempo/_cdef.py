@@ -14,7 +14,7 @@ conflicting redeclaration).
 
 # The library version these declarations were copied from (TEMPO_VERSION). The loader refuses a
 # library of another major.minor version: its structs may be laid out differently.
-HEADER_VERSION = "0.3.0"
+HEADER_VERSION = "0.4.0"
 
 TYPES = """
 #define TEMPO_ERR_LEN 512
@@ -41,6 +41,9 @@ typedef struct {
     const char *kv_offload;
     void (*progress)(double fraction, void *user);
     void *progress_user;
+    const char *device;
+    int gpu_layers;
+    bool gpu_adapt;
 } tempo_model_params;
 
 typedef enum { TEMPO_MEMORY_STOP = 0, TEMPO_MEMORY_ADAPT = 1, TEMPO_MEMORY_PRUNE = 2 } tempo_memory_policy;
@@ -115,6 +118,9 @@ typedef struct {
     double max_memory_gb;
     tempo_kv_type kv_cache_type;
     const char *kv_offload;
+    const char *device;
+    int gpu_layers;
+    size_t gpu_weight_bytes;
 } tempo_model_info;
 
 typedef struct {

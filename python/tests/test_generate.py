@@ -132,6 +132,19 @@ def test_model_errors_are_typed(tmp_path):
         tempo.Model(MODEL, max_memory_gb=0.0005)
     with pytest.raises(tempo.ArgumentError, match="'f8' is not one of f32, f16, q8_0"):
         tempo.Model(MODEL, kv_cache_type="f8")
+    with pytest.raises(tempo.ArgumentError, match="'tpu' is not one of auto, cpu, gpu, gpu:N"):
+        tempo.Model(MODEL, device="tpu")
+
+
+def test_model_device_options():
+    # the compute device is the model's: the CPU here, asked for by name; a session cannot change it
+    with tempo.Model(MODEL, device="cpu", gpu_layers=3, threads=1) as m:
+        assert m.info.device == "cpu" and m.info.gpu_layers == 0
+        record = m.generate("Once upon a time", max_tokens=3)
+        assert record["config"]["device"] == "cpu" and record["metrics"]["device"] == "cpu"
+        assert m.memory()["has_gpu"] is False
+        with pytest.raises(TypeError, match="fixed when the model is opened"):
+            m.generate("Once upon a time", device="gpu")
 
 
 def test_limits(model):

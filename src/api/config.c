@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "core/common.h"
+#include "gpu/gpu.h"
 
 typedef enum { F_BOOL, F_INT, F_U64, F_DOUBLE, F_STR, F_ENUM, F_CHARS } field_kind;
 
@@ -87,6 +88,9 @@ static const option options[] = {
     { { "debug_mode", TEMPO_OPT_BOOL, "log memory use to stderr after load, prefill and each step", "false", "" }, F_BOOL, GEN(debug_mode), 0, 0, false, NULL },
     { { "memory_policy", TEMPO_OPT_STRING, "at the memory limit: stop, adapt (shrink later steps' width), or prune (from 85% on, prune the lowest-scoring members first, tightening the rule)", "stop", "" }, F_ENUM, GEN(memory_policy), 0, 0, false, policies },
     { { "kv_offload", TEMPO_OPT_STRING, "keep the KV cache in memory-mapped files in this folder, only the newest slots resident (for runs whose cache passes --max-memory-gb)", "", "" }, F_STR, MOD(kv_offload), 0, 0, false, NULL },
+    /* compute device */
+    { { "device", TEMPO_OPT_STRING, "auto (a hardware GPU if there is one, else the CPU), cpu, gpu, or gpu:N from `tempo devices`", "auto", "" }, F_STR, MOD(device), 0, 0, false, NULL },
+    { { "gpu_layers", TEMPO_OPT_INT, "offload the first N layers to the GPU, the rest run on the CPU (-1: all)", "-1", "" }, F_INT, MOD(gpu_layers), -1, IMAX, false, NULL },
     /* output (the CLI's) */
     { { "output_json", TEMPO_OPT_BOOL, "print one JSON document on stdout (logs go to stderr)", "false", "" }, F_BOOL, OFF(output_json), 0, 0, false, NULL },
     { { "output_dir", TEMPO_OPT_STRING, "also write DIR/results.json", "", "" }, F_STR, OFF(output_dir), 0, 0, false, NULL },
@@ -143,8 +147,10 @@ void tempo_config_free(tempo_config *c) {
     free(c->prompt);
     free(c->output_dir);
     free((char *)c->model_params.kv_offload); /* set by tp_config_set: the config's own copy */
+    free((char *)c->model_params.device);     /* likewise */
     c->model = c->prompt = c->output_dir = NULL;
     c->model_params.kv_offload = NULL;
+    c->model_params.device = NULL;
 }
 
 static int find_index(const char *key) {
@@ -221,6 +227,8 @@ int tp_config_set(tempo_config *c, const char *key, const char *value, char *err
         break;
     }
     case F_STR: {
+        if (o->offset == MOD(device) && !tp_gpu_spec_valid(value))
+            return tp_fail(err, "%s: '%s' is not one of auto, cpu, gpu, gpu:N", flag, value);
         char *d = strdup(value);
         if (!d) return tp_fail(err, "%s: out of memory", flag);
         char **p = (char **)field;
@@ -229,6 +237,9 @@ int tp_config_set(tempo_config *c, const char *key, const char *value, char *err
         break;
     }
     }
+    /* --memory-policy adapt also lets the model offload fewer layers when its weights do not fit
+     * the GPU (the model's parameter; the CLI and the server open the model from this config) */
+    if (o->offset == GEN(memory_policy)) c->model_params.gpu_adapt = c->gen.memory_policy == TEMPO_MEMORY_ADAPT;
     c->set_mask[idx / 64] |= 1ULL << (idx % 64);
     return 0;
 }
@@ -256,6 +267,7 @@ int tp_config_reset(tempo_config *c, const char *key) {
     }
     }
     tempo_config_free(&d);
+    if (o->offset == GEN(memory_policy)) c->model_params.gpu_adapt = c->gen.memory_policy == TEMPO_MEMORY_ADAPT;
     c->set_mask[idx / 64] |= 1ULL << (idx % 64);
     return 0;
 }

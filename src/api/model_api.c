@@ -15,7 +15,9 @@
 #include "core/log.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
+#include "gpu/gpu.h"
 #include "memory/memory.h"
+#include "model/backend.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -102,6 +104,23 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
             return NULL;
         }
     }
+    /* The device: a malformed value, or a GPU asked for with what only the CPU does (--kv-offload
+     * keeps the cache in files on the host; the Vulkan backend stores f32 and f16 rows), is a usage
+     * error found before the weights are read; "auto" settles on the CPU for those. */
+    if (mp->device && *mp->device && !tp_gpu_spec_valid(mp->device)) {
+        tp_set_error(err, TEMPO_ERR_ARG, "--device: '%s' is not one of auto, cpu, gpu, gpu:N", mp->device);
+        return NULL;
+    }
+    bool offload = mp->kv_offload && *mp->kv_offload, q8 = mp->kv_cache_type == TEMPO_KV_Q8_0;
+    bool asks_gpu = mp->device && !strncmp(mp->device, "gpu", 3) && mp->gpu_layers != 0;
+    if (asks_gpu && (offload || q8)) {
+        tp_set_error(err, TEMPO_ERR_ARG, "--device %s: %s", mp->device,
+                     offload ? "--kv-offload keeps the KV cache in files on the host, which only the CPU reads: use "
+                               "--device cpu, or leave --kv-offload out"
+                             : "the Vulkan backend stores the KV cache in f32 or f16, not q8_0: use --kv-cache-type f16 "
+                               "or f32, or --device cpu");
+        return NULL;
+    }
     int64_t bytes = tp_model_file_bytes(path ? path : "", msg);
     if (bytes < 0) { tp_set_error(err, TEMPO_ERR_IO, "%s", msg); return NULL; }
     if (tp_memory_check_model_fits(mp->max_memory_gb, bytes, msg) ||
@@ -122,8 +141,21 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
         return NULL;
     }
-    if (m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
-    if (m->hf) {
+    /* The GPU backend (model/backend.h): the device, and the weights uploaded to it; the file's
+     * pages of uploaded tensors are given back as they go, so they are not read in first. */
+    tp_device_opts dopts = { .device = mp->device, .gpu_layers = mp->gpu_layers, .adapt = mp->gpu_adapt,
+                             .auto_cpu = offload || q8, .kv_type = (tp_kv_type)mp->kv_cache_type,
+                             .max_bytes = (size_t)(TP_MEM_CRITICAL_FRACTION * mp->max_memory_gb * TP_GB) };
+    if (tp_device_open(m, &dopts, &m->dev, msg)) {
+        tp_model_free(m);
+        tempo_status code = strstr(msg, "out of memory") ? TEMPO_ERR_NOMEM
+                            : strstr(msg, " free") || strstr(msg, "--max-memory-gb") ? TEMPO_ERR_MEMORY_LIMIT
+                                                                                     : TEMPO_ERR_ARG;
+        tp_set_error(err, code, "%s", msg);
+        return NULL;
+    }
+    if (!m->dev && m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
+    if (!m->dev && m->hf) {
         const st_set *st = m->hf;
         for (int i = 0; i < st->n_files; i++) prefault(st->files[i]->map, st->files[i]->map_size, &done, total, mp);
     }
@@ -136,9 +168,13 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
     m->path = strdup(path);
     m->mon = tempo_memory_monitor_new(mp->max_memory_gb);
     m->params.kv_offload = mp->kv_offload && *mp->kv_offload ? strdup(mp->kv_offload) : NULL; /* the model's copy */
-    if (!m->path || !m->mon || (mp->kv_offload && *mp->kv_offload && !m->params.kv_offload)) {
+    m->params.device = mp->device && *mp->device ? strdup(mp->device) : NULL;
+    if (!m->path || !m->mon || (mp->kv_offload && *mp->kv_offload && !m->params.kv_offload) ||
+        (mp->device && *mp->device && !m->params.device)) {
         tempo_memory_monitor_free(m->mon);
         free((char *)m->params.kv_offload);
+        free((char *)m->params.device);
+        tp_device_free(m->dev);
         tp_model_free(m);
         tp_set_error(err, TEMPO_ERR_NOMEM, "out of memory opening %s", path);
         return NULL;
@@ -161,6 +197,8 @@ void tempo_model_close(tempo_model *m) {
     if (!m) return;
     tempo_memory_monitor_free(m->mon);
     free((char *)m->params.kv_offload);
+    free((char *)m->params.device);
+    tp_device_free(m->dev);
     tp_model_free(m);
 }
 
@@ -185,6 +223,9 @@ void tempo_model_get_info(const tempo_model *m, tempo_model_info *info) {
     info->max_memory_gb = m->params.max_memory_gb;
     info->kv_cache_type = m->params.kv_cache_type;
     info->kv_offload = m->params.kv_offload;
+    info->device = m->dev ? m->dev->name : "cpu";
+    info->gpu_layers = m->dev ? m->dev->layers : 0;
+    info->gpu_weight_bytes = m->dev ? m->dev->weight_bytes : 0;
 }
 
 int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap) {

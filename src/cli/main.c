@@ -3,6 +3,7 @@
  *   tempo [--model PATH] [--config FILE.yaml] [options]
  *   tempo tokenize --model PATH [--no-bos] TEXT
  *   tempo serve --model PATH [--port 8765] [...]   (src/server/, docs/server.md)
+ *   tempo devices                                  (the compute devices, README "Running on a GPU")
  *
  * Flags come from the option table (tempo_options): --some-flag sets key some_flag; boolean
  * flags take no value (or --flag=true/false), the others take the next argument or
@@ -59,7 +60,8 @@ static void print_usage(FILE *f) {
     const tempo_option_info *opts = tempo_options(&n);
     fprintf(f, "usage: tempo [--model PATH] [--config FILE.yaml] [options]\n"
                "       tempo tokenize --model PATH [--no-bos] TEXT\n"
-               "       tempo serve --model PATH [--port 8765] [options]   (see tempo serve --help)\n\n"
+               "       tempo serve --model PATH [--port 8765] [options]   (see tempo serve --help)\n"
+               "       tempo devices\n\n"
                "TEMPO generation: every token whose probability passes the threshold is kept,\n"
                "and all of a step's tokens go through the model together at one position.\n\n"
                "options:\n");
@@ -87,6 +89,7 @@ static void print_usage(FILE *f) {
             "print the token ids of TEXT on one line (reads only the tokenizer)");
     fprintf(f, "  %-36s %s\n", "serve --model PATH [options]",
             "HTTP server: the OpenAI API and TEMPO's (see tempo serve --help, docs/server.md)");
+    fprintf(f, "  %-36s %s\n", "devices", "list the compute devices (--device values) with their memory");
     fprintf(f, "\nexit status: 0 done, 1 runtime error or a limit stopped the run, 2 usage error, 130 interrupted\n");
 }
 
@@ -139,6 +142,39 @@ static int cmd_tokenize(int argc, char **argv) {
     free(ids);
     tempo_vocab_close(v);
     return rc;
+}
+
+/* -------------------------------------------------------------- devices -- */
+static int cmd_devices(int argc, char **argv) {
+    if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+        printf("usage: tempo devices\n\nThe compute devices --device can name, with their memory: cpu, and each Vulkan "
+               "device as gpu:N.\n");
+        return 0;
+    }
+    if (argc > 0) return fail(EXIT_USAGE, "devices takes no arguments (got '%s')", argv[0]);
+    tempo_device_info d[16];
+    int n = tempo_devices(d, 16);
+    printf("%-7s %-40s %-10s %10s %16s  %s\n", "device", "name", "kind", "memory", "free", "notes");
+    printf("%-7s %-40s %-10s %10s %16s  %s\n", "cpu", "CPU", "cpu", "-", "-", "always available");
+    for (int i = 0; i < n && i < 16; i++) {
+        char id[16], mem[32], fr[32], note[256];
+        snprintf(id, sizeof id, "gpu:%d", d[i].index);
+        snprintf(mem, sizeof mem, "%.2fGB", d[i].memory_gb);
+        snprintf(fr, sizeof fr, "%.2fGB%s", d[i].free_gb, d[i].free_known ? "" : " (est.)");
+        if (!d[i].usable) snprintf(note, sizeof note, "not usable: %s", d[i].missing);
+        else if (d[i].software)
+            snprintf(note, sizeof note, "software (CPU) Vulkan: only as --device %s or with TEMPO_VULKAN_ALLOW_CPU=1", id);
+        else snprintf(note, sizeof note, "Vulkan %s, %s", d[i].api, d[i].driver);
+        printf("%-7s %-40.40s %-10s %10s %16s  %s\n", id, d[i].name, d[i].kind, mem, fr, note);
+    }
+    if (!tempo_gpu_built()) printf("(built without the Vulkan backend: install libvulkan-dev and glslc, then rebuild)\n");
+    else if (n == 0) printf("(no Vulkan devices: no Vulkan loader or driver on this machine)\n");
+    char buf[32];
+    tempo_error err;
+    const char *a = tempo_device_resolve("auto", buf, sizeof buf, &err);
+    printf("--device auto uses: %s\n", a ? a : err.message);
+    if (fflush(stdout) || ferror(stdout)) return fail(EXIT_RUNTIME, "cannot write to stdout: %s", strerror(errno));
+    return 0;
 }
 
 /* -------------------------------------------------------------- signals -- */
@@ -338,6 +374,7 @@ static int generate(tempo_model *m, const tempo_config *cfg) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "serve")) return tempo_serve_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "devices")) return cmd_devices(argc - 2, argv + 2);
 
     const char *config_path = NULL;
     for (int i = 1; i < argc; i++) {

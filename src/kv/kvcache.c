@@ -22,7 +22,7 @@ size_t tp_kv_row_bytes(const tp_kv *kv) {
 }
 
 size_t tp_kv_bytes_per_slot(const tp_kv *kv) {
-    return 2 * (size_t)kv->n_layers * tp_kv_row_bytes(kv);
+    return 2 * (size_t)(kv->n_layers - kv->device_layers) * tp_kv_row_bytes(kv);
 }
 
 size_t tp_kv_bytes_used(const tp_kv *kv) { return (size_t)kv->n * tp_kv_bytes_per_slot(kv); }
@@ -118,6 +118,7 @@ int tp_kv_append(tp_kv *kv, int32_t token, int32_t pos, int32_t step) {
     s->pos = pos;
     s->step = step;
     s->alive = true;
+    s->row = kv->n;
     kv->n_alive++;
     return kv->n++;
 }
@@ -144,7 +145,7 @@ int tp_kv_compact(tp_kv *kv, int *map_out) {
         w += kv->slots[r].alive;
     }
     /* Rows one layer at a time, so an offloaded cache can let each layer's go right after. */
-    for (int l = 0; l < kv->n_layers; l++) {
+    for (int l = kv->device_layers; l < kv->n_layers; l++) {
         int to = 0;
         for (int r = 0; r < kv->n; r++) {
             if (!kv->slots[r].alive) continue;
@@ -163,11 +164,19 @@ int tp_kv_compact(tp_kv *kv, int *map_out) {
     return removed;
 }
 
+void tp_kv_set_device_layers(tp_kv *kv, int n) {
+    if (n < 0) n = 0;
+    if (n > kv->n_layers) n = kv->n_layers;
+    for (int l = 0; l < n; l++) kv->k[l] = kv->v[l] = NULL; /* the mapping stays whole, untouched there */
+    kv->device_layers = n;
+}
+
 /* ------------------------------------------------------------ --kv-offload -- */
 
 int tp_kv_offload(tp_kv *kv, const char *dir, char *err) {
     if (kv->spill) return 0;
     if (kv->n) return tp_fail(err, "internal: offloading a KV cache that is in use");
+    if (kv->device_layers) return tp_fail(err, "internal: --kv-offload of a KV cache kept on a GPU");
     size_t layer_bytes = (size_t)kv->capacity * tp_kv_row_bytes(kv);
     tp_kv_spill *sp = tp_kv_spill_new(dir, 2 * kv->n_layers, layer_bytes, err);
     if (!sp) return -1;

@@ -30,6 +30,8 @@ typedef struct {
     int32_t pos;   /* logical position (RoPE) */
     int32_t step;  /* TEMPO step that fed it; -1 = prompt */
     bool alive;
+    int32_t row;   /* storage row of its K/V on a device (src/gpu): rows there never move, and
+                    * compaction carries this with the slot; the host rows are the slot's index */
 } tp_slot;
 
 typedef struct tp_kv {
@@ -49,6 +51,9 @@ typedef struct tp_kv {
      * (tp_kv_layer_read) and are paged back in by the next read */
     struct tp_kv_spill *spill;
     int hot_slots;
+    /* Layers [0, device_layers) keep their K/V on a GPU (tp_kv_set_device_layers): their host
+     * rows are never written (k[l] and v[l] are NULL) and cost nothing here. */
+    int device_layers;
 } tp_kv;
 
 /* Resident bytes a cache may hold beyond n_slots x tp_kv_bytes_per_slot: the partly used last
@@ -60,7 +65,7 @@ tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t
 void tp_kv_free(tp_kv *kv);
 void tp_kv_clear(tp_kv *kv);
 
-size_t tp_kv_bytes_per_slot(const tp_kv *kv);      /* K+V over all layers */
+size_t tp_kv_bytes_per_slot(const tp_kv *kv);      /* K+V over the layers kept here (all but a device's) */
 size_t tp_kv_bytes_used(const tp_kv *kv);          /* n * bytes_per_slot */
 
 /* Check that n_new more slots fit (it changes nothing: reclaiming dead slots first is the
@@ -94,6 +99,11 @@ int tp_kv_prepare(tp_kv *kv, int n_new, char *err);
 void tp_kv_layer_read(tp_kv *kv, int l);
 /* Disk bytes of the spill files (0 in memory). */
 size_t tp_kv_spill_bytes(const tp_kv *kv);
+
+/* The first n layers' K/V live on a GPU (model/backend.h): their host rows are given up (never
+ * touched, so never resident) and compaction leaves those layers to the device, which keeps
+ * each slot's rows in place (tp_slot.row). On an empty cache, not offloaded (--kv-offload). */
+void tp_kv_set_device_layers(tp_kv *kv, int n);
 
 /* Write/read one row (kv_dim values) of layer l, slot s. */
 void tp_kv_store(tp_kv *kv, int l, int s, const float *k, const float *v);

@@ -40,8 +40,10 @@ void tp_memory_breakdown(const tp_model *m, tempo_memory_monitor *mon, size_t se
     for (int l = 0; l < L; l++) {
         tempo_layer_memory *lm = &layers[l];
         lm->weights_bytes = tp_memory_layer_weight_bytes(m, l);
-        /* every layer holds the same slots: an even split, the rest to the last layer */
-        lm->kv_bytes = session_kv_bytes / (size_t)L + (l == L - 1 ? session_kv_bytes % (size_t)L : 0);
+        /* every layer holds the same slots: an even split, the rest to the last layer; layers whose
+         * rows live on a GPU (the first kv->device_layers) hold none of the host share */
+        int d = kv ? kv->device_layers : 0, H = L - d;
+        lm->kv_bytes = l < d || H <= 0 ? 0 : session_kv_bytes / (size_t)H + (l == L - 1 ? session_kv_bytes % (size_t)H : 0);
         lm->kv_spilled_bytes = spilled_rows * 2 * (kv ? tp_kv_row_bytes(kv) : 0);
         lm->scratch_bytes = layer_scratch_bytes;
         layer_weights += lm->weights_bytes;
@@ -57,7 +59,9 @@ void tp_memory_breakdown(const tp_model *m, tempo_memory_monitor *mon, size_t se
     out->scratch_bytes = parts.work;
     out->records_bytes = parts.records;
     out->other_bytes = parts.other;
-    out->accounted_bytes = parts.other + parts.weights + parts.kv + parts.work + parts.records;
+    out->gpu_weights_bytes = parts.gpu_weights;
+    out->gpu_sessions_bytes = parts.device;
+    out->accounted_bytes = parts.other + parts.weights + parts.kv + parts.work + parts.records + parts.gpu_weights + parts.device;
     out->limit_bytes = tp_memory_limit_bytes(mon);
     out->kv_resident_slots = resident;
 }
@@ -71,6 +75,9 @@ void tp_memory_log_breakdown(const tempo_memory_breakdown *mb, const char *label
                l, tp_fmt_gb((double)lm->weights_bytes, a, sizeof a), tp_fmt_gb((double)lm->kv_bytes, b, sizeof b),
                tp_fmt_gb((double)lm->kv_spilled_bytes, c, sizeof c), tp_fmt_gb((double)lm->scratch_bytes, d, sizeof d));
     }
+    if (mb->gpu_weights_bytes || mb->gpu_sessions_bytes)
+        tp_log(TEMPO_LOG_DEBUG, "%s: memory on the GPU: weights %s, sessions' KV rows and buffers %s (in the totals below)",
+               label, tp_fmt_gb((double)mb->gpu_weights_bytes, a, sizeof a), tp_fmt_gb((double)mb->gpu_sessions_bytes, b, sizeof b));
     tp_log(TEMPO_LOG_DEBUG,
            "%s: memory totals: weights %s (layers, plus %s embeddings/output, %s other), KV %s, scratch %s, records %s, "
            "runtime %s; accounted %s of --max-memory-gb %s",

@@ -11,6 +11,7 @@
  */
 #include "memory/budget.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,8 @@ struct tp_budget {
     int max_slots;          /* the cache's capacity: limit_slots, or less when the run cannot use more */
     size_t max_bytes;       /* the KV cache's byte share */
     size_t crit;            /* critical level in bytes */
-    size_t slot;            /* bytes of one KV slot */
+    size_t slot;            /* host bytes of one KV slot (its layers not on a GPU) */
+    size_t slot_all;        /* bytes of one KV slot, every layer */
     int kv_hwm;             /* most slots ever in use */
     long run_members;       /* members the run may feed at full width (their records) */
     int hot;                /* --kv-offload: the newest slots kept in memory */
@@ -53,7 +55,10 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
     b->m = m;
     b->p = *p;
     b->crit = (size_t)(TP_MEM_CRITICAL_FRACTION * (double)tp_memory_limit_bytes(mon));
-    b->slot = tp_memory_kv_slot_bytes(hp->n_layers, hp->n_kv_heads * hp->head_dim, p->kv_type);
+    int dev_layers = p->device_layers < 0 ? 0 : p->device_layers > hp->n_layers ? hp->n_layers : p->device_layers;
+    b->p.device_layers = dev_layers;
+    b->slot_all = tp_memory_kv_slot_bytes(hp->n_layers, hp->n_kv_heads * hp->head_dim, p->kv_type);
+    b->slot = tp_memory_kv_slot_bytes(hp->n_layers - dev_layers, hp->n_kv_heads * hp->head_dim, p->kv_type);
     b->limit_slots = hp->n_ctx;
     if (p->max_cache_tokens > 0 && p->max_cache_tokens < b->limit_slots) b->limit_slots = p->max_cache_tokens;
     int P = p->n_prompt;
@@ -87,7 +92,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         size_t use_now = tp_memory_usage_bytes(mon);
         double room = b->crit > use_now ? (double)(b->crit - use_now) : 0.0;
         double machine = tempo_memory_available_gb(mon) * TP_GB;
-        double avail = (machine < room ? machine : room) - (double)P * (double)b->slot -
+        double avail = (machine < room ? machine : room) - (double)P * (double)b->slot_all -
                        (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->limit_slots) -
                        (double)p->run_bytes_fixed;
         if (avail < 0) avail = 0;
@@ -95,8 +100,17 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
          * scores; the session's own count when it is larger */
         if (p->run_bytes_per_width > tok_work) tok_work = p->run_bytes_per_width;
         size_t per = 0;
-        int w = tp_memory_max_parallel_for(avail, p->max_tokens, b->slot + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);
+        int w = tp_memory_max_parallel_for(avail, p->max_tokens, b->slot_all + TP_MEM_MEMBER_OVERHEAD, tok_work, &per);
         const char *by = "memory";
+        if (p->device_slot_bytes > 0 && p->device_layers > 0 && steps_fed > 0 && !p->one_member) {
+            /* a GPU session: the device's KV rows for every step at this width, 20% held back */
+            double rows = (double)p->device_room * (1.0 - TP_MEM_AUTO_RESERVE) / (double)p->device_slot_bytes;
+            double wd = (rows - P - p->scratch_slots) / (double)steps_fed;
+            if (wd < w) {
+                w = wd >= 1 ? (int)wd : 1;
+                by = "the GPU's free memory";
+            }
+        }
         if (steps_fed > 0 && !p->one_member && (long)(b->limit_slots - P - p->scratch_slots) / steps_fed < w) {
             w = (int)((b->limit_slots - P - p->scratch_slots) / steps_fed);
             if (w < 1) w = 1;
@@ -109,7 +123,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
                "%s per parallel token = %d steps x (%zu-byte KV slot + %d bytes of records) + %zu bytes of working "
                "buffers; %d KV slots for a %d-token prompt and %ld fed steps; range 1-%d)",
                w, by, tp_fmt_gb(avail, a, sizeof a), tp_fmt_gb((double)tp_memory_limit_bytes(mon), b2, sizeof b2),
-               tp_fmt_gb((double)per, c, sizeof c), p->max_tokens, b->slot, TP_MEM_MEMBER_OVERHEAD, tok_work,
+               tp_fmt_gb((double)per, c, sizeof c), p->max_tokens, b->slot_all, TP_MEM_MEMBER_OVERHEAD, tok_work,
                b->limit_slots, P, steps_fed, TP_MEM_AUTO_MAX_PARALLEL);
     }
     b->w_cur = b->w_start;
@@ -125,7 +139,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
      * search's scratch slots). (Its other buffers, sized by W and the capacity, are reserved by the
      * session itself before it makes them: tp_budget_reserve_more.) */
     size_t compute = tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->max_slots);
-    tp_mem_share first = { (size_t)(P + p->scratch_slots) * b->slot + TP_KV_PAGE_SLACK(hp->n_layers), compute, 0 };
+    tp_mem_share first = { (size_t)(P + p->scratch_slots) * b->slot + TP_KV_PAGE_SLACK(hp->n_layers), compute, 0, 0 };
     b->run_members = steps_fed * per_step;
     size_t before = 0;
     if (tp_memory_try_add(mon, &first, b->crit, &before)) {
@@ -195,11 +209,11 @@ int tp_budget_plan_offload(tp_budget *b, char *err) {
                        tp_fmt_gb((double)tp_memory_limit_bytes(b->mon), d, sizeof d));
     }
     if (reserve > b->share.kv) {
-        tp_mem_share add = { reserve - b->share.kv, 0, 0 };
+        tp_mem_share add = { reserve - b->share.kv, 0, 0, 0 };
         if (tp_memory_try_add(b->mon, &add, b->crit, NULL))
             return tp_fail(err, "Memory limit: another session took the memory --kv-offload planned for this one");
     } else {
-        tp_mem_share sub = { b->share.kv - reserve, 0, 0 };
+        tp_mem_share sub = { b->share.kv - reserve, 0, 0, 0 };
         tp_memory_sub(b->mon, &sub);
     }
     b->share.kv = reserve;
@@ -221,11 +235,39 @@ int tp_budget_kv_hot_slots(const tp_budget *b) { return b->p.offload ? b->hot : 
 int tp_budget_kv_max_slots(const tp_budget *b) { return b->max_slots; }
 size_t tp_budget_kv_max_bytes(const tp_budget *b) { return b->max_bytes; }
 int tp_budget_current_width(const tp_budget *b) { return b->w_cur; }
-size_t tp_budget_reserved_bytes(const tp_budget *b) { return b->share.kv + b->share.work + b->share.records; }
+size_t tp_budget_reserved_bytes(const tp_budget *b) {
+    return b->share.kv + b->share.work + b->share.records + b->share.device;
+}
+size_t tp_budget_device_bytes(const tp_budget *b) { return b->share.device; }
+
+int tp_budget_set_device(tp_budget *b, int layers, size_t bytes, size_t *left) {
+    const tp_hparams *hp = &b->m->hp;
+    if (layers < 0) layers = 0;
+    if (layers > hp->n_layers) layers = hp->n_layers;
+    size_t slot = tp_memory_kv_slot_bytes(hp->n_layers - layers, hp->n_kv_heads * hp->head_dim, b->p.kv_type);
+    /* the slots counted so far (the prompt's), at the new host cost */
+    size_t kv_fixed = (size_t)b->kv_hwm * b->slot, kv_new = (size_t)b->kv_hwm * slot;
+    tp_mem_share add = { kv_new > kv_fixed ? kv_new - kv_fixed : 0, 0, 0,
+                         bytes > b->share.device ? bytes - b->share.device : 0 };
+    tp_mem_share sub = { kv_fixed > kv_new ? kv_fixed - kv_new : 0, 0, 0,
+                         b->share.device > bytes ? b->share.device - bytes : 0 };
+    size_t use = 0;
+    tp_memory_sub(b->mon, &sub); /* what shrinks first, so a smaller total can fit */
+    if (tp_memory_try_add(b->mon, &add, b->crit, &use)) {
+        tp_memory_try_add(b->mon, &sub, 0, NULL); /* put it back: nothing changed */
+        if (left) *left = b->crit > use ? b->crit - use : 0;
+        return -1;
+    }
+    b->share.kv = b->share.kv - sub.kv + add.kv;
+    b->share.device = bytes;
+    b->slot = slot;
+    b->p.device_layers = layers;
+    return 0;
+}
 size_t tp_budget_fixed_bytes(const tp_budget *b) { return b->share.work; }
 
 int tp_budget_reserve_more(tp_budget *b, size_t bytes, const char *what, char *err) {
-    tp_mem_share add = { 0, bytes, 0 };
+    tp_mem_share add = { 0, bytes, 0, 0 };
     size_t use = 0;
     if (tp_memory_try_add(b->mon, &add, b->crit, &use)) {
         tempo_memory_stats st;
@@ -271,6 +313,8 @@ static long cache_free_slots(const tp_kv *kv) { return (long)kv->max_slots - kv-
 
 /* Slots left under the KV cache's byte share of the memory limit. */
 static long share_free_slots(const tp_kv *kv, size_t slot) {
+    /* a GPU session with every layer on the device has no host rows (slot 0): no byte share to pass */
+    if (!slot) return LONG_MAX / 2;
     return kv->max_bytes ? (long)(kv->max_bytes / slot) - kv->n : (long)kv->max_slots - kv->n;
 }
 
@@ -314,7 +358,7 @@ static void scratch_note(char *msg, int scratch) {
 int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, tempo_stop_reason *why, char *msg) {
     if (want < 1) want = 1;
     if (kv->n > b->kv_hwm && !b->p.offload) { /* slots fed outside a granted step (the prompt): account them now */
-        tp_mem_share add = { (size_t)(kv->n - b->kv_hwm) * b->slot, 0, 0 };
+        tp_mem_share add = { (size_t)(kv->n - b->kv_hwm) * b->slot, 0, 0, 0 };
         tp_memory_try_add(b->mon, &add, 0, NULL);
         b->share.kv += add.kv;
         b->kv_hwm = kv->n;
@@ -397,7 +441,7 @@ int tp_budget_step_width(tp_budget *b, const tp_kv *kv, int step, int want, temp
 
     int new_n = kv->n + width + scratch;
     tp_mem_share add = { !b->p.offload && new_n > b->kv_hwm ? (size_t)(new_n - b->kv_hwm) * b->slot : 0, 0,
-                         (size_t)width * TP_MEM_MEMBER_OVERHEAD };
+                         (size_t)width * TP_MEM_MEMBER_OVERHEAD, 0 };
     if (tp_memory_try_add(b->mon, &add, b->crit, NULL))
         return stop_memory(b, step, width, mem_free_slots(b, kv, NULL), why, msg); /* another session took it */
     b->share.kv += add.kv;

@@ -43,6 +43,13 @@ typedef struct {
     /* --kv-offload: the cache's rows live in spill files; tp_budget_plan_offload reserves the
      * memory its resident part may ever hold, after which a member costs only its record. */
     bool offload;
+    /* A GPU session (model/backend.h): the KV rows of the first device_layers layers live on the
+     * device, reserved once for the cache's capacity (tp_budget_set_device), so a step's new slots
+     * cost host memory for the other layers only. The automatic width still counts a slot's every
+     * layer, and keeps the device's part within device_room bytes (its free memory less the
+     * buffers that do not grow with the cache) at device_slot_bytes per slot. */
+    int device_layers;
+    size_t device_room, device_slot_bytes;
 } tp_budget_params;
 
 /* Computes the effective max_parallel_tokens W (auto from memory when max_parallel_tokens is 0,
@@ -103,5 +110,13 @@ void tp_budget_log(tp_budget *b, const char *label, const tp_kv *kv);
 /* Reserve `bytes` more of the session's fixed part (a buffer allocated later, e.g. the batch
  * logits buffer); 0, or -1 with err when it does not fit. */
 int tp_budget_reserve_more(tp_budget *b, size_t bytes, const char *what, char *err);
+
+/* A GPU session: its share of device bytes (KV rows, scratch, staging) becomes `bytes`, with the
+ * KV rows of the first `layers` layers on the device (the host cache keeps the others: the
+ * prompt's slots already reserved are re-counted for them). 0; or -1, nothing changed, when the
+ * usage would pass the critical level: *left (may be NULL) gets what is left under it. */
+int tp_budget_set_device(tp_budget *b, int layers, size_t bytes, size_t *left);
+/* The session's device share now. */
+size_t tp_budget_device_bytes(const tp_budget *b);
 
 #endif

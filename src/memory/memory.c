@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "gpu/gpu.h"
+#include "model/backend.h"
 #include "model/model.h"
 
 /* The lock guards the session sums (kv, work, records, sessions): sessions of one model run on
@@ -28,7 +30,13 @@ struct tempo_memory_monitor {
     size_t limit;                         /* max_gb in bytes */
     size_t other, weights;                /* accounted bytes: runtime, model */
     size_t kv, work, records;             /* accounted bytes: sums over the live sessions */
+    size_t device;                        /* accounted: the live sessions' GPU shares */
     int sessions;
+    /* a model on a GPU (tp_memory_set_model): the device, its weight bytes there, and whether
+     * the device's memory is this process's own (a software device: then it is in VmRSS too) */
+    const struct tp_gpu *gpu;
+    size_t gpu_weights;
+    bool gpu_in_rss;
 };
 
 /* ------------------------------------------------------------- /proc ---- */
@@ -172,6 +180,13 @@ void tp_memory_set_model(tempo_memory_monitor *mm, const tp_model *m) {
     size_t code = code_not_resident();
     pthread_mutex_lock(&mm->lock);
     mm->weights = m->weight_bytes + m->owned_bytes;
+    if (m->dev) {
+        const tp_device *d = m->dev;
+        mm->weights = mm->weights > d->host_released ? mm->weights - d->host_released : 0;
+        mm->gpu = d->gpu;
+        mm->gpu_weights = d->weight_bytes;
+        mm->gpu_in_rss = d->memory_in_rss;
+    }
     /* The loader reads every weight page once, so the resident set now holds the
      * weights; what is left over is the runtime (with the code still to be read in), the
      * tokenizer and bookkeeping. (If some weights are not resident yet this under-counts
@@ -179,18 +194,18 @@ void tp_memory_set_model(tempo_memory_monitor *mm, const tp_model *m) {
      * difference.) */
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t known = mm->weights + mm->work + mm->kv + mm->records;
+    size_t known = mm->weights + mm->work + mm->kv + mm->records + (mm->gpu_in_rss ? mm->gpu_weights + mm->device : 0);
     mm->other = (pm.vm_rss > known ? (size_t)pm.vm_rss - known : 0) + code;
     pthread_mutex_unlock(&mm->lock);
 }
 
 static size_t accounted_locked(const tempo_memory_monitor *mm) {
-    return mm->other + mm->weights + mm->kv + mm->work + mm->records;
+    return mm->other + mm->weights + mm->kv + mm->work + mm->records + mm->gpu_weights + mm->device;
 }
 
 void tp_memory_parts(tempo_memory_monitor *mm, tp_mem_parts *out) {
     pthread_mutex_lock(&mm->lock);
-    *out = (tp_mem_parts){ mm->other, mm->weights, mm->kv, mm->work, mm->records };
+    *out = (tp_mem_parts){ mm->other, mm->weights, mm->kv, mm->work, mm->records, mm->gpu_weights, mm->device };
     pthread_mutex_unlock(&mm->lock);
 }
 
@@ -222,7 +237,7 @@ int tp_memory_try_add(tempo_memory_monitor *mm, const tp_mem_share *add, size_t 
     pthread_mutex_lock(&mm->lock);
     size_t use = usage_locked(mm);
     if (usage_out) *usage_out = use;
-    size_t grow = add->kv + add->work + add->records;
+    size_t grow = add->kv + add->work + add->records + add->device;
     if (ceiling && use + grow > ceiling) {
         pthread_mutex_unlock(&mm->lock);
         return -1;
@@ -230,6 +245,7 @@ int tp_memory_try_add(tempo_memory_monitor *mm, const tp_mem_share *add, size_t 
     mm->kv += add->kv;
     mm->work += add->work;
     mm->records += add->records;
+    mm->device += add->device;
     pthread_mutex_unlock(&mm->lock);
     return 0;
 }
@@ -241,6 +257,7 @@ void tp_memory_sub(tempo_memory_monitor *mm, const tp_mem_share *sub) {
     mm->kv = sub_sat(mm->kv, sub->kv);
     mm->work = sub_sat(mm->work, sub->work);
     mm->records = sub_sat(mm->records, sub->records);
+    mm->device = sub_sat(mm->device, sub->device);
     pthread_mutex_unlock(&mm->lock);
 }
 
@@ -274,8 +291,19 @@ void tempo_memory_get_stats(tempo_memory_monitor *mm, tempo_memory_stats *out) {
     out->weights_gb = (double)mm->weights / TP_GB;
     out->work_gb = (double)mm->work / TP_GB;
     out->sessions = mm->sessions;
+    const struct tp_gpu *gpu = mm->gpu;
     pthread_mutex_unlock(&mm->lock);
-    out->has_gpu = false; /* CPU engine: no GPU backend */
+    out->has_gpu = gpu != NULL;
+    if (gpu) {
+        /* the device as Vulkan reports it: allocated = tempo's device-local buffers (weights, KV
+         * rows, scratch: every model and session on it), reserved = everything tempo holds through
+         * Vulkan (plus the host-visible staging buffers), free = what the device has left */
+        tp_gpu_mem g;
+        tp_gpu_mem_get(gpu, &g);
+        out->gpu_allocated_gb = (double)g.device_bytes / TP_GB;
+        out->gpu_reserved_gb = (double)(g.device_bytes + g.host_bytes) / TP_GB;
+        out->gpu_free_gb = (double)g.free_bytes / TP_GB;
+    }
 }
 
 double tempo_memory_current_usage_gb(tempo_memory_monitor *mm) {
@@ -386,9 +414,12 @@ void tempo_memory_free_memory(tempo_memory_monitor *mm) {
 void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *buf, size_t cap) {
     tempo_memory_stats s;
     tempo_memory_get_stats(mm, &s);
-    snprintf(buf, cap, "%s%sMemory: System %.2f/%.2fGB (%.1f%%) Process %.2fGB (peak %.2fGB) KV %.2fGB",
-             label && *label ? label : "", label && *label ? ": " : "", s.system_used_gb, s.system_total_gb,
-             s.system_percent, s.process_rss_gb, s.process_peak_gb, s.kv_gb);
+    int n = snprintf(buf, cap, "%s%sMemory: System %.2f/%.2fGB (%.1f%%) Process %.2fGB (peak %.2fGB) KV %.2fGB",
+                     label && *label ? label : "", label && *label ? ": " : "", s.system_used_gb, s.system_total_gb,
+                     s.system_percent, s.process_rss_gb, s.process_peak_gb, s.kv_gb);
+    if (s.has_gpu && n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " GPU %.2fGB allocated, %.2fGB reserved, %.2fGB free", s.gpu_allocated_gb,
+                 s.gpu_reserved_gb, s.gpu_free_gb);
 }
 
 char *tempo_memory_get_config(tempo_memory_monitor *mm) {
@@ -412,6 +443,15 @@ char *tempo_memory_get_config(tempo_memory_monitor *mm) {
     cJSON_AddNumberToObject(o, "critical_threshold", TP_MEM_CRITICAL_FRACTION);
     cJSON_AddNumberToObject(o, "auto_reserve", TP_MEM_AUTO_RESERVE);
     cJSON_AddBoolToObject(o, "has_gpu", s.has_gpu);
+    if (s.has_gpu) {
+        tp_mem_parts p;
+        tp_memory_parts(mm, &p);
+        cJSON_AddNumberToObject(o, "gpu_allocated_gb", s.gpu_allocated_gb);
+        cJSON_AddNumberToObject(o, "gpu_reserved_gb", s.gpu_reserved_gb);
+        cJSON_AddNumberToObject(o, "gpu_free_gb", s.gpu_free_gb);
+        cJSON_AddNumberToObject(o, "gpu_weights_gb", (double)p.gpu_weights / TP_GB);
+        cJSON_AddNumberToObject(o, "gpu_sessions_gb", (double)p.device / TP_GB);
+    }
     char *txt = cJSON_Print(o);
     cJSON_Delete(o);
     return txt;

@@ -60,12 +60,16 @@ int tp_memory_check_load_room(double max_memory_gb, size_t more_bytes, const cha
 void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes);
 void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes);
 /* Weights (weight_bytes + owned_bytes) of a loaded model, and "other" = what the process holds
- * beyond them and the sessions' parts now (resident set minus those). */
+ * beyond them and the sessions' parts now (resident set minus those). A model on a GPU
+ * (m->dev, model/backend.h): the host part of its weights (the file's pages given back after the
+ * upload are not counted), its device weight bytes as the model's GPU part, and the device whose
+ * real allocation and free memory the stats report. */
 void tp_memory_set_model(tempo_memory_monitor *mm, const struct tempo_model *m);
 
 /* One session's share of the monitor. */
 typedef struct {
     size_t kv, work, records;
+    size_t device;  /* bytes allocated through Vulkan: a GPU session's KV rows, scratch and staging */
 } tp_mem_share;
 /* Add `add` to the session sums if the usage after it stays below `ceiling` bytes (0: no check):
  * usage = max(accounted, measured resident set) + add. 0, or -1 (nothing added) and *usage_out
@@ -79,6 +83,7 @@ void tp_memory_session_count(tempo_memory_monitor *mm, int delta);
 /* The accounted parts, read together under the lock (for the memory breakdown). */
 typedef struct {
     size_t other, weights, kv, work, records;
+    size_t gpu_weights, device;  /* the model's weights on a GPU; the sessions' device shares */
 } tp_mem_parts;
 void tp_memory_parts(tempo_memory_monitor *mm, tp_mem_parts *out);
 

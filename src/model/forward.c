@@ -328,16 +328,17 @@ static int check_seq(const tp_model *m, const tp_compute *c, const tp_kv *kv, co
     return 0;
 }
 
-/* The layers over the chunk's rows (c->x holds their embeddings). */
+/* Layers [l0, n_layers) over the chunk's rows (c->x holds their embeddings, or the hidden states
+ * after layer l0 - 1 when a GPU ran the first layers: tp_forward_layers). */
 static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_parts, const int *part_of,
-                       const int32_t *pos, int nb, bool summary) {
+                       const int32_t *pos, int nb, bool summary, int l0) {
     const tp_hparams *hp = &m->hp;
     int dim = hp->dim, hd = hp->head_dim;
     int q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
     size_t attn_work = 0;
     for (int p = 0; p < n_parts; p++) attn_work += (size_t)parts[p].count * (parts[p].base + parts[p].count);
     attn_work *= (size_t)hp->n_heads * hd;
-    for (int l = 0; l < hp->n_layers; l++) {
+    for (int l = l0; l < hp->n_layers; l++) {
         const tp_layer *L = &m->layers[l];
         for (int i = 0; i < nb; i++)
             tp_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)i * dim, L->attn_norm, dim, hp->eps);
@@ -467,7 +468,7 @@ int tp_forward_multi(tp_model *m, tp_compute *c, const tp_fwd_seq *seqs, int n, 
             done_in_s += take;
             if (done_in_s == b->n) { s++; done_in_s = 0; }
         }
-        run_layers(m, c, parts, n_parts, part_of, pos, nb, summary);
+        run_layers(m, c, parts, n_parts, part_of, pos, nb, summary, 0);
         run_logits(m, c, parts, n_parts);
     }
     return 0;
@@ -476,4 +477,23 @@ int tp_forward_multi(tp_model *m, tp_compute *c, const tp_fwd_seq *seqs, int n, 
 int tp_forward(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, char *err) {
     tp_fwd_seq seq = { kv, b };
     return tp_forward_multi(m, c, &seq, 1, err);
+}
+
+int tp_forward_layers(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, int n0, int c0, int nb, int l0,
+                      const float *x, char *err) {
+    if (nb < 1 || nb > c->max_batch || c0 < 0 || c0 + nb > b->n || l0 < 0 || l0 > m->hp.n_layers ||
+        kv->n != n0 + c0 + nb || n0 + b->n > c->max_ctx)
+        return tp_fail(err, "internal: tp_forward_layers(c0 %d, nb %d, l0 %d) outside the batch of %d (max %d, %d slots)",
+                       c0, nb, l0, b->n, c->max_batch, c->max_ctx);
+    seq_part part = { kv, b, n0, n0 + b->n, c0, nb, n0 + c0, 0 };
+    int part_of[TP_MATMUL_MAX_BATCH];
+    int32_t pos[TP_MATMUL_MAX_BATCH];
+    for (int i = 0; i < nb; i++) {
+        part_of[i] = 0;
+        pos[i] = b->pos[c0 + i];
+    }
+    memcpy(c->x, x, sizeof(float) * (size_t)nb * (size_t)m->hp.dim);
+    run_layers(m, c, &part, 1, part_of, pos, nb, b->layer_weights != NULL, l0);
+    run_logits(m, c, &part, 1);
+    return 0;
 }

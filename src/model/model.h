@@ -65,6 +65,7 @@ struct tempo_model {
     tempo_model_params params;
     int n_threads;             /* params.threads resolved (0 -> online cores) */
     struct tempo_memory_monitor *mon;
+    struct tp_device *dev;     /* the compute device and the weights on it (model/backend.h); NULL: the CPU */
 };
 
 typedef struct {
@@ -109,6 +110,13 @@ typedef struct {
      * attn[i * (n0 + n) + j] = sum_l layer_weights[l] * mean_heads A_l(i -> j). */
     const float *layer_weights;
     float *attn;
+    /* Optional TEMPO mixture (design/tempo-semantics.md section 4), computed by a GPU backend
+     * (model/backend.h) that runs every layer and the output head: with mix [n] (the members'
+     * weights, summing to 1) and probs [n_vocab], probs = sum_i mix[i] * softmax(logits of token i),
+     * so only this distribution comes back to the host (logits may be NULL). tp_forward does not
+     * read them. */
+    const float *mix;
+    float *probs;
 } tp_batch;
 
 /* The mutable side of a forward pass: a thread pool, the matmul context and the work buffers for
@@ -141,5 +149,14 @@ typedef struct {
     const tp_batch *b;
 } tp_fwd_seq;
 int tp_forward_multi(tp_model *m, tp_compute *c, const tp_fwd_seq *seqs, int n, char *err);
+
+/* The CPU half of a batch whose first layers ran on a GPU (src/gpu): batch tokens c0..c0+nb-1
+ * (nb <= the context's max_batch) went through layers [0, l0) elsewhere; x [nb][dim] holds their
+ * hidden states and their slots are in kv already (kv->n == n0 + c0 + nb, n0 = the slot count
+ * before the batch). Runs layers [l0, n_layers) and the output head exactly as tp_forward does:
+ * K/V of those layers stored, their share added to b->attn (cleared by the caller), the logits
+ * of these tokens written to b->logits as tp_forward writes them. */
+int tp_forward_layers(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, int n0, int c0, int nb, int l0,
+                      const float *x, char *err);
 
 #endif

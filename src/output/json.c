@@ -3,7 +3,9 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/common.h"
 #include "output/text.h"
@@ -66,6 +68,13 @@ static cJSON *config_json(const tempo_config *c, const tempo_result *r) {
                                                 : g->memory_policy == TEMPO_MEMORY_PRUNE ? "prune"
                                                                                          : "stop");
     add_str(o, "kv_offload", r->kv_offload);
+    /* the device the run used ("cpu", "gpu:N") and the layers it ran there */
+    const char *dev = r->device ? r->device : "cpu";
+    const char *sp = strchr(dev, ' ');
+    char shortdev[32];
+    snprintf(shortdev, sizeof shortdev, "%.*s", sp ? (int)(sp - dev) : (int)strlen(dev), dev);
+    cJSON_AddStringToObject(o, "device", shortdev);
+    cJSON_AddNumberToObject(o, "gpu_layers", r->gpu_layers);
     if (c) {
         cJSON_AddBoolToObject(o, "output_json", c->output_json);
         add_str(o, "output_dir", c->output_dir);
@@ -148,6 +157,8 @@ static cJSON *memory_json(const tempo_memory_breakdown *mb) {
     cJSON_AddNumberToObject(t, "other_bytes", (double)mb->other_bytes);
     cJSON_AddNumberToObject(t, "accounted_bytes", (double)mb->accounted_bytes);
     cJSON_AddNumberToObject(t, "limit_bytes", (double)mb->limit_bytes);
+    cJSON_AddNumberToObject(t, "gpu_weights_bytes", (double)mb->gpu_weights_bytes);
+    cJSON_AddNumberToObject(t, "gpu_sessions_bytes", (double)mb->gpu_sessions_bytes);
     if (mb->kv_resident_slots >= 0) cJSON_AddNumberToObject(o, "kv_resident_slots", mb->kv_resident_slots);
     else cJSON_AddNullToObject(o, "kv_resident_slots");
     cJSON_AddNumberToObject(o, "kv_spilled_bytes", (double)mb->kv_spilled_bytes);
@@ -189,6 +200,14 @@ char *tp_json_result(const tempo_result *r, const tempo_config *cfg) {
     cJSON_AddNumberToObject(m, "peak_memory_bytes", (double)r->peak_memory_bytes);
     cJSON_AddNumberToObject(m, "steps_per_second",
                             r->generation_time_s > 0 ? r->n_steps / r->generation_time_s : 0.0);
+    /* where it ran, and the GPU's memory when the record was taken (README "Running on a GPU") */
+    add_str(m, "device", r->device ? r->device : "cpu");
+    cJSON_AddNumberToObject(m, "gpu_layers", r->gpu_layers);
+    if (r->device && !strncmp(r->device, "gpu", 3)) {
+        cJSON_AddNumberToObject(m, "gpu_allocated_bytes", (double)r->gpu_allocated_bytes);
+        cJSON_AddNumberToObject(m, "gpu_reserved_bytes", (double)r->gpu_reserved_bytes);
+        cJSON_AddNumberToObject(m, "gpu_free_bytes", (double)r->gpu_free_bytes);
+    }
     if (r->memory.n_layers > 0) cJSON_AddItemToObject(m, "memory", memory_json(&r->memory));
 
     cJSON_AddStringToObject(doc, "stop_reason", tempo_stop_reason_name(r->stop_reason));

@@ -66,8 +66,10 @@ int srv_config_copy(tempo_config *dst, const tempo_config *src) {
     dst->prompt = dup_or_null(src->prompt);
     dst->output_dir = dup_or_null(src->output_dir);
     dst->model_params.kv_offload = dup_or_null(src->model_params.kv_offload); /* tempo_config_free frees it */
+    dst->model_params.device = dup_or_null(src->model_params.device);         /* likewise */
     if ((src->model && !dst->model) || (src->prompt && !dst->prompt) || (src->output_dir && !dst->output_dir) ||
-        (src->model_params.kv_offload && !dst->model_params.kv_offload)) {
+        (src->model_params.kv_offload && !dst->model_params.kv_offload) ||
+        (src->model_params.device && !dst->model_params.device)) {
         tempo_config_free(dst);
         return -1;
     }
@@ -85,7 +87,7 @@ static void config_forget(tempo_config *c, const char *key) {
 
 /* Options a request may not change: they belong to the loaded model or to the CLI's files. */
 static const char *const server_only[] = { "model", "threads", "kv_cache_type", "max_memory_gb", "kv_offload",
-                                           "output_dir", NULL };
+                                           "device", "gpu_layers", "output_dir", NULL };
 /* Options that make an OpenAI request a TEMPO one. */
 static const char *const tempo_fields[] = {
     "selection_threshold", "max_parallel_tokens", "isolate", "allow_intraset_token_visibility", "dynamic_threshold",

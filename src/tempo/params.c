@@ -17,6 +17,7 @@ void tempo_model_params_init(tempo_model_params *p) {
     p->threads = 0;
     p->max_memory_gb = 36.0;
     p->kv_cache_type = TEMPO_KV_F32;
+    p->gpu_layers = -1; /* device NULL: auto */
 }
 
 void tempo_gen_params_init(tempo_gen_params *p) {

@@ -86,6 +86,7 @@ void tempo_result_free(tempo_result *r) {
     free(rp->mcts);
     free(rp->texts);
     free(r->kv_offload);
+    free(r->device);
     free(r->memory.layers);
     free(rp);
 }
@@ -170,6 +171,11 @@ tempo_result *tp_record_snapshot(const tp_record *rec, const tp_record_meta *met
     r->max_memory_gb = meta->max_memory_gb;
     r->kv_cache_type = meta->kv_cache_type;
     r->kv_offload = dup_or_null(meta->kv_offload && *meta->kv_offload ? meta->kv_offload : NULL, &oom);
+    r->device = dup_or_null(meta->device ? meta->device : "cpu", &oom);
+    r->gpu_layers = meta->gpu_layers;
+    r->gpu_allocated_bytes = meta->gpu_allocated_bytes;
+    r->gpu_reserved_bytes = meta->gpu_reserved_bytes;
+    r->gpu_free_bytes = meta->gpu_free_bytes;
     if (meta->memory) {
         r->memory = *meta->memory;
         r->memory.layers = NULL;

@@ -48,6 +48,9 @@ typedef struct {
     tempo_kv_type kv_cache_type;
     const char *kv_offload;
     const tempo_memory_breakdown *memory; /* copied (its layers too); NULL for none */
+    const char *device;                   /* "cpu" or "gpu:N <name>" (copied) */
+    int gpu_layers;
+    size_t gpu_allocated_bytes, gpu_reserved_bytes, gpu_free_bytes;
 } tp_record_meta;
 
 /* A self-contained tempo_result (free with tempo_result_free), with generated_text and

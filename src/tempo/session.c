@@ -34,6 +34,7 @@
 #include "memory/breakdown.h"
 #include "memory/budget.h"
 #include "memory/memory.h"
+#include "model/backend.h"
 #include "output/text.h"
 #include "tempo/mcts.h"
 #include "tempo/prune.h"
@@ -62,6 +63,7 @@ struct tempo_session {
     tp_budget *budget;
     tp_kv *kv;
     tp_compute *compute;
+    tp_backend *be;         /* on a GPU: the device's KV rows and buffers (model/backend.h); NULL: the CPU */
     tp_sampler *sampler;
 
     /* the record */
@@ -81,6 +83,7 @@ struct tempo_session {
 
     /* buffers */
     float *D, *logits, *zraw, *attn, *lambda;
+    float *mixw;            /* [W] the members' mixture weights, for a backend that mixes on the device */
     uint8_t *mask, *is_eog;
     int32_t *ids, *feed_pos, *hist;
     float *probs, *score, *mprob;
@@ -100,6 +103,8 @@ struct tempo_session {
     /* the feed in flight between step_begin and step_end */
     tp_batch batch;
     bool feeding, fed_already, want_attn;
+    bool dev_mix;                /* the backend computes D on the device (every layer there; TEMPO mode) */
+    bool mixed;                  /* the feed in flight leaves D_k in D itself */
     bool multi_ready;            /* the compute context has its batch logits buffer */
     int attn_rows, attn_stride;  /* of the last forward's summary */
 
@@ -177,7 +182,7 @@ tempo_session *tempo_session_new(tempo_model *m, const tempo_gen_params *p, temp
 static void free_buffers(tp_session *s) {
     free(s->fed_tok); free(s->fed_pos); free(s->fed_step); free(s->fed_dead);
     free(s->step_off); free(s->slot_of); free(s->fed_of); free(s->multi);
-    free(s->D); free(s->logits); free(s->zraw); free(s->attn); free(s->lambda);
+    free(s->D); free(s->logits); free(s->zraw); free(s->attn); free(s->lambda); free(s->mixw);
     free(s->mask); free(s->is_eog);
     free(s->ids); free(s->feed_pos); free(s->hist);
     free(s->probs); free(s->score); free(s->mprob); free(s->mid); free(s->malive); free(s->mprune);
@@ -185,6 +190,7 @@ static void free_buffers(tp_session *s) {
     free(s->mcts_ids); free(s->mcts_probs); free(s->mcts_stats);
     tp_mcts_free(s->mcts);
     tp_sampler_free(s->sampler);
+    tp_backend_free(s->be); /* before the cache it was made for, and before the budget gives its share back */
     tp_compute_free(s->compute);
     tp_kv_free(s->kv);
     tp_budget_free(s->budget);
@@ -286,6 +292,7 @@ static int run_buffers(tp_session *s, int width, int capacity, bool count, size_
     BUF(s->fed_of, maxmem);
     BUF(s->multi, T);
     BUF(s->D, V);
+    BUF(s->mixw, W);
     BUF(s->logits, V * W);
     BUF(s->zraw, V);
     BUF(s->is_eog, V);
@@ -331,7 +338,7 @@ static int run_buffers(tp_session *s, int width, int capacity, bool count, size_
 
 static int forward(tp_session *s, const tp_batch *b, char *msg) {
     s->forward_calls++;
-    return tp_forward(s->m, s->compute, s->kv, b, msg);
+    return tp_backend_forward(s->be, s->m, s->compute, s->kv, b, msg); /* no backend: tp_forward */
 }
 
 static bool all_finite(const float *x, int n) {
@@ -380,6 +387,69 @@ static int mcts_step(tp_session *s, int k, int n, char *msg) {
     s->mcts_committed = best;
     s->ids[0] = s->mcts_ids[best];
     s->probs[0] = s->mcts_probs[best];
+    return 0;
+}
+
+/* ------------------------------------------------------------------- GPU -- */
+/* A session of a model on a GPU (model/backend.h): its backend holds the device's KV rows for the
+ * cache's whole capacity (they never move: compaction and truncation renumber slots only), the
+ * step's scratch and the staging buffers. They are reserved in the budget before anything is
+ * allocated, and checked against the device's free memory; with --memory-policy adapt a session
+ * that does not fit keeps fewer layers on the device (their KV rows then live in the host cache,
+ * counted step by step like a CPU run's), down to none. */
+static int gpu_attach(tp_session *s, tempo_status *code, char *msg) {
+    tp_model *m = s->m;
+    const tp_device *d = m->dev;
+    bool adapt = s->p.memory_policy == TEMPO_MEMORY_ADAPT;
+    int cap = s->kv->capacity;
+    tp_kv_type kt = s->kv->type;
+    char a[32], b[32], c[32];
+    *code = TEMPO_ERR_MEMORY_LIMIT;
+    for (int layers = d->layers; layers > 0; layers--) {
+        size_t dev = 0, need = tp_backend_bytes_for(d, m, layers, cap, s->pruning, kt, &dev);
+        size_t free_b = tp_device_free_bytes(d), left = 0;
+        bool on_device = dev <= free_b;
+        if (on_device && tp_budget_set_device(s->budget, layers, need, &left) == 0) {
+            s->be = tp_backend_new(m->dev, m, s->kv, layers, s->pruning, msg);
+            if (!s->be) return -1;
+            size_t got = tp_backend_bytes(s->be); /* what Vulkan allocated: the share follows it */
+            if (got != need && tp_budget_set_device(s->budget, layers, got, &left))
+                return tp_fail(msg, "Cache memory limit would be exceeded: %s > %s (the GPU buffers as allocated, "
+                                    "left under the critical level, 95%% of --max-memory-gb %s)",
+                               tp_fmt_gb((double)got, a, sizeof a), tp_fmt_gb((double)left, b, sizeof b),
+                               tp_fmt_gb((double)tp_memory_limit_bytes(m->mon), c, sizeof c));
+            if (layers < d->layers)
+                tp_log(TEMPO_LOG_INFO,
+                       "--memory-policy adapt: this session keeps %d of the %d offloaded layers on %s (the KV rows "
+                       "of %d slots for more do not fit); the others run on the CPU", layers, d->layers, d->name, cap);
+            s->dev_mix = tp_backend_device_mixture(s->be) && !s->standard;
+            return 0;
+        }
+        if (adapt) continue;
+        if (!on_device)
+            return tp_fail(msg,
+                           "Cache memory limit would be exceeded: %s > %s free on Vulkan device %s (%s in all) for the "
+                           "GPU KV cache of %d slots x %d layers and the step buffers. Lower --max-cache-tokens, "
+                           "--max-tokens or --max-parallel-tokens, use --kv-cache-type f16, lower --gpu-layers, or use "
+                           "--memory-policy adapt to offload fewer layers.",
+                           tp_fmt_gb((double)dev, a, sizeof a), tp_fmt_gb((double)free_b, b, sizeof b), d->name,
+                           tp_fmt_gb((double)tp_device_total_bytes(d), c, sizeof c), cap, layers);
+        return tp_fail(msg,
+                       "Cache memory limit would be exceeded: %s > %s (left under the critical level, 95%% of "
+                       "--max-memory-gb %s, for the GPU KV cache of %d slots x %d layers and the step buffers). Raise "
+                       "--max-memory-gb, lower --max-cache-tokens, --max-tokens or --max-parallel-tokens, use "
+                       "--kv-cache-type f16, or use --memory-policy adapt to offload fewer layers.",
+                       tp_fmt_gb((double)need, a, sizeof a), tp_fmt_gb((double)left, b, sizeof b),
+                       tp_fmt_gb((double)tp_memory_limit_bytes(m->mon), c, sizeof c), cap, layers);
+    }
+    /* adapt, and not one layer fits: this session runs on the CPU, its cache holding every layer */
+    size_t left = 0;
+    if (tp_budget_set_device(s->budget, 0, 0, &left))
+        return tp_fail(msg, "Memory limit: the prompt's KV slots on the CPU need more than the %s left under the "
+                            "critical level (95%% of --max-memory-gb %s). Raise --max-memory-gb.",
+                       tp_fmt_gb((double)left, a, sizeof a), tp_fmt_gb((double)tp_memory_limit_bytes(m->mon), b, sizeof b));
+    tp_log(TEMPO_LOG_INFO, "--memory-policy adapt: the KV rows of %d slots do not fit %s; this session runs on the CPU",
+           cap, d->name);
     return 0;
 }
 
@@ -439,7 +509,17 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         .one_member = s->p.use_mcts,
         .scratch_slots = s->p.use_mcts ? tp_mcts_scratch_slots(s->p.mcts_simulations, s->p.mcts_depth, s->T) : 0,
         .prune = s->mem_prune, .offload = m->params.kv_offload && *m->params.kv_offload,
+        /* a GPU model: its layers' KV rows on the device (gpu_attach settles how many) */
+        .device_layers = m->dev ? m->dev->layers : 0,
     };
+    if (m->dev) { /* the automatic width keeps the device's KV rows and buffers within its free memory */
+        tp_kv_type kt = (tp_kv_type)m->params.kv_cache_type;
+        size_t fixed = tp_backend_bytes_for(m->dev, m, m->dev->layers, 0, s->pruning, kt, NULL);
+        size_t big = tp_backend_bytes_for(m->dev, m, m->dev->layers, 4096, s->pruning, kt, NULL);
+        size_t free_b = tp_device_free_bytes(m->dev);
+        bp.device_slot_bytes = (big - fixed) / 4096 + 1;
+        bp.device_room = free_b > fixed ? free_b - fixed : 0;
+    }
     tempo_status code = TEMPO_ERR_MEMORY_LIMIT;
     s->budget = tp_budget_new(m->mon, m, &bp, msg);
     if (!s->budget) {
@@ -469,6 +549,7 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     }
     s->compute = tp_compute_new(m, m->n_threads, TP_MATMUL_MAX_BATCH, cap, msg);
     if (!s->compute || run_buffers(s, s->W, cap, false, NULL, msg)) goto fail;
+    if (m->dev && gpu_attach(s, &code, msg)) goto fail;
     if (s->standard) {
         tp_sampler_params sp = { s->p.temperature, s->p.top_k, s->p.top_p, s->p.repetition_penalty, s->p.seed };
         s->sampler = tp_sampler_new(&sp, s->V);
@@ -829,7 +910,7 @@ static int budget_width(tp_session *s, int k, int n) {
  * other sessions'), 0 when there is nothing to feed (or it was fed already: --disable-kv-cache
  * rebuilds with its own passes), -1 when the run is over (state S_DONE) or failed. */
 static int step_begin(tp_session *s, char *msg) {
-    s->feeding = s->fed_already = false;
+    s->feeding = s->fed_already = s->mixed = false;
     s->n_events = 0;
     s->attn_rows = 0;
     if (s->state != S_RUNNING) return -1;
@@ -867,6 +948,17 @@ static int step_begin(tp_session *s, char *msg) {
     s->batch = (tp_batch){ .n = n, .tokens = s->ids, .pos = s->feed_pos, .step = k, .vis = s->vis,
                            .logits = s->logits, .layer_weights = s->want_attn ? s->lambda : NULL,
                            .attn = s->want_attn ? s->attn : NULL };
+    if (s->dev_mix) {
+        /* The device mixes the members' distributions itself (tp_mixture's weights): only D_k
+         * comes back, not n rows of logits. */
+        float total = 0.0f;
+        for (int j = 0; j < n; j++) total += s->probs[j];
+        for (int j = 0; j < n; j++) s->mixw[j] = total > 0.0f ? s->probs[j] / total : 1.0f / (float)n;
+        s->batch.mix = s->mixw;
+        s->batch.probs = s->D;
+        s->batch.logits = NULL;
+        s->mixed = true;
+    }
     s->feeding = true;
     return 1;
 }
@@ -881,7 +973,7 @@ static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
         s->fed_steps++;
         s->fed_tokens += n;
         if (s->standard) memcpy(s->zraw, s->logits, sizeof(float) * (size_t)s->V);
-        tp_mixture(s->logits, s->probs, n, s->V, s->D);
+        if (!s->mixed) tp_mixture(s->logits, s->probs, n, s->V, s->D);
         if (!all_finite(s->D, s->V) || (s->standard && !all_finite(s->zraw, s->V))) {
             tp_fail(msg, "non-finite logits at step %d (the model produced NaN or infinite values)", k);
             stop(s, TEMPO_STOP_ERROR, msg);
@@ -992,8 +1084,8 @@ void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_st
         }
         rc[i] = 2; /* goes on to step_end */
         /* The batch's tokens must fit one sequence list; sessions past it (more than 64 feeding
-         * at once) run their own forward. */
-        if (b == 1 && n_seqs < TP_MATMUL_MAX_BATCH && s->batch.n <= TP_MATMUL_MAX_BATCH) {
+         * at once) run their own forward, and so does a session on a GPU (its backend). */
+        if (b == 1 && !s->be && n_seqs < TP_MATMUL_MAX_BATCH && s->batch.n <= TP_MATMUL_MAX_BATCH) {
             seqs[n_seqs] = (tp_fwd_seq){ s->kv, &s->batch };
             idx[n_seqs++] = i;
         } else if (b == 1) {
@@ -1192,7 +1284,15 @@ tempo_result *tempo_session_result(const tempo_session *s, tempo_error *err) {
         .threads = s->compute ? tp_compute_threads(s->compute) : s->m->n_threads,
         .max_memory_gb = s->m->params.max_memory_gb, .kv_cache_type = s->m->params.kv_cache_type,
         .kv_offload = s->m->params.kv_offload,
+        .device = s->be ? s->m->dev->name : "cpu", .gpu_layers = tp_backend_gpu_layers(s->be),
     };
+    if (s->m->dev) {
+        tempo_memory_stats ms;
+        tempo_memory_get_stats(s->m->mon, &ms);
+        meta.gpu_allocated_bytes = (size_t)(ms.gpu_allocated_gb * TP_GB);
+        meta.gpu_reserved_bytes = (size_t)(ms.gpu_reserved_gb * TP_GB);
+        meta.gpu_free_bytes = (size_t)(ms.gpu_free_gb * TP_GB);
+    }
     tempo_memory_breakdown mb;
     if (s->mem_layers && s->budget) {
         memory_breakdown(s, &mb);

@@ -47,7 +47,7 @@ test('every page option exists in the CLI with the same type, default and range'
 test('every TEMPO option of the CLI has a control', () => {
   // The CLI's options that the page leaves out, and why: the model's own (fixed when the server
   // loads it), output formatting of the terminal (the page has its own views), logging.
-  const notPerRequest = ['model', 'threads', 'kv_cache_type', 'max_memory_gb', 'kv_offload', 'output_json', 'output_dir',
+  const notPerRequest = ['model', 'threads', 'kv_cache_type', 'max_memory_gb', 'kv_offload', 'device', 'gpu_layers', 'output_json', 'output_dir',
     'no_color', 'show_token_ids', 'debug_mode', 'config', 'help', 'version',
     'isolate', // the "Siblings" choice: isolated is allow_intraset_token_visibility false
     'default_mode']; // the comparison run sets it
