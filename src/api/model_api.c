@@ -42,7 +42,8 @@ tempo_model *tempo_model_open(const char *path, const tempo_config *cfg, char *e
     if (bytes < 0) goto out;
     if (tp_memory_check_model_fits(cfg->max_memory_gb, bytes, err)) goto out;
 
-    tp_load_opts opts = { .n_threads = cfg->threads, .max_batch = 0, .max_ctx = 0 };
+    tp_load_opts opts = { .n_threads = cfg->threads, .max_batch = 0, .max_ctx = 0,
+                          .max_bytes = (size_t)(cfg->max_memory_gb * TP_GB) /* the loader charges against it */ };
     tp_model *m = tp_model_load(path, &opts, err);
     if (!m) goto out;
     bool bar = (size_t)bytes > PROGRESS_MIN_BYTES && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);

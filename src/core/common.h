@@ -46,5 +46,7 @@ double tp_now(void);
 
 /* Whole file into a NUL-terminated heap buffer; NULL + err on failure. */
 char *tp_read_file(const char *path, size_t *len_out, char *err);
+/* The same, refusing (before reading) a file of more than max_len bytes (0: no cap). */
+char *tp_read_file_max(const char *path, size_t max_len, size_t *len_out, char *err);
 
 #endif

@@ -62,6 +62,7 @@ typedef struct {
     int n_threads;      /* <= 0: all cores */
     int max_batch;      /* largest batch the forward will get at once (default 64) */
     int max_ctx;        /* cap on slots any forward sees (default hp.n_ctx) */
+    size_t max_bytes;   /* memory limit for loading (mapped files + what the loader allocates); 0 = none */
 } tp_load_opts;
 
 /* Load a GGUF file or a Hugging Face folder (a directory). */
