@@ -117,6 +117,11 @@ tempo_model *tempo_model_open(const char *path, const tempo_config *cfg, char *e
 void tempo_model_close(tempo_model *m);
 void tempo_model_get_info(const tempo_model *m, tempo_model_info *info);
 
+/* The model file (a GGUF, or a safetensors shard) whose memory mapping holds
+ * addr, or NULL. Async-signal-safe: a SIGBUS handler uses it to name a file
+ * that was truncated or rewritten while mapped (see src/cli/sigbus.c). */
+const char *tempo_mapped_file_at(const void *addr);
+
 /* Tokenizer access. tempo_tokenize returns the count (may exceed cap), -1 on error. */
 int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap);
 /* Text of one token (malloc'ed). */

@@ -12,6 +12,7 @@
 #define TEMPO_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #define SHARED_DIR "../shared"
@@ -53,5 +54,8 @@ const char *test_tempo_bin(void);
 int test_parse_ints(const char *s, int *out, int cap);
 /* A fresh temporary directory (malloc'ed path). */
 char *test_tmpdir(void);
+/* stories260K as a Hugging Face folder in dir (F32 safetensors, config.json, a
+ * stand-in byte-level tokenizer.json of 512 tokens); tests/test_hf.c. */
+bool test_export_stories_hf(const char *dir);
 
 #endif

@@ -328,6 +328,8 @@ static bool export_stories(const char *dir, const char *dtype, const char *gguf_
     return export_stories_opt(dir, dtype, gguf_out, false);
 }
 
+bool test_export_stories_hf(const char *dir) { return export_stories(dir, "F32", NULL); }
+
 static const int32_t stories_prompt[5] = { 1, 403, 407, 261, 378 };
 
 /* Compare a GGUF and an HF model: prompt logits at every position and 40 greedy ids from BOS. */

@@ -9,6 +9,7 @@
  * wherever they appear. Exit status: 0 done, 1 runtime error or a run stopped by
  * a memory/cache limit or an error, 2 usage error.
  */
+#include "cli/sigbus.h"
 #include "tempo.h"
 
 #include <errno.h>
@@ -219,6 +220,7 @@ static int apply_flags(tempo_config *cfg, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    tp_cli_install_sigbus_handler(); /* a model file truncated while mapped: a message, exit 1 */
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
 
     const char *config_path = NULL;

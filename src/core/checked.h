@@ -44,8 +44,8 @@ typedef struct tp_ledger {
     size_t peak;   /* largest `used` seen */
 } tp_ledger;
 
-/* Count `bytes` before allocating them. 0, or -1 with "<what> needs X but the
- * memory limit (--max-memory-gb Y) leaves Z" in err. */
+/* Count `bytes` before allocating them. 0, or -1 with "<what> needs X but
+ * --max-memory-gb Y leaves Z" in err. */
 int tp_ledger_charge(tp_ledger *l, size_t bytes, const char *what, char *err);
 /* Give back what a freed temporary was charged. */
 void tp_ledger_release(tp_ledger *l, size_t bytes);

@@ -184,11 +184,10 @@ int tp_ledger_charge(tp_ledger *l, size_t bytes, const char *what, char *err) {
     if (!l) return 0;
     size_t next = tp_add_sat(l->used, bytes);
     if (l->limit && next > l->limit) {
-        char a[32], b[32], c[32];
+        char a[32], c[32];
         size_t left = l->used < l->limit ? l->limit - l->used : 0;
-        return tp_fail(err, "%s needs %s but the memory limit (--max-memory-gb %s) leaves %s", what,
-                       tp_fmt_gb((double)bytes, a, sizeof a), tp_fmt_gb((double)l->limit, b, sizeof b),
-                       tp_fmt_gb((double)left, c, sizeof c));
+        return tp_fail(err, "%s needs %s but --max-memory-gb %g leaves %s", what, tp_fmt_gb((double)bytes, a, sizeof a),
+                       (double)l->limit / (1024.0 * 1024.0 * 1024.0), tp_fmt_gb((double)left, c, sizeof c));
     }
     l->used = next;
     if (next > l->peak) l->peak = next;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "tempo.h"
 
 /* A Hugging Face model can have a few hundred shards; 1024 covers every
  * published one with room to spare. */
@@ -66,3 +67,5 @@ const char *tp_map_lookup(const void *addr) {
     }
     return NULL;
 }
+
+const char *tempo_mapped_file_at(const void *addr) { return tp_map_lookup(addr); }
