@@ -16,6 +16,11 @@ int tp_fail(char *err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, TP_ERR_LEN, fmt, ap);
         va_end(ap);
+        /* Messages quote names and values from files (tensor names, tokens,
+         * paths): a newline there would break the one-line contract, and an
+         * escape sequence would reach the user's terminal. */
+        for (char *p = err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     }
     return -1;
 }

@@ -14,7 +14,8 @@
 
 #define TP_ERR_LEN 512
 
-/* printf into an error buffer (NULL-safe). Always returns -1 for `return tp_fail(...)`. */
+/* printf into an error buffer (NULL-safe). Always returns -1 for `return tp_fail(...)`.
+ * Control characters (newlines, escapes) in the result become '?': one line, always. */
 int tp_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Allocation that aborts with a message on out-of-memory: used for small,
