@@ -407,3 +407,45 @@ TEST(hostile_model_truncated_while_running_ends_with_a_message) {
     rm_rf(dir);
     free(dir);
 }
+
+/* config.json: only the keys tempo reads become cJSON trees. 3.5 MB of other
+ * members ([0,0,...], 40x its size as a tree) load under a 0.1 GB limit with
+ * a small peak; a read key with an absurd value is refused by size. */
+TEST(hostile_config_json_parses_only_its_keys) {
+    char *dir = test_tmpdir();
+    REQUIRE(dir);
+    REQUIRE(test_export_stories_hf(dir));
+    char p[600], err[TP_ERR_LEN];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    char *cfg = tp_read_file(p, NULL, err);
+    REQUIRE(cfg);
+    char *brace = strrchr(cfg, '}');
+    REQUIRE(brace);
+    *brace = 0;
+    size_t n = 1750000;
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(p, "w");
+        REQUIRE(f);
+        fputs(cfg, f);
+        fputs(k == 0 ? ", \"padding\": [" : ", \"rope_parameters\": {\"rope_theta\": 10000, \"x\": [", f);
+        for (size_t i = 0; i < (k == 0 ? n : 40000); i++) fputs(i ? ",0" : "0", f);
+        fputs(k == 0 ? "]}\n" : "]}}\n", f);
+        fclose(f);
+        tp_load_opts o = { .n_threads = 1, .max_bytes = (size_t)(0.1 * GB) };
+        reset_peak();
+        long before = peak_kb();
+        err[0] = 0;
+        tp_model *m = tp_model_load(dir, &o, err);
+        long grew = peak_kb() - before;
+        if (k == 0) {
+            CHECK_MSG(m != NULL, "%s", err);
+            CHECK_MSG(grew < 24 * 1024, "peak +%ld kB for a 3.5 MB config.json", grew);
+        } else {
+            CHECK_MSG(!m && strstr(err, "config.json: rope_parameters is 80029 bytes of JSON (at most 65536)"), "%s", err);
+        }
+        tp_model_free(m);
+    }
+    free(cfg);
+    rm_rf(dir);
+    free(dir);
+}

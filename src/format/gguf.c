@@ -354,7 +354,7 @@ static bool check_tensors(gguf_file *f, char *err) {
                         (unsigned long long)t->ne[d], d);
                 goto out;
             }
-            if (__builtin_mul_overflow(nel, t->ne[d], &nel) || nel > (uint64_t)INT64_MAX) {
+            if (!tp_mul_u64(nel, t->ne[d], &nel) || nel > (uint64_t)INT64_MAX) {
                 tp_fail(err, "%s: tensor '%s' element count overflows", path, t->name);
                 goto out;
             }
@@ -365,10 +365,8 @@ static bool check_tensors(gguf_file *f, char *err) {
             goto out;
         }
         uint64_t nbytes;
-        if (__builtin_mul_overflow(t->ne[0] / be, (uint64_t)bb, &nbytes) ||
-            __builtin_mul_overflow(nbytes, t->ne[1], &nbytes) ||
-            __builtin_mul_overflow(nbytes, t->ne[2], &nbytes) ||
-            __builtin_mul_overflow(nbytes, t->ne[3], &nbytes)) {
+        if (!tp_mul_u64(t->ne[0] / be, (uint64_t)bb, &nbytes) || !tp_mul_u64(nbytes, t->ne[1], &nbytes) ||
+            !tp_mul_u64(nbytes, t->ne[2], &nbytes) || !tp_mul_u64(nbytes, t->ne[3], &nbytes)) {
             tp_fail(err, "%s: tensor '%s' byte size overflows", path, t->name);
             goto out;
         }

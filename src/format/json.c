@@ -312,7 +312,8 @@ cJSON *tp_json_parse(const char *what, const char *text, size_t len, tp_ledger *
     return j;
 }
 
-cJSON *tp_json_read_file(const char *path, size_t max_len, tp_ledger *led, size_t *charged, char *err) {
+cJSON *tp_json_read_keys(const char *path, size_t max_len, const char *const *keys, size_t max_value,
+                         tp_ledger *led, size_t *charged, char *err) {
     struct stat st;
     size_t fbytes = stat(path, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size + 2 : 2;
     if (max_len && fbytes > max_len + 2)
@@ -323,8 +324,50 @@ cJSON *tp_json_read_file(const char *path, size_t max_len, tp_ledger *led, size_
     if (tp_ledger_charge(led, fbytes, label, err)) return NULL;
     size_t n;
     char *txt = tp_read_file_max(path, max_len, &n, err);
-    cJSON *j = txt ? tp_json_parse(path, txt, n, led, charged, err) : NULL;
+    cJSON *obj = NULL;
+    size_t total = 0;
+    tp_jscan s;
+    if (!txt) goto out;
+    tp_js_init(&s, txt, n);
+    if (tp_js_peek(&s) != '{') {
+        if (!tp_js_skip(&s) || !tp_js_finish(&s)) tp_js_error(&s, path, err);
+        else tp_fail(err, "%s: not a JSON object", path);
+        goto out;
+    }
+    bool more;
+    obj = cJSON_CreateObject();
+    tp_js_open(&s, '{', &more);
+    while (more) {
+        char *k, *b, *e;
+        size_t kl;
+        if (!tp_js_key(&s, &k, &kl) || !tp_js_skip_span(&s, &b, &e)) { tp_js_error(&s, path, err); goto bad; }
+        const char *want = NULL;
+        for (size_t i = 0; keys[i] && !want; i++)
+            if (strlen(keys[i]) == kl && memcmp(keys[i], k, kl) == 0) want = keys[i];
+        if (want && !cJSON_GetObjectItemCaseSensitive(obj, want)) {
+            size_t vl = (size_t)(e - b), ch = 0;
+            if (vl > max_value) {
+                tp_fail(err, "%s: %s is %zu bytes of JSON (at most %zu)", path, want, vl, max_value);
+                goto bad;
+            }
+            char what[TP_ERR_LEN];
+            snprintf(what, sizeof what, "%.200s: %.60s", path, want);
+            cJSON *v = tp_json_parse(what, b, vl, led, &ch, err);
+            if (!v) goto bad;
+            total += ch;
+            cJSON_AddItemToObject(obj, want, v);
+        }
+        if (!tp_js_next(&s, '}', &more)) { tp_js_error(&s, path, err); goto bad; }
+    }
+    if (!tp_js_finish(&s)) { tp_js_error(&s, path, err); goto bad; }
+    *charged = total;
+    goto out;
+bad:
+    cJSON_Delete(obj);
+    tp_ledger_release(led, total);
+    obj = NULL;
+out:
     free(txt);
     tp_ledger_release(led, fbytes);
-    return j;
+    return obj;
 }

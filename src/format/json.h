@@ -7,10 +7,12 @@
  *    text without building anything (strings are unescaped in place), so a
  *    large document (tokenizer.json, a safetensors header, a shard index) is
  *    read in one pass with memory proportional to what the caller keeps.
- *  - tp_json_parse / tp_json_read_file, for small documents (config.json and
- *    friends): a tp_jscan pass first validates the text and counts its values
- *    and string bytes, the exact bound of what cJSON will allocate; that bound
- *    is charged to the ledger before cJSON parses.
+ *  - tp_json_parse, for small documents: a tp_jscan pass first validates the
+ *    text and counts its values and string bytes, the bound of what cJSON will
+ *    allocate; that bound is charged to the ledger before cJSON parses.
+ *  - tp_json_read_keys, for config files (config.json and friends): the scan
+ *    walks the whole file and only the top-level values tempo reads go
+ *    through tp_json_parse.
  *
  * Both accept RFC 8259 JSON only (no comments, no trailing commas, no control
  * characters in strings, no lone surrogates), nested at most TP_JSON_MAX_DEPTH.
@@ -72,7 +74,15 @@ size_t tp_json_tree_bytes(size_t n_values, size_t n_strings, size_t n_str_bytes)
  * and charging its tree to the ledger (*charged: what to release after
  * cJSON_Delete). NULL with err on invalid JSON or when over the limit. */
 cJSON *tp_json_parse(const char *what, const char *text, size_t len, tp_ledger *led, size_t *charged, char *err);
-/* Read and parse a file of at most max_len bytes. NULL with err. */
-cJSON *tp_json_read_file(const char *path, size_t max_len, tp_ledger *led, size_t *charged, char *err);
+/* Read a file of at most max_len bytes holding a JSON object, and build a cJSON
+ * object of only its members named in keys (NULL-terminated; the first of
+ * duplicates, as cJSON's lookup), each value at most max_value bytes of text.
+ * The whole document is validated by the scan; only the wanted values become
+ * trees, so memory is the file plus small trees whatever else the file holds
+ * (a chat template, thousands of added tokens). NULL with err: "<path>: not a
+ * JSON object", invalid JSON, "<path>: <key> is N bytes of JSON (at most M)",
+ * or over the limit. */
+cJSON *tp_json_read_keys(const char *path, size_t max_len, const char *const *keys, size_t max_value,
+                         tp_ledger *led, size_t *charged, char *err);
 
 #endif

@@ -77,19 +77,21 @@ typedef struct {
 /* config.json and generation_config.json are a few KB in published models. */
 #define HF_MAX_CONFIG ((size_t)4 << 20)
 
+/* Every key read from config.json and generation_config.json: only these
+ * become cJSON trees, each at most HF_MAX_VALUE bytes of text. */
+static const char *const config_keys[] = {
+    "architectures", "model_type", "hidden_act", "attention_bias", "mlp_bias", "rope_scaling", "rope_parameters",
+    "rope_theta", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window", "rms_norm_eps",
+    "tie_word_embeddings", "vocab_size", "bos_token_id", "eos_token_id", NULL,
+};
+#define HF_MAX_VALUE ((size_t)64 << 10)
+
 static cJSON *read_json(const char *path, bool optional, tp_ledger *led, size_t *charged, char *err) {
     struct stat st;
     *charged = 0;
     if (optional && stat(path, &st) != 0) return NULL;
-    cJSON *j = tp_json_read_file(path, HF_MAX_CONFIG, led, charged, err);
-    if (j && !cJSON_IsObject(j)) {
-        tp_fail(err, "%s: not a JSON object", path);
-        cJSON_Delete(j);
-        tp_ledger_release(led, *charged);
-        *charged = 0;
-        j = NULL;
-    }
-    return j;
+    return tp_json_read_keys(path, HF_MAX_CONFIG, config_keys, HF_MAX_VALUE, led, charged, err);
 }
 
 static const cJSON *item(const cJSON *o, const char *key) {

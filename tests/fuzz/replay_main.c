@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
             names[nn++] = strdup(e->d_name);
         }
         closedir(d);
-        qsort(names, (size_t)nn, sizeof *names, cmp_str);
+        if (nn) qsort(names, (size_t)nn, sizeof *names, cmp_str);
         for (int k = 0; k < nn; k++) {
             char p[4096];
             snprintf(p, sizeof p, "%s/%s", argv[i], names[k]);
