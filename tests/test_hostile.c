@@ -449,3 +449,29 @@ TEST(hostile_config_json_parses_only_its_keys) {
     rm_rf(dir);
     free(dir);
 }
+
+/* A FIFO (or device) where a model file or tokenizer.json should be: refused
+ * at once (opening it must not wait for a writer, reading it must not be
+ * unbounded). */
+TEST(hostile_fifo_instead_of_a_file_is_refused) {
+    char *dir = test_tmpdir();
+    REQUIRE(dir);
+    char p[600], err[TP_ERR_LEN], want[700];
+    snprintf(p, sizeof p, "%s/m.gguf", dir);
+    REQUIRE(mkfifo(p, 0600) == 0);
+    tp_load_opts o = { .n_threads = 1 };
+    tp_model *m = tp_model_load(p, &o, err);
+    snprintf(want, sizeof want, "%s: not a regular file", p);
+    CHECK_MSG(!m && strcmp(err, want) == 0, "%s", err);
+    tp_model_free(m);
+    REQUIRE(unlink(p) == 0);
+    REQUIRE(test_export_stories_hf(dir));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    REQUIRE(unlink(p) == 0 && mkfifo(p, 0600) == 0);
+    m = tp_model_load(dir, &o, err);
+    snprintf(want, sizeof want, "%s: not a regular file", p);
+    CHECK_MSG(!m && strcmp(err, want) == 0, "%s", err);
+    tp_model_free(m);
+    rm_rf(dir);
+    free(dir);
+}

@@ -138,13 +138,25 @@ char *tp_read_file(const char *path, size_t *len_out, char *err) {
 }
 
 char *tp_read_file_max(const char *path, size_t max_len, size_t *len_out, char *err) {
+    /* With a cap, only regular files: a pipe or device has no size to check
+     * and charge first (and opening a FIFO would block). */
+    struct stat st;
+    if (max_len && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        tp_fail(err, "%s: not a regular file", path);
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) { tp_fail(err, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
     /* A regular file's size is known: refuse it before reading when it is over
      * the cap, and allocate it once (no doubling, no 2x peak). */
-    struct stat st;
     size_t cap = 1 << 16;
-    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
+    bool regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+    if (max_len && !regular) {
+        fclose(f);
+        tp_fail(err, "%s: not a regular file", path);
+        return NULL;
+    }
+    if (regular) {
         if (max_len && (uint64_t)st.st_size > max_len) {
             fclose(f);
             tp_fail(err, "%s: file is %lld bytes, more than the %zu this file may have", path,

@@ -47,7 +47,8 @@ double tp_now(void);
 
 /* Whole file into a NUL-terminated heap buffer; NULL + err on failure. */
 char *tp_read_file(const char *path, size_t *len_out, char *err);
-/* The same, refusing (before reading) a file of more than max_len bytes (0: no cap). */
+/* The same, refusing (before reading) a file of more than max_len bytes, or with
+ * a cap, anything but a regular file (0: no cap, any file). */
 char *tp_read_file_max(const char *path, size_t max_len, size_t *len_out, char *err);
 
 #endif

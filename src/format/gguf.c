@@ -395,7 +395,8 @@ gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err) {
     gguf_file *f = tp_xcalloc(1, sizeof *f);
     f->path = tp_xstrdup(path);
     f->ledger = led;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         tp_fail(err, "%s: cannot open: %s", path, strerror(errno));
         return fail_close(f);
@@ -550,6 +551,25 @@ char *tp_gguf_get_string(const gguf_file *f, const char *key) {
     if (n) memcpy(s, kv->value.v.s.str, n);
     s[n] = 0;
     return s;
+}
+
+int64_t tp_gguf_get_str(const gguf_file *f, const char *key, char *buf, size_t cap) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
+    if (cap) buf[0] = 0;
+    if (!kv || kv->value.type != GGUF_STRING) return -1;
+    size_t n = (size_t)kv->value.v.s.len;
+    if (cap) {
+        size_t k = n < cap - 1 ? n : cap - 1;
+        if (k) memcpy(buf, kv->value.v.s.str, k);
+        buf[k] = 0;
+    }
+    return (int64_t)n;
+}
+
+bool tp_gguf_str_is(const gguf_file *f, const char *key, const char *lit) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
+    size_t n = strlen(lit);
+    return kv && kv->value.type == GGUF_STRING && kv->value.v.s.len == n && memcmp(kv->value.v.s.str, lit, n) == 0;
 }
 
 int64_t tp_gguf_arr_int(const gguf_value *arr, uint64_t i) {

@@ -93,6 +93,12 @@ bool tp_gguf_get_float(const gguf_file *f, const char *key, double *out, char *e
 bool tp_gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err);
 /* String: returns a malloc'ed NUL-terminated copy or NULL if absent/wrong type. */
 char *tp_gguf_get_string(const gguf_file *f, const char *key);
+/* String into buf (at most cap - 1 bytes, NUL-terminated): its full length, or
+ * -1 if absent or not a string. For short values compared with known names
+ * (architecture, tokenizer model): nothing is allocated for a hostile 1 GB one. */
+int64_t tp_gguf_get_str(const gguf_file *f, const char *key, char *buf, size_t cap);
+/* Whether key holds exactly the string lit. */
+bool tp_gguf_str_is(const gguf_file *f, const char *key, const char *lit);
 /* Array element readers (arr must be a GGUF_ARRAY value). */
 int64_t tp_gguf_arr_int(const gguf_value *arr, uint64_t i);
 double tp_gguf_arr_float(const gguf_value *arr, uint64_t i);

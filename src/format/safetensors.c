@@ -195,7 +195,8 @@ st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
     f->ledger = led;
     const char *slash = strrchr(f->path, '/');
     f->base = slash ? slash + 1 : f->path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) { tp_fail(err, "%s: cannot open: %s", path, strerror(errno)); goto fail; }
     struct stat st;
     if (fstat(fd, &st) != 0) { tp_fail(err, "%s: cannot stat: %s", path, strerror(errno)); close(fd); goto fail; }

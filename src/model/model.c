@@ -191,9 +191,7 @@ static bool read_hparams(loader *ld, double *linear_scale) {
     /* linear RoPE scaling: rope.scaling.type "linear" with rope.scaling.factor, or the older rope.scale_linear */
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch);
-    char *stype = tp_gguf_get_string(ld->f, key);
-    bool linear = stype && strcmp(stype, "linear") == 0;
-    free(stype);
+    bool linear = tp_gguf_str_is(ld->f, key, "linear");
     snprintf(key, sizeof key, "%s.%s", m->arch, linear ? "rope.scaling.factor" : "rope.scale_linear");
     if (!read_float(ld, key, 1.0, linear_scale)) return false;
     if (!(*linear_scale > 0 && *linear_scale < 1e9))
@@ -213,11 +211,11 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
     snprintf(label, sizeof label, "%.200s: the mapped file", path);
     if (tp_ledger_charge(&led, f->map_size, label, err)) goto fail;
 
-    char *arch = tp_gguf_get_string(f, "general.architecture");
-    if (!arch) { tp_fail(err, "%s: missing required key general.architecture", path); goto fail; }
-    snprintf(m->arch, sizeof m->arch, "%s", arch);
-    free(arch);
-    if (strcmp(m->arch, "llama") != 0) {
+    if (tp_gguf_get_str(f, "general.architecture", m->arch, sizeof m->arch) < 0) {
+        tp_fail(err, "%s: missing required key general.architecture", path);
+        goto fail;
+    }
+    if (!tp_gguf_str_is(f, "general.architecture", "llama")) {
         tp_fail(err, "%s: architecture '%s' is not supported (tempo runs llama)", path, m->arch);
         goto fail;
     }

@@ -544,29 +544,23 @@ tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
 tokenizer *tp_tokenizer_from_gguf_ex(const struct gguf_file *f, int max_vocab, tp_ledger *led, char *err) {
     const char *path = f && f->path ? f->path : "gguf";
     if (!f) return tp_fail(err, "tokenizer: no GGUF file"), NULL;
-    char *model = tp_gguf_get_string(f, "tokenizer.ggml.model");
-    if (!model) return tp_fail(err, "%s: tokenizer.ggml.model missing", path), NULL;
+    char name[64];
+    if (tp_gguf_get_str(f, "tokenizer.ggml.model", name, sizeof name) < 0)
+        return tp_fail(err, "%s: tokenizer.ggml.model missing", path), NULL;
     tok_kind kind;
-    if (strcmp(model, "llama") == 0) kind = TOK_SPM;
-    else if (strcmp(model, "gpt2") == 0) kind = TOK_BPE;
-    else {
-        tp_fail(err, "%s: tokenizer.ggml.model '%s' not supported (llama or gpt2)", path, model);
-        free(model);
-        return NULL;
-    }
-    free(model);
+    if (tp_gguf_str_is(f, "tokenizer.ggml.model", "llama")) kind = TOK_SPM;
+    else if (tp_gguf_str_is(f, "tokenizer.ggml.model", "gpt2")) kind = TOK_BPE;
+    else return tp_fail(err, "%s: tokenizer.ggml.model '%s' not supported (llama or gpt2)", path, name), NULL;
 
     if (kind == TOK_BPE) {
-        char *pre = tp_gguf_get_string(f, "tokenizer.ggml.pre");
-        bool ok = pre && (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0 ||
-                          strcmp(pre, "llama-v3") == 0);
+        const char *key = "tokenizer.ggml.pre";
+        bool ok = tp_gguf_str_is(f, key, "llama-bpe") || tp_gguf_str_is(f, key, "llama3") ||
+                  tp_gguf_str_is(f, key, "llama-v3");
         if (!ok) {
-            tp_fail(err, "%s: tokenizer.ggml.pre '%s' not supported for gpt2 (llama-bpe or llama3)", path,
-                    pre ? pre : "(missing)");
-            free(pre);
-            return NULL;
+            bool has = tp_gguf_get_str(f, key, name, sizeof name) >= 0;
+            return tp_fail(err, "%s: tokenizer.ggml.pre '%s' not supported for gpt2 (llama-bpe or llama3)", path,
+                           has ? name : "(missing)"), NULL;
         }
-        free(pre);
     }
 
     bool bad;
