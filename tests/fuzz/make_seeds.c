@@ -44,6 +44,28 @@ static void gguf_seeds(void) {
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         if (!fuzz_tiny_gguf(out_path("gguf", v[i].name), v[i].variant)) exit(1);
+    /* the issue's attacks on a tiny model: heads x head size wrapping int, a context of 1e8 */
+    static const struct { const char *name, *key1, *key2; uint32_t v1, v2; } atk[] = {
+        { "issue11-head-count-65537.gguf", "llama.attention.head_count", "llama.attention.key_length", 65537, 65536 },
+        { "issue11-context-1e8.gguf", "llama.context_length", NULL, 100000000, 0 },
+    };
+    for (size_t i = 0; i < sizeof atk / sizeof atk[0]; i++) {
+        char tmp[600], err[TP_ERR_LEN];
+        snprintf(tmp, sizeof tmp, "%s/tiny.gguf", fuzz_dir());
+        gguf_file *f = fuzz_tiny_gguf(tmp, 0) ? tp_gguf_open(tmp, err) : NULL;
+        if (!f) exit(1);
+        gguf_writer *w = tp_gguf_writer_new(0);
+        tp_gguf_w_copy_kv(w, f, NULL);
+        tp_gguf_w_u32(w, atk[i].key1, atk[i].v1);
+        if (atk[i].key2) tp_gguf_w_u32(w, atk[i].key2, atk[i].v2);
+        for (uint64_t t = 0; t < f->n_tensors; t++) {
+            const gguf_tensor *x = &f->tensors[t];
+            tp_gguf_w_tensor_ref(w, x->name, x->type, x->n_dims, x->ne, x->data);
+        }
+        if (tp_gguf_writer_save(w, out_path("gguf", atk[i].name), err)) { fprintf(stderr, "%s\n", err); exit(1); }
+        tp_gguf_writer_free(w);
+        tp_gguf_close(f);
+    }
     /* metadata only: every value type, arrays of each, nested arrays, alignment 64 */
     gguf_writer *w = tp_gguf_writer_new(64);
     tp_gguf_w_u8(w, "t.u8", 200);
