@@ -6,6 +6,7 @@
 #   make run      build and generate from a small real model
 #   make serve    the same model behind `tempo serve`: the TEMPO explorer at http://127.0.0.1:8765/
 #   make web      rebuild the explorer's committed bundle web/dist from web/src (needs Node and npm)
+#   make fuzz     every libFuzzer harness of tests/fuzz/ for FUZZ_SECONDS each (clang)
 #   make install  PREFIX=/usr/local DESTDIR= : binary, libraries, header, pkg-config file
 #   make VULKAN=0 the CPU-only build (the default builds the Vulkan backend when the Vulkan headers
 #                 and glslc are installed; bench/gpu.sh measures it on a GPU)
@@ -116,7 +117,8 @@ build/gpu_bench: bench/gpu_bench.c build/libtempo_tools.a build/libtempo.a
 	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
 # ------------------------------------------------------------ end of the Vulkan block --------
 
-.PHONY: all test test-tsan test-python bench bench-spill bench-server run serve web clean deps install uninstall
+.PHONY: all test test-tsan test-python bench bench-spill bench-server run serve web clean deps install uninstall \
+        fuzz fuzz-build fuzz-seeds
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
 # Debian packages the build needs; `make deps` installs them (as root).
@@ -238,10 +240,12 @@ build/bench_spill: bench/spill.c build/libtempo_tools.a build/libtempo.a
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # The tests run from the repository root and read ../shared/.
-# TEMPO_BIN lets tests that drive the CLI find the sanitized binary.
+# TEMPO_BIN lets tests that drive the CLI find the sanitized binary. The fuzz
+# harnesses are built with gcc's ASan too (FUZZ_REPLAY): a test replays their
+# seeds and every regression case (tests/test_fuzz_replay.c).
 test: deps
 	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo build/asan/example_embed build/tempo \
-	  build/libtempo.so build/tempo.pc
+	  build/libtempo.so build/tempo.pc $(FUZZ_REPLAY)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 LSAN_OPTIONS=suppressions=tests/lsan.supp \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
@@ -328,3 +332,55 @@ web/node_modules/.package-lock.json: web/package-lock.json
 
 clean:
 	rm -rf build
+
+# ---- fuzzing (tests/fuzz/) -------------------------------------------------
+# Every parser of untrusted input has a libFuzzer harness tests/fuzz/fuzz_NAME.c
+# with seeds in tests/fuzz/corpus/NAME/ and every crash found kept in
+# tests/fuzz/regressions/NAME/.
+#   make fuzz                 each harness for FUZZ_SECONDS (default 60) with clang's
+#                             libFuzzer + ASan + UBSan; one line per harness:
+#                             executions, coverage, corpus, crashes
+#   make fuzz FUZZ=gguf       only that harness (FUZZ is a list of names)
+#   make fuzz-seeds           regenerate the committed seed corpora
+#   make test                 replays seeds and regressions with gcc's ASan (no clang needed)
+# Needs clang and libclang-rt-dev (Debian: apt-get install clang libclang-rt-14-dev).
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ         ?= $(FUZZ_NAMES)
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+# -Werror is gcc's gate (make, make test); clang's extra warnings are shown, not fatal.
+FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                $(filter-out -Werror,$(WARN)) $(DEFS) -Itests/fuzz
+FUZZ_HDRS    := $(wildcard include/*.h src/*/*.h tests/fuzz/*.h)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+FUZZ_REPLAY  := $(FUZZ_NAMES:%=build/asan/fuzz/fuzz_%)
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(VK_CFLAGS) -MMD -MP -fsanitize=fuzzer-no-link -c $< -o $@
+
+build/fuzz/libtempo.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.c tools/gguf_write.c build/fuzz/libtempo.a $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< tests/fuzz/common.c tools/gguf_write.c build/fuzz/libtempo.a $(DEPLIBS)
+
+# The same harness with gcc's ASan + UBSan and a main() that replays files.
+build/asan/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.c tests/fuzz/replay_main.c build/asan/libtempo_tools.a build/asan/libtempo.a $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -Itests/fuzz -o $@ $< tests/fuzz/common.c tests/fuzz/replay_main.c build/asan/libtempo_tools.a build/asan/libtempo.a $(DEPLIBS)
+
+build/fuzz/make_seeds: tests/fuzz/make_seeds.c tests/fuzz/common.c build/libtempo_tools.a build/libtempo.a $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT_CFLAGS) -Itests/fuzz -o $@ tests/fuzz/make_seeds.c tests/fuzz/common.c build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
+
+fuzz-seeds: build/fuzz/make_seeds
+	build/fuzz/make_seeds tests/fuzz/corpus
+
+fuzz-build: $(FUZZ:%=build/fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	@echo "fuzzing $(words $(FUZZ)) harnesses for $(FUZZ_SECONDS) s each (logs: build/fuzz/NAME.log)"
+	@rc=0; for n in $(FUZZ); do tests/fuzz/run.sh $$n $(FUZZ_SECONDS) || rc=1; done; exit $$rc

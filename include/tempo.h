@@ -296,6 +296,11 @@ TEMPO_API tempo_vocab *tempo_vocab_open(const char *path, tempo_error *err);
 TEMPO_API void tempo_vocab_close(tempo_vocab *v);
 TEMPO_API int tempo_vocab_tokenize(const tempo_vocab *v, const char *text, bool add_bos, int32_t *out, int cap);
 
+/* The model file (a GGUF, or a safetensors shard) whose memory mapping holds addr, or NULL.
+ * Async-signal-safe: a SIGBUS handler uses it to name a file that was truncated or rewritten
+ * while mapped (see src/cli/sigbus.c). */
+TEMPO_API const char *tempo_mapped_file_at(const void *addr);
+
 /* ------------------------------------------------------------ generation -- */
 typedef struct {
     int32_t token_id;

@@ -12,6 +12,7 @@
 #define TEMPO_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #define SHARED_DIR "../shared"
@@ -77,5 +78,9 @@ int test_gpu_index(void);
 /* tp_forward with a compute context made for the call (2 threads). */
 #include "model/model.h"
 int test_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err);
+
+/* stories260K as a Hugging Face folder in dir (F32 safetensors, config.json, a
+ * stand-in byte-level tokenizer.json of 512 tokens); tests/test_hf.c. */
+bool test_export_stories_hf(const char *dir);
 
 #endif

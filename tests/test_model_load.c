@@ -74,12 +74,12 @@ TEST(model_load_missing_key_tensor_and_bad_shape) {
     expect_load_error(p, "tensor blk.1.attn_k.weight has shape [32, 64]");
     /* 8 heads over 3 KV heads is not grouped-query attention */
     REQUIRE(write_variant(p, NULL, NULL, NULL, "llama.attention.head_count_kv", 3) == 0);
-    expect_load_error(p, "inconsistent hyperparameters");
+    expect_load_error(p, "llama.attention.head_count = 8 is not a multiple of llama.attention.head_count_kv = 3");
     /* a layer count that does not match the tensors */
     REQUIRE(write_variant(p, NULL, NULL, NULL, "llama.block_count", 6) == 0);
     expect_load_error(p, "missing required tensor blk.5.attn_norm.weight");
     REQUIRE(write_variant(p, NULL, NULL, NULL, "llama.rope.dimension_count", 9) == 0);
-    expect_load_error(p, "rope.dimension_count 9");
+    expect_load_error(p, "llama.rope.dimension_count = 9 must be even");
 
     /* the unmodified copy loads: the variants fail for the reason tested */
     REQUIRE(write_variant(p, NULL, NULL, NULL, NULL, 0) == 0);

@@ -128,7 +128,7 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
         return NULL;
     }
-    tp_load_opts opts = { 0 };
+    tp_load_opts opts = { .max_bytes = (size_t)(mp->max_memory_gb * TP_GB) /* the loader charges against it */ };
     tp_model *m = tp_model_load(path, &opts, msg);
     if (!m) { tp_set_error(err, load_status(msg), "%s", msg); return NULL; }
     size_t done = 0, total = 0;

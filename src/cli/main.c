@@ -13,6 +13,7 @@
  * output that could not be written; 2 a usage error; 130 interrupted (SIGINT/SIGTERM: the run
  * stops after its current step and everything produced is still printed and written).
  */
+#include "cli/sigbus.h"
 #include "tempo.h"
 #include "server/serve.h"
 
@@ -372,6 +373,7 @@ static int generate(tempo_model *m, const tempo_config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    tp_cli_install_sigbus_handler(); /* a model file truncated while mapped: a message, exit 1 */
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "serve")) return tempo_serve_main(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "devices")) return cmd_devices(argc - 2, argv + 2);

@@ -4,7 +4,8 @@
  * key/value (all value types, arrays nested to any depth) and every tensor info,
  * and checks every count, length, offset and size against the file size before
  * anything is used. Tensor data pointers point into the mapping: nothing is
- * copied. A bad file gives NULL and a one-line message in err.
+ * copied. A bad file gives NULL and a one-line message in err. The mapping is
+ * registered (core/mapreg.h) so that a SIGBUS reading it can name the file.
  */
 #ifndef TEMPO_GGUF_H
 #define TEMPO_GGUF_H
@@ -12,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/checked.h"
 
 enum gguf_vtype {
     GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
@@ -67,9 +70,18 @@ typedef struct gguf_file {
     uint64_t n_tensors;
     gguf_tensor *tensors;
     size_t data_offset;  /* start of the tensor data section in the file */
+    size_t *kv_order;     /* kv indexes sorted by key (lookup) */
+    size_t *tensor_order; /* tensor indexes sorted by name (lookup) */
+    tp_ledger *ledger;    /* what the parsed metadata is charged to (NULL: not counted) */
+    size_t charged;       /* bytes charged for the tables (array items are charged one by one) */
 } gguf_file;
 
 gguf_file *tp_gguf_open(const char *path, char *err);
+/* The same, charging every allocation the parse makes (kv and tensor tables,
+ * parsed arrays) to led before making it; the charges are released by
+ * tp_gguf_close. The mapping itself is not charged (the caller knows the file
+ * size). The ledger must outlive the file. */
+gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err);
 void tp_gguf_close(gguf_file *f);
 
 /* Metadata lookup. NULL when absent. */
@@ -81,6 +93,12 @@ bool tp_gguf_get_float(const gguf_file *f, const char *key, double *out, char *e
 bool tp_gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err);
 /* String: returns a malloc'ed NUL-terminated copy or NULL if absent/wrong type. */
 char *tp_gguf_get_string(const gguf_file *f, const char *key);
+/* String into buf (at most cap - 1 bytes, NUL-terminated): its full length, or
+ * -1 if absent or not a string. For short values compared with known names
+ * (architecture, tokenizer model): nothing is allocated for a hostile 1 GB one. */
+int64_t tp_gguf_get_str(const gguf_file *f, const char *key, char *buf, size_t cap);
+/* Whether key holds exactly the string lit. */
+bool tp_gguf_str_is(const gguf_file *f, const char *key, const char *lit);
 /* Array element readers (arr must be a GGUF_ARRAY value). */
 int64_t tp_gguf_arr_int(const gguf_value *arr, uint64_t i);
 double tp_gguf_arr_float(const gguf_value *arr, uint64_t i);

@@ -69,8 +69,7 @@ struct tempo_model {
 };
 
 typedef struct {
-    /* Reserved for loader options; zero-initialise. */
-    int flags;
+    size_t max_bytes;   /* memory limit for loading (mapped files + what the loader allocates); 0 = none */
 } tp_load_opts;
 
 /* Load a GGUF file or a Hugging Face folder (a directory). */

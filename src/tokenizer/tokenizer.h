@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct gguf_file;
+struct tp_ledger;
 
 typedef enum { TOK_SPM = 1, TOK_BPE = 2 } tok_kind;
 
@@ -32,6 +33,15 @@ typedef struct tokenizer tp_tokenizer;
 tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err);
 /* dir holds tokenizer.json (required) and tokenizer_config.json (optional). */
 tokenizer *tp_tokenizer_from_hf(const char *dir, char *err);
+/* The same, for a model: every token id must be below max_vocab (the embedding's
+ * rows; checked before anything is sized by an id), and what building costs is
+ * charged to led first (both may be 0 / NULL: no model, no limit). Without
+ * max_vocab a tokenizer.json's ids may leave at most as many gaps as it has
+ * entries (its size comes from its entries, not from its largest id).
+ * tokenizer.json is read in one streaming pass (format/json.h): memory is the
+ * file plus what the tokenizer keeps, whatever the file holds. */
+tokenizer *tp_tokenizer_from_gguf_ex(const struct gguf_file *f, int max_vocab, struct tp_ledger *led, char *err);
+tokenizer *tp_tokenizer_from_hf_ex(const char *dir, int max_vocab, struct tp_ledger *led, char *err);
 void tp_tokenizer_free(tokenizer *t);
 
 tok_kind tp_tokenizer_kind(const tokenizer *t);
