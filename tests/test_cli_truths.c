@@ -14,6 +14,7 @@
 #include "format/gguf.h"
 #include "tempo.h"
 #include "tools/gguf_write.h"
+#include "tools/measure.h"
 
 #define STORIES SHARED_DIR "/models/stories260K.gguf"
 
@@ -214,4 +215,27 @@ TEST(cli_truths_non_finite_logits) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
     free(dir);
+}
+
+/* A tiny model whose file claims a context of 1e8 tokens, run under --max-memory-gb 0.1: nothing
+ * is sized by the claim (the session's cache and buffers follow what the run can use), and the
+ * kernel-measured peak of the process stays under the limit. */
+TEST(cli_truths_context_claim_allocates_nothing) {
+    const char *bin = getenv("TEMPO_RELEASE_BIN");
+    if (!bin || !*bin) bin = "build/tempo";
+    const char *model = "tests/fuzz/corpus/gguf/issue11-context-1e8.gguf";
+    REQUIRE(access(model, R_OK) == 0);
+    char cmd[1024], err[TP_ERR_LEN];
+    size_t peak = 0;
+    int status = -1;
+    for (int threads = 1; threads <= 2; threads++) {
+        snprintf(cmd, sizeof cmd,
+                 "exec %s --model %s --max-memory-gb 0.1 --max-tokens 20 --threads %d --selection-threshold 0.05 "
+                 "> /dev/null 2>&1", bin, model, threads);
+        REQUIRE(tp_memory_run_measured(cmd, &peak, &status, err) == 0);
+        CHECK_MSG(status == 0, "%d threads: exit %d", threads, status);
+        CHECK_MSG((double)peak < 0.1 * 1073741824.0, "%d threads: peak %.1f MB", threads, peak / 1048576.0);
+        /* sized by the claim, one thread's attention scores alone would be 0.37 GB */
+        CHECK_MSG(peak < 64u << 20, "%d threads: peak %.1f MB", threads, peak / 1048576.0);
+    }
 }

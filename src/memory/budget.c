@@ -76,7 +76,11 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         return NULL;
     }
     long steps_fed = p->max_tokens > 1 ? p->max_tokens - 1 : 0; /* the last step's set is not fed */
-    size_t tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, b->limit_slots);
+    /* The most slots the run can use at the widest automatic width: what the estimates below are
+     * sized by (a file may claim a context of any length; the run's need bounds it). */
+    long widest = (long)P + steps_fed * TP_MEM_AUTO_MAX_PARALLEL + p->scratch_slots;
+    int est_slots = widest < b->limit_slots ? (int)widest : b->limit_slots;
+    size_t tok_work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, est_slots);
 
     if (p->default_mode) {
         b->w_start = 1;
@@ -93,7 +97,7 @@ tp_budget *tp_budget_new(tempo_memory_monitor *mon, const tp_model *m, const tp_
         double room = b->crit > use_now ? (double)(b->crit - use_now) : 0.0;
         double machine = tempo_memory_available_gb(mon) * TP_GB;
         double avail = (machine < room ? machine : room) - (double)P * (double)b->slot_all -
-                       (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, b->limit_slots) -
+                       (double)tp_compute_estimate_bytes(m, p->n_threads, TP_MATMUL_MAX_BATCH, est_slots) -
                        (double)p->run_bytes_fixed;
         if (avail < 0) avail = 0;
         /* a parallel token's buffers: at least the spec's hidden state, logits and attention

@@ -496,6 +496,11 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
      * largest capacity the cache could get, so the automatic width counts them. */
     int cap_max = m->hp.n_ctx;
     if (s->p.max_cache_tokens > 0 && s->p.max_cache_tokens < cap_max) cap_max = s->p.max_cache_tokens;
+    {   /* never more than the run can use at the widest automatic width (a file may claim any context) */
+        long widest = (long)P + (long)(s->T > 1 ? s->T - 1 : 0) * TP_MEM_AUTO_MAX_PARALLEL +
+                      (s->p.use_mcts ? tp_mcts_scratch_slots(s->p.mcts_simulations, s->p.mcts_depth, s->T) : 0);
+        if (widest < cap_max) cap_max = (int)widest;
+    }
     size_t run1 = 0, run2 = 0;
     run_buffers(s, 1, cap_max, true, &run1, msg);
     run_buffers(s, 2, cap_max, true, &run2, msg);
