@@ -83,6 +83,7 @@ LIB_OBJ      += build/obj/gen/gpu_spv.o
 ASAN_LIB_OBJ += build/asan/gen/gpu_spv.o
 TSAN_OBJ     += build/tsan/gen/gpu_spv.o
 TSAN_LIB_EXTRA := build/tsan/gen/gpu_spv.o
+FUZZ_LIB_EXTRA := build/fuzz/gen/gpu_spv.o
 
 build/gen/spv/%.spv: src/gpu/shaders/%.comp $(wildcard src/gpu/shaders/*.glsl)
 	@mkdir -p $(dir $@)
@@ -111,6 +112,10 @@ build/asan/gen/gpu_spv.o: build/gen/gpu_spv.c src/gpu/spv.h
 build/tsan/gen/gpu_spv.o: build/gen/gpu_spv.c src/gpu/spv.h
 	@mkdir -p $(dir $@)
 	$(CC) $(TSAN_CFLAGS) -c $< -o $@
+
+build/fuzz/gen/gpu_spv.o: build/gen/gpu_spv.c src/gpu/spv.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(VK_CFLAGS) -c $< -o $@
 endif
 # The GPU benchmark (bench/gpu.sh builds and runs it).
 build/gpu_bench: bench/gpu_bench.c build/libtempo_tools.a build/libtempo.a
@@ -352,7 +357,7 @@ FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 $(filter-out -Werror,$(WARN)) $(DEFS) -Itests/fuzz
 FUZZ_HDRS    := $(wildcard include/*.h src/*/*.h tests/fuzz/*.h)
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o) $(FUZZ_LIB_EXTRA)
 FUZZ_REPLAY  := $(FUZZ_NAMES:%=build/asan/fuzz/fuzz_%)
 
 build/fuzz/obj/%.o: %.c

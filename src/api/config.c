@@ -275,7 +275,7 @@ int tp_config_reset(tempo_config *c, const char *key) {
 int tempo_config_set(tempo_config *c, const char *key, const char *value, tempo_error *err) {
     char msg[TEMPO_ERR_LEN];
     if (tp_config_set(c, key, value, msg) == 0) { tp_ok(err); return 0; }
-    return tp_set_error(err, TEMPO_ERR_ARG, msg);
+    return tp_set_error(err, TEMPO_ERR_ARG, "%s", msg);
 }
 
 bool tempo_config_was_set(const tempo_config *c, const char *key) {

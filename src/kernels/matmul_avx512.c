@@ -31,9 +31,6 @@ X86_512 __m512 cat_ps(__m256 a, __m256 b) {
 }
 X86_512 __m512i cat_si(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
 X86_512 __m512i bcast_si(const void *p) { return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p)); }
-X86_512 __m512 bcast_ps(const float *p) {
-    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(p))));
-}
 X86_512 float hsum_lo(__m512 v) { return x86_hsum8(_mm512_castps512_ps256(v)); }
 X86_512 float hsum_hi(__m512 v) {
     return x86_hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
