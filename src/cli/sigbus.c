@@ -5,13 +5,17 @@
  * library registers every model mapping (tempo_mapped_file_at), so the
  * handler can name the file. It runs on whichever thread touched the page
  * (the main thread or a worker) and uses only async-signal-safe calls:
- * tempo_mapped_file_at reads atomics, write(2) and _exit(2). A bus error at an
+ * tempo_mapped_file_at reads atomics, write(2) and _exit(2). Several workers
+ * may fault on the same truncated file at once: the first one writes the
+ * message and exits, the others wait for that exit (one message, not one per
+ * thread, interleaved). A bus error at an
  * address outside every model mapping is not ours to explain: the default
  * action is restored and the faulting access runs again (and kills us as
  * before, with a core dump where enabled). */
 #include "cli/sigbus.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -34,6 +38,9 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
         signal(sig, SIG_DFL);
         return;
     }
+    static atomic_flag reported = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&reported))
+        for (;;) pause(); /* another thread is writing the message and will _exit */
     put("tempo: ");
     put(path);
     put(": changed or truncated while in use (reading its memory mapping failed); "
