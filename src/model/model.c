@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "core/common.h"
@@ -153,6 +154,36 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
     return v;
 }
 
+/* Load-time repacking (kernels/matmul.h, tp_weight_repack): Q4_0/Q8_0
+ * matrices are rewritten in place into the kernels' interleaved layout. The
+ * mapping is private, so each written page is copied once and the copy
+ * replaces the file's page in this process: the weights are not held twice,
+ * weight_bytes (mapped bytes counted in full) stays right, and the file is
+ * never written. TEMPO_NO_REPACK=1 keeps the file's layout (for comparisons). */
+static void repack_weights(tp_model *m) {
+    const char *no = getenv("TEMPO_NO_REPACK");
+    if ((no && *no && strcmp(no, "0") != 0) || !m->gguf) return;
+    int n = 2 + 7 * m->hp.n_layers, any = 0;
+    tp_weight **ws = tp_xmalloc((size_t)n * sizeof *ws);
+    ws[0] = &m->tok_embd;
+    ws[1] = &m->output;
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        tp_layer *L = &m->layers[l];
+        tp_weight *lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        memcpy(ws + 2 + 7 * l, lw, sizeof lw);
+    }
+    for (int i = 0; i < n; i++) any |= tp_weight_repackable(ws[i]);
+    if (any && mprotect((void *)(uintptr_t)m->gguf->map, m->gguf->map_size, PROT_READ | PROT_WRITE) == 0) {
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < i; j++) /* a tied output shares the embedding's bytes */
+                if (ws[j]->data == ws[i]->data && ws[j]->layout != ws[i]->layout) ws[i]->layout = ws[j]->layout;
+            tp_weight_repack(ws[i]);
+        }
+        mprotect((void *)(uintptr_t)m->gguf->map, m->gguf->map_size, PROT_READ);
+    }
+    free(ws);
+}
+
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err) {
     gguf_file *f = tp_gguf_open(path, err);
     if (!f) return NULL;
@@ -251,6 +282,7 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
 #undef NAME
     }
     if (linear_scale <= 0) { tp_fail(err, "%s: rope scaling factor %g must be positive", path, linear_scale); goto fail; }
+    repack_weights(m);
     if (tp_model_finish(m, opts, err)) goto fail;
     if (linear_scale != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / linear_scale);
