@@ -67,7 +67,10 @@ build/asan/test_tempo: $(TEST_OBJ) build/asan/libtempo.a
 build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $< build/asan/libtempo.a $(DEPLIBS)
 
-build/bench: bench/bench.c build/libtempo.a
+build/bench: bench/bench.c bench/probe.h build/libtempo.a
+	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo.a $(DEPLIBS)
+
+build/kernel_timing: bench/kernel_timing.c bench/probe.h build/libtempo.a
 	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo.a $(DEPLIBS)
 
 # The tests run from the repository root and read ../shared/.

@@ -25,6 +25,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "core/common.h"
 #include "kernels/matmul_internal.h"
@@ -209,11 +212,11 @@ static void kern_generic_k(const tp_mm_job *J, int r0, int r1, uint8_t *scratch)
     const int q6 = J->type == TP_Q6_K;
     float acc[TP_MATMUL_MAX_BATCH];
     ksuper S;
+    uint8_t blk[210];
     for (int r = r0; r < r1; r++) {
-        const uint8_t *row = J->w + (size_t)r * J->row_bytes;
         memset(acc, 0, sizeof acc);
         for (int sb = 0; sb < NS; sb++) {
-            kdecode(J->type, row, sb, &S);
+            kdecode(J->type, tp_mm_file_block(J, r, (size_t)sb, blk), 0, &S);
             for (int t = 0; t < nb; t++) {
                 const int8_t *xq = J->xq + ((size_t)sb * nb + t) * 256;
                 const float dx = J->xd[(size_t)sb * nb + t];
@@ -480,7 +483,7 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     int kind = tp_mm_act_kind(type);
     int bad = type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || n_in % (int)be != 0 ||
               n_in > c->max_n_in || !impl->kernel[type] || (kind != TP_ACT_F32 && !impl->quant[kind]) ||
-              (w->layout == TP_WL_R16 && type != TP_Q4_0 && type != TP_Q8_0);
+              (w->layout == TP_WL_R16 && tp_r16_block_bytes(type) == 0);
     if (bad) {
         /* A caller bug (the loader checks types and shapes): make it visible. */
         for (size_t i = 0; i < (size_t)nb * (size_t)n_out; i++) y[i] = NAN;
@@ -532,66 +535,138 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
 /* ------------------------------------------------------------------------ */
 /* load-time repacking                                                       */
 
+/* The fields of each type's block, in tile order (matmul_internal.h). */
+typedef struct {
+    uint8_t off, size, unit, xor80;
+} r16_field;
+
+static int r16_fields(uint32_t type, const r16_field **f) {
+    static const r16_field q4_0[] = { { 0, 2, 2, 0 }, { 2, 16, 4, 0 } };
+    static const r16_field q8_0[] = { { 0, 2, 2, 0 }, { 2, 32, 4, 1 } };
+    static const r16_field q4_k[] = { { 0, 4, 4, 0 }, { 4, 12, 1, 0 }, { 16, 128, 4, 0 } };
+    static const r16_field q5_k[] = { { 0, 4, 4, 0 }, { 4, 12, 1, 0 }, { 16, 32, 4, 0 }, { 48, 128, 4, 0 } };
+    static const r16_field q6_k[] = { { 0, 128, 4, 0 }, { 128, 64, 4, 0 }, { 192, 16, 1, 0 }, { 208, 2, 2, 0 } };
+    switch (type) {
+    case TP_Q4_0: *f = q4_0; return 2;
+    case TP_Q8_0: *f = q8_0; return 2;
+    case TP_Q4_K: *f = q4_k; return 3;
+    case TP_Q5_K: *f = q5_k; return 4;
+    case TP_Q6_K: *f = q6_k; return 4;
+    default: *f = NULL; return 0;
+    }
+}
+
+size_t tp_r16_block_bytes(uint32_t type) {
+    const r16_field *f;
+    return r16_fields(type, &f) ? 16 * tp_dtype_block_bytes(type) : 0;
+}
+
+void tp_r16_pack(uint32_t type, const uint8_t *src, size_t src_stride, int nrows, size_t nblk, uint8_t *dst) {
+    const r16_field *f;
+    const int nf = r16_fields(type, &f);
+    const size_t bb = tp_dtype_block_bytes(type), tb = 16 * bb;
+    for (size_t b = 0; b < nblk; b++) {
+        uint8_t *o = dst + b * tb;
+        for (int fi = 0; fi < nf; fi++) {
+            const size_t u = f[fi].unit;
+            for (size_t k = 0; k < f[fi].size / u; k++)
+                for (int r = 0; r < 16; r++) {
+                    uint8_t *d = o + u * (16 * k + (size_t)r);
+                    if (r < nrows) {
+                        memcpy(d, src + (size_t)r * src_stride + b * bb + f[fi].off + u * k, u);
+                        if (f[fi].xor80)
+                            for (size_t e = 0; e < u; e++) d[e] ^= 0x80;
+                    } else {
+                        memset(d, 0, u);
+                    }
+                }
+            o += 16 * (size_t)f[fi].size;
+        }
+    }
+}
+
+void tp_r16_unpack_block(uint32_t type, const uint8_t *tile, int lane, size_t blk, uint8_t *out) {
+    const r16_field *f;
+    const int nf = r16_fields(type, &f);
+    const uint8_t *t = tile + blk * 16 * tp_dtype_block_bytes(type);
+    for (int fi = 0; fi < nf; fi++) {
+        const size_t u = f[fi].unit;
+        for (size_t k = 0; k < f[fi].size / u; k++) {
+            uint8_t *d = out + f[fi].off + u * k;
+            memcpy(d, t + u * (16 * k + (size_t)lane), u);
+            if (f[fi].xor80)
+                for (size_t e = 0; e < u; e++) d[e] ^= 0x80;
+        }
+        t += 16 * (size_t)f[fi].size;
+    }
+}
+
 int tp_weight_repackable(const tp_weight *w) {
-    return w->layout == TP_WL_ROWS && (w->type == TP_Q4_0 || w->type == TP_Q8_0) && w->n_out >= 16 &&
-           w->n_in > 0 && w->n_in % 32 == 0;
+    size_t be = tp_dtype_block_elems(w->type);
+    return w->layout == TP_WL_ROWS && tp_r16_block_bytes(w->type) > 0 && w->n_out >= 16 && w->n_in > 0 &&
+           w->n_in % (int)be == 0;
 }
 
 int tp_weight_repack(tp_weight *w) {
     if (!tp_weight_repackable(w)) return 0;
-    const size_t rb = tp_dtype_row_bytes(w->type, (size_t)w->n_in), G = (size_t)w->n_in / 32;
+    const size_t rb = tp_dtype_row_bytes(w->type, (size_t)w->n_in);
     uint8_t *tmp = malloc(16 * rb);
     if (!tmp) return 0;
     uint8_t *base = (uint8_t *)(uintptr_t)w->data; /* the caller made it writable */
-    const int q4 = w->type == TP_Q4_0;
     for (int t = 0; t < w->n_out / 16; t++) {
         uint8_t *tile = base + (size_t)t * 16 * rb;
         memcpy(tmp, tile, 16 * rb);
-        for (size_t g = 0; g < G; g++) {
-            uint8_t *o = tile + g * (q4 ? TP_R16_Q4_0 : TP_R16_U8);
-            for (int i = 0; i < 16; i++) {
-                const uint8_t *b = tmp + (size_t)i * rb + g * (q4 ? 18 : 34);
-                memcpy(o + 2 * i, b, 2);
-                if (q4) {
-                    for (int k = 0; k < 4; k++) memcpy(o + 32 + 64 * k + 4 * i, b + 2 + 4 * k, 4);
-                } else {
-                    for (int j = 0; j < 8; j++)
-                        for (int e = 0; e < 4; e++) o[32 + 64 * j + 4 * i + e] = (uint8_t)(b[2 + 4 * j + e] ^ 0x80);
-                }
-            }
-        }
+        tp_r16_pack(w->type, tmp, rb, 16, rb / tp_dtype_block_bytes(w->type), tile);
     }
     free(tmp);
     w->layout = TP_WL_R16;
     return 1;
 }
 
+size_t tp_weights_to_hugepages(void *base, size_t len) {
+#if defined(__linux__) && defined(MREMAP_FIXED)
+    const uintptr_t A = (uintptr_t)2 << 20;
+    uintptr_t b = ((uintptr_t)base + A - 1) & ~(A - 1), e = ((uintptr_t)base + len) & ~(A - 1);
+    size_t moved = 0;
+    for (uintptr_t c = b; c + A <= e; c += A) {
+        /* a 2 MiB-aligned anonymous chunk (from a 4 MiB reservation) */
+        uint8_t *r = mmap(NULL, 2 * A, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (r == MAP_FAILED) break;
+        uint8_t *a = (uint8_t *)(((uintptr_t)r + A - 1) & ~(A - 1));
+        if (a > r) munmap(r, (size_t)(a - r));
+        if (r + 2 * A > a + A) munmap(a + A, (size_t)(r + 2 * A - (a + A)));
+        madvise(a, A, MADV_HUGEPAGE);
+        memcpy(a, (const void *)c, A);
+        /* put it where the file's pages were; those leave the process */
+        if (mremap(a, A, A, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)c) == MAP_FAILED) {
+            munmap(a, A);
+            break;
+        }
+        moved += A;
+    }
+    return moved;
+#else
+    (void)base, (void)len;
+    return 0;
+#endif
+}
+
 void tp_weight_row(const tp_weight *w, int row, float *out) {
     size_t rb = tp_dtype_row_bytes(w->type, (size_t)w->n_in);
-    const uint8_t *src = (const uint8_t *)w->data + (size_t)row * rb;
     if (w->layout == TP_WL_R16 && row < w->n_out / 16 * 16) {
-        /* rebuild the file's row, then dequantize it as stored */
-        uint8_t buf[34 * 64];
-        const int q4 = w->type == TP_Q4_0, lane = row & 15;
+        /* rebuild the file's blocks, then dequantize them as stored */
+        const size_t bb = tp_dtype_block_bytes(w->type), be = tp_dtype_block_elems(w->type);
         const uint8_t *tile = (const uint8_t *)w->data + (size_t)(row >> 4) * 16 * rb;
-        for (int g0 = 0; g0 < w->n_in / 32; g0 += 64) {
-            int ng = w->n_in / 32 - g0 < 64 ? w->n_in / 32 - g0 : 64;
-            for (int g = 0; g < ng; g++) {
-                const uint8_t *b = tile + (size_t)(g0 + g) * (q4 ? TP_R16_Q4_0 : TP_R16_U8);
-                uint8_t *o = buf + (size_t)g * (q4 ? 18 : 34);
-                memcpy(o, b + 2 * lane, 2);
-                if (q4) {
-                    for (int k = 0; k < 4; k++) memcpy(o + 2 + 4 * k, b + 32 + 64 * k + 4 * lane, 4);
-                } else {
-                    for (int j = 0; j < 8; j++)
-                        for (int e = 0; e < 4; e++) o[2 + 4 * j + e] = (uint8_t)(b[32 + 64 * j + 4 * lane + e] ^ 0x80);
-                }
-            }
-            tp_dequantize_row(w->type, buf, out + 32 * (size_t)g0, 32 * (size_t)ng);
+        uint8_t buf[256 * 34 / 32 * 8];
+        const size_t per = sizeof buf / bb; /* blocks per call */
+        for (size_t b0 = 0; b0 < rb / bb; b0 += per) {
+            size_t n = rb / bb - b0 < per ? rb / bb - b0 : per;
+            for (size_t b = 0; b < n; b++) tp_r16_unpack_block(w->type, tile, row & 15, b0 + b, buf + b * bb);
+            tp_dequantize_row(w->type, buf, out + b0 * be, n * be);
         }
         return;
     }
-    tp_dequantize_row(w->type, src, out, (size_t)w->n_in);
+    tp_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)row * rb, out, (size_t)w->n_in);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -45,7 +45,7 @@
 /* Weight layouts (tp_weight.layout). */
 enum {
     TP_WL_ROWS = 0, /* GGUF rows (the file's layout) */
-    TP_WL_R16 = 1,  /* Q4_0/Q8_0 rows 0 .. n_out/16*16 interleaved by tp_weight_repack */
+    TP_WL_R16 = 1,  /* rows 0 .. n_out/16*16 interleaved by tp_weight_repack */
 };
 
 typedef struct {
@@ -84,10 +84,10 @@ int tp_simd_available(const char *level);
  * tp_dequantize_row of the file's row. */
 void tp_weight_row(const tp_weight *w, int row, float *out);
 
-/* Load-time repacking. Q4_0 and Q8_0 rows are rewritten in place, 16 rows at
- * a time, into the interleaved layout TP_WL_R16 (matmul_internal.h): per
- * 32-value block, the 16 rows' fp16 scales, then their quantized values
- * arranged so that one 64-byte load holds 4 values of each of the 16 rows.
+/* Load-time repacking. Q4_0, Q8_0, Q4_K, Q5_K and Q6_K rows are rewritten in
+ * place, 16 rows at a time, into the interleaved layout TP_WL_R16
+ * (matmul_internal.h): per block, each field of the 16 rows' blocks side by
+ * side, so that one 64-byte load holds 4 quantized bytes of each of 16 rows.
  * The bytes are the same in number, only moved: written into a private file
  * mapping, the rewritten pages replace the file's pages in the process (the
  * weights are not held twice). Rows past the last whole 16 stay as they are.
@@ -98,5 +98,17 @@ void tp_weight_row(const tp_weight *w, int row, float *out);
 int tp_weight_repack(tp_weight *w);
 /* Whether tp_weight_repack would repack w (no writing). */
 int tp_weight_repackable(const tp_weight *w);
+
+/* Moves the bytes of [base, base + len), part of a private mapping, onto
+ * transparent huge pages: every 2 MiB-aligned chunk inside the range is
+ * replaced, at the same address, by anonymous memory holding the same bytes
+ * (madvise MADV_HUGEPAGE). Streaming weights from 4 KiB pages costs a third
+ * of the read bandwidth on some machines (TLB misses, worst in VMs). The
+ * replaced file pages leave the process as each chunk arrives, so the
+ * resident set grows by at most one chunk meanwhile and ends as before; the
+ * copies are private to the process (another process mapping the same file
+ * does not share them). The chunks come back writable. Returns the bytes
+ * moved (0 where huge pages or mremap are unavailable). */
+size_t tp_weights_to_hugepages(void *base, size_t len);
 
 #endif

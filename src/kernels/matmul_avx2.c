@@ -115,6 +115,21 @@ __attribute__((target("avx2,fma,f16c"))) void tp_mm_quant_q8k_avx2(const float *
     }
 }
 
+
+/* outputs of rows r .. r+nrow-1 (nrow may exceed 8: then 8) for inputs t0.. */
+X86_AVX2 void store8(const tp_mm_job *J, const int T, const __m256 *acc, int r, int nrow, int t0) {
+    for (int t = 0; t < T; t++) {
+        float *y = J->y + (size_t)(t0 + t) * J->n_out + r;
+        if (nrow >= 8) {
+            _mm256_storeu_ps(y, acc[t]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, acc[t]);
+            memcpy(y, tmp, sizeof(float) * (size_t)nrow);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* legacy types: 8 rows x T inputs                                          */
 
@@ -169,6 +184,10 @@ X86_AVX2 void r8_tile(const tp_mm_job *J, const uint32_t type, const int fmt, co
                 __m256i xb = _mm256_set1_epi32(xw[8 * t + j]);
                 if (sgn) xb = _mm256_sign_epi8(xb, ws);
                 p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(w, xb));
+                /* keep the sum a chain: reassociated into a tree (integer adds
+                 * allow it), every product of the block would be live at once
+                 * and spill */
+                __asm__("" : "+x"(p16[t]));
                 if ((j + 1) % k16 == 0) {
                     is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16[t], ones));
                     p16[t] = _mm256_setzero_si256();
@@ -243,6 +262,210 @@ AVX2_QKERNEL(k_q4_0, TP_Q4_0)
 AVX2_QKERNEL(k_q4_1, TP_Q4_1)
 AVX2_QKERNEL(k_q5_0, TP_Q5_0)
 AVX2_QKERNEL(k_q5_1, TP_Q5_1)
+
+
+/* ------------------------------------------------------------------------ */
+/* K-quants: 8 rows x T inputs per 256-value super-block                     */
+/*
+ * On the interleaved tile (matmul_internal.h), half h = rows 8h..8h+7.
+ * VPMADDUBSW pairs are summed in int16 while they cannot overflow, and the
+ * widening VPMADDWD multiplies by the rows' block scale (as (scale, scale)
+ * int16 pairs) at no cost: I = sum of scale * block dot, exact. Q6_K: the
+ * activations stored + 128 are the unsigned side; the excess (128 * sum of
+ * scale * sum of q per row) is computed once per tile. Then the float steps
+ * of the generic kernel.
+ */
+
+#define KT2 4 /* inputs per tile */
+
+/* 8 bytes of half h of a 16-row byte vector, as int32 lanes */
+X86_AVX2 __m256i half8(__m128i v, int h) { return _mm256_cvtepu8_epi32(h ? _mm_srli_si128(v, 8) : v); }
+X86_AVX2 __m256i pair16(__m256i a, __m256i b) { return _mm256_or_si256(a, _mm256_slli_epi32(b, 16)); }
+
+X86_AVX2 void k4_header2(const uint8_t *b, int h, __m256 *d, __m256 *nd, __m256i sc[8], __m256i mp[4]) {
+    const __m256i dm = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32 * h));
+    /* low halves of the dwords are d, high halves dmin */
+    const __m256i lo = _mm256_and_si256(dm, _mm256_set1_epi32(0xFFFF)), hi = _mm256_srli_epi32(dm, 16);
+    const __m128i dl = _mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+    const __m128i dh = _mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+    *d = _mm256_cvtph_ps(dl);
+    *nd = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(dh));
+    __m128i B[12];
+    for (int i = 0; i < 12; i++) B[i] = _mm_loadu_si128((const __m128i *)(const void *)(b + 64 + 16 * i));
+    const __m128i m6 = _mm_set1_epi8(63), m4 = _mm_set1_epi8(0x0F), m3 = _mm_set1_epi8(3);
+    __m128i S[8], M[8];
+    for (int j = 0; j < 4; j++) {
+        S[j] = _mm_and_si128(B[j], m6);
+        M[j] = _mm_and_si128(B[j + 4], m6);
+    }
+    for (int j = 4; j < 8; j++) {
+        const __m128i hs = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(B[j - 4], 6), m3), 4);
+        const __m128i hm = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(B[j], 6), m3), 4);
+        S[j] = _mm_or_si128(_mm_and_si128(B[j + 4], m4), hs);
+        M[j] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B[j + 4], 4), m4), hm);
+    }
+    for (int j = 0; j < 8; j++) {
+        const __m256i v = half8(S[j], h);
+        sc[j] = pair16(v, v);
+    }
+    for (int i = 0; i < 4; i++) mp[i] = pair16(half8(M[2 * i], h), half8(M[2 * i + 1], h));
+}
+
+X86_AVX2 void k4_tile2(const tp_mm_job *J, const int q5, const int T, const uint8_t *tile, int h, int r, int nrow,
+                       int t0) {
+    const int NS = J->n_in / 256, nb = J->nb;
+    const size_t tb = q5 ? 16 * 176 : 16 * 144, qso = q5 ? 768 : 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const int k16 = q5 ? 4 : 8; /* int16 pair sums that cannot overflow: 2*15*127, 2*31*127 */
+    __m256 acc[KT2];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int sb = 0; sb < NS; sb++) {
+        const uint8_t *b = tile + (size_t)sb * tb;
+        __m256 d, nd;
+        __m256i sc[8], mp[4];
+        k4_header2(b, h, &d, &nd, sc, mp);
+        const size_t xg = (size_t)sb * nb + (size_t)t0;
+        const int32_t *xw = (const int32_t *)(const void *)(J->xq + xg * 256);
+        __m256i I[KT2];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) I[t] = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g++) {
+            __m256i p16[KT2];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) p16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int dd = 0; dd < 8; dd++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(b + qso + 64 * (8 * (g >> 1) + dd) + 32 * h));
+                __m256i w = (g & 1) ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4) : _mm256_and_si256(raw, m4);
+                if (q5) {
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(b + 256 + 64 * dd + 32 * h));
+                    w = _mm256_or_si256(w, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(g)), one), 4));
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(w, _mm256_set1_epi32(xw[64 * t + 8 * g + dd])));
+                    __asm__("" : "+x"(p16[t])); /* a chain, not a tree (see r8_tile) */
+                    if ((dd + 1) % k16 == 0) {
+                        I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(p16[t], sc[g]));
+                        p16[t] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const int32_t *xs = (const int32_t *)(const void *)(J->xsum + (xg + (size_t)t) * 8);
+            __m256i M = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) M = _mm256_add_epi32(M, _mm256_madd_epi16(mp[i], _mm256_set1_epi32(xs[i])));
+            const __m256 dx = _mm256_set1_ps(J->xd[xg + (size_t)t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I[t]), _mm256_mul_ps(d, dx), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(nd, dx), acc[t]);
+        }
+    }
+    store8(J, T, acc, r + 8 * h, nrow, t0);
+}
+
+/* Q6_K value slice (see matmul_avx512.c, k6_slice), rows of half h, signed */
+X86_AVX2 __m256i k6_slice2(const uint8_t *b, int hh, int q, int dd, int h) {
+    const __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(b + 64 * (16 * hh + 8 * (q & 1) + dd) + 32 * h));
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(b + 2048 + 64 * (8 * hh + dd) + 32 * h));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i lo = (q & 2) ? _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4) : _mm256_and_si256(ql, m4);
+    const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q)), m3);
+    return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), _mm256_set1_epi8(32));
+}
+
+X86_AVX2 void k6_tile2(const tp_mm_job *J, const int T, const uint8_t *tile, int32_t *corr, const int have_corr, int h,
+                       int r, int nrow, int t0) {
+    const int NS = J->n_in / 256, nb = J->nb;
+    const size_t tb = 16 * 210;
+    const __m256i ones8 = _mm256_set1_epi8(1);
+    __m256 acc[KT2];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int sb = 0; sb < NS; sb++) {
+        const uint8_t *b = tile + (size_t)sb * tb;
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(b + 3328 + 16 * h)));
+        const size_t xg = (size_t)sb * nb + (size_t)t0;
+        const int32_t *xw = (const int32_t *)(const void *)(J->xq + xg * 256);
+        __m256i I[KT2], C = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) I[t] = _mm256_setzero_si256();
+        for (int hh = 0; hh < 2; hh++)
+            for (int q = 0; q < 4; q++)
+                for (int half = 0; half < 2; half++) {
+                    const int s2 = 8 * hh + 2 * q + half;
+                    const __m128i sv = _mm_loadu_si128((const __m128i *)(const void *)(b + 3072 + 16 * s2));
+                    const __m256i s8 = _mm256_cvtepi8_epi32(h ? _mm_srli_si128(sv, 8) : sv);
+                    const __m256i scp = _mm256_or_si256(_mm256_and_si256(s8, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s8, 16));
+                    __m256i p16[KT2], ws = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) p16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                    for (int e = 0; e < 4; e++) {
+                        const int dd = 4 * half + e;
+                        const __m256i w = k6_slice2(b, hh, q, dd, h);
+                        if (!have_corr) ws = _mm256_add_epi16(ws, _mm256_maddubs_epi16(ones8, w));
+#pragma GCC unroll 4
+                        for (int t = 0; t < T; t++) {
+                            /* unsigned activation x signed weight: |pair| <= 2*255*32, two fit */
+                            p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(_mm256_set1_epi32(xw[64 * t + 32 * hh + 8 * q + dd]), w));
+                            __asm__("" : "+x"(p16[t]));
+                            if (e & 1) {
+                                I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(p16[t], scp));
+                                p16[t] = _mm256_setzero_si256();
+                            }
+                        }
+                    }
+                    if (!have_corr) C = _mm256_add_epi32(C, _mm256_madd_epi16(ws, scp));
+                }
+        if (!have_corr) _mm256_storeu_si256((__m256i *)(void *)(corr + 16 * sb + 8 * h), _mm256_slli_epi32(C, 7));
+        C = _mm256_loadu_si256((const __m256i *)(const void *)(corr + 16 * sb + 8 * h));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m256 dx = _mm256_set1_ps(J->xd[xg + (size_t)t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(I[t], C)), _mm256_mul_ps(d, dx), acc[t]);
+        }
+    }
+    store8(J, T, acc, r + 8 * h, nrow, t0);
+}
+
+X86_AVX2 void kq_tile2(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *tile, int32_t *corr,
+                       int have_corr, int h, int r, int nrow, int t0) {
+    if (type == TP_Q6_K) k6_tile2(J, T, tile, corr, have_corr, h, r, nrow, t0);
+    else k4_tile2(J, type == TP_Q5_K, T, tile, h, r, nrow, t0);
+}
+
+X86_AVX2 void avx2_kquant(const tp_mm_job *J, int r0, int r1, uint8_t *scratch, const uint32_t type) {
+    int32_t *corr = (int32_t *)(void *)(scratch + (16 * J->row_bytes + 63) / 64 * 64);
+    for (int r = r0; r < r1; r += 16) {
+        const int nr = r1 - r < 16 ? r1 - r : 16;
+        const uint8_t *tile = tp_mm_r16_tile(J, r, nr, scratch);
+        for (int h = 0; h < 2 && 8 * h < nr; h++) {
+            const int nrow = nr - 8 * h;
+            int t0 = 0, have = 0;
+            for (; J->nb - t0 >= KT2; t0 += KT2, have = 1) kq_tile2(J, type, KT2, tile, corr, have, h, r, nrow, t0);
+            switch (J->nb - t0) {
+            case 3: kq_tile2(J, type, 3, tile, corr, have, h, r, nrow, t0); break;
+            case 2: kq_tile2(J, type, 2, tile, corr, have, h, r, nrow, t0); break;
+            case 1: kq_tile2(J, type, 1, tile, corr, have, h, r, nrow, t0); break;
+            default: break;
+            }
+        }
+    }
+}
+
+#define AVX2_KKERNEL(name, type)                                                          \
+    __attribute__((target("avx2,fma,f16c"))) static void name(const tp_mm_job *J, int r0, \
+                                                              int r1, uint8_t *scratch) { \
+        avx2_kquant(J, r0, r1, scratch, type);                                            \
+    }
+
+AVX2_KKERNEL(k_q4_K, TP_Q4_K)
+AVX2_KKERNEL(k_q5_K, TP_Q5_K)
+AVX2_KKERNEL(k_q6_K, TP_Q6_K)
 
 /* ------------------------------------------------------------------------ */
 /* float kernels                                                             */
@@ -330,6 +553,9 @@ int tp_mm_fill_avx2(tp_mm_impl *impl) {
     impl->kernel[TP_Q4_1] = k_q4_1;
     impl->kernel[TP_Q5_0] = k_q5_0;
     impl->kernel[TP_Q5_1] = k_q5_1;
+    impl->kernel[TP_Q4_K] = k_q4_K;
+    impl->kernel[TP_Q5_K] = k_q5_K;
+    impl->kernel[TP_Q6_K] = k_q6_K;
     impl->quant[TP_ACT_Q8] = tp_mm_quant_q8_avx2;
     impl->quant[TP_ACT_Q8K] = tp_mm_quant_q8k_avx2;
     return 1;

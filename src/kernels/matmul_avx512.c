@@ -62,24 +62,25 @@ X86_512 void r16_tile(const tp_mm_job *J, const uint32_t type, const int fmt, co
         if (mins) mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(mins + 32 * (size_t)g)));
         const int32_t *xw = (const int32_t *)(const void *)(J->xq + ((size_t)g * nb + t0) * 32);
         const size_t xg = (size_t)g * nb + (size_t)t0;
+        /* the inputs' chains side by side (slice j outer), so that the
+         * VPDPBUSD latency is covered by the other inputs; one input alone
+         * gets two chains */
+        __m512i is[8], is2 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) is[t] = corr ? _mm512_set1_epi32(J->xc[xg + (size_t)t]) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const __m512i xb = _mm512_set1_epi32(xw[8 * t + j]);
+                if (T == 1 && (j & 1)) is2 = _mm512_dpbusd_epi32(is2, W[j], xb);
+                else is[t] = _mm512_dpbusd_epi32(is[t], W[j], xb);
+            }
+        if (T == 1) is[0] = _mm512_add_epi32(is[0], is2);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
-            __m512i i0 = corr ? _mm512_set1_epi32(J->xc[xg + (size_t)t]) : _mm512_setzero_si512();
-            if (T <= 2) {
-                /* few inputs: two chains, so that the VPDPBUSD latency does not bound the loop */
-                __m512i i1 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-                for (int j = 0; j < 8; j += 2) {
-                    i0 = _mm512_dpbusd_epi32(i0, W[j], _mm512_set1_epi32(xw[8 * t + j]));
-                    i1 = _mm512_dpbusd_epi32(i1, W[j + 1], _mm512_set1_epi32(xw[8 * t + j + 1]));
-                }
-                i0 = _mm512_add_epi32(i0, i1);
-            } else {
-#pragma GCC unroll 8
-                for (int j = 0; j < 8; j++) i0 = _mm512_dpbusd_epi32(i0, W[j], _mm512_set1_epi32(xw[8 * t + j]));
-            }
             const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(J->xd[xg + (size_t)t]));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), s, acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), s, acc[t]);
             if (mins) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(J->xs[xg + (size_t)t]), acc[t]);
         }
     }
@@ -135,6 +136,208 @@ AVX512_QKERNEL(k_q4_0, TP_Q4_0)
 AVX512_QKERNEL(k_q4_1, TP_Q4_1)
 AVX512_QKERNEL(k_q5_0, TP_Q5_0)
 AVX512_QKERNEL(k_q5_1, TP_Q5_1)
+
+#define AVX512_KKERNEL(name, type)                                                          \
+    __attribute__((target(X86_512_TARGET))) static void name(const tp_mm_job *J, int r0,  \
+                                                             int r1, uint8_t *scratch) {  \
+        avx512_kquant(J, r0, r1, scratch, type);                                          \
+    }
+
+/* ------------------------------------------------------------------------ */
+/* K-quants: 16 rows x T inputs per 256-value super-block                    */
+/*
+ * On the interleaved tile (matmul_internal.h). Q4_K/Q5_K: per block of 32
+ * values 8 VPDPBUSD give the 16 rows' exact block dot products, one VPMULLD
+ * by the rows' 6-bit scales and one add accumulate I (exact); the mins'
+ * M = sum of min * block sum is 4 VPDPWSSD on (min, min) pairs and the
+ * activations' int16 block sums. Q6_K: signed weights meet the activations
+ * stored + 128 (VPDPBUSD needs one unsigned side); the excess 128 * sum of
+ * scale * (sum of q) is a weight constant per row, computed once per tile.
+ * Then per super-block acc = fma(I, d*dx, acc) (and fma(M, -dmin*dx, acc)),
+ * as the generic kernel.
+ */
+
+#define KT 8 /* inputs per tile */
+
+/* Q4_K/Q5_K header of a tile's super-block: d, -dmin, the 8 scales (int32
+ * per row) and the 4 (min, min) pairs (int16 x 2 per row). */
+X86_512 void k4_header(const uint8_t *b, __m512 *d, __m512 *nd, __m512i sc[8], __m512i mp[4]) {
+    const __m512i dm = _mm512_loadu_si512(b);
+    *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+    *nd = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
+    __m128i B[12];
+    for (int i = 0; i < 12; i++) B[i] = _mm_loadu_si128((const __m128i *)(const void *)(b + 64 + 16 * i));
+    const __m128i m6 = _mm_set1_epi8(63), m4 = _mm_set1_epi8(0x0F), m3 = _mm_set1_epi8(3);
+    __m128i S[8], M[8];
+    for (int j = 0; j < 4; j++) {
+        S[j] = _mm_and_si128(B[j], m6);
+        M[j] = _mm_and_si128(B[j + 4], m6);
+    }
+    for (int j = 4; j < 8; j++) {
+        /* (q[j+4] & 0xF) | ((q[j-4] >> 6) << 4);  (q[j+4] >> 4) | ((q[j] >> 6) << 4) */
+        const __m128i hs = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(B[j - 4], 6), m3), 4);
+        const __m128i hm = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(B[j], 6), m3), 4);
+        S[j] = _mm_or_si128(_mm_and_si128(B[j + 4], m4), hs);
+        M[j] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B[j + 4], 4), m4), hm);
+    }
+    for (int j = 0; j < 8; j++) sc[j] = _mm512_cvtepu8_epi32(S[j]);
+    for (int i = 0; i < 4; i++)
+        mp[i] = _mm512_or_si512(_mm512_cvtepu8_epi32(M[2 * i]), _mm512_slli_epi32(_mm512_cvtepu8_epi32(M[2 * i + 1]), 16));
+}
+
+X86_512 void k4_tile(const tp_mm_job *J, const int q5, const int T, const uint8_t *tile, int r, int nrow, int t0) {
+    const int NS = J->n_in / 256, nb = J->nb;
+    const size_t tb = q5 ? 16 * 176 : 16 * 144, qso = q5 ? 768 : 256;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+    __m512 acc[KT];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int sb = 0; sb < NS; sb++) {
+        const uint8_t *b = tile + (size_t)sb * tb;
+        __m512 d, nd;
+        __m512i sc[8], mp[4];
+        k4_header(b, &d, &nd, sc, mp);
+        const size_t xg = (size_t)sb * nb + (size_t)t0;
+        const int32_t *xw = (const int32_t *)(const void *)(J->xq + xg * 256);
+        __m512i I[KT];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) I[t] = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g++) {
+            __m512i is[KT];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) is[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int dd = 0; dd < 8; dd++) {
+                const __m512i raw = _mm512_loadu_si512(b + qso + 64 * (8 * (g >> 1) + dd));
+                __m512i w = (g & 1) ? _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4) : _mm512_and_si512(raw, m4);
+                if (q5) {
+                    const __m512i h = _mm512_loadu_si512(b + 256 + 64 * dd);
+                    w = _mm512_or_si512(w, _mm512_slli_epi16(_mm512_and_si512(_mm512_srl_epi16(h, _mm_cvtsi32_si128(g)), one), 4));
+                }
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) is[t] = _mm512_dpbusd_epi32(is[t], w, _mm512_set1_epi32(xw[64 * t + 8 * g + dd]));
+            }
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) I[t] = _mm512_add_epi32(I[t], _mm512_mullo_epi32(is[t], sc[g]));
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int32_t *xs = (const int32_t *)(const void *)(J->xsum + (xg + (size_t)t) * 8);
+            __m512i M = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) M = _mm512_dpwssd_epi32(M, mp[i], _mm512_set1_epi32(xs[i]));
+            const __m512 dx = _mm512_set1_ps(J->xd[xg + (size_t)t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[t]), _mm512_mul_ps(d, dx), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(M), _mm512_mul_ps(nd, dx), acc[t]);
+        }
+    }
+    const __mmask16 m = nrow >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nrow) - 1);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(J->y + (size_t)(t0 + t) * J->n_out + r, m, acc[t]);
+}
+
+/* Q6_K value slice: dword dd (0..7) of quarter q (0..3) of half h, as signed bytes. */
+X86_512 __m512i k6_slice(const uint8_t *b, int h, int q, int dd) {
+    const __m512i ql = _mm512_loadu_si512(b + 64 * (16 * h + 8 * (q & 1) + dd));
+    const __m512i qh = _mm512_loadu_si512(b + 2048 + 64 * (8 * h + dd));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    const __m512i lo = (q & 2) ? _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4) : _mm512_and_si512(ql, m4);
+    const __m512i hi = _mm512_and_si512(_mm512_srl_epi16(qh, _mm_cvtsi32_si128(2 * q)), m3);
+    return _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_slli_epi16(hi, 4)), _mm512_set1_epi8(32));
+}
+
+/* the 16 scales (int32 per row) and d of a Q6_K tile's super-block */
+X86_512 void k6_header(const uint8_t *b, __m512i sc[16], __m512 *d) {
+    for (int s2 = 0; s2 < 16; s2++)
+        sc[s2] = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 3072 + 16 * s2)));
+    *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(b + 3328)));
+}
+
+/* value dword index (of 64) of half h, quarter q, dword dd; its sub-block */
+#define K6_DW(h, q, dd) (32 * (h) + 8 * (q) + (dd))
+
+X86_512 void k6_tile(const tp_mm_job *J, const int T, const uint8_t *tile, int32_t *corr, const int have_corr, int r,
+                     int nrow, int t0) {
+    const int NS = J->n_in / 256, nb = J->nb;
+    const size_t tb = 16 * 210;
+    __m512 acc[KT];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int sb = 0; sb < NS; sb++) {
+        const uint8_t *b = tile + (size_t)sb * tb;
+        __m512i sc[16];
+        __m512 d;
+        k6_header(b, sc, &d);
+        const size_t xg = (size_t)sb * nb + (size_t)t0;
+        const int32_t *xw = (const int32_t *)(const void *)(J->xq + xg * 256);
+        __m512i I[KT];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) I[t] = _mm512_setzero_si512();
+        __m512i C = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++)
+            for (int q = 0; q < 4; q++)
+                for (int half = 0; half < 2; half++) { /* sub-block 8h + 2q + half: dwords 4 half .. +3 */
+                    const int s2 = 8 * h + 2 * q + half;
+                    __m512i is[KT], ws = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                    for (int t = 0; t < T; t++) is[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                    for (int e = 0; e < 4; e++) {
+                        const int dd = 4 * half + e;
+                        const __m512i w = k6_slice(b, h, q, dd);
+                        if (!have_corr) ws = _mm512_dpbusd_epi32(ws, _mm512_set1_epi8(1), w);
+#pragma GCC unroll 8
+                        for (int t = 0; t < T; t++)
+                            is[t] = _mm512_dpbusd_epi32(is[t], _mm512_set1_epi32(xw[64 * t + K6_DW(h, q, dd)]), w);
+                    }
+                    if (!have_corr) C = _mm512_add_epi32(C, _mm512_mullo_epi32(ws, sc[s2]));
+#pragma GCC unroll 8
+                    for (int t = 0; t < T; t++) I[t] = _mm512_add_epi32(I[t], _mm512_mullo_epi32(is[t], sc[s2]));
+                }
+        /* the activations' + 128 added 128 * sum of scale * sum of q per row */
+        if (!have_corr) _mm512_storeu_si512(corr + 16 * sb, _mm512_slli_epi32(C, 7));
+        C = _mm512_loadu_si512(corr + 16 * sb);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const __m512 dx = _mm512_set1_ps(J->xd[xg + (size_t)t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(I[t], C)), _mm512_mul_ps(d, dx), acc[t]);
+        }
+    }
+    const __mmask16 m = nrow >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nrow) - 1);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(J->y + (size_t)(t0 + t) * J->n_out + r, m, acc[t]);
+}
+
+X86_512 void kq_tile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *tile, int32_t *corr,
+                     int have_corr, int r, int nrow, int t0) {
+    if (type == TP_Q6_K) k6_tile(J, T, tile, corr, have_corr, r, nrow, t0);
+    else k4_tile(J, type == TP_Q5_K, T, tile, r, nrow, t0);
+}
+
+X86_512 void avx512_kquant(const tp_mm_job *J, int r0, int r1, uint8_t *scratch, const uint32_t type) {
+    /* scratch: the tile when it is built on the fly, then Q6_K's per-row corrections */
+    int32_t *corr = (int32_t *)(void *)(scratch + (16 * J->row_bytes + 63) / 64 * 64);
+    for (int r = r0; r < r1; r += 16) {
+        const int nr = r1 - r < 16 ? r1 - r : 16;
+        const uint8_t *tile = tp_mm_r16_tile(J, r, nr, scratch);
+        int t0 = 0, have = 0;
+        for (; J->nb - t0 >= KT; t0 += KT, have = 1) kq_tile(J, type, KT, tile, corr, have, r, nr, t0);
+        switch (J->nb - t0) {
+        case 7: kq_tile(J, type, 7, tile, corr, have, r, nr, t0); break;
+        case 6: kq_tile(J, type, 6, tile, corr, have, r, nr, t0); break;
+        case 5: kq_tile(J, type, 5, tile, corr, have, r, nr, t0); break;
+        case 4: kq_tile(J, type, 4, tile, corr, have, r, nr, t0); break;
+        case 3: kq_tile(J, type, 3, tile, corr, have, r, nr, t0); break;
+        case 2: kq_tile(J, type, 2, tile, corr, have, r, nr, t0); break;
+        case 1: kq_tile(J, type, 1, tile, corr, have, r, nr, t0); break;
+        default: break;
+        }
+    }
+}
+
+AVX512_KKERNEL(k_q4_K, TP_Q4_K)
+AVX512_KKERNEL(k_q5_K, TP_Q5_K)
+AVX512_KKERNEL(k_q6_K, TP_Q6_K)
 
 /* ------------------------------------------------------------------------ */
 /* float kernels                                                             */
@@ -233,6 +436,9 @@ int tp_mm_fill_avx512(tp_mm_impl *impl) {
     impl->kernel[TP_Q4_1] = k_q4_1;
     impl->kernel[TP_Q5_0] = k_q5_0;
     impl->kernel[TP_Q5_1] = k_q5_1;
+    impl->kernel[TP_Q4_K] = k_q4_K;
+    impl->kernel[TP_Q5_K] = k_q5_K;
+    impl->kernel[TP_Q6_K] = k_q6_K;
     /* the activation quantizers of the AVX2 level (same bytes; not the bottleneck) */
     return 1;
 }

@@ -19,24 +19,31 @@
  * writes the same bytes (the AVX2 quantizers are tested against the portable
  * ones).
  *
- * Interleaved weights, TP_WL_R16 (tp_weight_repack; Q4_0 and Q8_0). Rows
- * 16i .. 16i+15 form tile i, stored where those 16 rows were (16 * row_bytes
- * bytes), block after block (32 values each):
- *   Q4_0, 288 bytes per block: the 16 rows' fp16 scales (32 bytes), then 4
- *     slices of 64 bytes: slice k holds at bytes 4i..4i+3 the bytes
- *     qs[4k..4k+3] of row i. Low nibbles are values 4k..4k+3 (+8), high
- *     nibbles values 16+4k..16+4k+3 (+8).
- *   Q8_0, 544 bytes per block: the 16 scales, then 8 slices of 64 bytes:
- *     slice j holds at bytes 4i..4i+3 the values 4j..4j+3 of row i, + 128
- *     (unsigned).
- * One 64-byte load thus gives 4 values of each of 16 rows (a 32-bit lane per
- * row), which meet the same 4 activation values broadcast to every lane:
- * one VPDPBUSD makes 64 multiply-adds for 16 outputs, with no horizontal sum.
- * The same tile form, "U8" (Q8_0's, with the weight type's offset instead of
- * 128, and the fp16 mins of Q4_1/Q5_1 after the tile: 32 bytes per block), is
- * built on the fly in a thread's scratch for the other legacy types, for rows
- * past the last whole tile and for weights that were not repacked, so that
- * every row takes the same arithmetic.
+ * Interleaved weights, TP_WL_R16 (tp_weight_repack; Q4_0, Q8_0, Q4_K, Q5_K,
+ * Q6_K). Rows 16i .. 16i+15 form tile i, stored where those 16 rows were
+ * (16 * row_bytes bytes), block after block (a block is 32 values, or 256 for
+ * the K-quants), each block 16 times the file's block. Every field of the
+ * file's block is interleaved by rows at its natural unit: field bytes
+ * [u*k, u*k+u) of row r go to field_base + u*(16k + r). The fields, in order
+ * (offset in the file's block, size, unit):
+ *   Q4_0 (288 B):  d (0, 2, 2)  qs (2, 16, 4)
+ *   Q8_0 (544 B):  d (0, 2, 2)  qs (2, 32, 4), stored + 128 (unsigned)
+ *   Q4_K (2304 B): d,dmin (0, 4, 4)  scales (4, 12, 1)  qs (16, 128, 4)
+ *   Q5_K (2816 B): d,dmin (0, 4, 4)  scales (4, 12, 1)  qh (16, 32, 4)  qs (48, 128, 4)
+ *   Q6_K (3360 B): ql (0, 128, 4)  qh (128, 64, 4)  scales (192, 16, 1)  d (208, 2, 2)
+ * So one 64-byte load of a qs slice holds 4 quantized bytes of each of 16
+ * rows (a 32-bit lane per row), which meet the same 4 activation values
+ * broadcast to every lane: one VPDPBUSD makes 64 multiply-adds for 16
+ * outputs, with no horizontal sum; the 16 rows' scales of a block are one
+ * 16-byte (or 32-byte) load. For Q4_0, slice k's low nibbles are values
+ * 4k..4k+3, its high nibbles values 16+4k..; for Q4_K/Q5_K slice k (of 32)
+ * holds values 64(k/8) + 4(k%8) .. (low nibbles, block 2(k/8)) and 32 more
+ * (high nibbles, block 2(k/8)+1); for Q6_K see matmul.c (kdecode).
+ * The same tile is built on the fly in a thread's scratch (tp_r16_pack) for
+ * rows past the last whole tile and for weights that were not repacked, so
+ * that every row takes the same arithmetic. The other legacy types (Q4_1,
+ * Q5_0, Q5_1) use "U8" tiles built on the fly: Q8_0's form with the type's
+ * offset instead of 128, and the fp16 mins after the tile (32 bytes per block).
  */
 #ifndef TEMPO_MATMUL_INTERNAL_H
 #define TEMPO_MATMUL_INTERNAL_H
@@ -127,11 +134,32 @@ static inline uint16_t tp_mm_rd16(const uint8_t *p) {
 /* Block bytes of the legacy types (Q4_0 18, Q4_1 20, Q5_0 22, Q5_1 24, Q8_0 34). */
 static inline size_t tp_mm_block_bytes(uint32_t type) { return tp_dtype_block_bytes(type); }
 
+/* ---- interleaved tiles (TP_WL_R16) ---- */
+
+/* Bytes per block of a 16-row tile (0: the type has no R16 layout). */
+size_t tp_r16_block_bytes(uint32_t type);
+/* Packs rows [0, nrows) (nrows <= 16; the others are zero) of nblk blocks,
+ * row r at src + r*src_stride, into one tile at dst. */
+void tp_r16_pack(uint32_t type, const uint8_t *src, size_t src_stride, int nrows, size_t nblk, uint8_t *dst);
+/* The file's bytes of block `blk` of row `lane` of a tile. */
+void tp_r16_unpack_block(uint32_t type, const uint8_t *tile, int lane, size_t blk, uint8_t *out);
+/* Row r's block blk as the file stores it, from either layout (out: a
+ * buffer of the type's block size; the returned pointer is out or in the
+ * weight). */
+static inline const uint8_t *tp_mm_file_block(const tp_mm_job *J, int r, size_t blk, uint8_t *out) {
+    if (J->layout == TP_WL_R16 && r < J->n_out / 16 * 16) {
+        tp_r16_unpack_block(J->type, J->w + (size_t)(r >> 4) * 16 * J->row_bytes, r & 15, blk, out);
+        return out;
+    }
+    return J->w + (size_t)r * J->row_bytes + blk * tp_dtype_block_bytes(J->type);
+}
+
 /* Block g of row r as 32 unsigned values (value + tp_mm_offset(type)), its
- * fp16 scale and (Q4_1/Q5_1) fp16 min, from a row-major weight. */
-static inline void tp_mm_block_u8(uint32_t type, const uint8_t *row, int g, uint8_t u[32], uint16_t *d,
-                                  uint16_t *m) {
-    const uint8_t *b = row + (size_t)g * tp_mm_block_bytes(type);
+ * fp16 scale and (Q4_1/Q5_1) fp16 min, from either layout. */
+static inline void tp_mm_row_block_u8(const tp_mm_job *J, int r, int g, uint8_t u[32], uint16_t *d, uint16_t *m) {
+    uint8_t buf[34];
+    const uint32_t type = J->type;
+    const uint8_t *b = tp_mm_file_block(J, r, (size_t)g, buf);
     *d = tp_mm_rd16(b);
     *m = 0;
     switch (type) {
@@ -164,31 +192,6 @@ static inline void tp_mm_block_u8(uint32_t type, const uint8_t *row, int g, uint
     }
 }
 
-/* The same from any layout: row r of weight J. */
-static inline void tp_mm_row_block_u8(const tp_mm_job *J, int r, int g, uint8_t u[32], uint16_t *d, uint16_t *m) {
-    if (J->layout == TP_WL_R16 && r < J->n_out / 16 * 16) {
-        const int lane = r & 15;
-        const size_t tile = (size_t)(r >> 4) * 16 * J->row_bytes;
-        *m = 0;
-        if (J->type == TP_Q4_0) {
-            const uint8_t *b = J->w + tile + (size_t)g * TP_R16_Q4_0;
-            *d = tp_mm_rd16(b + 2 * lane);
-            for (int k = 0; k < 4; k++)
-                for (int i = 0; i < 4; i++) {
-                    uint8_t v = b[32 + 64 * k + 4 * lane + i];
-                    u[4 * k + i] = v & 0xF;
-                    u[16 + 4 * k + i] = v >> 4;
-                }
-        } else { /* Q8_0 */
-            const uint8_t *b = J->w + tile + (size_t)g * TP_R16_U8;
-            *d = tp_mm_rd16(b + 2 * lane);
-            for (int j = 0; j < 8; j++) memcpy(u + 4 * j, b + 32 + 64 * j + 4 * lane, 4);
-        }
-        return;
-    }
-    tp_mm_block_u8(J->type, J->w + (size_t)r * J->row_bytes, g, u, d, m);
-}
-
 /* Builds the U8 tile of rows r0 .. r0+nr-1 (nr <= 16; missing rows are zero)
  * into t: G blocks of TP_R16_U8 bytes, then (Q4_1/Q5_1) G x 16 fp16 mins. */
 static inline void tp_mm_u8_tile(const tp_mm_job *J, int r0, int nr, uint8_t *t) {
@@ -207,6 +210,15 @@ static inline void tp_mm_u8_tile(const tp_mm_job *J, int r0, int nr, uint8_t *t)
             if (mins) memcpy(mt + 32 * (size_t)g + 2 * i, &m, 2);
         }
     }
+}
+
+/* The tile of rows r .. r+nr-1 of an R16 type: in the weight when repacked
+ * (and whole), else packed into scratch. */
+static inline const uint8_t *tp_mm_r16_tile(const tp_mm_job *J, int r, int nr, uint8_t *scratch) {
+    if (J->layout == TP_WL_R16 && r + 16 <= J->n_out / 16 * 16) return J->w + (size_t)r * J->row_bytes;
+    tp_r16_pack(J->type, J->w + (size_t)r * J->row_bytes, J->row_bytes, nr,
+                J->row_bytes / tp_dtype_block_bytes(J->type), scratch);
+    return scratch;
 }
 
 /* Element i of an F32/F16/BF16 row as f32: the scalar tail of the float kernels. */

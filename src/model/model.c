@@ -154,15 +154,20 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
     return v;
 }
 
-/* Load-time repacking (kernels/matmul.h, tp_weight_repack): Q4_0/Q8_0
- * matrices are rewritten in place into the kernels' interleaved layout. The
- * mapping is private, so each written page is copied once and the copy
- * replaces the file's page in this process: the weights are not held twice,
- * weight_bytes (mapped bytes counted in full) stays right, and the file is
- * never written. TEMPO_NO_REPACK=1 keeps the file's layout (for comparisons). */
+/* Load-time placement (kernels/matmul.h): the tensor data moves onto huge
+ * pages (tp_weights_to_hugepages), then Q4_0/Q8_0 matrices are rewritten in
+ * place into the kernels' interleaved layout (tp_weight_repack). The mapping
+ * is private: the moved or written pages replace the file's pages in this
+ * process, so the weights are not held twice, weight_bytes (mapped bytes
+ * counted in full) stays right, and the file is never written.
+ * TEMPO_NO_REPACK=1 keeps the file's pages and layout (shared page cache, and
+ * comparisons). */
 static void repack_weights(tp_model *m) {
     const char *no = getenv("TEMPO_NO_REPACK");
     if ((no && *no && strcmp(no, "0") != 0) || !m->gguf) return;
+    gguf_file *f = m->gguf;
+    if (f->data_offset < f->map_size)
+        tp_weights_to_hugepages((void *)(uintptr_t)(f->map + f->data_offset), f->map_size - f->data_offset);
     int n = 2 + 7 * m->hp.n_layers, any = 0;
     tp_weight **ws = tp_xmalloc((size_t)n * sizeof *ws);
     ws[0] = &m->tok_embd;
