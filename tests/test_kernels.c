@@ -3,7 +3,10 @@
  * tp_dequantize_row, the activation quantizers, and the vector ops. */
 #include "test.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +59,18 @@ static void probe_fn(void *ctx, int ith, int nth) {
     for (int i = ith; i < 3000; i += nth) p->data[i] += i;
 }
 
+static int usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 TEST(kernels_pool_runs_every_thread_once) {
     static pool_probe P;
-    for (int nt = 1; nt <= 3; nt++) {
-        tp_pool *pool = tp_pool_create(nt);
+    for (int want = 1; want <= 3; want++) {
+        tp_pool *pool = tp_pool_create(want);
         REQUIRE(pool != NULL);
+        int nt = want < usable_cpus() ? want : usable_cpus(); /* capped at the CPUs */
         CHECK_INT_EQ(tp_pool_threads(pool), nt);
         memset(&P, 0, sizeof P);
         P.want_nth = nt;
@@ -87,7 +97,12 @@ TEST(kernels_pool_null_and_default) {
     CHECK_INT_EQ(tp_pool_threads(NULL), 1);
     tp_pool *pool = tp_pool_create(0);
     REQUIRE(pool != NULL);
-    CHECK_INT_EQ(tp_pool_threads(pool), (int)sysconf(_SC_NPROCESSORS_ONLN));
+    CHECK_INT_EQ(tp_pool_threads(pool), usable_cpus());
+    tp_pool_free(pool);
+    /* more threads than CPUs are capped: they would only take turns */
+    pool = tp_pool_create(usable_cpus() + 3);
+    REQUIRE(pool != NULL);
+    CHECK_INT_EQ(tp_pool_threads(pool), usable_cpus());
     tp_pool_free(pool);
     tp_pool_free(NULL);
 }
@@ -414,6 +429,70 @@ TEST(kernels_repack_only_what_it_can) {
     tp_weight c = { .data = w, .type = TP_Q4_0, .n_in = 32, .n_out = 16 };
     CHECK_INT_EQ(tp_weight_repack(&c), 1);
     CHECK_INT_EQ(tp_weight_repack(&c), 0); /* already packed */
+}
+
+
+/* kB of a /proc/self/status field (RssAnon, RssFile), or -1 */
+static long status_kb(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':') v = atol(line + n + 1);
+    if (f) fclose(f);
+    return v;
+}
+
+/* Weights moved onto huge pages keep their bytes and addresses, the file is
+ * not written, and the file's pages leave the process as the copies arrive:
+ * the resident set does not hold the weights twice. */
+TEST(kernels_weights_to_hugepages_moves_not_copies) {
+    char *dir = test_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/w.bin", dir);
+    const size_t A = (size_t)2 << 20, size = 16 * A + 12345;
+    uint8_t *want = malloc(size);
+    for (size_t i = 0; i < size; i++) want[i] = (uint8_t)(i * 2654435761u >> 13);
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f && fwrite(want, 1, size, f) == size);
+    fclose(f);
+    int fd = open(path, O_RDONLY);
+    REQUIRE(fd >= 0);
+    /* a private read-only mapping at a 2 MiB boundary, as tp_gguf_open makes */
+    uint8_t *r = mmap(NULL, size + A, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(r != MAP_FAILED);
+    uint8_t *a = (uint8_t *)(((uintptr_t)r + A - 1) & ~(uintptr_t)(A - 1));
+    uint8_t *m = mmap(a, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    close(fd);
+    REQUIRE(m == a);
+    volatile uint8_t sink = 0;
+    for (size_t i = 0; i < size; i += 4096) sink ^= m[i]; /* all resident */
+    long anon0 = status_kb("RssAnon"), file0 = status_kb("RssFile");
+    /* from an unaligned start: only whole chunks inside the range move */
+    size_t moved = tp_weights_to_hugepages(m + 100, size - 100);
+    CHECK_INT_EQ((long long)moved, (long long)(15 * A)); /* chunks 1..15 */
+    CHECK(memcmp(m, want, size) == 0);
+    long anon1 = status_kb("RssAnon"), file1 = status_kb("RssFile");
+    if (anon0 >= 0 && file0 >= 0) {
+        long grew = (anon1 + file1) - (anon0 + file0), moved_kb = (long)(moved / 1024);
+        CHECK_MSG(anon1 - anon0 >= moved_kb - 4096, "anonymous pages grew by %ld kB for %ld kB moved", anon1 - anon0,
+                  moved_kb);
+        CHECK_MSG(grew < 4096, "the resident set grew by %ld kB (the weights held twice?)", grew);
+    }
+    munmap(r, size + A); /* the file's mapping, the moved chunks and the reservation around them */
+    /* the file is untouched */
+    size_t len;
+    char err[TP_ERR_LEN];
+    char *back = tp_read_file(path, &len, err);
+    REQUIRE(back);
+    CHECK(len == size && memcmp(back, want, size) == 0);
+    free(back);
+    free(want);
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+    (void)sink;
 }
 
 TEST(kernels_simd_level_names) {
