@@ -380,29 +380,6 @@ out:
     return ok;
 }
 
-/* Files of 2 MiB and more are mapped at a 2 MiB boundary, so that the loader
- * can move the tensor data onto transparent huge pages (kernels/matmul.h,
- * tp_weights_to_hugepages): aligned virtual chunks are needed for that. */
-static void *map_file(int fd, size_t size) {
-    const size_t A = (size_t)2 << 20;
-    if (size >= A) {
-        uint8_t *r = mmap(NULL, size + A, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (r != MAP_FAILED) {
-            uint8_t *a = (uint8_t *)(((uintptr_t)r + A - 1) & ~(uintptr_t)(A - 1));
-            void *m = mmap(a, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
-            if (m != MAP_FAILED) {
-                size_t page = (size_t)sysconf(_SC_PAGESIZE);
-                uint8_t *end = a + (size + page - 1) / page * page;
-                if (a > r) munmap(r, (size_t)(a - r));
-                if (r + size + A > end) munmap(end, (size_t)(r + size + A - end));
-                return m;
-            }
-            munmap(r, size + A);
-        }
-    }
-    return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-}
-
 gguf_file *tp_gguf_open(const char *path, char *err) {
     gguf_file *f = tp_xcalloc(1, sizeof *f);
     f->path = tp_xstrdup(path);
@@ -432,7 +409,7 @@ gguf_file *tp_gguf_open(const char *path, char *err) {
         close(fd);
         return fail_close(f);
     }
-    void *m = map_file(fd, (size_t)st.st_size);
+    void *m = tp_map_file(fd, (size_t)st.st_size); /* at 2 MiB for huge pages */
     int merr = errno;
     close(fd);
     if (m == MAP_FAILED) {

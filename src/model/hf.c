@@ -383,6 +383,20 @@ static bool load_weights(hf_loader *ld, bool tied) {
     return true;
 }
 
+/* The shards' tensor data onto huge pages (kernels/matmul.h,
+ * tp_weights_to_hugepages): the same bytes at the same addresses, the
+ * files' pages leave the process as the copies arrive. TEMPO_NO_REPACK=1
+ * keeps the files' pages (shared page cache). */
+static void place_weights(const st_set *st) {
+    const char *no = getenv("TEMPO_NO_REPACK");
+    if (no && *no && strcmp(no, "0") != 0) return;
+    for (int i = 0; i < st->n_files; i++) {
+        const st_file *f = st->files[i];
+        if (f->data_offset < f->map_size)
+            tp_weights_to_hugepages((void *)(uintptr_t)(f->map + f->data_offset), f->map_size - f->data_offset);
+    }
+}
+
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err) {
     char path[4096], gpath[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -437,6 +451,7 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
         tp_model_own(m, ff, (size_t)(hp->rope_dim / 2) * sizeof(float));
         m->rope_freq_factors = ff;
     }
+    place_weights(st);
     if (tp_model_finish(m, opts, err)) goto fail;
     if (rope.linear != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / rope.linear);
