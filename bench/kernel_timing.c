@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
             tp_weight *W = calloc((size_t)copies, sizeof *W);
             for (int c = 0; c < copies; c++) {
                 W[c] = (tp_weight){ .data = w + (size_t)c * wbytes, .type = type, .n_in = n_in, .n_out = n_out };
-                tp_weight_repack(&W[c]);
+                if (!getenv("NOREPACK")) tp_weight_repack(&W[c]); /* NOREPACK=1: the file's layout */
             }
             double t1 = 0;
             for (int ni = 0; ni < n_nbs; ni++) {

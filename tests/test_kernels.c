@@ -305,9 +305,10 @@ static void check_type(uint32_t type, int n_in, int n_out) {
         W[1] = W[0];
         W[1].data = wp;
         CHECK_INT_EQ(tp_weight_repack(&W[1]), 1);
-        CHECK_INT_EQ(W[1].layout, TP_WL_R16);
-        CHECK(memcmp(wp, w, rb * (size_t)(n_out / 16 * 16)) != 0); /* really moved */
-        if (n_out % 16) CHECK(memcmp(wp + rb * (size_t)(n_out / 16 * 16), w + rb * (size_t)(n_out / 16 * 16), rb * (size_t)(n_out % 16)) == 0);
+        const int fl = type == TP_F32 || type == TP_F16 || type == TP_BF16, tr = fl ? 4 : 16; /* rows per tile */
+        CHECK_INT_EQ(W[1].layout, fl ? TP_WL_R4 : TP_WL_R16);
+        if (n_in > 16 || !fl) CHECK(memcmp(wp, w, rb * (size_t)(n_out / tr * tr)) != 0); /* really moved */
+        if (n_out % tr) CHECK(memcmp(wp + rb * (size_t)(n_out / tr * tr), w + rb * (size_t)(n_out / tr * tr), rb * (size_t)(n_out % tr)) == 0);
         /* embedding rows read back exactly */
         float *a = malloc(sizeof(float) * (size_t)n_in), *b2 = malloc(sizeof(float) * (size_t)n_in);
         int same = 1;
@@ -412,7 +413,7 @@ TEST(kernels_matmul_rejects_bad_shape) {
     CHECK(tp_matmul_ctx_bytes(c) > 0);
     tp_matmul(c, y, x, 1, &W2);
     CHECK(isnan(y[0]));
-    tp_weight W3 = { .data = w, .type = TP_F16, .n_in = 32, .n_out = 1, .layout = TP_WL_R16 }; /* no such layout */
+    tp_weight W3 = { .data = w, .type = TP_F16, .n_in = 32, .n_out = 1, .layout = TP_WL_R16 }; /* not F16's layout */
     tp_matmul(c, y, x, 1, &W3);
     CHECK(isnan(y[0]));
     tp_matmul_ctx_free(c);
@@ -424,8 +425,10 @@ TEST(kernels_repack_only_what_it_can) {
     tp_weight a = { .data = w, .type = TP_Q4_0, .n_in = 64, .n_out = 15 }; /* fewer than 16 rows */
     CHECK_INT_EQ(tp_weight_repack(&a), 0);
     CHECK_INT_EQ(a.layout, TP_WL_ROWS);
-    tp_weight b = { .data = w, .type = TP_F16, .n_in = 64, .n_out = 16 };
+    tp_weight b = { .data = w, .type = TP_F16, .n_in = 64, .n_out = 3 }; /* fewer than 4 rows */
     CHECK_INT_EQ(tp_weight_repack(&b), 0);
+    tp_weight b2 = { .data = w, .type = TP_Q2_K, .n_in = 256, .n_out = 16 }; /* no tile layout */
+    CHECK_INT_EQ(tp_weight_repack(&b2), 0);
     tp_weight c = { .data = w, .type = TP_Q4_0, .n_in = 32, .n_out = 16 };
     CHECK_INT_EQ(tp_weight_repack(&c), 1);
     CHECK_INT_EQ(tp_weight_repack(&c), 0); /* already packed */

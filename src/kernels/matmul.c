@@ -268,8 +268,15 @@ static float dot_generic(const float *w, const float *x, int n) {
  * as f32 (exact for F16/BF16) times the f32 inputs. */
 static void kern_generic_float(const tp_mm_job *J, int r0, int r1, uint8_t *scratch) {
     float *wrow = (float *)(void *)scratch;
+    uint8_t *rowbuf = scratch + (size_t)J->n_in * sizeof(float);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = J->w + (size_t)r * J->row_bytes;
+        if (J->layout == TP_WL_R4 && r < J->n_out / 4 * 4) { /* gather the row from its tile */
+            const size_t es = J->row_bytes / (size_t)J->n_in;
+            const uint8_t *tile = J->w + (size_t)(r & ~3) * J->row_bytes;
+            for (int k = 0; k < J->n_in; k++) memcpy(rowbuf + (size_t)k * es, tile + tp_r4_elem(J->n_in, r & 3, k) * es, es);
+            row = rowbuf;
+        }
         const float *wf;
         if (J->type == TP_F32 && ((uintptr_t)row & 3) == 0) {
             wf = (const float *)(const void *)row;
@@ -284,6 +291,8 @@ static void kern_generic_float(const tp_mm_job *J, int r0, int r1, uint8_t *scra
 
 /* ------------------------------------------------------------------------ */
 /* dispatch                                                                  */
+
+size_t tp_mm_pf_dist = 8192;
 
 static tp_mm_impl g_impl[TP_SIMD_N];
 static int g_avail[TP_SIMD_N];
@@ -337,6 +346,8 @@ static void init_once(void) {
         g_avail[TP_SIMD_AVX512] = 1;
     /* TEMPO_SIMD caps the levels: the process then behaves as on a CPU
      * without the higher ones (tests of an AVX2-only machine on AVX-512). */
+    const char *pf = getenv("TEMPO_PF_DIST"); /* tuning on other machines (matmul_internal.h) */
+    if (pf && atoi(pf) > 0) tp_mm_pf_dist = (size_t)atoi(pf);
     const char *env = getenv("TEMPO_SIMD");
     int cap = level_by_name(env && *env ? env : NULL);
     if (cap >= 0)
@@ -483,7 +494,8 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     int kind = tp_mm_act_kind(type);
     int bad = type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || n_in % (int)be != 0 ||
               n_in > c->max_n_in || !impl->kernel[type] || (kind != TP_ACT_F32 && !impl->quant[kind]) ||
-              (w->layout == TP_WL_R16 && tp_r16_block_bytes(type) == 0);
+              (w->layout == TP_WL_R16 && tp_r16_block_bytes(type) == 0) ||
+              (w->layout == TP_WL_R4 && !tp_mm_is_float(type)) || w->layout > TP_WL_R4;
     if (bad) {
         /* A caller bug (the loader checks types and shapes): make it visible. */
         for (size_t i = 0; i < (size_t)nb * (size_t)n_out; i++) y[i] = NAN;
@@ -603,8 +615,9 @@ void tp_r16_unpack_block(uint32_t type, const uint8_t *tile, int lane, size_t bl
 
 int tp_weight_repackable(const tp_weight *w) {
     size_t be = tp_dtype_block_elems(w->type);
-    return w->layout == TP_WL_ROWS && tp_r16_block_bytes(w->type) > 0 && w->n_out >= 16 && w->n_in > 0 &&
-           w->n_in % (int)be == 0;
+    if (w->layout != TP_WL_ROWS || w->n_in <= 0) return 0;
+    if (tp_mm_is_float(w->type)) return w->n_out >= 4;
+    return tp_r16_block_bytes(w->type) > 0 && w->n_out >= 16 && w->n_in % (int)be == 0;
 }
 
 int tp_weight_repack(tp_weight *w) {
@@ -613,6 +626,21 @@ int tp_weight_repack(tp_weight *w) {
     uint8_t *tmp = malloc(16 * rb);
     if (!tmp) return 0;
     uint8_t *base = (uint8_t *)(uintptr_t)w->data; /* the caller made it writable */
+    if (tp_mm_is_float(w->type)) {
+        const size_t es = rb / (size_t)w->n_in;
+        for (int t = 0; t < w->n_out / 4; t++) {
+            uint8_t *tile = base + (size_t)t * 4 * rb;
+            memcpy(tmp, tile, 4 * rb);
+            for (int j = 0; j < 4; j++)
+                for (int k0 = 0; k0 < w->n_in; k0 += 16) {
+                    int n = w->n_in - k0 < 16 ? w->n_in - k0 : 16;
+                    memcpy(tile + tp_r4_elem(w->n_in, j, k0) * es, tmp + (size_t)j * rb + (size_t)k0 * es, (size_t)n * es);
+                }
+        }
+        free(tmp);
+        w->layout = TP_WL_R4;
+        return 1;
+    }
     for (int t = 0; t < w->n_out / 16; t++) {
         uint8_t *tile = base + (size_t)t * 16 * rb;
         memcpy(tmp, tile, 16 * rb);
@@ -663,6 +691,15 @@ void tp_weight_row(const tp_weight *w, int row, float *out) {
             size_t n = rb / bb - b0 < per ? rb / bb - b0 : per;
             for (size_t b = 0; b < n; b++) tp_r16_unpack_block(w->type, tile, row & 15, b0 + b, buf + b * bb);
             tp_dequantize_row(w->type, buf, out + b0 * be, n * be);
+        }
+        return;
+    }
+    if (w->layout == TP_WL_R4 && row < w->n_out / 4 * 4) {
+        const size_t es = rb / (size_t)w->n_in;
+        const uint8_t *tile = (const uint8_t *)w->data + (size_t)(row & ~3) * rb;
+        for (int k0 = 0; k0 < w->n_in; k0 += 16) {
+            int n = w->n_in - k0 < 16 ? w->n_in - k0 : 16;
+            tp_dequantize_row(w->type, tile + tp_r4_elem(w->n_in, row & 3, k0) * es, out + k0, (size_t)n);
         }
         return;
     }

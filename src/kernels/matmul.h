@@ -45,7 +45,8 @@
 /* Weight layouts (tp_weight.layout). */
 enum {
     TP_WL_ROWS = 0, /* GGUF rows (the file's layout) */
-    TP_WL_R16 = 1,  /* rows 0 .. n_out/16*16 interleaved by tp_weight_repack */
+    TP_WL_R16 = 1,  /* quantized: rows 0 .. n_out/16*16 interleaved by tp_weight_repack */
+    TP_WL_R4 = 2,   /* F32/F16/BF16: rows 0 .. n_out/4*4 interleaved by tp_weight_repack */
 };
 
 typedef struct {
@@ -88,12 +89,15 @@ void tp_weight_row(const tp_weight *w, int row, float *out);
  * place, 16 rows at a time, into the interleaved layout TP_WL_R16
  * (matmul_internal.h): per block, each field of the 16 rows' blocks side by
  * side, so that one 64-byte load holds 4 quantized bytes of each of 16 rows.
+ * F32/F16/BF16 rows, 4 at a time, into TP_WL_R4: per 16 elements the 4 rows'
+ * chunks side by side (a tile is one sequential stream), the rows' last
+ * n_in % 16 elements after them.
  * The bytes are the same in number, only moved: written into a private file
  * mapping, the rewritten pages replace the file's pages in the process (the
  * weights are not held twice). Rows past the last whole 16 stay as they are.
  * w->data must be writable for the duration of the call. Returns 1 if
- * repacked (w->layout is then TP_WL_R16), 0 if the type has no packed layout
- * or the weight is already packed or has fewer than 16 rows. Results of
+ * repacked (w->layout is then TP_WL_R16 or TP_WL_R4), 0 if the type has no
+ * packed layout or the weight is already packed or has fewer rows than a tile. Results of
  * tp_matmul and tp_weight_row do not change. */
 int tp_weight_repack(tp_weight *w);
 /* Whether tp_weight_repack would repack w (no writing). */

@@ -140,7 +140,7 @@ enum { FMT_Q4 = 0, FMT_U8 = 1 };
  * (128: signed Q8_0 values); mins: the tile's fp16 mins (Q4_1/Q5_1) or NULL.
  * Results go to y[(t0+t)*n_out + r + 8h + i] for i < nrow. */
 X86_AVX2 void r8_tile(const tp_mm_job *J, const uint32_t type, const int fmt, const int T, const uint8_t *tile,
-                      const uint8_t *mins, int h, int r, int nrow, int t0) {
+                      const uint8_t *mins, const int pf, int h, int r, int nrow, int t0) {
     const int G = J->n_in / 32, nb = J->nb, off = x86_offset(type);
     const size_t bs = fmt == FMT_Q4 ? TP_R16_Q4_0 : TP_R16_U8;
     const int sgn = type == TP_Q8_0;
@@ -155,6 +155,7 @@ X86_AVX2 void r8_tile(const tp_mm_job *J, const uint32_t type, const int fmt, co
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int g = 0; g < G; g++) {
         const uint8_t *b = tile + (size_t)g * bs;
+        if (pf) x86_prefetch(b, bs);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(b + 16 * h)));
         const int32_t *xw = (const int32_t *)(const void *)(J->xq + ((size_t)g * nb + t0) * 32);
         const size_t xg = (size_t)g * nb + (size_t)t0;
@@ -217,15 +218,15 @@ X86_AVX2 void r8_tile(const tp_mm_job *J, const uint32_t type, const int fmt, co
 }
 
 X86_AVX2 void r8_tiles(const tp_mm_job *J, const uint32_t type, const int fmt, const uint8_t *tile,
-                       const uint8_t *mins, int r, int nr) {
+                       const uint8_t *mins, const int stream, int r, int nr) {
     for (int h = 0; h < 2 && 8 * h < nr; h++) {
         const int nrow = nr - 8 * h;
-        int t0 = 0;
-        for (; J->nb - t0 >= 4; t0 += 4) r8_tile(J, type, fmt, 4, tile, mins, h, r, nrow, t0);
+        int t0 = 0, pf = stream && h == 0; /* the first pass over the tile fetches ahead */
+        for (; J->nb - t0 >= 4; t0 += 4, pf = 0) r8_tile(J, type, fmt, 4, tile, mins, pf, h, r, nrow, t0);
         switch (J->nb - t0) {
-        case 3: r8_tile(J, type, fmt, 3, tile, mins, h, r, nrow, t0); break;
-        case 2: r8_tile(J, type, fmt, 2, tile, mins, h, r, nrow, t0); break;
-        case 1: r8_tile(J, type, fmt, 1, tile, mins, h, r, nrow, t0); break;
+        case 3: r8_tile(J, type, fmt, 3, tile, mins, pf, h, r, nrow, t0); break;
+        case 2: r8_tile(J, type, fmt, 2, tile, mins, pf, h, r, nrow, t0); break;
+        case 1: r8_tile(J, type, fmt, 1, tile, mins, pf, h, r, nrow, t0); break;
         default: break;
         }
     }
@@ -239,14 +240,10 @@ X86_AVX2 void avx2_legacy(const tp_mm_job *J, int r0, int r1, uint8_t *scratch, 
         const int nr = r1 - r < 16 ? r1 - r : 16;
         if (r + 16 <= packed_end) {
             const uint8_t *tile = J->w + (size_t)r * J->row_bytes;
-            /* the weights stream: ask for the next tile now */
-            const char *next = (const char *)tile + 16 * J->row_bytes;
-            if (r + 32 <= r1)
-                for (size_t o = 0; o < 16 * J->row_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
-            r8_tiles(J, type, type == TP_Q4_0 ? FMT_Q4 : FMT_U8, tile, NULL, r, nr);
+            r8_tiles(J, type, type == TP_Q4_0 ? FMT_Q4 : FMT_U8, tile, NULL, 1, r, nr);
         } else {
             tp_mm_u8_tile(J, r, nr, scratch);
-            r8_tiles(J, type, FMT_U8, scratch, has_min ? scratch + G * TP_R16_U8 : NULL, r, nr);
+            r8_tiles(J, type, FMT_U8, scratch, has_min ? scratch + G * TP_R16_U8 : NULL, 0, r, nr);
         }
     }
 }
@@ -311,8 +308,8 @@ X86_AVX2 void k4_header2(const uint8_t *b, int h, __m256 *d, __m256 *nd, __m256i
     for (int i = 0; i < 4; i++) mp[i] = pair16(half8(M[2 * i], h), half8(M[2 * i + 1], h));
 }
 
-X86_AVX2 void k4_tile2(const tp_mm_job *J, const int q5, const int T, const uint8_t *tile, int h, int r, int nrow,
-                       int t0) {
+X86_AVX2 void k4_tile2(const tp_mm_job *J, const int q5, const int T, const uint8_t *tile, const int pf, int h, int r,
+                       int nrow, int t0) {
     const int NS = J->n_in / 256, nb = J->nb;
     const size_t tb = q5 ? 16 * 176 : 16 * 144, qso = q5 ? 768 : 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
@@ -331,6 +328,7 @@ X86_AVX2 void k4_tile2(const tp_mm_job *J, const int q5, const int T, const uint
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) I[t] = _mm256_setzero_si256();
         for (int g = 0; g < 8; g++) {
+            if (pf) x86_prefetch(b + (size_t)g * (tb / 8), tb / 8); /* spread: a burst fills the miss queue */
             __m256i p16[KT2];
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) p16[t] = _mm256_setzero_si256();
@@ -377,8 +375,8 @@ X86_AVX2 __m256i k6_slice2(const uint8_t *b, int hh, int q, int dd, int h) {
     return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), _mm256_set1_epi8(32));
 }
 
-X86_AVX2 void k6_tile2(const tp_mm_job *J, const int T, const uint8_t *tile, int32_t *corr, const int have_corr, int h,
-                       int r, int nrow, int t0) {
+X86_AVX2 void k6_tile2(const tp_mm_job *J, const int T, const uint8_t *tile, int32_t *corr, const int have_corr,
+                       const int pf, int h, int r, int nrow, int t0) {
     const int NS = J->n_in / 256, nb = J->nb;
     const size_t tb = 16 * 210;
     const __m256i ones8 = _mm256_set1_epi8(1);
@@ -397,6 +395,7 @@ X86_AVX2 void k6_tile2(const tp_mm_job *J, const int T, const uint8_t *tile, int
             for (int q = 0; q < 4; q++)
                 for (int half = 0; half < 2; half++) {
                     const int s2 = 8 * hh + 2 * q + half;
+                    if (pf) x86_prefetch(b + (size_t)s2 * (tb / 16), tb / 16);
                     const __m128i sv = _mm_loadu_si128((const __m128i *)(const void *)(b + 3072 + 16 * s2));
                     const __m256i s8 = _mm256_cvtepi8_epi32(h ? _mm_srli_si128(sv, 8) : sv);
                     const __m256i scp = _mm256_or_si256(_mm256_and_si256(s8, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s8, 16));
@@ -433,9 +432,9 @@ X86_AVX2 void k6_tile2(const tp_mm_job *J, const int T, const uint8_t *tile, int
 }
 
 X86_AVX2 void kq_tile2(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *tile, int32_t *corr,
-                       int have_corr, int h, int r, int nrow, int t0) {
-    if (type == TP_Q6_K) k6_tile2(J, T, tile, corr, have_corr, h, r, nrow, t0);
-    else k4_tile2(J, type == TP_Q5_K, T, tile, h, r, nrow, t0);
+                       int have_corr, int pf, int h, int r, int nrow, int t0) {
+    if (type == TP_Q6_K) k6_tile2(J, T, tile, corr, have_corr, pf, h, r, nrow, t0);
+    else k4_tile2(J, type == TP_Q5_K, T, tile, pf, h, r, nrow, t0);
 }
 
 X86_AVX2 void avx2_kquant(const tp_mm_job *J, int r0, int r1, uint8_t *scratch, const uint32_t type) {
@@ -443,14 +442,15 @@ X86_AVX2 void avx2_kquant(const tp_mm_job *J, int r0, int r1, uint8_t *scratch, 
     for (int r = r0; r < r1; r += 16) {
         const int nr = r1 - r < 16 ? r1 - r : 16;
         const uint8_t *tile = tp_mm_r16_tile(J, r, nr, scratch);
+        const int stream = tile != scratch;
         for (int h = 0; h < 2 && 8 * h < nr; h++) {
             const int nrow = nr - 8 * h;
-            int t0 = 0, have = 0;
-            for (; J->nb - t0 >= KT2; t0 += KT2, have = 1) kq_tile2(J, type, KT2, tile, corr, have, h, r, nrow, t0);
+            int t0 = 0, have = 0, pf = stream && h == 0;
+            for (; J->nb - t0 >= KT2; t0 += KT2, have = 1, pf = 0) kq_tile2(J, type, KT2, tile, corr, have, pf, h, r, nrow, t0);
             switch (J->nb - t0) {
-            case 3: kq_tile2(J, type, 3, tile, corr, have, h, r, nrow, t0); break;
-            case 2: kq_tile2(J, type, 2, tile, corr, have, h, r, nrow, t0); break;
-            case 1: kq_tile2(J, type, 1, tile, corr, have, h, r, nrow, t0); break;
+            case 3: kq_tile2(J, type, 3, tile, corr, have, pf, h, r, nrow, t0); break;
+            case 2: kq_tile2(J, type, 2, tile, corr, have, pf, h, r, nrow, t0); break;
+            case 1: kq_tile2(J, type, 1, tile, corr, have, pf, h, r, nrow, t0); break;
             default: break;
             }
         }
@@ -477,59 +477,86 @@ X86_AVX2 __m256 load8f(const uint32_t type, const uint8_t *row, int i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); /* BF16 */
 }
 
-/* R rows x T inputs; each output keeps 16 lanes in two registers (lanes 0-7,
- * 8-15), added at the end as the generic tree does: (l + l+8), then x86_hsum8. */
-X86_AVX2 void avx2_ftile(const tp_mm_job *J, const uint32_t type, const int R, const int T, int r, int b0) {
+/* R rows x T inputs (R*T <= 6 or R = 4, T = 1); each output keeps 16 lanes
+ * in two registers (lanes 0-7, 8-15), added at the end as the generic tree
+ * does: (l + l+8), then x86_hsum8. Rows as in matmul_avx512.c (avx512_ftile):
+ * an R4 tile when interleaved and whole, else the file's rows. */
+X86_AVX2 void avx2_ftile(const tp_mm_job *J, const uint32_t type, const int R, const int T, int r, int b0, const int pf) {
     const int n = J->n_in, n16 = n & ~15;
-    const uint8_t *rows[2];
+    const size_t es = type == TP_F32 ? 4 : 2;
+    const int r4 = J->layout == TP_WL_R4 && r < J->n_out / 4 * 4;
+    const uint8_t *base[4], *tail[4];
+    size_t cs;
+    if (r4) {
+        const uint8_t *tile = J->w + (size_t)(r & ~3) * J->row_bytes;
+        cs = 64 * es;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            base[i] = tile + tp_r4_elem(n, (r & 3) + i, 0) * es;
+            tail[i] = tile + tp_r4_elem(n, (r & 3) + i, n16) * es;
+        }
+    } else {
+        cs = 16 * es;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            base[i] = J->w + (size_t)(r + i) * J->row_bytes;
+            tail[i] = base[i] + (size_t)n16 * es;
+        }
+    }
     const float *xs[3];
-    __m256 acc[2][3][2];
-#pragma GCC unroll 2
-    for (int i = 0; i < R; i++) rows[i] = J->w + (size_t)(r + i) * J->row_bytes;
+    __m256 acc[4][3][2];
 #pragma GCC unroll 3
     for (int t = 0; t < T; t++) xs[t] = J->xf + (size_t)(b0 + t) * n;
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 3
         for (int t = 0; t < T; t++) acc[i][t][0] = acc[i][t][1] = _mm256_setzero_ps();
     for (int k = 0; k < n16; k += 16) {
-#pragma GCC unroll 2
+        const size_t off = (size_t)(k >> 4) * cs;
+        if (pf) {
+            if (r4) {
+                if (R == 4 || (r & 3) == 0) x86_prefetch(base[0] + off, cs); /* the tile: one stream */
+            } else if ((off & 63) == 0) {
+#pragma GCC unroll 4
+                for (int i = 0; i < R; i++) x86_prefetch(base[i] + off, 64);
+            }
+        }
+#pragma GCC unroll 4
         for (int i = 0; i < R; i++)
 #pragma GCC unroll 2
             for (int hh = 0; hh < 2; hh++) {
-                const __m256 wv = load8f(type, rows[i], k + 8 * hh);
+                const __m256 wv = load8f(type, base[i] + off, 8 * hh);
 #pragma GCC unroll 3
                 for (int t = 0; t < T; t++)
                     acc[i][t][hh] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs[t] + k + 8 * hh), acc[i][t][hh]);
             }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 3
         for (int t = 0; t < T; t++) {
             float s = x86_hsum8(_mm256_add_ps(acc[i][t][0], acc[i][t][1]));
-            for (int k = n16; k < n; k++) s = fmaf(tp_mm_elem_f32(type, rows[i], k), xs[t][k], s);
+            for (int k = n16; k < n; k++) s = fmaf(tp_mm_elem_f32(type, tail[i], k - n16), xs[t][k], s);
             J->y[(size_t)(b0 + t) * J->n_out + r + i] = s;
         }
 }
 
 X86_AVX2 void avx2_frow_tiles(const tp_mm_job *J, const uint32_t type, const int R, int r) {
     int b = 0;
-    for (; J->nb - b >= 3; b += 3) avx2_ftile(J, type, R, 3, r, b);
-    if (J->nb - b == 2) avx2_ftile(J, type, R, 2, r, b);
-    else if (J->nb - b == 1) avx2_ftile(J, type, R, 1, r, b);
+    for (; J->nb - b >= 3; b += 3) avx2_ftile(J, type, R, 3, r, b, b == 0);
+    if (J->nb - b == 2) avx2_ftile(J, type, R, 2, r, b, b == 0);
+    else if (J->nb - b == 1) avx2_ftile(J, type, R, 1, r, b, b == 0);
 }
 
 X86_AVX2 void avx2_frows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
-    int r = r0;
-    for (; r + 2 <= r1; r += 2) {
-        /* the weights stream: ask for the next rows now */
-        const char *next = (const char *)(J->w + (size_t)(r + 2) * J->row_bytes);
-        if (r + 4 <= r1)
-            for (size_t o = 0; o < 2 * J->row_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
-        avx2_frow_tiles(J, type, 2, r);
+    int r = r0; /* a multiple of 16: R4 tiles start at r */
+    if (J->nb == 1) {
+        /* one input: whole 4-row tiles, one stream */
+        for (; r + 4 <= r1; r += 4) avx2_ftile(J, type, 4, 1, r, 0, 1);
+    } else {
+        for (; r + 2 <= r1; r += 2) avx2_frow_tiles(J, type, 2, r);
     }
-    if (r < r1) avx2_frow_tiles(J, type, 1, r);
+    for (; r < r1; r++) avx2_frow_tiles(J, type, 1, r);
 }
 
 #define AVX2_FKERNEL(name, type)                                                          \

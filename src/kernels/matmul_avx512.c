@@ -30,9 +30,9 @@
 enum { FMT_Q4 = 0, FMT_U8 = 1 };
 
 /* Tile rows r .. r+nrow-1 (nrow <= 16) against inputs t0 .. t0+T-1, T <= 8.
- * pf: the next tile to prefetch (streaming weights), or NULL. */
+ * pf: prefetch the stream ahead (the first pass over a tile). */
 X86_512 void r16_tile(const tp_mm_job *J, const uint32_t type, const int fmt, const int T, const uint8_t *tile,
-                      const uint8_t *mins, const uint8_t *pf, int r, int nrow, int t0) {
+                      const uint8_t *mins, const int pf, int r, int nrow, int t0) {
     const int G = J->n_in / 32, nb = J->nb, off = x86_offset(type);
     const size_t bs = fmt == FMT_Q4 ? TP_R16_Q4_0 : TP_R16_U8;
     const int corr = off != 0;
@@ -42,8 +42,7 @@ X86_512 void r16_tile(const tp_mm_job *J, const uint32_t type, const int fmt, co
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int g = 0; g < G; g++) {
         const uint8_t *b = tile + (size_t)g * bs;
-        if (pf)
-            for (size_t o = 0; o < bs; o += 64) _mm_prefetch((const char *)pf + (size_t)g * bs + o, _MM_HINT_T0);
+        if (pf) x86_prefetch(b, bs);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)b));
         /* W[j] pairs with dword j of the input's 32 values */
         __m512i W[8];
@@ -90,11 +89,11 @@ X86_512 void r16_tile(const tp_mm_job *J, const uint32_t type, const int fmt, co
 }
 
 X86_512 void r16_tiles(const tp_mm_job *J, const uint32_t type, const int fmt, const uint8_t *tile,
-                       const uint8_t *mins, const uint8_t *pf, int r, int nr) {
+                       const uint8_t *mins, int pf, int r, int nr) {
     int t0 = 0;
     for (; J->nb - t0 >= 8; t0 += 8) {
         r16_tile(J, type, fmt, 8, tile, mins, pf, r, nr, t0);
-        pf = NULL; /* the tile is in cache now; fetch the next one once */
+        pf = 0; /* the tile is in cache now */
     }
     switch (J->nb - t0) {
     case 7: r16_tile(J, type, fmt, 7, tile, mins, pf, r, nr, t0); break;
@@ -116,11 +115,10 @@ X86_512 void avx512_legacy(const tp_mm_job *J, int r0, int r1, uint8_t *scratch,
         const int nr = r1 - r < 16 ? r1 - r : 16;
         if (r + 16 <= packed_end) {
             const uint8_t *tile = J->w + (size_t)r * J->row_bytes;
-            const uint8_t *pf = r + 32 <= packed_end ? tile + 16 * J->row_bytes : NULL;
-            r16_tiles(J, type, type == TP_Q4_0 ? FMT_Q4 : FMT_U8, tile, NULL, pf, r, nr);
+            r16_tiles(J, type, type == TP_Q4_0 ? FMT_Q4 : FMT_U8, tile, NULL, 1, r, nr);
         } else {
             tp_mm_u8_tile(J, r, nr, scratch);
-            r16_tiles(J, type, FMT_U8, scratch, has_min ? scratch + G * TP_R16_U8 : NULL, NULL, r, nr);
+            r16_tiles(J, type, FMT_U8, scratch, has_min ? scratch + G * TP_R16_U8 : NULL, 0, r, nr);
         }
     }
 }
@@ -185,7 +183,8 @@ X86_512 void k4_header(const uint8_t *b, __m512 *d, __m512 *nd, __m512i sc[8], _
         mp[i] = _mm512_or_si512(_mm512_cvtepu8_epi32(M[2 * i]), _mm512_slli_epi32(_mm512_cvtepu8_epi32(M[2 * i + 1]), 16));
 }
 
-X86_512 void k4_tile(const tp_mm_job *J, const int q5, const int T, const uint8_t *tile, int r, int nrow, int t0) {
+X86_512 void k4_tile(const tp_mm_job *J, const int q5, const int T, const uint8_t *tile, const int pf, int r, int nrow,
+                     int t0) {
     const int NS = J->n_in / 256, nb = J->nb;
     const size_t tb = q5 ? 16 * 176 : 16 * 144, qso = q5 ? 768 : 256;
     const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
@@ -203,6 +202,7 @@ X86_512 void k4_tile(const tp_mm_job *J, const int q5, const int T, const uint8_
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) I[t] = _mm512_setzero_si512();
         for (int g = 0; g < 8; g++) {
+            if (pf) x86_prefetch(b + (size_t)g * (tb / 8), tb / 8); /* spread: a burst fills the miss queue */
             __m512i is[KT];
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) is[t] = _mm512_setzero_si512();
@@ -256,8 +256,8 @@ X86_512 void k6_header(const uint8_t *b, __m512i sc[16], __m512 *d) {
 /* value dword index (of 64) of half h, quarter q, dword dd; its sub-block */
 #define K6_DW(h, q, dd) (32 * (h) + 8 * (q) + (dd))
 
-X86_512 void k6_tile(const tp_mm_job *J, const int T, const uint8_t *tile, int32_t *corr, const int have_corr, int r,
-                     int nrow, int t0) {
+X86_512 void k6_tile(const tp_mm_job *J, const int T, const uint8_t *tile, int32_t *corr, const int have_corr,
+                     const int pf, int r, int nrow, int t0) {
     const int NS = J->n_in / 256, nb = J->nb;
     const size_t tb = 16 * 210;
     __m512 acc[KT];
@@ -278,6 +278,7 @@ X86_512 void k6_tile(const tp_mm_job *J, const int T, const uint8_t *tile, int32
             for (int q = 0; q < 4; q++)
                 for (int half = 0; half < 2; half++) { /* sub-block 8h + 2q + half: dwords 4 half .. +3 */
                     const int s2 = 8 * h + 2 * q + half;
+                    if (pf) x86_prefetch(b + (size_t)s2 * (tb / 16), tb / 16);
                     __m512i is[KT], ws = _mm512_setzero_si512();
 #pragma GCC unroll 8
                     for (int t = 0; t < T; t++) is[t] = _mm512_setzero_si512();
@@ -309,9 +310,9 @@ X86_512 void k6_tile(const tp_mm_job *J, const int T, const uint8_t *tile, int32
 }
 
 X86_512 void kq_tile(const tp_mm_job *J, const uint32_t type, const int T, const uint8_t *tile, int32_t *corr,
-                     int have_corr, int r, int nrow, int t0) {
-    if (type == TP_Q6_K) k6_tile(J, T, tile, corr, have_corr, r, nrow, t0);
-    else k4_tile(J, type == TP_Q5_K, T, tile, r, nrow, t0);
+                     int have_corr, int pf, int r, int nrow, int t0) {
+    if (type == TP_Q6_K) k6_tile(J, T, tile, corr, have_corr, pf, r, nrow, t0);
+    else k4_tile(J, type == TP_Q5_K, T, tile, pf, r, nrow, t0);
 }
 
 X86_512 void avx512_kquant(const tp_mm_job *J, int r0, int r1, uint8_t *scratch, const uint32_t type) {
@@ -320,16 +321,18 @@ X86_512 void avx512_kquant(const tp_mm_job *J, int r0, int r1, uint8_t *scratch,
     for (int r = r0; r < r1; r += 16) {
         const int nr = r1 - r < 16 ? r1 - r : 16;
         const uint8_t *tile = tp_mm_r16_tile(J, r, nr, scratch);
+        const int stream = tile != scratch; /* prefetch weights read from memory */
         int t0 = 0, have = 0;
-        for (; J->nb - t0 >= KT; t0 += KT, have = 1) kq_tile(J, type, KT, tile, corr, have, r, nr, t0);
+        for (; J->nb - t0 >= KT; t0 += KT, have = 1) kq_tile(J, type, KT, tile, corr, have, stream && !have, r, nr, t0);
+        const int pf = stream && !have;
         switch (J->nb - t0) {
-        case 7: kq_tile(J, type, 7, tile, corr, have, r, nr, t0); break;
-        case 6: kq_tile(J, type, 6, tile, corr, have, r, nr, t0); break;
-        case 5: kq_tile(J, type, 5, tile, corr, have, r, nr, t0); break;
-        case 4: kq_tile(J, type, 4, tile, corr, have, r, nr, t0); break;
-        case 3: kq_tile(J, type, 3, tile, corr, have, r, nr, t0); break;
-        case 2: kq_tile(J, type, 2, tile, corr, have, r, nr, t0); break;
-        case 1: kq_tile(J, type, 1, tile, corr, have, r, nr, t0); break;
+        case 7: kq_tile(J, type, 7, tile, corr, have, pf, r, nr, t0); break;
+        case 6: kq_tile(J, type, 6, tile, corr, have, pf, r, nr, t0); break;
+        case 5: kq_tile(J, type, 5, tile, corr, have, pf, r, nr, t0); break;
+        case 4: kq_tile(J, type, 4, tile, corr, have, pf, r, nr, t0); break;
+        case 3: kq_tile(J, type, 3, tile, corr, have, pf, r, nr, t0); break;
+        case 2: kq_tile(J, type, 2, tile, corr, have, pf, r, nr, t0); break;
+        case 1: kq_tile(J, type, 1, tile, corr, have, pf, r, nr, t0); break;
         default: break;
         }
     }
@@ -355,16 +358,35 @@ X86_512 float hsum16(__m512 v) {
                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
-/* R rows x T inputs (R <= 4, T <= 6): 24 accumulators, 4 weight registers. */
+/* R rows x T inputs (R <= 4, T <= 6): 24 accumulators, 4 weight registers.
+ * Rows r .. r+R-1: in an R4 tile (lanes r%4 ..) when the weight is
+ * interleaved and the tile whole, else the file's rows. Row i's elements
+ * [16c, 16c+16) are at base[i] + c * cs, its tail at tail[i]. */
 X86_512 void avx512_ftile(const tp_mm_job *J, const uint32_t type, const int R, const int T, int r, int b0,
                           const int pf) {
     const int n = J->n_in, n16 = n & ~15;
     const size_t es = type == TP_F32 ? 4 : 2;
-    const uint8_t *rows[4];
+    const int r4 = J->layout == TP_WL_R4 && r < J->n_out / 4 * 4;
+    const uint8_t *base[4], *tail[4];
+    size_t cs;
+    if (r4) {
+        const uint8_t *tile = J->w + (size_t)(r & ~3) * J->row_bytes;
+        cs = 64 * es;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            base[i] = tile + tp_r4_elem(n, (r & 3) + i, 0) * es;
+            tail[i] = tile + tp_r4_elem(n, (r & 3) + i, n16) * es;
+        }
+    } else {
+        cs = 16 * es;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            base[i] = J->w + (size_t)(r + i) * J->row_bytes;
+            tail[i] = base[i] + (size_t)n16 * es;
+        }
+    }
     const float *xs[6];
     __m512 acc[4][6];
-#pragma GCC unroll 4
-    for (int i = 0; i < R; i++) rows[i] = J->w + (size_t)(r + i) * J->row_bytes;
 #pragma GCC unroll 6
     for (int t = 0; t < T; t++) xs[t] = J->xf + (size_t)(b0 + t) * n;
 #pragma GCC unroll 4
@@ -372,13 +394,18 @@ X86_512 void avx512_ftile(const tp_mm_job *J, const uint32_t type, const int R, 
 #pragma GCC unroll 6
         for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_ps();
     for (int k = 0; k < n16; k += 16) {
-        if (pf && ((size_t)k * es) % 64 == 0)
+        const size_t off = (size_t)(k >> 4) * cs;
+        if (pf) {
+            if (r4) {
+                if (R == 4 || (r & 3) == 0) x86_prefetch(base[0] + off, cs); /* the tile: one stream */
+            } else if ((off & 63) == 0) {
 #pragma GCC unroll 4
-            for (int i = 0; i < R; i++)
-                _mm_prefetch((const char *)rows[i] + (size_t)R * J->row_bytes + (size_t)k * es + 1024, _MM_HINT_T0);
+                for (int i = 0; i < R; i++) x86_prefetch(base[i] + off, 64);
+            }
+        }
         __m512 wv[4];
 #pragma GCC unroll 4
-        for (int i = 0; i < R; i++) wv[i] = load16f(type, rows[i], k);
+        for (int i = 0; i < R; i++) wv[i] = load16f(type, base[i] + off, 0);
 #pragma GCC unroll 6
         for (int t = 0; t < T; t++) {
             const __m512 xv = _mm512_loadu_ps(xs[t] + k);
@@ -391,7 +418,7 @@ X86_512 void avx512_ftile(const tp_mm_job *J, const uint32_t type, const int R, 
 #pragma GCC unroll 6
         for (int t = 0; t < T; t++) {
             float s = hsum16(acc[i][t]);
-            for (int k = n16; k < n; k++) s = fmaf(tp_mm_elem_f32(type, rows[i], k), xs[t][k], s);
+            for (int k = n16; k < n; k++) s = fmaf(tp_mm_elem_f32(type, tail[i], k - n16), xs[t][k], s);
             J->y[(size_t)(b0 + t) * J->n_out + r + i] = s;
         }
 }
@@ -410,9 +437,9 @@ X86_512 void avx512_frow_tiles(const tp_mm_job *J, const uint32_t type, const in
 }
 
 X86_512 void avx512_frows(const tp_mm_job *J, int r0, int r1, const uint32_t type) {
-    int r = r0;
-    for (; r + 4 <= r1; r += 4) avx512_frow_tiles(J, type, 4, r, r + 8 <= r1);
-    for (; r < r1; r++) avx512_frow_tiles(J, type, 1, r, 0);
+    int r = r0; /* a multiple of 16: R4 tiles start at r */
+    for (; r + 4 <= r1; r += 4) avx512_frow_tiles(J, type, 4, r, 1);
+    for (; r < r1; r++) avx512_frow_tiles(J, type, 1, r, 1);
 }
 
 #define AVX512_FKERNEL(name, type)                                                         \

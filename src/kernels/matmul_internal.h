@@ -102,6 +102,11 @@ typedef struct {
     tp_mm_quant_fn quant[3]; /* by TP_ACT_* (F32: NULL) */
 } tp_mm_impl;
 
+/* How far ahead (bytes) the SIMD kernels prefetch the weight stream: 8 KiB
+ * (measured best of 1-32 KiB on the development machine; the environment
+ * variable TEMPO_PF_DIST overrides it, for tuning on other machines). */
+extern size_t tp_mm_pf_dist;
+
 /* Which activation format a weight type uses, and its unsigned offset. */
 int tp_mm_act_kind(uint32_t type);
 int tp_mm_offset(uint32_t type);
@@ -133,6 +138,19 @@ static inline uint16_t tp_mm_rd16(const uint8_t *p) {
 
 /* Block bytes of the legacy types (Q4_0 18, Q4_1 20, Q5_0 22, Q5_1 24, Q8_0 34). */
 static inline size_t tp_mm_block_bytes(uint32_t type) { return tp_dtype_block_bytes(type); }
+
+/* ---- float tiles (TP_WL_R4) ----
+ * Rows 4i .. 4i+3 form tile i, where those rows were: for c < n_in/16, the
+ * 4 rows' elements [16c, 16c+16) side by side (row j at (4c + j) * 16
+ * elements), then each row's n_in % 16 last elements (row j at 64*(n_in/16)
+ * + j * (n_in % 16)). */
+static inline int tp_mm_is_float(uint32_t type) { return type == TP_F32 || type == TP_F16 || type == TP_BF16; }
+/* Element offset of element k of row j in a float tile of rows of n. */
+static inline size_t tp_r4_elem(int n, int j, int k) {
+    const int n16 = n & ~15;
+    if (k < n16) return (size_t)(4 * (k >> 4) + j) * 16 + (size_t)(k & 15);
+    return (size_t)4 * (size_t)n16 + (size_t)j * (size_t)(n - n16) + (size_t)(k - n16);
+}
 
 /* ---- interleaved tiles (TP_WL_R16) ---- */
 

@@ -17,6 +17,16 @@
 
 #define X86_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
+/* Software prefetch of the weight stream, tp_mm_pf_dist bytes ahead of
+ * [p, p + n): the hardware prefetchers alone leave bandwidth unused (they
+ * stop at 4 KiB boundaries, and the K-quant kernels read a block's scales
+ * before its values). A fixed distance, not "the next tile": a tile of long
+ * rows is larger than L1. */
+X86_AVX2 void x86_prefetch(const void *p, size_t n) {
+    const char *q = (const char *)p + tp_mm_pf_dist;
+    for (size_t o = 0; o < n; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
+}
+
 /* tp_mm_offset, visible to the compiler (kernels specialise on it) */
 X86_AVX2 int x86_offset(const uint32_t type) {
     return type == TP_Q8_0 ? 128 : type == TP_Q4_0 ? 8 : type == TP_Q5_0 ? 16 : type == TP_Q6_K ? 128 : 0;
