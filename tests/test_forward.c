@@ -264,7 +264,7 @@ static float *levels_run(tp_model *m, size_t *n) {
 
 /* The levels against each other: every SIMD level this process has computes
  * the same bits for whole forward passes (prompt and TEMPO steps), on F32,
- * F16, Q8_0 and Q4_0 files, and so does the file's layout without repacking.
+ * F16, Q8_0 and Q4_0 files, and so do the files' layouts without repacking.
  * (With TEMPO_SIMD=avx2 or generic the higher levels are absent: run make test
  * that way to compare those levels against the reference on their own.) */
 TEST(forward_levels_and_layouts_agree_bit_for_bit) {
@@ -288,9 +288,10 @@ TEST(forward_levels_and_layouts_agree_bit_for_bit) {
         }
         tp_matmul_set_simd(NULL);
         CHECK(runs >= 1);
-        if (f >= 2) {
-            /* Q8_0/Q4_0 matrices are repacked at load; without, the same bits */
-            CHECK_INT_EQ(m->layers[0].wq.layout, TP_WL_R16);
+        {
+            /* the matrices are interleaved at load (F32/F16 4 rows, Q8_0/Q4_0
+             * 16 rows at a time); without, the same bits */
+            CHECK_INT_EQ(m->layers[0].wq.layout, f >= 2 ? TP_WL_R16 : TP_WL_R4);
             setenv("TEMPO_NO_REPACK", "1", 1);
             tp_model *m2 = load(paths[f]);
             unsetenv("TEMPO_NO_REPACK");

@@ -651,6 +651,18 @@ int tp_weight_repack(tp_weight *w) {
     return 1;
 }
 
+void tp_weights_repack(tp_weight *const *ws, int n) {
+    for (int i = 0; i < n; i++) {
+        int shared = 0;
+        for (int j = 0; j < i && !shared; j++)
+            if (ws[j]->data == ws[i]->data && ws[j]->type == ws[i]->type) {
+                ws[i]->layout = ws[j]->layout;
+                shared = 1;
+            }
+        if (!shared) tp_weight_repack(ws[i]);
+    }
+}
+
 size_t tp_weights_to_hugepages(void *base, size_t len) {
 #if defined(__linux__) && defined(MREMAP_FIXED)
     const uintptr_t A = (uintptr_t)2 << 20;

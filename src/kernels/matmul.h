@@ -102,6 +102,9 @@ void tp_weight_row(const tp_weight *w, int row, float *out);
 int tp_weight_repack(tp_weight *w);
 /* Whether tp_weight_repack would repack w (no writing). */
 int tp_weight_repackable(const tp_weight *w);
+/* tp_weight_repack on each of n weights; weights that share their bytes with
+ * an earlier one (a tied output) are repacked once and all get its layout. */
+void tp_weights_repack(tp_weight *const *ws, int n);
 
 /* Moves the bytes of [base, base + len), part of a private mapping, onto
  * transparent huge pages: every 2 MiB-aligned chunk inside the range is

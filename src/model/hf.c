@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "core/common.h"
@@ -383,11 +384,12 @@ static bool load_weights(hf_loader *ld, bool tied) {
     return true;
 }
 
-/* The shards' tensor data onto huge pages (kernels/matmul.h,
- * tp_weights_to_hugepages): the same bytes at the same addresses, the
- * files' pages leave the process as the copies arrive. TEMPO_NO_REPACK=1
- * keeps the files' pages (shared page cache). */
-static void place_weights(const st_set *st) {
+/* Load-time placement, as for GGUF (model.c, repack_weights): the shards'
+ * tensor data onto huge pages (tp_weights_to_hugepages), then the matrices
+ * into the kernels' interleaved layouts (tp_weight_repack), in place in the
+ * private mappings (the files are never written; copies made for alignment
+ * are the model's own). TEMPO_NO_REPACK=1 keeps the files' pages and layout. */
+static void place_weights(tp_model *m, const st_set *st) {
     const char *no = getenv("TEMPO_NO_REPACK");
     if (no && *no && strcmp(no, "0") != 0) return;
     for (int i = 0; i < st->n_files; i++) {
@@ -395,6 +397,21 @@ static void place_weights(const st_set *st) {
         if (f->data_offset < f->map_size)
             tp_weights_to_hugepages((void *)(uintptr_t)(f->map + f->data_offset), f->map_size - f->data_offset);
     }
+    int n = 2 + 7 * m->hp.n_layers, ok = 1;
+    tp_weight **ws = tp_xmalloc((size_t)n * sizeof *ws);
+    ws[0] = &m->tok_embd;
+    ws[1] = &m->output;
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        tp_layer *L = &m->layers[l];
+        tp_weight *lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        memcpy(ws + 2 + 7 * l, lw, sizeof lw);
+    }
+    for (int i = 0; i < st->n_files && ok; i++)
+        ok = mprotect((void *)(uintptr_t)st->files[i]->map, st->files[i]->map_size, PROT_READ | PROT_WRITE) == 0;
+    if (ok) tp_weights_repack(ws, n);
+    for (int i = 0; i < st->n_files; i++)
+        mprotect((void *)(uintptr_t)st->files[i]->map, st->files[i]->map_size, PROT_READ);
+    free(ws);
 }
 
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err) {
@@ -451,7 +468,7 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
         tp_model_own(m, ff, (size_t)(hp->rope_dim / 2) * sizeof(float));
         m->rope_freq_factors = ff;
     }
-    place_weights(st);
+    place_weights(m, st);
     if (tp_model_finish(m, opts, err)) goto fail;
     if (rope.linear != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / rope.linear);

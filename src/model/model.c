@@ -155,8 +155,8 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
 }
 
 /* Load-time placement (kernels/matmul.h): the tensor data moves onto huge
- * pages (tp_weights_to_hugepages), then Q4_0/Q8_0 matrices are rewritten in
- * place into the kernels' interleaved layout (tp_weight_repack). The mapping
+ * pages (tp_weights_to_hugepages), then the matrices are rewritten in place
+ * into the kernels' interleaved layouts (tp_weight_repack). The mapping
  * is private: the moved or written pages replace the file's pages in this
  * process, so the weights are not held twice, weight_bytes (mapped bytes
  * counted in full) stays right, and the file is never written.
@@ -179,11 +179,7 @@ static void repack_weights(tp_model *m) {
     }
     for (int i = 0; i < n; i++) any |= tp_weight_repackable(ws[i]);
     if (any && mprotect((void *)(uintptr_t)m->gguf->map, m->gguf->map_size, PROT_READ | PROT_WRITE) == 0) {
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j < i; j++) /* a tied output shares the embedding's bytes */
-                if (ws[j]->data == ws[i]->data && ws[j]->layout != ws[i]->layout) ws[i]->layout = ws[j]->layout;
-            tp_weight_repack(ws[i]);
-        }
+        tp_weights_repack(ws, n);
         mprotect((void *)(uintptr_t)m->gguf->map, m->gguf->map_size, PROT_READ);
     }
     free(ws);
