@@ -14,7 +14,8 @@
  *     selection, one batched forward of the set, mixture), k = 1 being decode;
  * each against its roofline, the time it cannot beat:
  *     max(weight bytes / bandwidth, multiply-adds / compute peak)
- * with the best probe figures, where the multiply-adds are the weights' count
+ * with the best probe figures (probed again right before each table, so that
+ * a ratio compares figures taken together), where the multiply-adds are the weights' count
  * times the tokens whose products are computed (attention, norms and
  * selection are not counted: they are the part of a step above the roofline).
  * A figure over 100% means a probe did not find the machine's peak and is
@@ -374,11 +375,22 @@ int main(int argc, char **argv) {
         for (int l = 0; l < n_levels; l++) {
             tp_matmul_set_simd(lp[l].name);
             file_info fi;
-            printf("%s (%s), %s, %d threads:\n", paths[i], files[i].label, lp[l].name, threads);
-            if (bench_prompt(paths[i], threads, &lp[l], &fi) == 0) {
+            /* the machine again, right before its tables: on a shared machine the
+             * ceilings move, and a ratio should compare figures taken together */
+            level_probe now = lp[l];
+            tp_pool *pp = tp_pool_create(threads);
+            int code = !strcmp(lp[l].name, "avx512") ? 2 : !strcmp(lp[l].name, "avx2") ? 1 : 0;
+            now.bw = probe_bandwidth(pp, code);
+            now.i8 = probe_compute(pp, code, 0);
+            now.f32 = probe_compute(pp, code, 1);
+            tp_pool_free(pp);
+            printf("%s (%s), %s, %d threads: read %.1f GB/s, int8 dot %.0f G/s, f32 FMA %.0f G/s (best, just now)\n",
+                   paths[i], files[i].label, lp[l].name, threads, now.bw.best / 1e9, now.i8.best / 1e9,
+                   now.f32.best / 1e9);
+            if (bench_prompt(paths[i], threads, &now, &fi) == 0) {
                 printf("  weights %.0f MB per step: %.1f G multiply-adds per token (layers) + %.2f G (output)\n",
                        fi.bytes / 1e6, fi.layer_macs / 1e9, fi.out_macs / 1e9);
-                bench_tempo_widths(paths[i], threads, &lp[l], &fi);
+                bench_tempo_widths(paths[i], threads, &now, &fi);
             }
             printf("\n");
         }

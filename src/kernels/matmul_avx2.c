@@ -515,10 +515,10 @@ X86_AVX2 void avx2_ftile(const tp_mm_job *J, const uint32_t type, const int R, c
         const size_t off = (size_t)(k >> 4) * cs;
         if (pf) {
             if (r4) {
-                if (R == 4 || (r & 3) == 0) x86_prefetch(base[0] + off, cs); /* the tile: one stream */
+                if (R == 4 || (r & 3) == 0) x86_prefetch_f(base[0] + off, cs); /* the tile: one stream */
             } else if ((off & 63) == 0) {
 #pragma GCC unroll 4
-                for (int i = 0; i < R; i++) x86_prefetch(base[i] + off, 64);
+                for (int i = 0; i < R; i++) x86_prefetch_f(base[i] + off, 64);
             }
         }
 #pragma GCC unroll 4

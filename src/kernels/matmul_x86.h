@@ -27,6 +27,17 @@ X86_AVX2 void x86_prefetch(const void *p, size_t n) {
     for (size_t o = 0; o < n; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
 }
 
+/* The float kernels' variant: their f32 inputs (8-32 KiB each) live in L1,
+ * and weights fetched far ahead into L1 evict them (F16 at 2-4 inputs ran at
+ * half speed). Near lines into L1, far ones into L2 only. */
+X86_AVX2 void x86_prefetch_f(const void *p, size_t n) {
+    const char *near = (const char *)p + tp_mm_pf_dist / 4, *far = (const char *)p + 2 * tp_mm_pf_dist;
+    for (size_t o = 0; o < n; o += 64) {
+        _mm_prefetch(near + o, _MM_HINT_T0);
+        _mm_prefetch(far + o, _MM_HINT_T1);
+    }
+}
+
 /* tp_mm_offset, visible to the compiler (kernels specialise on it) */
 X86_AVX2 int x86_offset(const uint32_t type) {
     return type == TP_Q8_0 ? 128 : type == TP_Q4_0 ? 8 : type == TP_Q5_0 ? 16 : type == TP_Q6_K ? 128 : 0;
