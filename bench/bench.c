@@ -38,12 +38,13 @@
 #include <unistd.h>
 
 #include "tempo.h"
+#include "tools/measure.h"
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "kernels/threadpool.h"
 #include "memory/memory.h"
 #include "model/model.h"
-#include "tempo/generate.h"
 #include "tensor/dtype.h"
 #include "probe.h"
 
@@ -157,13 +158,15 @@ static void weight_counts(const tp_model *m, double *bytes, double *layer_macs, 
     *out_macs = (double)m->output.n_in * m->output.n_out;
 }
 
+static tp_compute *bench_compute; /* the bench's one compute context (threads, buffers) */
+
 static int forward_n(tp_model *m, tp_kv *kv, int n, int pos0, bool same_pos, tp_visibility vis, float *logits) {
     int32_t toks[64], pos[64];
     for (int i = 0; i < n; i++) { toks[i] = 1000 + 37 * i; pos[i] = same_pos ? pos0 : pos0 + i; }
     char err[TP_ERR_LEN];
     tp_batch b = { .n = n, .tokens = toks, .pos = pos, .step = 0, .vis = vis, .logits = logits,
                    .logits_last_only = vis == TP_VIS_CAUSAL };
-    if (tp_forward(m, kv, &b, err)) { fprintf(stderr, "bench: %s\n", err); return -1; }
+    if (tp_forward(m, bench_compute, kv, &b, err)) { fprintf(stderr, "bench: %s\n", err); return -1; }
     return 0;
 }
 
@@ -194,9 +197,12 @@ typedef struct {
 /* Loads the file, reads what it holds, times a 64-token prompt. */
 static int bench_prompt(const char *path, int threads, const level_probe *lp, file_info *fi) {
     char err[TP_ERR_LEN];
-    tp_load_opts o = { .n_threads = threads };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
     if (!m) { fprintf(stderr, "bench: %s\n", err); return -1; }
+    tp_model_place_weights(m); /* as tempo_model_open does */
+    bench_compute = tp_compute_new(m, threads, 0, 1024, err);
+    if (!bench_compute) { fprintf(stderr, "bench: %s\n", err); tp_model_free(m); return -1; }
     weight_counts(m, &fi->bytes, &fi->layer_macs, &fi->out_macs);
     fi->type = m->layers[0].wq.type;
     snprintf(fi->label, sizeof fi->label, "%s", tp_dtype_name(fi->type));
@@ -224,23 +230,22 @@ static int bench_prompt(const char *path, int threads, const level_probe *lp, fi
     fflush(stdout);
     free(logits);
     tp_kv_free(kv);
+    tp_compute_free(bench_compute);
+    bench_compute = NULL;
     tp_model_free(m);
     return 0;
 }
 
-/* Full TEMPO steps (selection, one batched forward of the set, mixture) with
- * forced widths: every step holds exactly k members. */
+/* Full TEMPO steps (selection, one batched forward of the set, mixture) with forced widths:
+ * threshold 0 and width k make every step hold exactly k members, and min_steps = max_tokens
+ * keeps end-of-generation out of the way. */
 static void bench_tempo_widths(const char *path, int threads, const level_probe *lp, const file_info *fi) {
-    tempo_config c;
-    tempo_config_init(&c);
-    char err[TEMPO_ERR_LEN], num[32];
-    snprintf(num, sizeof num, "%d", threads);
-    tempo_config_set(&c, "threads", num, err);
-    tempo_config_set(&c, "max_tokens", "9", err); /* 8 fed steps: the last set is never fed */
-    tempo_config_set(&c, "max_parallel_tokens", "16", err);
-    tempo_config_set(&c, "prompt", "Once upon a time there was a", err);
-    tempo_model *m = tempo_model_open(path, &c, err);
-    if (!m) { fprintf(stderr, "bench: %s\n", err); tempo_config_free(&c); return; }
+    tempo_error err;
+    tempo_model_params mp;
+    tempo_model_params_init(&mp);
+    mp.threads = threads;
+    tempo_model *m = tempo_model_open(path, &mp, &err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err.message); return; }
     const double peak = fi->type == TP_F16 || fi->type == TP_BF16 || fi->type == TP_F32 ? lp->f32.best : lp->i8.best;
     printf("  TEMPO steps on %s (k members, one batched forward per set):\n", fi->label);
     printf("     k   ms/step  roofline ms   %%roof   x k=1\n");
@@ -250,12 +255,24 @@ static void bench_tempo_widths(const char *path, int threads, const level_probe 
         double per[3];
         int ok = 0;
         for (int rep = 0; rep < 3; rep++) {
-            tp_tempo_stats st = { 0 };
-            tp_tempo_opts o = { .forced_width = ks[ki], .stats = &st };
-            tempo_result *r = tp_tempo_generate(m, &c, &o, NULL, NULL, err);
-            if (!r) { fprintf(stderr, "bench: %s\n", err); break; }
+            tempo_gen_params g;
+            tempo_gen_params_init(&g);
+            g.max_tokens = 9; /* 8 fed steps: the last set is never fed */
+            g.min_steps = 9;
+            g.selection_threshold = 0.0;
+            g.max_parallel_tokens = ks[ki];
+            tempo_session *s = tempo_session_new(m, &g, &err);
+            if (!s || tempo_session_prefill(s, "Once upon a time there was a", &err)) {
+                fprintf(stderr, "bench: %s\n", err.message);
+                tempo_session_free(s);
+                break;
+            }
+            tempo_step_info info;
+            while (tempo_session_step(s, &info, &err) == 1) {}
+            tempo_session_stats st;
+            tempo_session_get_stats(s, &st);
             if (st.fed_steps > 0) per[ok++] = st.steps_s / st.fed_steps;
-            tempo_result_free(r);
+            tempo_session_free(s);
         }
         if (!ok) break;
         double t = probe_median(per, ok);
@@ -267,33 +284,30 @@ static void bench_tempo_widths(const char *path, int threads, const level_probe 
         fflush(stdout);
     }
     tempo_model_close(m);
-    tempo_config_free(&c);
 }
 
 static void bench_tempo_run(const char *path, int threads) {
-    tempo_config c;
-    tempo_config_init(&c);
-    char err[TEMPO_ERR_LEN], num[32];
-    snprintf(num, sizeof num, "%d", threads);
-    tempo_config_set(&c, "threads", num, err);
-    tempo_config_set(&c, "max_tokens", "16", err);
-    tempo_config_set(&c, "selection_threshold", "0.00002", err);
-    tempo_config_set(&c, "max_parallel_tokens", "8", err);
-    tempo_config_set(&c, "prompt", "Once upon a time there was a", err);
-    tempo_model *m = tempo_model_open(path, &c, err);
-    if (!m) { fprintf(stderr, "bench: %s\n", err); tempo_config_free(&c); return; }
-    tempo_result *r = tempo_generate(m, &c, NULL, NULL, err);
+    tempo_error err;
+    tempo_model_params mp;
+    tempo_model_params_init(&mp);
+    mp.threads = threads;
+    tempo_gen_params g;
+    tempo_gen_params_init(&g);
+    g.max_tokens = 16;
+    g.selection_threshold = 0.00002;
+    g.max_parallel_tokens = 8;
+    tempo_model *m = tempo_model_open(path, &mp, &err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err.message); return; }
+    tempo_result *r = tempo_generate(m, "Once upon a time there was a", &g, NULL, NULL, NULL, &err);
     if (r) {
         int members = 0;
         for (int i = 0; i < r->n_steps; i++) members += r->steps[i].n_tokens;
-        printf("TEMPO run on %s (threshold 0.00002, W 8, %d steps, best level): %.2f steps/s, %.2f members/step, %d parallel steps\n",
-               path,
+        printf("TEMPO run (threshold 0.00002, W 8, %d steps, best level): %.2f steps/s, %.2f members/step, %d parallel steps\n",
                r->n_steps, r->n_steps / r->generation_time_s, (double)members / (r->n_steps ? r->n_steps : 1),
                r->parallel_steps);
         tempo_result_free(r);
-    } else fprintf(stderr, "bench: %s\n", err);
+    } else fprintf(stderr, "bench: %s\n", err.message);
     tempo_model_close(m);
-    tempo_config_free(&c);
 }
 
 /* Peak memory of real runs against max tokens and width (KV slots grow with

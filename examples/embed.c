@@ -4,6 +4,7 @@
 
 /* Called with every set as soon as it exists: print "{a|b|c}" or the single token. */
 static int on_step(tempo_event ev, const tempo_step *s, void *user) {
+    (void)user;
     if (ev != TEMPO_EVENT_STEP) return 0; /* TEMPO_EVENT_PRUNE: an earlier set lost members */
     for (int j = 0; j < s->n_tokens; j++)
         printf("%s%s", s->n_tokens == 1 ? "" : j ? "|" : "{", s->tokens[j].text);
@@ -13,19 +14,17 @@ static int on_step(tempo_event ev, const tempo_step *s, void *user) {
 }
 
 int main(int argc, char **argv) {
-    char err[TEMPO_ERR_LEN];
-    tempo_config cfg;
-    tempo_config_init(&cfg);
-    tempo_config_set(&cfg, "max_tokens", "24", err);
-    if (argc > 2) tempo_config_set(&cfg, "prompt", argv[2], err);
-    tempo_model *m = argc > 1 ? tempo_model_open(argv[1], &cfg, err) : NULL;
-    tempo_result *r = m ? (printf("%s", cfg.prompt), tempo_generate(m, &cfg, on_step, NULL, err)) : NULL;
+    const char *prompt = argc > 2 ? argv[2] : "Once upon a time";
+    tempo_error err;
+    tempo_gen_params gp;
+    tempo_gen_params_init(&gp);
+    gp.max_tokens = 24;
+    tempo_model *m = argc > 1 ? tempo_model_open(argv[1], NULL, &err) : NULL; /* NULL: default model parameters */
+    tempo_result *r = m ? (printf("%s", prompt), tempo_generate(m, prompt, &gp, on_step, NULL, NULL, &err)) : NULL;
     if (r) printf("\nclean: %s\n%d steps, %d parallel, stop: %s\n", r->clean_text, r->n_steps,
                   r->parallel_steps, tempo_stop_reason_name(r->stop_reason));
-    else fprintf(stderr, "example_embed: %s\n", argc > 1 ? err : "usage: example_embed MODEL.gguf [PROMPT]");
-    int status = r ? 0 : 1;
+    else fprintf(stderr, "example_embed: %s\n", argc > 1 ? err.message : "usage: example_embed MODEL.gguf [PROMPT]");
     tempo_result_free(r);
     tempo_model_close(m);
-    tempo_config_free(&cfg);
-    return status;
+    return r ? 0 : 1;
 }

@@ -12,6 +12,7 @@
 #define TEMPO_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #define SHARED_DIR "../shared"
@@ -44,6 +45,21 @@ void test_fail_at(const char *file, int line, const char *fmt, ...)
     do { long long a_ = (a), b_ = (b);                                         \
          if (a_ != b_) test_fail_at(__FILE__, __LINE__, "%s == %s: %lld vs %lld", #a, #b, a_, b_); } while (0)
 
+/* Tests that run on every backend: BACKEND_TEST(name) { ... } registers `name` (the CPU) and
+ * `name_gpu` (the Vulkan device of test_gpu_device(), skipped with a message when there is none).
+ * The body reads test_backend: NULL for the CPU, else the device value ("gpu:0") to open with. */
+extern const char *test_backend;
+#define BACKEND_TEST(name)                                                          \
+    static void name##_on(void);                                                    \
+    TEST(name) { test_backend = NULL; name##_on(); }                                \
+    TEST(name##_gpu) {                                                              \
+        test_backend = test_gpu_device();                                           \
+        if (!test_backend) { fprintf(stderr, "  skipped: no Vulkan device\n"); return; } \
+        name##_on();                                                                \
+        test_backend = NULL;                                                        \
+    }                                                                               \
+    static void name##_on(void)
+
 /* Helpers shared by tests (tests/util.c) */
 /* Run a shell command, capture stdout (malloc'ed) and the exit status. */
 char *test_run_capture(const char *cmd, int *status);
@@ -53,5 +69,18 @@ const char *test_tempo_bin(void);
 int test_parse_ints(const char *s, int *out, int cap);
 /* A fresh temporary directory (malloc'ed path). */
 char *test_tmpdir(void);
+/* The Vulkan device GPU tests run on, as a device value ("gpu:0"): the best usable hardware GPU,
+ * else a software one (lavapipe). NULL when there is no Vulkan device or tempo was built without
+ * the backend: the caller says so and skips. test_gpu_index: its index, or -1. */
+const char *test_gpu_device(void);
+int test_gpu_index(void);
+
+/* tp_forward with a compute context made for the call (2 threads). */
+#include "model/model.h"
+int test_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err);
+
+/* stories260K as a Hugging Face folder in dir (F32 safetensors, config.json, a
+ * stand-in byte-level tokenizer.json of 512 tokens); tests/test_hf.c. */
+bool test_export_stories_hf(const char *dir);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "tensor/dtype.h"
 
 #include <stdint.h>

@@ -25,6 +25,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "format/safetensors.h"
 #include "model/hf.h"
 #include "model/model.h"
@@ -79,7 +80,7 @@ static void close_model(tp_model *m) {
 }
 
 static tp_model *load_model(const char *path, int max_ctx, char *err) {
-    tp_load_opts o = { .n_threads = 2, .max_ctx = max_ctx };
+    tp_load_opts o = { 0 };
     err[0] = 0;
     tp_model *m = tp_model_load(path, &o, err);
     if (!m) fprintf(stderr, "  load %s: %s\n", path, err);
@@ -91,7 +92,7 @@ static bool run(tp_model *m, tp_kv *kv, const int32_t *toks, const int32_t *pos,
                 float *out) {
     char err[TP_ERR_LEN];
     tp_batch b = { .n = n, .tokens = toks, .pos = pos, .step = -1, .vis = vis, .logits = out };
-    if (tp_forward(m, kv, &b, err) != 0) { fprintf(stderr, "  forward: %s\n", err); return false; }
+    if (test_forward(m, kv, &b, err) != 0) { fprintf(stderr, "  forward: %s\n", err); return false; }
     return true;
 }
 
@@ -327,6 +328,8 @@ static bool export_stories_opt(const char *dir, const char *dtype, const char *g
 static bool export_stories(const char *dir, const char *dtype, const char *gguf_out) {
     return export_stories_opt(dir, dtype, gguf_out, false);
 }
+
+bool test_export_stories_hf(const char *dir) { return export_stories(dir, "F32", NULL); }
 
 static const int32_t stories_prompt[5] = { 1, 403, 407, 261, 378 };
 
@@ -978,7 +981,8 @@ TEST(safetensors_set_index_errors) {
         { "{\"weight_map\": {\"x\": 3}}", "not a file name" },
         { "{\"metadata\": {}}", "missing weight_map" },
         { "{\"weight_map\": {}}", "weight_map is empty" },
-        { "{\"weight_map\": ", "not a JSON object" },
+        { "[\"weight_map\"]", "not a JSON object" },
+        { "{\"weight_map\": ", "not valid JSON at byte 15: expected a value" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_text(idx, bad[i].index);
@@ -987,6 +991,8 @@ TEST(safetensors_set_index_errors) {
         CHECK_MSG(set == NULL && strstr(err, bad[i].want), "index %s: '%s'", bad[i].index, err);
         tp_st_set_free(set);
     }
+    CHECK(tp_st_set_file_bytes(dir, err) < 0 && strstr(err, "not valid JSON"));
+    write_text(idx, "{\"weights\": {}}");
     CHECK(tp_st_set_file_bytes(dir, err) < 0 && strstr(err, "missing weight_map"));
     write_text(idx, "{\"weight_map\": {\"x\": \"part-9.safetensors\"}}");
     CHECK(tp_st_set_file_bytes(dir, err) < 0 && strstr(err, "part-9.safetensors: cannot open"));
@@ -1029,21 +1035,21 @@ TEST(hf_config_errors_and_variants) {
         { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "rope_scaling llama3 needs low_freq_factor" },
         { "rope_scaling", "{\"type\": \"linear\", \"factor\": -2}", "rope_scaling factor -2 must be positive" },
         { "rope_theta", "\"big\"", "rope_theta must be a number" },
-        { "num_key_value_heads", "3", "not a multiple of num_key_value_heads 3" },
+        { "num_key_value_heads", "3", "num_attention_heads = 8 is not a multiple of num_key_value_heads = 3" },
         { "hidden_size", "32", "tensor model.embed_tokens.weight has shape [512, 64], expected [512, 32]" },
         { "intermediate_size", "100", "tensor model.layers.0.mlp.gate_proj.weight has shape [172, 64], expected [100, 64]" },
         { "num_hidden_layers", "6", "missing required tensor model.layers.5.input_layernorm.weight" },
         { "vocab_size", "600", "vocab_size 600 but model.embed_tokens.weight has 512 rows" },
         { "tie_word_embeddings", "\"yes\"", "tie_word_embeddings is not true/false" },
         { "eos_token_id", "[2, 9999]", "eos_token_id must be token ids below the vocabulary size 512" },
-        { "max_position_embeddings", "2048, \"head_dim\": 1000000", "implausibly large" },
+        { "max_position_embeddings", "2048, \"head_dim\": 1000000", "config.json: head_dim = 1000000 is out of range [1, 1024]" },
         { "max_position_embeddings", "0", "max_position_embeddings must be a positive integer" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *c = config_with(bad[i].key, bad[i].value);
         write_text(cfg, c);
         free(c);
-        tp_load_opts o = { .n_threads = 1 };
+        tp_load_opts o = { 0 };
         err[0] = 0;
         tp_model *m = tp_model_load(dir, &o, err);
         CHECK_MSG(m == NULL && strstr(err, bad[i].want), "%s = %s: got '%s'", bad[i].key,

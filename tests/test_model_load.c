@@ -9,6 +9,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
 
@@ -47,7 +48,7 @@ static int write_variant(const char *path, const char *skip_key, const char *ski
 
 static void expect_load_error(const char *path, const char *want) {
     char err[TP_ERR_LEN] = "";
-    tp_load_opts o = { .n_threads = 1 };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
     CHECK_MSG(!m, "%s loaded, expected an error containing '%s'", path, want);
     if (m) tp_model_free(m);
@@ -73,17 +74,17 @@ TEST(model_load_missing_key_tensor_and_bad_shape) {
     expect_load_error(p, "tensor blk.1.attn_k.weight has shape [32, 64]");
     /* 8 heads over 3 KV heads is not grouped-query attention */
     REQUIRE(write_variant(p, NULL, NULL, NULL, "llama.attention.head_count_kv", 3) == 0);
-    expect_load_error(p, "inconsistent hyperparameters");
+    expect_load_error(p, "llama.attention.head_count = 8 is not a multiple of llama.attention.head_count_kv = 3");
     /* a layer count that does not match the tensors */
     REQUIRE(write_variant(p, NULL, NULL, NULL, "llama.block_count", 6) == 0);
     expect_load_error(p, "missing required tensor blk.5.attn_norm.weight");
     REQUIRE(write_variant(p, NULL, NULL, NULL, "llama.rope.dimension_count", 9) == 0);
-    expect_load_error(p, "rope.dimension_count 9");
+    expect_load_error(p, "llama.rope.dimension_count = 9 must be even");
 
     /* the unmodified copy loads: the variants fail for the reason tested */
     REQUIRE(write_variant(p, NULL, NULL, NULL, NULL, 0) == 0);
     char err[TP_ERR_LEN];
-    tp_load_opts o = { .n_threads = 1 };
+    tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(p, &o, err);
     CHECK_MSG(m != NULL, "%s", err);
     tp_model_free(m);
@@ -118,7 +119,7 @@ TEST(model_load_truncated_models_fail_cleanly) {
             REQUIRE(f);
             fwrite(data, 1, cut, f);
             fclose(f);
-            tp_load_opts o = { .n_threads = 1 };
+            tp_load_opts o = { 0 };
             err[0] = 0;
             tp_model *m = tp_model_load(p, &o, err);
             CHECK_MSG(!m, "%s cut at %zu loaded", models[mi], cut);

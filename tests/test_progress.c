@@ -8,6 +8,7 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 
 /* stories260K plus an unused 101 MB tensor: a "big" model that still runs. */
 static int write_big_model(const char *path) {

@@ -249,12 +249,12 @@ TEST(tempo_rng_uniform_range) {
 
 /* A two-step result: " a" then [" b"/" c"(pruned)/" d"]. */
 static tempo_token toks[4] = {
-    { 5, " a", 0.9f, false, -1 },
-    { 6, " b", 0.5f, false, -1 }, { 7, " c", 0.3f, true, 1 }, { 8, " d", 0.2f, false, -1 },
+    { 5, " a", 0.9f, false, -1, -1.0f, -1 },
+    { 6, " b", 0.5f, false, -1, 0.4f, 1 }, { 7, " c", 0.3f, true, 1, 0.01f, 1 }, { 8, " d", 0.2f, false, -1, 0.3f, 1 },
 };
 static tempo_step steps2[2] = {
-    { 0, 3, 1, &toks[0], false },
-    { 1, 4, 3, &toks[1], true },
+    { 0, 3, 1, &toks[0], false, false, 0, NULL },
+    { 1, 4, 3, &toks[1], true, false, 0, NULL },
 };
 
 TEST(tempo_text_plain_and_ids) {
@@ -268,8 +268,8 @@ TEST(tempo_text_plain_and_ids) {
     CHECK(strcmp(t, "P: a b") == 0);
     free(t);
     /* one member left alive: no brackets */
-    tempo_token two[2] = { { 1, "x", 0.6f, true, 3 }, { 2, "y", 0.4f, false, -1 } };
-    tempo_step st = { 0, 0, 2, two, true };
+    tempo_token two[2] = { { 1, "x", 0.6f, true, 3, 0.0f, 3 }, { 2, "y", 0.4f, false, -1, 0.5f, 3 } };
+    tempo_step st = { 0, 0, 2, two, true, false, 0, NULL };
     tp_str s = { 0 };
     tp_text_append_step(&s, &st, true, false);
     char *o = tp_str_take(&s);
@@ -294,12 +294,33 @@ TEST(tempo_text_utf8_sanitize) {
     char *o = tp_utf8_sanitize("ok \xC3\xA9 \xE2\x82 x \xF0\x9F\x98\x80 \xFF");
     CHECK(strcmp(o, "ok \xC3\xA9 \xEF\xBF\xBD\xEF\xBF\xBD x \xF0\x9F\x98\x80 \xEF\xBF\xBD") == 0);
     free(o);
+    /* what a user reads: the bytes of a broken character as <0xNN>, valid text as it is */
+    o = tempo_token_display("ok \xC3\xA9 \xE2\x82 x \xF0\x9F\x98\x80 \xFF");
+    CHECK_MSG(strcmp(o, "ok \xC3\xA9 <0xE2><0x82> x \xF0\x9F\x98\x80 <0xFF>") == 0, "%s", o);
+    free(o);
+    CHECK(tp_text_is_utf8("ok \xC3\xA9") && !tp_text_is_utf8("\xE2\x82"));
+    /* a step's text shows a partial member as bytes; the whole text joins a character split
+     * across single-token steps */
+    tempo_token parts[3] = { { 1, "\xE2", 0.9f, false, -1, -1.0f, -1 }, { 2, "\x82\xAC", 0.9f, false, -1, -1.0f, -1 },
+                             { 3, "\xFE", 0.1f, false, -1, -1.0f, -1 } };
+    tempo_step two_steps[2] = { { 0, 1, 1, &parts[0], false, false, 0, NULL }, { 1, 2, 2, &parts[1], false, false, 0, NULL } };
+    char *st = tempo_step_text(&two_steps[0], false, false);
+    CHECK_MSG(strcmp(st, "<0xE2>") == 0, "%s", st);
+    free(st);
+    o = tp_text_generated("", two_steps, 1, false);
+    CHECK_MSG(strcmp(o, "<0xE2>") == 0, "%s", o);
+    free(o);
+    tempo_step joined[2] = { { 0, 1, 1, &parts[0], false, false, 0, NULL }, { 1, 2, 1, &parts[1], false, false, 0, NULL } };
+    o = tp_text_generated("", joined, 2, false);
+    CHECK_MSG(strcmp(o, "\xE2\x82\xAC") == 0, "%s", o); /* the euro sign */
+    free(o);
 }
 
 TEST(tempo_json_schema) {
     tempo_config cfg;
     tempo_config_init(&cfg);
     tempo_result r = { 0 };
+    tempo_gen_params_init(&r.params);
     r.prompt = "P:";
     r.generated_text = "P: a[ b/ d]";
     r.clean_text = "P: a b";
@@ -324,8 +345,8 @@ TEST(tempo_json_schema) {
     CHECK(cJSON_GetObjectItem(s1, "original_count")->valueint == 3);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(s1, "was_pruned")));
     cJSON *t1 = cJSON_GetArrayItem(cJSON_GetObjectItem(s1, "tokens"), 1);
-    const char *tk[] = { "token_id", "text", "probability", "pruned", "pruned_at_step" };
-    for (size_t i = 0; i < 5; i++) CHECK_MSG(cJSON_HasObjectItem(t1, tk[i]), "missing token key %s", tk[i]);
+    const char *tk[] = { "token_id", "text", "probability", "pruned", "pruned_at_step", "prune_score", "scored_at_step" };
+    for (size_t i = 0; i < 7; i++) CHECK_MSG(cJSON_HasObjectItem(t1, tk[i]), "missing token key %s", tk[i]);
     CHECK(cJSON_GetObjectItem(t1, "token_id")->valueint == 7);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(t1, "pruned")));
     CHECK(cJSON_GetObjectItem(t1, "pruned_at_step")->valueint == 1);

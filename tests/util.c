@@ -1,6 +1,8 @@
 /* util.c: helpers shared by the tests. */
 #include "test.h"
 
+#include "gpu/gpu.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -42,4 +44,38 @@ char *test_tmpdir(void) {
     char tmpl[] = "/tmp/tempo-test-XXXXXX";
     char *d = mkdtemp(tmpl);
     return d ? strdup(d) : NULL;
+}
+
+/* One forward pass with a compute context made for it (2 threads): the tests' stand-in for a
+ * session, so they can drive tp_forward on caches of their own. */
+int test_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err) {
+    tp_compute *c = tp_compute_new(m, 2, 0, kv->capacity, err);
+    if (!c) return -1;
+    int rc = tp_forward(m, c, kv, b, err);
+    tp_compute_free(c);
+    return rc;
+}
+
+const char *test_backend;
+
+int test_gpu_index(void) {
+    static int idx = -2;
+    if (idx != -2) return idx;
+    idx = -1;
+    tp_gpu_device_info d[16];
+    char err[512];
+    int n = tp_gpu_devices(d, 16, err);
+    for (int i = 0; i < n && i < 16; i++) {
+        if (!d[i].usable) continue;
+        if (idx < 0 || (d[idx].software && !d[i].software)) idx = i;
+    }
+    return idx;
+}
+
+const char *test_gpu_device(void) {
+    static char buf[16];
+    int i = test_gpu_index();
+    if (i < 0) return NULL;
+    snprintf(buf, sizeof buf, "gpu:%d", i);
+    return buf;
 }

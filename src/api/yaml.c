@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "api/api.h"
 #include "core/common.h"
 
 typedef struct {
@@ -81,32 +82,14 @@ static const char *suggest(const char *key) {
     return best;
 }
 
-static const tempo_option_info *find_info(const char *key) {
-    int n;
-    const tempo_option_info *o = tempo_options(&n);
-    for (int k = 0; k < n; k++)
-        if (!strcmp(o[k].key, key)) return &o[k];
-    return NULL;
-}
-
 /* Apply one pair; err is the bare reason (the caller adds file:line: key). */
 static int apply(tempo_config *c, const pair *p, char *err) {
-    const tempo_option_info *info = find_info(p->key);
     const char *v = p->value;
     bool is_auto = v && !strcasecmp(v, "auto");
-    if (!strcmp(p->key, "max_parallel_tokens") && (!v || is_auto)) { c->max_parallel_tokens = 0; return 0; }
-    if (!strcmp(p->key, "max_cache_tokens") && !v) { c->max_cache_tokens = 0; return 0; }
-    if (info->type == TEMPO_OPT_STRING && !*info->def && (!v || !*v)) {
-        char **field = !strcmp(p->key, "model") ? &c->model : !strcmp(p->key, "output_dir") ? &c->output_dir : NULL;
-        if (field) {
-            free(*field);
-            *field = NULL;
-            return 0;
-        }
-    }
-    if (!v) v = info->def; /* null: the default */
+    /* null (and "auto" for the width): the option's default */
+    if (!v || (is_auto && !strcmp(p->key, "max_parallel_tokens"))) return tp_config_reset(c, p->key) ? tp_fail(err, "unknown key") : 0;
     char e[TP_ERR_LEN];
-    if (tempo_config_set(c, p->key, v, e) == 0) return 0;
+    if (tp_config_set(c, p->key, v, e) == 0) return 0;
     /* tempo_config_set speaks of the flag ("--max-tokens: expected ..."); here the key is named instead. */
     const char *reason = e;
     if (!strncmp(e, "--", 2) && strstr(e, ": ")) reason = strstr(e, ": ") + 2;
@@ -173,9 +156,13 @@ static int read_pairs(const char *path, FILE *f, pairs *ps, char *err) {
                 tp_fail(err, "%s:%d: expected an option name, got %s", path, line, event_what(t));
                 goto fail;
             }
-            char *key = tp_xstrdup((const char *)e.data.scalar.value);
+            char *key = strdup((const char *)e.data.scalar.value);
             yaml_event_delete(&e);
-            if (!find_info(key)) {
+            if (!key) {
+                tp_fail(err, "%s: out of memory reading the file", path);
+                goto out;
+            }
+            if (tempo_option_type(key) < 0) {
                 const char *s = suggest(key);
                 if (s) tp_fail(err, "%s:%d: unknown key '%s' (did you mean '%s'?)", path, line, key, s);
                 else tp_fail(err, "%s:%d: unknown key '%s'", path, line, key);
@@ -201,12 +188,25 @@ static int read_pairs(const char *path, FILE *f, pairs *ps, char *err) {
                 goto fail;
             }
             if (ps->n == ps->cap) {
-                ps->cap = ps->cap ? 2 * ps->cap : 16;
-                ps->v = tp_xrealloc(ps->v, (size_t)ps->cap * sizeof *ps->v);
+                int cap = ps->cap ? 2 * ps->cap : 16;
+                pair *more = realloc(ps->v, (size_t)cap * sizeof *ps->v);
+                if (!more) {
+                    tp_fail(err, "%s: out of memory reading the file", path);
+                    free(key);
+                    goto fail;
+                }
+                ps->v = more;
+                ps->cap = cap;
+            }
+            char *value = is_null_scalar(&e) ? NULL : strdup((const char *)e.data.scalar.value);
+            if (!is_null_scalar(&e) && !value) {
+                tp_fail(err, "%s: out of memory reading the file", path);
+                free(key);
+                goto fail;
             }
             pair *p = &ps->v[ps->n++];
             p->key = key;
-            p->value = is_null_scalar(&e) ? NULL : tp_xstrdup((const char *)e.data.scalar.value);
+            p->value = value;
             p->line = line;
             p->vline = vline;
             break;
@@ -223,7 +223,7 @@ out:
     return rc;
 }
 
-int tempo_config_load_yaml(tempo_config *c, const char *path, char *err) {
+static int load_yaml(tempo_config *c, const char *path, char *err) {
     struct stat stt;
     if (!path || !*path) return tp_fail(err, "no config file given");
     if (stat(path, &stt) != 0) return tp_fail(err, "%s: cannot read: %s", path, strerror(errno));
@@ -247,4 +247,10 @@ int tempo_config_load_yaml(tempo_config *c, const char *path, char *err) {
         for (int i = 0; i < ps.n; i++) apply(c, &ps.v[i], NULL);
     pairs_free(&ps);
     return rc;
+}
+
+int tempo_config_load_yaml(tempo_config *c, const char *path, tempo_error *err) {
+    char msg[TEMPO_ERR_LEN];
+    if (load_yaml(c, path, msg) == 0) { tp_ok(err); return 0; }
+    return tp_set_error(err, strstr(msg, "cannot read") ? TEMPO_ERR_IO : TEMPO_ERR_ARG, "%s", msg);
 }

@@ -1,4 +1,5 @@
 #include "core/common.h"
+#include "core/checked.h"
 
 #include <errno.h>
 #include <math.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +18,11 @@ int tp_fail(char *err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, TP_ERR_LEN, fmt, ap);
         va_end(ap);
+        /* Messages quote names and values from files (tensor names, tokens,
+         * paths): a newline there would break the one-line contract, and an
+         * escape sequence would reach the user's terminal. */
+        for (char *p = err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     }
     return -1;
 }
@@ -129,15 +136,58 @@ double tp_now(void) {
 }
 
 char *tp_read_file(const char *path, size_t *len_out, char *err) {
+    return tp_read_file_max(path, 0, len_out, err);
+}
+
+char *tp_read_file_max(const char *path, size_t max_len, size_t *len_out, char *err) {
+    /* With a cap, only regular files: a pipe or device has no size to check
+     * and charge first (and opening a FIFO would block). */
+    struct stat st;
+    if (max_len && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        tp_fail(err, "%s: not a regular file", path);
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) { tp_fail(err, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
-    size_t cap = 1 << 16, len = 0;
-    char *buf = tp_xmalloc(cap);
+    /* A regular file's size is known: refuse it before reading when it is over
+     * the cap, and allocate it once (no doubling, no 2x peak). */
+    size_t cap = 1 << 16;
+    bool regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+    if (max_len && !regular) {
+        fclose(f);
+        tp_fail(err, "%s: not a regular file", path);
+        return NULL;
+    }
+    if (regular) {
+        if (max_len && (uint64_t)st.st_size > max_len) {
+            fclose(f);
+            tp_fail(err, "%s: file is %lld bytes, more than the %zu this file may have", path,
+                    (long long)st.st_size, max_len);
+            return NULL;
+        }
+        if ((uint64_t)st.st_size < SIZE_MAX - 2) cap = (size_t)st.st_size + 2;
+    }
+    size_t len = 0;
+    char *buf = malloc(cap);
+    if (!buf) { fclose(f); tp_fail(err, "%s: cannot allocate %zu bytes to read it", path, cap); return NULL; }
     for (;;) {
-        if (len + 1 >= cap) { cap *= 2; buf = tp_xrealloc(buf, cap); }
+        if (len + 1 >= cap) {
+            size_t ncap;
+            char *nb = NULL;
+            if (tp_mul_size(cap, 2, &ncap)) nb = realloc(buf, ncap);
+            if (!nb) { free(buf); fclose(f); tp_fail(err, "%s: cannot allocate memory to read it", path); return NULL; }
+            buf = nb;
+            cap = ncap;
+        }
         size_t n = fread(buf + len, 1, cap - len - 1, f);
         len += n;
         if (n == 0) break;
+        if (max_len && len > max_len) { /* not a regular file, or it grew */
+            free(buf);
+            fclose(f);
+            tp_fail(err, "%s: file is more than the %zu bytes this file may have", path, max_len);
+            return NULL;
+        }
     }
     int bad = ferror(f);
     fclose(f);
@@ -165,4 +215,25 @@ void *tp_map_file(int fd, size_t size) {
         }
     }
     return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+}
+
+/* ---- memory ledger (core/checked.h) ---- */
+
+int tp_ledger_charge(tp_ledger *l, size_t bytes, const char *what, char *err) {
+    if (!l) return 0;
+    size_t next = tp_add_sat(l->used, bytes);
+    if (l->limit && next > l->limit) {
+        char a[32], c[32];
+        size_t left = l->used < l->limit ? l->limit - l->used : 0;
+        return tp_fail(err, "%s needs %s but --max-memory-gb %g leaves %s", what, tp_fmt_gb((double)bytes, a, sizeof a),
+                       (double)l->limit / (1024.0 * 1024.0 * 1024.0), tp_fmt_gb((double)left, c, sizeof c));
+    }
+    l->used = next;
+    if (next > l->peak) l->peak = next;
+    return 0;
+}
+
+void tp_ledger_release(tp_ledger *l, size_t bytes) {
+    if (!l) return;
+    l->used = bytes < l->used ? l->used - bytes : 0;
 }

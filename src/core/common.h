@@ -14,7 +14,8 @@
 
 #define TP_ERR_LEN 512
 
-/* printf into an error buffer (NULL-safe). Always returns -1 for `return tp_fail(...)`. */
+/* printf into an error buffer (NULL-safe). Always returns -1 for `return tp_fail(...)`.
+ * Control characters (newlines, escapes) in the result become '?': one line, always. */
 int tp_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Allocation that aborts with a message on out-of-memory: used for small,
@@ -51,5 +52,8 @@ double tp_now(void);
 
 /* Whole file into a NUL-terminated heap buffer; NULL + err on failure. */
 char *tp_read_file(const char *path, size_t *len_out, char *err);
+/* The same, refusing (before reading) a file of more than max_len bytes, or with
+ * a cap, anything but a regular file (0: no cap, any file). */
+char *tp_read_file_max(const char *path, size_t max_len, size_t *len_out, char *err);
 
 #endif

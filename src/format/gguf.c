@@ -3,16 +3,21 @@
  * The file is mapped read-only and parsed with a bounds-checked cursor: every
  * length, count and offset is checked against the bytes that remain before it
  * is used, and every allocation is bounded by the file size (a count is only
- * accepted if the file could hold that many minimal items). Layout reference:
- * ggml's docs/gguf.md ("File Structure").
+ * accepted if the file could hold that many minimal items) and charged to the
+ * caller's memory ledger before it happens. Keys and tensor names are looked up
+ * through sorted indexes (bsearch), so a file with millions of entries costs
+ * O(n log n), never O(n^2). Layout reference: ggml's docs/gguf.md ("File Structure").
  */
 #include "format/gguf.h"
 
+#include "core/checked.h"
 #include "core/common.h"
+#include "core/mapreg.h"
 #include "tensor/dtype.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -87,19 +92,29 @@ static void decode_scalar(uint32_t t, const uint8_t *p, gguf_value *v) {
     }
 }
 
-static void free_value(gguf_value *v) {
+static size_t items_bytes(uint64_t count);
+
+static void free_value(gguf_value *v, tp_ledger *led) {
     if (v->type != GGUF_ARRAY || !v->v.arr.items) return;
     if (v->v.arr.elem_type == GGUF_ARRAY)
-        for (uint64_t i = 0; i < v->v.arr.count; i++) free_value(&v->v.arr.items[i]);
+        for (uint64_t i = 0; i < v->v.arr.count; i++) free_value(&v->v.arr.items[i], led);
     free(v->v.arr.items);
+    tp_ledger_release(led, items_bytes(v->v.arr.count));
     v->v.arr.items = NULL;
 }
 
-/* Why a value failed to parse: truncated, or a bad type / nesting. */
-typedef enum { PV_OK, PV_TRUNC, PV_BADTYPE, PV_DEEP } pv_status;
+/* Why a value failed to parse: truncated, a bad type / nesting, or over the memory limit. */
+typedef enum { PV_OK, PV_TRUNC, PV_BADTYPE, PV_DEEP, PV_LIMIT } pv_status;
 
-/* Parse a value of type `type` at the cursor into *v. On failure *v owns nothing. */
-static pv_status parse_value(cursor *c, uint32_t type, gguf_value *v, int depth, uint32_t *bad_type) {
+/* Charge the items array of a parsed array value (count entries) to the ledger. */
+static size_t items_bytes(uint64_t count) {
+    return tp_heap_block_bytes(tp_mul_sat((size_t)(count ? count : 1), sizeof(gguf_value)));
+}
+
+/* Parse a value of type `type` at the cursor into *v. On failure *v owns nothing
+ * (and nothing stays charged for it). */
+static pv_status parse_value(cursor *c, uint32_t type, gguf_value *v, int depth, uint32_t *bad_type,
+                             tp_ledger *led, char *lerr) {
     memset(v, 0, sizeof *v);
     v->type = type;
     size_t sz = scalar_size(type);
@@ -130,12 +145,14 @@ static pv_status parse_value(cursor *c, uint32_t type, gguf_value *v, int depth,
     /* A string needs at least 8 bytes, an array at least 12: bounds the allocation. */
     size_t min_item = et == GGUF_STRING ? 8 : 12;
     if (count > cur_left(c) / min_item) return PV_TRUNC;
+    if (tp_ledger_charge(led, items_bytes(count), "metadata array", lerr)) return PV_LIMIT;
     gguf_value *items = tp_xmalloc((size_t)(count ? count : 1) * sizeof *items);
     for (uint64_t i = 0; i < count; i++) {
-        pv_status st = parse_value(c, et, &items[i], depth + 1, bad_type);
+        pv_status st = parse_value(c, et, &items[i], depth + 1, bad_type, led, lerr);
         if (st != PV_OK) {
-            for (uint64_t j = 0; j < i; j++) free_value(&items[j]);
+            for (uint64_t j = 0; j < i; j++) free_value(&items[j], led);
             free(items);
+            tp_ledger_release(led, items_bytes(count));
             return st;
         }
     }
@@ -144,39 +161,24 @@ static pv_status parse_value(cursor *c, uint32_t type, gguf_value *v, int depth,
     return PV_OK;
 }
 
-/* ---- duplicate detection: a small open-addressing set of (ptr, len) strings ---- */
-typedef struct {
-    const char **s;
-    size_t *len;
-    size_t cap;
-} strset;
+/* ---- sorted indexes: lookup by name and duplicate detection ---- */
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 1099511628211ull; }
-    return h;
+static int cmp_bytes(const char *a, size_t an, const char *b, size_t bn) {
+    int r = memcmp(a, b, an < bn ? an : bn);
+    return r ? r : (an < bn ? -1 : an > bn);
 }
 
-static void strset_init(strset *set, uint64_t n) {
-    size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
-    set->cap = cap;
-    set->s = tp_xcalloc(cap, sizeof *set->s);
-    set->len = tp_xcalloc(cap, sizeof *set->len);
+/* qsort has no context argument: the file being indexed, for the comparators.
+ * Indexes are built only inside tp_gguf_open, one file at a time per thread. */
+static _Thread_local const gguf_file *sort_file;
+
+static int cmp_kv_idx(const void *a, const void *b) {
+    const gguf_kv *x = &sort_file->kv[*(const size_t *)a], *y = &sort_file->kv[*(const size_t *)b];
+    return cmp_bytes(x->key.str ? x->key.str : "", (size_t)x->key.len, y->key.str ? y->key.str : "", (size_t)y->key.len);
 }
 
-static void strset_free(strset *set) { free(set->s); free(set->len); }
-
-/* Insert; returns false if already present. */
-static bool strset_add(strset *set, const char *s, size_t n) {
-    size_t i = (size_t)hash_bytes(s, n) & (set->cap - 1);
-    while (set->s[i]) {
-        if (set->len[i] == n && memcmp(set->s[i], s, n) == 0) return false;
-        i = (i + 1) & (set->cap - 1);
-    }
-    set->s[i] = s;
-    set->len[i] = n;
-    return true;
+static int cmp_tensor_idx(const void *a, const void *b) {
+    return strcmp(sort_file->tensors[*(const size_t *)a].name, sort_file->tensors[*(const size_t *)b].name);
 }
 
 /* Print a key for a message: at most 64 chars, non-printables as '?'. */
@@ -190,21 +192,32 @@ static void key_for_msg(const gguf_str *k, char out[72]) {
     out[n] = 0;
 }
 
-static bool key_eq(const gguf_str *k, const char *s) {
-    size_t n = strlen(s);
-    return k->len == n && memcmp(k->str, s, n) == 0;
-}
-
 void tp_gguf_close(gguf_file *f) {
     if (!f) return;
+    tp_ledger *led = f->ledger;
     if (f->kv) {
-        for (uint64_t i = 0; i < f->n_kv; i++) free_value(&f->kv[i].value);
+        for (uint64_t i = 0; i < f->n_kv; i++) free_value(&f->kv[i].value, led);
         free(f->kv);
     }
+    free(f->kv_order);
+    free(f->tensor_order);
     free(f->tensors);
-    if (f->map) munmap((void *)f->map, f->map_size);
+    tp_ledger_release(led, f->charged);
+    if (f->map) {
+        tp_map_unregister(f->map);
+        munmap((void *)f->map, f->map_size);
+    }
     free(f->path);
     free(f);
+}
+
+/* Charge a block the file keeps until it is closed. */
+static bool charge(gguf_file *f, size_t bytes, const char *what, char *err) {
+    char label[TP_ERR_LEN / 2];
+    snprintf(label, sizeof label, "%.200s: %.40s", f->path, what);
+    if (tp_ledger_charge(f->ledger, bytes, label, err)) return false;
+    f->charged += bytes;
+    return true;
 }
 
 static gguf_file *fail_close(gguf_file *f) {
@@ -219,48 +232,44 @@ static bool parse_kvs(gguf_file *f, cursor *c, uint64_t n_kv, char *err) {
     if (n_kv > cur_left(c) / 13)
         return tp_fail(err, "%s: metadata count %llu is too large for file size %zu", path,
                        (unsigned long long)n_kv, f->map_size), false;
-    f->kv = tp_xcalloc((size_t)(n_kv ? n_kv : 1), sizeof *f->kv);
-    strset seen;
-    strset_init(&seen, n_kv);
-    bool ok = false;
+    size_t n = (size_t)(n_kv ? n_kv : 1);
+    if (!charge(f, tp_mul_sat(n, sizeof *f->kv + sizeof *f->kv_order), "metadata table", err)) return false;
+    f->kv = tp_xcalloc(n, sizeof *f->kv);
+    f->kv_order = tp_xcalloc(n, sizeof *f->kv_order);
+    char lerr[TP_ERR_LEN];
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kv *kv = &f->kv[i];
         uint32_t type, bad = 0;
         char kname[72];
-        if (!rd_str(c, &kv->key)) {
-            tp_fail(err, "%s: truncated in metadata key %llu", path, (unsigned long long)i);
-            goto out;
-        }
+        if (!rd_str(c, &kv->key))
+            return tp_fail(err, "%s: truncated in metadata key %llu", path, (unsigned long long)i), false;
         key_for_msg(&kv->key, kname);
-        if (!rd_u32(c, &type)) {
-            tp_fail(err, "%s: truncated in metadata key %llu ('%s')", path, (unsigned long long)i, kname);
-            goto out;
-        }
-        pv_status st = parse_value(c, type, &kv->value, 0, &bad);
-        if (st == PV_TRUNC) {
-            tp_fail(err, "%s: truncated in metadata key %llu ('%s')", path, (unsigned long long)i, kname);
-            goto out;
-        }
-        if (st == PV_BADTYPE) {
-            tp_fail(err, "%s: metadata key %llu ('%s') has invalid value type %u", path,
-                    (unsigned long long)i, kname, bad);
-            goto out;
-        }
-        if (st == PV_DEEP) {
-            tp_fail(err, "%s: metadata key %llu ('%s') nests arrays deeper than %d", path,
-                    (unsigned long long)i, kname, GGUF_MAX_DEPTH);
-            goto out;
-        }
+        if (!rd_u32(c, &type))
+            return tp_fail(err, "%s: truncated in metadata key %llu ('%s')", path, (unsigned long long)i, kname), false;
+        pv_status st = parse_value(c, type, &kv->value, 0, &bad, f->ledger, lerr);
+        if (st == PV_TRUNC)
+            return tp_fail(err, "%s: truncated in metadata key %llu ('%s')", path, (unsigned long long)i, kname), false;
+        if (st == PV_BADTYPE)
+            return tp_fail(err, "%s: metadata key %llu ('%s') has invalid value type %u", path,
+                           (unsigned long long)i, kname, bad), false;
+        if (st == PV_DEEP)
+            return tp_fail(err, "%s: metadata key %llu ('%s') nests arrays deeper than %d", path,
+                           (unsigned long long)i, kname, GGUF_MAX_DEPTH), false;
+        if (st == PV_LIMIT)
+            return tp_fail(err, "%s: metadata key %llu ('%s'): %s", path, (unsigned long long)i, kname, lerr), false;
         f->n_kv = i + 1; /* this entry now owns its value */
-        if (!strset_add(&seen, kv->key.str ? kv->key.str : "", (size_t)kv->key.len)) {
-            tp_fail(err, "%s: duplicate metadata key '%s'", path, kname);
-            goto out;
-        }
     }
-    ok = true;
-out:
-    strset_free(&seen);
-    return ok;
+    /* the sorted index; equal neighbours are duplicate keys */
+    for (uint64_t i = 0; i < f->n_kv; i++) f->kv_order[i] = (size_t)i;
+    sort_file = f;
+    qsort(f->kv_order, (size_t)f->n_kv, sizeof *f->kv_order, cmp_kv_idx);
+    for (uint64_t i = 1; i < f->n_kv; i++)
+        if (cmp_kv_idx(&f->kv_order[i - 1], &f->kv_order[i]) == 0) {
+            char kname[72];
+            key_for_msg(&f->kv[f->kv_order[i]].key, kname);
+            return tp_fail(err, "%s: duplicate metadata key '%s'", path, kname), false;
+        }
+    return true;
 }
 
 static bool get_alignment(gguf_file *f, char *err) {
@@ -286,7 +295,10 @@ static bool parse_tensor_infos(gguf_file *f, cursor *c, uint64_t n_t, char *err)
     if (n_t > cur_left(c) / 24)
         return tp_fail(err, "%s: tensor count %llu is too large for file size %zu", path,
                        (unsigned long long)n_t, f->map_size), false;
-    f->tensors = tp_xcalloc((size_t)(n_t ? n_t : 1), sizeof *f->tensors);
+    size_t n = (size_t)(n_t ? n_t : 1);
+    if (!charge(f, tp_mul_sat(n, sizeof *f->tensors + sizeof *f->tensor_order), "tensor table", err)) return false;
+    f->tensors = tp_xcalloc(n, sizeof *f->tensors);
+    f->tensor_order = tp_xcalloc(n, sizeof *f->tensor_order);
     f->n_tensors = n_t;
     for (uint64_t i = 0; i < n_t; i++) {
         gguf_tensor *t = &f->tensors[i];
@@ -319,16 +331,16 @@ static bool parse_tensor_infos(gguf_file *f, cursor *c, uint64_t n_t, char *err)
 /* Checks that need the alignment and the data section start. */
 static bool check_tensors(gguf_file *f, char *err) {
     const char *path = f->path;
-    strset seen;
-    strset_init(&seen, f->n_tensors);
     bool ok = false;
     size_t data_avail = f->map_size - f->data_offset;
+    for (uint64_t i = 0; i < f->n_tensors; i++) f->tensor_order[i] = (size_t)i;
+    sort_file = f;
+    qsort(f->tensor_order, (size_t)f->n_tensors, sizeof *f->tensor_order, cmp_tensor_idx);
+    for (uint64_t i = 1; i < f->n_tensors; i++)
+        if (cmp_tensor_idx(&f->tensor_order[i - 1], &f->tensor_order[i]) == 0)
+            return tp_fail(err, "%s: duplicate tensor name '%s'", path, f->tensors[f->tensor_order[i]].name), false;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         gguf_tensor *t = &f->tensors[i];
-        if (!strset_add(&seen, t->name, strlen(t->name))) {
-            tp_fail(err, "%s: duplicate tensor name '%s'", path, t->name);
-            goto out;
-        }
         const char *tname = tp_dtype_name(t->type);
         size_t be = tp_dtype_block_elems(t->type), bb = tp_dtype_block_bytes(t->type);
         if (!tname || !be || !bb) {
@@ -342,7 +354,7 @@ static bool check_tensors(gguf_file *f, char *err) {
                         (unsigned long long)t->ne[d], d);
                 goto out;
             }
-            if (__builtin_mul_overflow(nel, t->ne[d], &nel) || nel > (uint64_t)INT64_MAX) {
+            if (!tp_mul_u64(nel, t->ne[d], &nel) || nel > (uint64_t)INT64_MAX) {
                 tp_fail(err, "%s: tensor '%s' element count overflows", path, t->name);
                 goto out;
             }
@@ -353,10 +365,8 @@ static bool check_tensors(gguf_file *f, char *err) {
             goto out;
         }
         uint64_t nbytes;
-        if (__builtin_mul_overflow(t->ne[0] / be, (uint64_t)bb, &nbytes) ||
-            __builtin_mul_overflow(nbytes, t->ne[1], &nbytes) ||
-            __builtin_mul_overflow(nbytes, t->ne[2], &nbytes) ||
-            __builtin_mul_overflow(nbytes, t->ne[3], &nbytes)) {
+        if (!tp_mul_u64(t->ne[0] / be, (uint64_t)bb, &nbytes) || !tp_mul_u64(nbytes, t->ne[1], &nbytes) ||
+            !tp_mul_u64(nbytes, t->ne[2], &nbytes) || !tp_mul_u64(nbytes, t->ne[3], &nbytes)) {
             tp_fail(err, "%s: tensor '%s' byte size overflows", path, t->name);
             goto out;
         }
@@ -376,14 +386,17 @@ static bool check_tensors(gguf_file *f, char *err) {
     }
     ok = true;
 out:
-    strset_free(&seen);
     return ok;
 }
 
-gguf_file *tp_gguf_open(const char *path, char *err) {
+gguf_file *tp_gguf_open(const char *path, char *err) { return tp_gguf_open_ex(path, NULL, err); }
+
+gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err) {
     gguf_file *f = tp_xcalloc(1, sizeof *f);
     f->path = tp_xstrdup(path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    f->ledger = led;
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         tp_fail(err, "%s: cannot open: %s", path, strerror(errno));
         return fail_close(f);
@@ -418,6 +431,7 @@ gguf_file *tp_gguf_open(const char *path, char *err) {
     }
     f->map = m;
     f->map_size = (size_t)st.st_size;
+    tp_map_register(f->map, f->map_size, path);
 
     cursor c = { f->map, f->map_size, 0 };
     if (memcmp(f->map, "GGUF", 4) != 0) {
@@ -464,14 +478,30 @@ gguf_file *tp_gguf_open(const char *path, char *err) {
 /* ---- lookup ---- */
 
 const gguf_kv *tp_gguf_find(const gguf_file *f, const char *key) {
-    for (uint64_t i = 0; i < f->n_kv; i++)
-        if (key_eq(&f->kv[i].key, key)) return &f->kv[i];
+    size_t kl = strlen(key), lo = 0, hi = (size_t)f->n_kv;
+    if (!f->kv_order) return NULL;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const gguf_kv *kv = &f->kv[f->kv_order[mid]];
+        int r = cmp_bytes(kv->key.str ? kv->key.str : "", (size_t)kv->key.len, key, kl);
+        if (r == 0) return kv;
+        if (r < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 
 const gguf_tensor *tp_gguf_find_tensor(const gguf_file *f, const char *name) {
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    size_t lo = 0, hi = (size_t)f->n_tensors;
+    if (!f->tensor_order) return NULL;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const gguf_tensor *t = &f->tensors[f->tensor_order[mid]];
+        int r = strcmp(t->name, name);
+        if (r == 0) return t;
+        if (r < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 
@@ -521,6 +551,25 @@ char *tp_gguf_get_string(const gguf_file *f, const char *key) {
     if (n) memcpy(s, kv->value.v.s.str, n);
     s[n] = 0;
     return s;
+}
+
+int64_t tp_gguf_get_str(const gguf_file *f, const char *key, char *buf, size_t cap) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
+    if (cap) buf[0] = 0;
+    if (!kv || kv->value.type != GGUF_STRING) return -1;
+    size_t n = (size_t)kv->value.v.s.len;
+    if (cap) {
+        size_t k = n < cap - 1 ? n : cap - 1;
+        if (k) memcpy(buf, kv->value.v.s.str, k);
+        buf[k] = 0;
+    }
+    return (int64_t)n;
+}
+
+bool tp_gguf_str_is(const gguf_file *f, const char *key, const char *lit) {
+    const gguf_kv *kv = tp_gguf_find(f, key);
+    size_t n = strlen(lit);
+    return kv && kv->value.type == GGUF_STRING && kv->value.v.s.len == n && memcmp(kv->value.v.s.str, lit, n) == 0;
 }
 
 int64_t tp_gguf_arr_int(const gguf_value *arr, uint64_t i) {

@@ -1,10 +1,11 @@
-/* gguf.h: GGUF v2/v3 reader (memory-mapped) and writer.
+/* gguf.h: GGUF v2/v3 reader (memory-mapped). (The writer tests and tools use is tools/gguf_write.h.)
  *
  * The reader maps the whole file read-only, parses the header, every metadata
  * key/value (all value types, arrays nested to any depth) and every tensor info,
  * and checks every count, length, offset and size against the file size before
  * anything is used. Tensor data pointers point into the mapping: nothing is
- * copied. A bad file gives NULL and a one-line message in err.
+ * copied. A bad file gives NULL and a one-line message in err. The mapping is
+ * registered (core/mapreg.h) so that a SIGBUS reading it can name the file.
  */
 #ifndef TEMPO_GGUF_H
 #define TEMPO_GGUF_H
@@ -12,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/checked.h"
 
 enum gguf_vtype {
     GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
@@ -67,9 +70,18 @@ typedef struct gguf_file {
     uint64_t n_tensors;
     gguf_tensor *tensors;
     size_t data_offset;  /* start of the tensor data section in the file */
+    size_t *kv_order;     /* kv indexes sorted by key (lookup) */
+    size_t *tensor_order; /* tensor indexes sorted by name (lookup) */
+    tp_ledger *ledger;    /* what the parsed metadata is charged to (NULL: not counted) */
+    size_t charged;       /* bytes charged for the tables (array items are charged one by one) */
 } gguf_file;
 
 gguf_file *tp_gguf_open(const char *path, char *err);
+/* The same, charging every allocation the parse makes (kv and tensor tables,
+ * parsed arrays) to led before making it; the charges are released by
+ * tp_gguf_close. The mapping itself is not charged (the caller knows the file
+ * size). The ledger must outlive the file. */
+gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err);
 void tp_gguf_close(gguf_file *f);
 
 /* Metadata lookup. NULL when absent. */
@@ -81,6 +93,12 @@ bool tp_gguf_get_float(const gguf_file *f, const char *key, double *out, char *e
 bool tp_gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err);
 /* String: returns a malloc'ed NUL-terminated copy or NULL if absent/wrong type. */
 char *tp_gguf_get_string(const gguf_file *f, const char *key);
+/* String into buf (at most cap - 1 bytes, NUL-terminated): its full length, or
+ * -1 if absent or not a string. For short values compared with known names
+ * (architecture, tokenizer model): nothing is allocated for a hostile 1 GB one. */
+int64_t tp_gguf_get_str(const gguf_file *f, const char *key, char *buf, size_t cap);
+/* Whether key holds exactly the string lit. */
+bool tp_gguf_str_is(const gguf_file *f, const char *key, const char *lit);
 /* Array element readers (arr must be a GGUF_ARRAY value). */
 int64_t tp_gguf_arr_int(const gguf_value *arr, uint64_t i);
 double tp_gguf_arr_float(const gguf_value *arr, uint64_t i);
@@ -88,52 +106,6 @@ gguf_str tp_gguf_arr_str(const gguf_value *arr, uint64_t i);
 
 const gguf_tensor *tp_gguf_find_tensor(const gguf_file *f, const char *name);
 
-/* ---- writer (used by tests and the benchmark to make their own files) ----
- * Writes GGUF v3. Setting a key that is already set replaces its value (so a
- * copied key can be overridden). Invalid input (unknown tensor type, bad shape,
- * duplicate tensor name, ...) is remembered and reported by tp_gguf_writer_save.
- * `general.alignment` is managed by the writer: it is written (as u32) exactly
- * when the alignment is not the default 32; a user-set or copied value is dropped. */
-typedef struct gguf_writer gguf_writer;
-/* alignment: a power of two (0 means the default, 32). */
-gguf_writer *tp_gguf_writer_new(uint32_t alignment);
-void tp_gguf_writer_free(gguf_writer *w);
-void tp_gguf_w_u32(gguf_writer *w, const char *key, uint32_t v);
-void tp_gguf_w_i32(gguf_writer *w, const char *key, int32_t v);
-void tp_gguf_w_f32(gguf_writer *w, const char *key, float v);
-void tp_gguf_w_bool(gguf_writer *w, const char *key, bool v);
-void tp_gguf_w_str(gguf_writer *w, const char *key, const char *v);
-void tp_gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n);
-void tp_gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n);
-void tp_gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n);
-/* The other scalar types, and arrays of any scalar type (v: n packed values of elem_type). */
-void tp_gguf_w_u8(gguf_writer *w, const char *key, uint8_t v);
-void tp_gguf_w_i8(gguf_writer *w, const char *key, int8_t v);
-void tp_gguf_w_u16(gguf_writer *w, const char *key, uint16_t v);
-void tp_gguf_w_i16(gguf_writer *w, const char *key, int16_t v);
-void tp_gguf_w_u64(gguf_writer *w, const char *key, uint64_t v);
-void tp_gguf_w_i64(gguf_writer *w, const char *key, int64_t v);
-void tp_gguf_w_f64(gguf_writer *w, const char *key, double v);
-void tp_gguf_w_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *v, size_t n);
-/* Any parsed value (e.g. from another file), arrays of arrays included. */
-void tp_gguf_w_value(gguf_writer *w, const char *key, const gguf_value *v);
-/* Copy every metadata key of an open file (e.g. a tokenizer) into the writer;
- * prefix NULL or "" copies all keys, else only keys starting with prefix. */
-void tp_gguf_w_copy_kv(gguf_writer *w, const gguf_file *src, const char *prefix);
-/* Add a tensor; data (nbytes computed from type and ne) is copied. */
-void tp_gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                   const uint64_t *ne, const void *data);
-/* Add a tensor without copying: data must stay valid until tp_gguf_writer_save returns. */
-void tp_gguf_w_tensor_ref(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                       const uint64_t *ne, const void *data);
-/* Add a tensor whose data is produced at save time, one row (ne[0] elements,
- * row_bytes bytes) at a time: rows are numbered 0 .. ne[1]*ne[2]*ne[3]-1. Lets the
- * benchmark write multi-GB files without holding them in memory. */
-typedef void (*gguf_row_fn)(void *ctx, uint64_t row, void *dst, size_t row_bytes);
-void tp_gguf_w_tensor_rows(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                        const uint64_t *ne, gguf_row_fn fill, void *ctx);
-/* Write the file; 0 on success, -1 and a one-line err (starting with path) on
- * failure (a partial file is removed). The writer can be saved again or freed. */
-int tp_gguf_writer_save(gguf_writer *w, const char *path, char *err);
+
 
 #endif

@@ -1,13 +1,19 @@
 /* safetensors.c: safetensors reader (mmap, bounds-checked) and writer.
  *
  * Layout reference: the huggingface/safetensors README ("Format"). The JSON
- * header is parsed with cJSON straight out of the mapping; every number that
- * becomes a size or an offset is checked to be a non-negative integer, and every
- * product and span against the file before a pointer is formed.
+ * header is read with the streaming scanner (format/json.h) from one heap copy,
+ * which also holds the tensor names: memory is about 3x the header whatever it
+ * contains (a cJSON tree can be 40x), charged to the ledger first. Every number
+ * that becomes a size or an offset is checked to be a non-negative integer, and
+ * every product and span against the file before a pointer is formed. The
+ * shard index is read the same way and grouped by shard with a sort.
  */
 #include "format/safetensors.h"
 
+#include "core/checked.h"
 #include "core/common.h"
+#include "core/mapreg.h"
+#include "format/json.h"
 #include "tensor/dtype.h"
 
 #include <cjson/cJSON.h>
@@ -56,57 +62,113 @@ static int cmp_span(const void *a, const void *b) {
     return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
-/* A JSON number that is an integer in [0, 2^53]. */
-static bool json_uint(const cJSON *j, uint64_t *out) {
-    if (!cJSON_IsNumber(j)) return false;
-    double d = j->valuedouble;
-    if (!(d >= 0 && d <= ST_MAX_INT) || d != (double)(uint64_t)d) return false;
-    *out = (uint64_t)d;
+/* A JSON number that is an integer in [0, 2^53], at the cursor. *ok false (the
+ * value skipped) when it is something else. */
+static bool read_uint(tp_jscan *s, uint64_t *out, bool *ok) {
+    int c = tp_js_peek(s);
+    *ok = false;
+    if (c != '-' && (c < '0' || c > '9')) return tp_js_skip(s);
+    double d;
+    if (!tp_js_number(s, &d)) return false;
+    if (d >= 0 && d <= ST_MAX_INT && d == (double)(uint64_t)d) { *out = (uint64_t)d; *ok = true; }
     return true;
 }
 
+static bool key_is(const char *k, size_t kl, const char *lit) { return kl == strlen(lit) && memcmp(k, lit, kl) == 0; }
+
 void tp_st_close(st_file *f) {
     if (!f) return;
-    if (f->map && f->map != MAP_FAILED) munmap((void *)f->map, f->map_size);
-    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    if (f->map && f->map != MAP_FAILED) {
+        tp_map_unregister(f->map);
+        munmap((void *)f->map, f->map_size);
+    }
     free(f->tensors);
+    free(f->header);
+    tp_ledger_release(f->ledger, f->charged);
     free(f->path);
     free(f);
 }
 
-/* Parse one header entry into t (name already set). */
-static bool parse_entry(st_file *f, const cJSON *e, st_tensor *t, uint64_t data_size, char *err) {
+static bool charge(st_file *f, size_t bytes, const char *what, char *err) {
+    char label[TP_ERR_LEN];
+    snprintf(label, sizeof label, "%.200s: %s", f->path, what);
+    if (tp_ledger_charge(f->ledger, bytes, label, err)) return false;
+    f->charged += bytes;
+    return true;
+}
+
+/* One header entry at the cursor into t (name already set): read it whole,
+ * then check it in order: dtype, shape, offsets. */
+static bool parse_entry(st_file *f, tp_jscan *s, st_tensor *t, uint64_t data_size, char *err) {
     const char *nm = t->name;
-    if (!cJSON_IsObject(e)) return tp_fail(err, "%s: header entry %s is not an object", f->path, nm), false;
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
-    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
-    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(dt)) return tp_fail(err, "%s: tensor %s has no dtype string", f->path, nm), false;
-    size_t esize = tp_st_dtype_size(dt->valuestring);
-    if (!esize) return tp_fail(err, "%s: tensor %s has unknown dtype '%.20s'", f->path, nm, dt->valuestring), false;
-    snprintf(t->dtype, sizeof t->dtype, "%s", dt->valuestring);
+    if (tp_js_peek(s) != '{') return tp_fail(err, "%s: header entry %s is not an object", f->path, nm), false;
+    char *dtype = NULL;
+    bool seen[3] = { 0 }, shape_arr = false, off_arr = false, more;
+    int nd = 0, bad_dim = -1, n_off = 0;
+    uint64_t off[2] = { 0, 0 };
+    bool off_ok = true;
+    if (!tp_js_open(s, '{', &more)) goto bad_json;
+    while (more) {
+        char *k;
+        size_t kl;
+        if (!tp_js_key(s, &k, &kl)) goto bad_json;
+        int c = tp_js_peek(s);
+        if (key_is(k, kl, "dtype") && !seen[0]) {
+            seen[0] = true;
+            if (c == '"') { if (!tp_js_string(s, &dtype, NULL)) goto bad_json; }
+            else if (!tp_js_skip(s)) goto bad_json;
+        } else if ((key_is(k, kl, "shape") && !seen[1]) || (key_is(k, kl, "data_offsets") && !seen[2])) {
+            bool is_shape = k[0] == 's';
+            seen[is_shape ? 1 : 2] = true;
+            if (c != '[') { if (!tp_js_skip(s)) goto bad_json; }
+            else {
+                bool m2;
+                if (is_shape) shape_arr = true;
+                else off_arr = true;
+                if (!tp_js_open(s, '[', &m2)) goto bad_json;
+                while (m2) {
+                    uint64_t v = 0;
+                    bool ok;
+                    if (!read_uint(s, &v, &ok)) goto bad_json;
+                    if (is_shape) {
+                        if (nd < ST_MAX_DIMS) t->shape[nd] = v;
+                        if (!ok && bad_dim < 0) bad_dim = nd;
+                        nd++;
+                    } else {
+                        if (n_off < 2) off[n_off] = v;
+                        off_ok = off_ok && ok;
+                        n_off++;
+                    }
+                    if (!tp_js_next(s, ']', &m2)) goto bad_json;
+                }
+            }
+        } else if (!tp_js_skip(s)) {
+            goto bad_json;
+        }
+        if (!tp_js_next(s, '}', &more)) goto bad_json;
+    }
+
+    if (!dtype) return tp_fail(err, "%s: tensor %s has no dtype string", f->path, nm), false;
+    size_t esize = tp_st_dtype_size(dtype);
+    if (!esize) return tp_fail(err, "%s: tensor %s has unknown dtype '%.20s'", f->path, nm, dtype), false;
+    snprintf(t->dtype, sizeof t->dtype, "%s", dtype);
     t->type = dtype_to_type(t->dtype);
-    if (!cJSON_IsArray(sh)) return tp_fail(err, "%s: tensor %s has no shape array", f->path, nm), false;
-    int nd = cJSON_GetArraySize(sh);
+    if (!shape_arr) return tp_fail(err, "%s: tensor %s has no shape array", f->path, nm), false;
     if (nd > ST_MAX_DIMS)
         return tp_fail(err, "%s: tensor %s has %d dimensions (at most %d)", f->path, nm, nd, ST_MAX_DIMS), false;
+    if (bad_dim >= 0)
+        return tp_fail(err, "%s: tensor %s: shape[%d] is not a non-negative integer", f->path, nm, bad_dim), false;
     t->n_dims = nd;
     uint64_t n = 1;
-    int i = 0;
-    for (const cJSON *d = sh->child; d; d = d->next, i++) {
-        if (!json_uint(d, &t->shape[i]))
-            return tp_fail(err, "%s: tensor %s: shape[%d] is not a non-negative integer", f->path, nm, i), false;
-        if (__builtin_mul_overflow(n, t->shape[i], &n))
-            return tp_fail(err, "%s: tensor %s: shape is too large", f->path, nm), false;
-    }
+    for (int i = 0; i < nd; i++)
+        if (!tp_mul_u64(n, t->shape[i], &n)) return tp_fail(err, "%s: tensor %s: shape is too large", f->path, nm), false;
     t->n_elems = n;
     uint64_t want;
-    if (__builtin_mul_overflow(n, (uint64_t)esize, &want))
+    if (!tp_mul_u64(n, (uint64_t)esize, &want))
         return tp_fail(err, "%s: tensor %s: shape is too large", f->path, nm), false;
-    uint64_t b = 0, en = 0;
-    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_uint(off->child, &b) ||
-        !json_uint(off->child->next, &en))
+    if (!off_arr || n_off != 2 || !off_ok)
         return tp_fail(err, "%s: tensor %s: data_offsets must be two non-negative integers", f->path, nm), false;
+    uint64_t b = off[0], en = off[1];
     if (b > en)
         return tp_fail(err, "%s: tensor %s: data_offsets [%llu, %llu) are reversed", f->path, nm,
                        (unsigned long long)b, (unsigned long long)en), false;
@@ -121,18 +183,24 @@ static bool parse_entry(st_file *f, const cJSON *e, st_tensor *t, uint64_t data_
     t->data = f->map + f->data_offset + b;
     t->file = f;
     return true;
+bad_json: /* the header was validated by the counting pass: cannot happen */
+    return tp_js_error(s, f->path, err), false;
 }
 
-st_file *tp_st_open(const char *path, char *err) {
+st_file *tp_st_open(const char *path, char *err) { return tp_st_open_ex(path, NULL, err); }
+
+st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
     st_file *f = tp_xcalloc(1, sizeof *f);
     f->path = tp_xstrdup(path);
+    f->ledger = led;
     const char *slash = strrchr(f->path, '/');
     f->base = slash ? slash + 1 : f->path;
-    cJSON *root = NULL;
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) { tp_fail(err, "%s: cannot open: %s", path, strerror(errno)); goto fail; }
     struct stat st;
     if (fstat(fd, &st) != 0) { tp_fail(err, "%s: cannot stat: %s", path, strerror(errno)); close(fd); goto fail; }
+    if (!S_ISREG(st.st_mode)) { tp_fail(err, "%s: not a regular file", path); close(fd); goto fail; }
     if (st.st_size < 8) {
         tp_fail(err, "%s: file is %lld bytes, too short for a safetensors header", path, (long long)st.st_size);
         close(fd);
@@ -142,6 +210,7 @@ st_file *tp_st_open(const char *path, char *err) {
     f->map = tp_map_file(fd, f->map_size); /* at 2 MiB for huge pages */
     close(fd);
     if (f->map == MAP_FAILED) { f->map = NULL; tp_fail(err, "%s: cannot map: %s", path, strerror(errno)); goto fail; }
+    tp_map_register(f->map, f->map_size, path);
 
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f->map[i]; /* little-endian */
@@ -155,43 +224,67 @@ st_file *tp_st_open(const char *path, char *err) {
         goto fail;
     }
     f->data_offset = 8 + (size_t)hlen;
-    const char *hdr = (const char *)f->map + 8;
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, false);
-    if (!root) {
-        size_t at = end && end >= hdr ? (size_t)(end - hdr) : 0;
-        tp_fail(err, "%s: header is not valid JSON (near byte %zu of %llu)", path, at, (unsigned long long)hlen);
+    /* A private copy of the header: the scanner unescapes names in place and
+     * the tensors' names point into it. */
+    if (!charge(f, (size_t)hlen + 1, "the header", err)) goto fail;
+    f->header = tp_xmalloc((size_t)hlen + 1);
+    memcpy(f->header, f->map + 8, (size_t)hlen);
+    f->header[hlen] = 0;
+
+    /* pass 1: validate and count the entries (nothing is written) */
+    tp_jscan s;
+    tp_js_init(&s, f->header, (size_t)hlen);
+    if (tp_js_peek(&s) != '{') {
+        if (!tp_js_skip(&s)) { tp_js_error(&s, path, err); goto fail; }
+        tp_fail(err, "%s: header is not a JSON object", path);
         goto fail;
     }
-    /* Only padding (spaces) may follow the JSON value. */
-    for (const char *p = end; p && p < hdr + hlen; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != 0) {
-            tp_fail(err, "%s: header has trailing bytes after its JSON (at byte %zu)", path, (size_t)(p - hdr));
+    bool more;
+    size_t n = 0;
+    if (!tp_js_open(&s, '{', &more)) { tp_js_error(&s, path, err); goto fail; }
+    while (more) {
+        char *k;
+        size_t kl;
+        if (!tp_js_key_raw(&s, &k, &kl) || !tp_js_skip(&s) || !tp_js_next(&s, '}', &more)) {
+            tp_js_error(&s, path, err);
             goto fail;
         }
-    if (!cJSON_IsObject(root)) { tp_fail(err, "%s: header is not a JSON object", path); goto fail; }
-
-    int n = 0;
-    for (cJSON *e = root->child; e; e = e->next) n++;
-    f->tensors = tp_xcalloc((size_t)(n ? n : 1), sizeof *f->tensors);
-    uint64_t data_size = f->map_size - f->data_offset;
-    for (cJSON *e = root->child; e; e = e->next) {
-        if (!e->string) continue;
-        if (strcmp(e->string, "__metadata__") == 0) {
-            if (!cJSON_IsObject(e) && !cJSON_IsNull(e)) { tp_fail(err, "%s: __metadata__ is not an object", path); goto fail; }
-            continue;
-        }
-        st_tensor *t = &f->tensors[f->n_tensors++];
-        t->name = tp_xstrdup(e->string);
-        if (!parse_entry(f, e, t, data_size, err)) goto fail;
+        n++;
     }
-    cJSON_Delete(root);
-    root = NULL;
+    /* Only padding may follow the JSON value. */
+    for (const char *p = s.p; p < s.end; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != 0) {
+            tp_fail(err, "%s: header has trailing bytes after its JSON (at byte %zu)", path, (size_t)(p - s.base));
+            goto fail;
+        }
+    if (n > INT32_MAX / 2) { tp_fail(err, "%s: header has %zu entries", path, n); goto fail; }
+    if (!charge(f, tp_mul_sat(n ? n : 1, sizeof *f->tensors + sizeof(void *)), "the tensor table", err)) goto fail;
+    f->tensors = tp_xcalloc(n ? n : 1, sizeof *f->tensors);
+
+    /* pass 2: read each entry, unescaping in place */
+    uint64_t data_size = f->map_size - f->data_offset;
+    tp_js_init(&s, f->header, (size_t)hlen);
+    tp_js_open(&s, '{', &more);
+    while (more) {
+        char *k;
+        size_t kl;
+        if (!tp_js_key(&s, &k, &kl)) { tp_js_error(&s, path, err); goto fail; }
+        if (key_is(k, kl, "__metadata__")) {
+            int c = tp_js_peek(&s);
+            if (c != '{' && c != 'n') { tp_fail(err, "%s: __metadata__ is not an object", path); goto fail; }
+            if (!tp_js_skip(&s)) { tp_js_error(&s, path, err); goto fail; }
+        } else {
+            st_tensor *t = &f->tensors[f->n_tensors++];
+            t->name = k; /* NUL-terminated in the header copy */
+            if (!parse_entry(f, &s, t, data_size, err)) goto fail;
+        }
+        if (!tp_js_next(&s, '}', &more)) { tp_js_error(&s, path, err); goto fail; }
+    }
 
     qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_tensor);
     for (int i = 1; i < f->n_tensors; i++)
         if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0) {
-            tp_fail(err, "%s: tensor %s appears twice in the header", path, f->tensors[i].name);
+            tp_fail(err, "%s: tensor %.200s appears twice in the header", path, f->tensors[i].name);
             goto fail;
         }
     /* Spans must not overlap (empty tensors aside). */
@@ -203,7 +296,7 @@ st_file *tp_st_open(const char *path, char *err) {
     for (int i = 1; i < nb; i++) {
         const uint8_t *prev_end = (const uint8_t *)by[i - 1]->data + by[i - 1]->nbytes;
         if ((const uint8_t *)by[i]->data < prev_end) {
-            tp_fail(err, "%s: tensors %s and %s overlap in the data", path, by[i - 1]->name, by[i]->name);
+            tp_fail(err, "%s: tensors %.200s and %.200s overlap in the data", path, by[i - 1]->name, by[i]->name);
             free(by);
             goto fail;
         }
@@ -211,7 +304,6 @@ st_file *tp_st_open(const char *path, char *err) {
     free(by);
     return f;
 fail:
-    cJSON_Delete(root);
     tp_st_close(f);
     return NULL;
 }
@@ -252,66 +344,156 @@ static bool plain_name(const char *s) {
     return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
-static st_set *open_index(const char *dir, const char *ipath, char *err) {
-    char *txt = tp_read_file(ipath, NULL, err);
-    if (!txt) return NULL;
-    st_set *s = tp_xcalloc(1, sizeof *s);
-    cJSON *root = cJSON_Parse(txt);
-    free(txt);
-    const char *iname = "model.safetensors.index.json";
-    if (!root || !cJSON_IsObject(root)) { tp_fail(err, "%s: not a JSON object", ipath); goto fail; }
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (!cJSON_IsObject(wm)) { tp_fail(err, "%s: missing weight_map object", ipath); goto fail; }
-    int n = cJSON_GetArraySize(wm);
-    if (n == 0) { tp_fail(err, "%s: weight_map is empty", ipath); goto fail; }
-    s->files = tp_xcalloc((size_t)n, sizeof *s->files);
-    s->tensors = tp_xcalloc((size_t)n, sizeof *s->tensors);
-    char path[4096];
-    for (const cJSON *e = wm->child; e; e = e->next) {
-        if (!cJSON_IsString(e) || !plain_name(e->valuestring)) {
-            tp_fail(err, "%s: weight_map entry %s is not a file name in the folder", ipath, e->string ? e->string : "?");
-            goto fail;
+/* model.safetensors.index.json's weight_map, read in place: (tensor, shard) pairs. */
+typedef struct {
+    const char *tensor, *shard;
+} st_pair;
+
+typedef struct {
+    char *text;      /* the index file; the pairs point into it */
+    size_t text_len;
+    st_pair *pairs;
+    size_t n;
+} st_index;
+
+/* The index is a small file in real folders (tens of KB); this bounds a hostile one. */
+#define ST_MAX_INDEX ((size_t)64 << 20)
+
+static void index_free(st_index *x) {
+    free(x->text);
+    free(x->pairs);
+}
+
+static int cmp_pair_shard(const void *a, const void *b) {
+    const st_pair *x = a, *y = b;
+    int r = strcmp(x->shard, y->shard);
+    return r ? r : strcmp(x->tensor, y->tensor);
+}
+
+static bool read_index(const char *ipath, st_index *x, tp_ledger *led, size_t *charged, char *err) {
+    memset(x, 0, sizeof *x);
+    struct stat st;
+    size_t fbytes = stat(ipath, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size + 2 : 2;
+    char label[TP_ERR_LEN];
+    snprintf(label, sizeof label, "%.200s: reading the file", ipath);
+    *charged = 0;
+    if (fbytes <= ST_MAX_INDEX + 2) { /* else tp_read_file_max refuses it */
+        if (tp_ledger_charge(led, fbytes, label, err)) return false;
+        *charged = fbytes;
+    }
+    if (!(x->text = tp_read_file_max(ipath, ST_MAX_INDEX, &x->text_len, err))) return false;
+    tp_jscan s;
+    tp_js_init(&s, x->text, x->text_len);
+    if (tp_js_peek(&s) != '{') {
+        if (!tp_js_skip(&s) || !tp_js_finish(&s)) return tp_js_error(&s, ipath, err), false;
+        return tp_fail(err, "%s: not a JSON object", ipath), false;
+    }
+    /* validate the whole document first (pass 2 unescapes in place) */
+    if (!tp_js_skip(&s) || !tp_js_finish(&s)) return tp_js_error(&s, ipath, err), false;
+    char *wb = NULL, *we = NULL;
+    bool more;
+    tp_js_init(&s, x->text, x->text_len);
+    tp_js_open(&s, '{', &more);
+    while (more) {
+        char *k;
+        size_t kl;
+        tp_js_key_raw(&s, &k, &kl);
+        if (!wb && kl == 10 && memcmp(k, "weight_map", 10) == 0) {
+            if (tp_js_peek(&s) != '{') return tp_fail(err, "%s: missing weight_map object", ipath), false;
+            tp_js_skip_span(&s, &wb, &we);
+        } else {
+            tp_js_skip(&s);
         }
-        st_file *f = NULL;
-        for (int i = 0; i < s->n_files && !f; i++)
-            if (strcmp(s->files[i]->base, e->valuestring) == 0) f = s->files[i];
-        if (!f) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->valuestring);
-            if (!(f = tp_st_open(path, err))) goto fail;
+        tp_js_next(&s, '}', &more);
+    }
+    if (!wb) return tp_fail(err, "%s: missing weight_map object", ipath), false;
+    /* count, then read the pairs */
+    tp_js_init(&s, wb, (size_t)(we - wb));
+    tp_js_open(&s, '{', &more);
+    while (more) {
+        char *k;
+        size_t kl;
+        tp_js_key_raw(&s, &k, &kl);
+        tp_js_skip(&s);
+        tp_js_next(&s, '}', &more);
+        x->n++;
+    }
+    if (x->n == 0) return tp_fail(err, "%s: weight_map is empty", ipath), false;
+    size_t pb = tp_mul_sat(x->n, sizeof *x->pairs + 2 * sizeof(void *));
+    snprintf(label, sizeof label, "%.200s: the weight map (%zu entries)", ipath, x->n);
+    if (tp_ledger_charge(led, pb, label, err)) return false;
+    *charged += pb;
+    x->pairs = tp_xcalloc(x->n, sizeof *x->pairs);
+    tp_js_init(&s, wb, (size_t)(we - wb));
+    tp_js_open(&s, '{', &more);
+    for (size_t i = 0; more; i++) {
+        char *k, *v = NULL;
+        size_t kl;
+        tp_js_key(&s, &k, &kl);
+        if (tp_js_peek(&s) == '"') tp_js_string(&s, &v, NULL);
+        else tp_js_skip(&s);
+        if (!v || !plain_name(v))
+            return tp_fail(err, "%s: weight_map entry %.200s is not a file name in the folder", ipath, k), false;
+        x->pairs[i] = (st_pair){ k, v };
+        tp_js_next(&s, '}', &more);
+    }
+    return true;
+}
+
+static st_set *open_index(const char *dir, const char *ipath, tp_ledger *led, char *err) {
+    st_index x;
+    size_t charged = 0;
+    st_set *s = NULL;
+    const char *iname = "model.safetensors.index.json";
+    char path[4096];
+    if (!read_index(ipath, &x, led, &charged, err)) goto fail;
+    s = tp_xcalloc(1, sizeof *s);
+    s->files = tp_xcalloc(x.n, sizeof *s->files);
+    s->tensors = tp_xcalloc(x.n, sizeof *s->tensors);
+    /* each shard once: group the pairs by shard (O(n log n)) */
+    qsort(x.pairs, x.n, sizeof *x.pairs, cmp_pair_shard);
+    st_file *f = NULL;
+    for (size_t i = 0; i < x.n; i++) {
+        if (i == 0 || strcmp(x.pairs[i].shard, x.pairs[i - 1].shard) != 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, x.pairs[i].shard);
+            if (!(f = tp_st_open_ex(path, led, err))) goto fail;
             s->files[s->n_files++] = f;
         }
-        const st_tensor *t = tp_st_find(f, e->string);
+        const st_tensor *t = tp_st_find(f, x.pairs[i].tensor);
         if (!t) {
-            tp_fail(err, "%s: tensor %s (listed in %s) is not in the file", f->path, e->string, iname);
+            tp_fail(err, "%s: tensor %.200s (listed in %s) is not in the file", f->path, x.pairs[i].tensor, iname);
             goto fail;
         }
         s->tensors[s->n_tensors++] = t;
     }
-    cJSON_Delete(root);
-    root = NULL;
     qsort(s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, cmp_tensor_ptr);
     for (int i = 1; i < s->n_tensors; i++)
         if (strcmp(s->tensors[i - 1]->name, s->tensors[i]->name) == 0) {
-            tp_fail(err, "%s: tensor %s is listed twice", ipath, s->tensors[i]->name);
+            tp_fail(err, "%s: tensor %.200s is listed twice", ipath, s->tensors[i]->name);
             goto fail;
         }
+    index_free(&x);
+    tp_ledger_release(led, charged);
     return s;
 fail:
-    cJSON_Delete(root);
+    index_free(&x);
+    tp_ledger_release(led, charged);
     tp_st_set_free(s);
     return NULL;
 }
 
-st_set *tp_st_set_open(const char *dir, char *err) {
+st_set *tp_st_set_open(const char *dir, char *err) { return tp_st_set_open_ex(dir, NULL, err); }
+
+st_set *tp_st_set_open_ex(const char *dir, tp_ledger *led, char *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    if (file_exists(path)) return open_index(dir, path, err);
+    if (file_exists(path)) return open_index(dir, path, led, err);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (!file_exists(path)) {
         tp_fail(err, "%s: no model.safetensors or model.safetensors.index.json in the folder", dir);
         return NULL;
     }
-    st_file *f = tp_st_open(path, err);
+    st_file *f = tp_st_open_ex(path, led, err);
     if (!f) return NULL;
     st_set *s = tp_xcalloc(1, sizeof *s);
     s->files = tp_xcalloc(1, sizeof *s->files);
@@ -319,6 +501,10 @@ st_set *tp_st_set_open(const char *dir, char *err) {
     s->tensors = tp_xcalloc((size_t)(f->n_tensors ? f->n_tensors : 1), sizeof *s->tensors);
     for (int i = 0; i < f->n_tensors; i++) s->tensors[s->n_tensors++] = &f->tensors[i]; /* already sorted */
     return s;
+}
+
+void tp_st_set_detach_ledger(st_set *s) {
+    for (int i = 0; s && i < s->n_files; i++) s->files[i]->ledger = NULL;
 }
 
 int64_t tp_st_set_file_bytes(const char *dir, char *err) {
@@ -331,33 +517,22 @@ int64_t tp_st_set_file_bytes(const char *dir, char *err) {
             return tp_fail(err, "%s: no model.safetensors or model.safetensors.index.json in the folder", dir);
         return (int64_t)st.st_size;
     }
-    char *txt = tp_read_file(path, NULL, err);
-    if (!txt) return -1;
-    cJSON *root = cJSON_Parse(txt);
-    free(txt);
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    st_index x;
+    size_t charged = 0;
     int64_t total = -1;
-    if (!cJSON_IsObject(wm)) tp_fail(err, "%s: missing weight_map object", path);
-    else {
-        /* each distinct shard once (entries of one shard are usually adjacent, but need not be) */
+    if (read_index(path, &x, NULL, &charged, err)) {
+        /* each distinct shard once */
+        qsort(x.pairs, x.n, sizeof *x.pairs, cmp_pair_shard);
         total = 0;
-        for (const cJSON *e = wm->child; e && total >= 0; e = e->next) {
-            if (!cJSON_IsString(e) || !plain_name(e->valuestring)) {
-                total = tp_fail(err, "%s: weight_map entry %s is not a file name in the folder", path,
-                                e->string ? e->string : "?");
-                break;
-            }
-            bool seen = false;
-            for (const cJSON *p = wm->child; p != e && !seen; p = p->next)
-                seen = strcmp(p->valuestring, e->valuestring) == 0;
-            if (seen) continue;
+        for (size_t i = 0; i < x.n; i++) {
+            if (i > 0 && strcmp(x.pairs[i].shard, x.pairs[i - 1].shard) == 0) continue;
             char sp[4096];
-            snprintf(sp, sizeof sp, "%s/%s", dir, e->valuestring);
-            if (stat(sp, &st) != 0) total = tp_fail(err, "%s: cannot open: %s", sp, strerror(errno));
-            else total += (int64_t)st.st_size;
+            snprintf(sp, sizeof sp, "%s/%s", dir, x.pairs[i].shard);
+            if (stat(sp, &st) != 0) { total = tp_fail(err, "%s: cannot open: %s", sp, strerror(errno)); break; }
+            total += (int64_t)st.st_size;
         }
     }
-    cJSON_Delete(root);
+    index_free(&x);
     return total;
 }
 

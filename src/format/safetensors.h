@@ -23,13 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/checked.h"
+
 #define ST_MAX_DIMS 8
 #define ST_TYPE_OTHER UINT32_MAX /* a dtype the file may hold but tempo cannot compute with */
 
 struct st_file;
 
 typedef struct {
-    char *name;
+    char *name;                   /* points into the file's header copy */
     char dtype[12];               /* as written in the file: "BF16", "F32", "I64", ... */
     uint32_t type;                /* TP_F32, TP_F16, TP_BF16, or ST_TYPE_OTHER */
     int n_dims;
@@ -48,9 +50,16 @@ typedef struct st_file {
     size_t data_offset;           /* 8 + header length */
     int n_tensors;
     st_tensor *tensors;           /* sorted by name */
+    char *header;                 /* heap copy of the header JSON (holds the names) */
+    tp_ledger *ledger;            /* what the tables are charged to (NULL: not counted) */
+    size_t charged;
 } st_file;
 
 st_file *tp_st_open(const char *path, char *err);
+/* The same, charging the header copy and tensor table to led first (released
+ * by tp_st_close; the ledger must outlive the file or be detached). The mapping
+ * is registered (core/mapreg.h) for SIGBUS messages. */
+st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err);
 void tp_st_close(st_file *f);
 const st_tensor *tp_st_find(const st_file *f, const char *name);
 
@@ -65,6 +74,9 @@ typedef struct {
 /* dir/model.safetensors.index.json if present (every shard it names is opened and
  * every tensor it lists must be in its shard), else dir/model.safetensors. */
 st_set *tp_st_set_open(const char *dir, char *err);
+st_set *tp_st_set_open_ex(const char *dir, tp_ledger *led, char *err);
+/* Stop charging the set's files to their ledger (before the ledger goes away). */
+void tp_st_set_detach_ledger(st_set *s);
 void tp_st_set_free(st_set *s);
 const st_tensor *tp_st_set_find(const st_set *s, const char *name);
 /* Bytes of the weight files tp_st_set_open would map (the shards the index names, or

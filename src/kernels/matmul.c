@@ -416,6 +416,29 @@ struct tp_matmul_ctx {
     _Alignas(64) atomic_int next_chunk;
 };
 
+/* The context's buffer sizes, shared by tp_matmul_ctx_new and the estimate. */
+/* The context's buffer sizes (max_n_in rounded up to 512), shared by
+ * tp_matmul_ctx_new and the estimate: quantized activations, three per-group
+ * arrays (scale, correction, Q8_1 sum), the int16 group sums, and per thread
+ * a scratch (a tile built on the fly, a dequantized row). */
+static void ctx_sizes(int n_threads, int max_n_in, size_t *sz_q, size_t *sz_g, size_t *sz_sum, size_t *scratch_bytes,
+                      size_t *sz_s) {
+    size_t n = (size_t)TP_MATMUL_MAX_BATCH * (size_t)max_n_in, G = n / 32;
+    *sz_q = n;
+    *sz_g = G * sizeof(float);
+    *sz_sum = G * sizeof(int16_t);
+    *scratch_bytes = (TP_MM_SCRATCH(max_n_in) + 63) / 64 * 64;
+    *sz_s = (size_t)(n_threads > 0 ? n_threads : 1) * *scratch_bytes;
+}
+
+size_t tp_matmul_ctx_estimate_bytes(int n_threads, int max_n_in) {
+    if (max_n_in < 1) max_n_in = 1;
+    max_n_in = (max_n_in + 511) / 512 * 512;
+    size_t sz_q, sz_g, sz_sum, sb, sz_s;
+    ctx_sizes(n_threads, max_n_in, &sz_q, &sz_g, &sz_sum, &sb, &sz_s);
+    return sizeof(tp_matmul_ctx) + sz_q + 3 * sz_g + sz_sum + sz_s;
+}
+
 tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
     if (max_n_in < 1) max_n_in = 1;
     tp_matmul_ctx *c = calloc(1, sizeof *c);
@@ -423,10 +446,8 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
     c->pool = pool;
     c->n_threads = tp_pool_threads(pool);
     c->max_n_in = (max_n_in + 511) / 512 * 512;
-    size_t n = (size_t)TP_MATMUL_MAX_BATCH * (size_t)c->max_n_in, G = n / 32;
-    size_t sz_q = n, sz_g = G * sizeof(float), sz_sum = G * sizeof(int16_t);
-    c->scratch_bytes = (TP_MM_SCRATCH(c->max_n_in) + 63) / 64 * 64;
-    size_t sz_s = (size_t)c->n_threads * c->scratch_bytes;
+    size_t sz_q, sz_g, sz_sum, sz_s;
+    ctx_sizes(c->n_threads, c->max_n_in, &sz_q, &sz_g, &sz_sum, &c->scratch_bytes, &sz_s);
     c->xq = tp_alloc_aligned(sz_q);
     c->xd = tp_alloc_aligned(sz_g);
     c->xs = tp_alloc_aligned(sz_g);

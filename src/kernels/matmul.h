@@ -29,8 +29,9 @@
  *    mins, acc = fma((float)M, -dmin_w*d_x, acc) with M = sum of min * block sum.
  *  - Q2_K/Q3_K: each row dequantized to f32, then as F32.
  *
- * Work buffers are owned by a tp_matmul_ctx (one per session), so the hot path
- * does not allocate; repacked weights are written once at load and read-only after.
+ * Work buffers are owned by a tp_matmul_ctx (one per session's compute context), so
+ * the hot path does not allocate; repacked weights are written once at load and
+ * read-only after.
  */
 #ifndef TEMPO_MATMUL_H
 #define TEMPO_MATMUL_H
@@ -63,6 +64,8 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in);
 void tp_matmul_ctx_free(tp_matmul_ctx *c);
 /* Bytes the context holds (for memory accounting). */
 size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c);
+/* What tp_matmul_ctx_new would hold for a pool of n_threads (for the budget before allocating). */
+size_t tp_matmul_ctx_estimate_bytes(int n_threads, int max_n_in);
 
 void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w);
 

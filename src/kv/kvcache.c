@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/common.h"
+#include "kv/spill.h"
 #include "tensor/dtype.h"
 
 #define GB (1024.0 * 1024.0 * 1024.0)
@@ -20,7 +22,7 @@ size_t tp_kv_row_bytes(const tp_kv *kv) {
 }
 
 size_t tp_kv_bytes_per_slot(const tp_kv *kv) {
-    return 2 * (size_t)kv->n_layers * tp_kv_row_bytes(kv);
+    return 2 * (size_t)(kv->n_layers - kv->device_layers) * tp_kv_row_bytes(kv);
 }
 
 size_t tp_kv_bytes_used(const tp_kv *kv) { return (size_t)kv->n * tp_kv_bytes_per_slot(kv); }
@@ -31,38 +33,50 @@ tp_kv *tp_kv_new(int n_layers, int kv_dim, tp_kv_type type, int capacity, size_t
         tp_fail(err, "--kv-cache-type q8_0 needs a KV row length that is a multiple of 32 (this model's is %d)", kv_dim);
         return NULL;
     }
-    tp_kv *kv = tp_xcalloc(1, sizeof *kv);
+    tp_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) { tp_fail(err, "out of memory allocating the KV cache"); return NULL; }
     kv->n_layers = n_layers;
     kv->kv_dim = kv_dim;
     kv->type = type;
     kv->capacity = capacity;
     kv->max_slots = capacity;
     kv->max_bytes = max_bytes;
-    kv->slots = tp_xcalloc((size_t)capacity, sizeof *kv->slots);
-    kv->k = tp_xcalloc((size_t)n_layers, sizeof *kv->k);
-    kv->v = tp_xcalloc((size_t)n_layers, sizeof *kv->v);
+    kv->slots = calloc((size_t)capacity, sizeof *kv->slots);
+    kv->k = calloc((size_t)n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)n_layers, sizeof *kv->v);
+    if (!kv->slots || !kv->k || !kv->v) {
+        kv->n_layers = kv->k && kv->v ? n_layers : 0;
+        tp_kv_free(kv);
+        tp_fail(err, "out of memory allocating the KV cache's slot table (%d slots)", capacity);
+        return NULL;
+    }
+    /* One anonymous mapping for every layer's K and V rows: its pages are zero and become
+     * resident only when a slot is written (calloc would touch a small block to zero it), so
+     * reserving the capacity costs nothing and the resident size follows the slots in use --
+     * what the memory budget counts -- within one page per row array. */
     size_t layer_bytes = (size_t)capacity * tp_kv_row_bytes(kv);
+    kv->map_bytes = 2 * (size_t)n_layers * layer_bytes;
+    void *base = mmap(NULL, kv->map_bytes ? kv->map_bytes : 1, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        kv->map = NULL;
+        tp_kv_free(kv);
+        tp_fail(err, "cannot reserve the KV cache: %d slots x %d layers (%.2fGB)", capacity, n_layers,
+                2.0 * (double)layer_bytes * n_layers / GB);
+        return NULL;
+    }
+    kv->map = base;
     for (int l = 0; l < n_layers; l++) {
-        /* calloc of a large block maps fresh zero pages: they become resident
-         * only when a slot is written, so reserving the capacity is cheap. */
-        kv->k[l] = calloc(1, layer_bytes);
-        kv->v[l] = calloc(1, layer_bytes);
-        if (!kv->k[l] || !kv->v[l]) {
-            tp_kv_free(kv);
-            tp_fail(err, "cannot reserve the KV cache: %d slots x %d layers (%.2fGB)", capacity, n_layers,
-                    2.0 * (double)layer_bytes * n_layers / GB);
-            return NULL;
-        }
+        kv->k[l] = (char *)base + (size_t)l * layer_bytes;
+        kv->v[l] = (char *)base + (size_t)(n_layers + l) * layer_bytes;
     }
     return kv;
 }
 
 void tp_kv_free(tp_kv *kv) {
     if (!kv) return;
-    for (int l = 0; l < kv->n_layers; l++) {
-        free(kv->k[l]);
-        free(kv->v[l]);
-    }
+    if (kv->map) munmap(kv->map, kv->map_bytes ? kv->map_bytes : 1);
+    tp_kv_spill_free(kv->spill);
     free(kv->k);
     free(kv->v);
     free(kv->slots);
@@ -74,17 +88,11 @@ void tp_kv_clear(tp_kv *kv) {
     kv->n_alive = 0;
 }
 
-int tp_kv_reserve(tp_kv *kv, int n_new, int *which, char *err) {
+int tp_kv_reserve(const tp_kv *kv, int n_new, int *which, char *err) {
     int need = kv->n + n_new;
     size_t per = tp_kv_bytes_per_slot(kv);
     bool too_many = need > kv->max_slots;
     bool too_big = kv->max_bytes && (size_t)need * per > kv->max_bytes;
-    if ((too_many || too_big) && kv->n_alive < kv->n) {
-        tp_kv_compact(kv, NULL); /* reclaim pruned slots before refusing */
-        need = kv->n + n_new;
-        too_many = need > kv->max_slots;
-        too_big = kv->max_bytes && (size_t)need * per > kv->max_bytes;
-    }
     if (too_many) {
         if (which) *which = 1;
         return tp_fail(err,
@@ -110,6 +118,7 @@ int tp_kv_append(tp_kv *kv, int32_t token, int32_t pos, int32_t step) {
     s->pos = pos;
     s->step = step;
     s->alive = true;
+    s->row = kv->n;
     kv->n_alive++;
     return kv->n++;
 }
@@ -120,27 +129,89 @@ void tp_kv_kill(tp_kv *kv, int slot) {
     kv->n_alive--;
 }
 
+/* An offloaded cache: layer l's rows older than the hot ones, and any past the n in use, leave memory. */
+static void drop_cold(tp_kv *kv, int l, int n) {
+    size_t rb = tp_kv_row_bytes(kv);
+    size_t cold = n > kv->hot_slots ? (size_t)(n - kv->hot_slots) * rb : 0;
+    tp_kv_spill_drop(kv->spill, 2 * l, cold, (size_t)n * rb);
+    tp_kv_spill_drop(kv->spill, 2 * l + 1, cold, (size_t)n * rb);
+}
+
 int tp_kv_compact(tp_kv *kv, int *map_out) {
     size_t rb = tp_kv_row_bytes(kv);
     int w = 0;
     for (int r = 0; r < kv->n; r++) {
-        if (!kv->slots[r].alive) {
-            if (map_out) map_out[r] = -1;
-            continue;
-        }
-        if (w != r) {
-            kv->slots[w] = kv->slots[r];
-            for (int l = 0; l < kv->n_layers; l++) {
-                memcpy((char *)kv->k[l] + (size_t)w * rb, (char *)kv->k[l] + (size_t)r * rb, rb);
-                memcpy((char *)kv->v[l] + (size_t)w * rb, (char *)kv->v[l] + (size_t)r * rb, rb);
-            }
-        }
-        if (map_out) map_out[r] = w;
-        w++;
+        if (map_out) map_out[r] = kv->slots[r].alive ? w : -1;
+        w += kv->slots[r].alive;
     }
+    /* Rows one layer at a time, so an offloaded cache can let each layer's go right after. */
+    for (int l = kv->device_layers; l < kv->n_layers; l++) {
+        int to = 0;
+        for (int r = 0; r < kv->n; r++) {
+            if (!kv->slots[r].alive) continue;
+            if (to != r) {
+                memcpy((char *)kv->k[l] + (size_t)to * rb, (char *)kv->k[l] + (size_t)r * rb, rb);
+                memcpy((char *)kv->v[l] + (size_t)to * rb, (char *)kv->v[l] + (size_t)r * rb, rb);
+            }
+            to++;
+        }
+        if (kv->spill) drop_cold(kv, l, w);
+    }
+    for (int r = 0, to = 0; r < kv->n; r++)
+        if (kv->slots[r].alive) kv->slots[to++] = kv->slots[r];
     int removed = kv->n - w;
     kv->n = w;
     return removed;
+}
+
+void tp_kv_set_device_layers(tp_kv *kv, int n) {
+    if (n < 0) n = 0;
+    if (n > kv->n_layers) n = kv->n_layers;
+    for (int l = 0; l < n; l++) kv->k[l] = kv->v[l] = NULL; /* the mapping stays whole, untouched there */
+    kv->device_layers = n;
+}
+
+/* ------------------------------------------------------------ --kv-offload -- */
+
+int tp_kv_offload(tp_kv *kv, const char *dir, char *err) {
+    if (kv->spill) return 0;
+    if (kv->n) return tp_fail(err, "internal: offloading a KV cache that is in use");
+    if (kv->device_layers) return tp_fail(err, "internal: --kv-offload of a KV cache kept on a GPU");
+    size_t layer_bytes = (size_t)kv->capacity * tp_kv_row_bytes(kv);
+    tp_kv_spill *sp = tp_kv_spill_new(dir, 2 * kv->n_layers, layer_bytes, err);
+    if (!sp) return -1;
+    /* the in-memory rows were never written: give their (untouched) mapping back */
+    if (kv->map) munmap(kv->map, kv->map_bytes ? kv->map_bytes : 1);
+    kv->map = NULL;
+    kv->map_bytes = 0;
+    for (int l = 0; l < kv->n_layers; l++) {
+        kv->k[l] = tp_kv_spill_region(sp, 2 * l);
+        kv->v[l] = tp_kv_spill_region(sp, 2 * l + 1);
+    }
+    kv->spill = sp;
+    kv->hot_slots = kv->capacity;
+    return 0;
+}
+
+void tp_kv_set_hot_slots(tp_kv *kv, int n) { kv->hot_slots = n < 0 ? 0 : n; }
+int tp_kv_resident_slots(const tp_kv *kv) { return kv->spill ? kv->hot_slots : -1; }
+size_t tp_kv_spill_bytes(const tp_kv *kv) { return kv->spill ? tp_kv_spill_disk_bytes(kv->spill) : 0; }
+
+int tp_kv_prepare(tp_kv *kv, int n_new, char *err) {
+    if (!kv->spill) return 0;
+    long n = (long)kv->n + n_new;
+    if (n > kv->capacity) n = kv->capacity;
+    return tp_kv_spill_reserve(kv->spill, (size_t)n * tp_kv_row_bytes(kv), err);
+}
+
+void tp_kv_layer_read(tp_kv *kv, int l) {
+    if (kv->spill) drop_cold(kv, l, kv->n);
+}
+
+void tp_kv_truncate(tp_kv *kv, int n) {
+    if (n < 0) n = 0;
+    for (int s = n; s < kv->n; s++) kv->n_alive -= kv->slots[s].alive;
+    if (n < kv->n) kv->n = n;
 }
 
 /* Q8_0 rows: the same rounding as ggml's quantize_row_q8_0 reference. */

@@ -11,25 +11,32 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
-#include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ptrace.h>
-#include <sys/resource.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include "api/api.h"
 #include "core/common.h"
+#include "gpu/gpu.h"
+#include "model/backend.h"
 #include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
+/* The lock guards the session sums (kv, work, records, sessions): sessions of one model run on
+ * many threads. The limit, other and weights are set while the model is opened. */
 struct tempo_memory_monitor {
+    pthread_mutex_t lock;
     double max_gb;
     size_t limit;                         /* max_gb in bytes */
-    size_t other, weights, kv, work;      /* accounted bytes */
+    size_t other, weights;                /* accounted bytes: runtime, model */
+    size_t kv, work, records;             /* accounted bytes: sums over the live sessions */
+    size_t device;                        /* accounted: the live sessions' GPU shares */
+    int sessions;
+    /* a model on a GPU (tp_memory_set_model): the device, its weight bytes there, and whether
+     * the device's memory is this process's own (a software device: then it is in VmRSS too) */
+    const struct tp_gpu *gpu;
+    size_t gpu_weights;
+    bool gpu_in_rss;
 };
 
 /* ------------------------------------------------------------- /proc ---- */
@@ -89,8 +96,40 @@ int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *
                    tp_fmt_gb((double)model_bytes, a, sizeof a));
 }
 
+/* How far the kernel's resident-set count may lag behind the pages really mapped: Linux keeps
+ * it in per-CPU counters folded in batches (at most max(32, 2 x CPUs) pages per CPU), and reads
+ * the total without folding. The measured side of usage adds this, so a limit a few MB wide is
+ * not passed by what the counter has not caught up with yet. */
+static size_t rss_slack(void) {
+    static size_t slack;
+    if (!slack) {
+        long cpus = sysconf(_SC_NPROCESSORS_CONF), page = sysconf(_SC_PAGESIZE);
+        if (cpus < 1) cpus = 1;
+        if (page < 1) page = 4096;
+        long batch = 2 * cpus > 32 ? 2 * cpus : 32;
+        slack = (size_t)(batch * cpus * page); /* benign race: every thread computes the same value */
+    }
+    return slack;
+}
+
+int tp_memory_check_load_room(double max_memory_gb, size_t more_bytes, const char *when, char *err) {
+    tp_proc_mem pm;
+    if (tp_memory_read_proc(&pm) != 0) return 0; /* nothing to measure with: the limits after loading still apply */
+    double crit = TP_MEM_CRITICAL_FRACTION * max_memory_gb * TP_GB;
+    double need = (double)pm.vm_rss + (double)rss_slack() + (double)more_bytes;
+    if (need < crit) return 0;
+    char a[32], b[32], c[32];
+    return tp_fail(err,
+                   "Memory critical during model loading: %s the process holds and %s of weights still to read in make %s, "
+                   "%.1f%% of --max-memory-gb %s (critical level 95%%). Raise --max-memory-gb, or use a smaller or quantized model",
+                   tp_fmt_gb((double)pm.vm_rss, a, sizeof a), tp_fmt_gb((double)more_bytes, b, sizeof b),
+                   when, 100.0 * need / (max_memory_gb * TP_GB), tp_fmt_gb(max_memory_gb * TP_GB, c, sizeof c));
+}
+
 tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb) {
-    tempo_memory_monitor *mm = tp_xcalloc(1, sizeof *mm);
+    tempo_memory_monitor *mm = calloc(1, sizeof *mm);
+    if (!mm) return NULL;
+    pthread_mutex_init(&mm->lock, NULL);
     mm->max_gb = max_memory_gb;
     mm->limit = (size_t)(max_memory_gb * TP_GB);
     tp_proc_mem pm;
@@ -99,37 +138,133 @@ tempo_memory_monitor *tempo_memory_monitor_new(double max_memory_gb) {
     return mm;
 }
 
-void tempo_memory_monitor_free(tempo_memory_monitor *mm) { free(mm); }
+void tempo_memory_monitor_free(tempo_memory_monitor *mm) {
+    if (!mm) return;
+    pthread_mutex_destroy(&mm->lock);
+    free(mm);
+}
 
 void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes) { mm->other = bytes; }
 void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes) { mm->weights = bytes; }
-void tp_memory_set_kv(tempo_memory_monitor *mm, size_t bytes) { mm->kv = bytes; }
-void tp_memory_set_work(tempo_memory_monitor *mm, size_t bytes) { mm->work = bytes; }
+
+/* Bytes of tempo's own machine code not in this process's resident set yet. The kernel maps code
+ * in when it first runs, so the forward pass and the kernels join the resident set at the first
+ * prompt, after "other" was measured: counted now, the limit holds from the first step. Found as
+ * the executable mapping that holds this very function (the library, linked in or shared): its
+ * size less its Rss in /proc/self/smaps (mincore would report the page cache, which other
+ * processes running tempo fill, not what this process has mapped). 0 when /proc cannot be read. */
+static size_t code_not_resident(void) {
+    FILE *f = fopen("/proc/self/smaps", "re");
+    if (!f) return 0;
+    uintptr_t here = (uintptr_t)&code_not_resident;
+    char line[512];
+    bool in_it = false;
+    size_t size = 0, rss = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3 && strchr(line, '-') < strchr(line, ' ')) {
+            if (in_it) break; /* the next mapping: done */
+            in_it = perms[2] == 'x' && here >= a && here < b;
+            if (in_it) size = b - a;
+            continue;
+        }
+        unsigned long kb;
+        if (in_it && sscanf(line, "Rss: %lu kB", &kb) == 1) rss = (size_t)kb * 1024;
+    }
+    fclose(f);
+    return size > rss ? size - rss : 0;
+}
 
 void tp_memory_set_model(tempo_memory_monitor *mm, const tp_model *m) {
+    size_t code = code_not_resident();
+    pthread_mutex_lock(&mm->lock);
     mm->weights = m->weight_bytes + m->owned_bytes;
-    mm->work = tp_forward_work_bytes(m);
+    if (m->dev) {
+        const tp_device *d = m->dev;
+        mm->weights = mm->weights > d->host_released ? mm->weights - d->host_released : 0;
+        mm->gpu = d->gpu;
+        mm->gpu_weights = d->weight_bytes;
+        mm->gpu_in_rss = d->memory_in_rss;
+    }
     /* The loader reads every weight page once, so the resident set now holds the
-     * weights; what is left over is the runtime, the tokenizer and bookkeeping.
-     * (If some weights are not resident yet this under-counts "other", and the
-     * measured resident set, which usage also looks at, covers the difference.) */
+     * weights; what is left over is the runtime (with the code still to be read in), the
+     * tokenizer and bookkeeping. (If some weights are not resident yet this under-counts
+     * "other", and the measured resident set, which usage also looks at, covers the
+     * difference.) */
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t known = mm->weights + mm->work + mm->kv;
-    mm->other = pm.vm_rss > known ? (size_t)pm.vm_rss - known : 0;
+    size_t known = mm->weights + mm->work + mm->kv + mm->records + (mm->gpu_in_rss ? mm->gpu_weights + mm->device : 0);
+    mm->other = (pm.vm_rss > known ? (size_t)pm.vm_rss - known : 0) + code;
+    pthread_mutex_unlock(&mm->lock);
 }
 
-size_t tp_memory_accounted_bytes(const tempo_memory_monitor *mm) {
-    return mm->other + mm->weights + mm->kv + mm->work;
+static size_t accounted_locked(const tempo_memory_monitor *mm) {
+    return mm->other + mm->weights + mm->kv + mm->work + mm->records + mm->gpu_weights + mm->device;
 }
+
+void tp_memory_parts(tempo_memory_monitor *mm, tp_mem_parts *out) {
+    pthread_mutex_lock(&mm->lock);
+    *out = (tp_mem_parts){ mm->other, mm->weights, mm->kv, mm->work, mm->records, mm->gpu_weights, mm->device };
+    pthread_mutex_unlock(&mm->lock);
+}
+
+size_t tp_memory_accounted_bytes(tempo_memory_monitor *mm) {
+    pthread_mutex_lock(&mm->lock);
+    size_t a = accounted_locked(mm);
+    pthread_mutex_unlock(&mm->lock);
+    return a;
+}
+
 size_t tp_memory_limit_bytes(const tempo_memory_monitor *mm) { return mm->limit; }
 double tp_memory_max_gb(const tempo_memory_monitor *mm) { return mm->max_gb; }
 
-size_t tp_memory_usage_bytes(tempo_memory_monitor *mm) {
+static size_t usage_locked(const tempo_memory_monitor *mm) {
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t acc = tp_memory_accounted_bytes(mm);
-    return (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
+    size_t acc = accounted_locked(mm), rss = pm.vm_rss ? (size_t)pm.vm_rss + rss_slack() : 0;
+    return rss > acc ? rss : acc;
+}
+
+size_t tp_memory_usage_bytes(tempo_memory_monitor *mm) {
+    pthread_mutex_lock(&mm->lock);
+    size_t u = usage_locked(mm);
+    pthread_mutex_unlock(&mm->lock);
+    return u;
+}
+
+int tp_memory_try_add(tempo_memory_monitor *mm, const tp_mem_share *add, size_t ceiling, size_t *usage_out) {
+    pthread_mutex_lock(&mm->lock);
+    size_t use = usage_locked(mm);
+    if (usage_out) *usage_out = use;
+    size_t grow = add->kv + add->work + add->records + add->device;
+    if (ceiling && use + grow > ceiling) {
+        pthread_mutex_unlock(&mm->lock);
+        return -1;
+    }
+    mm->kv += add->kv;
+    mm->work += add->work;
+    mm->records += add->records;
+    mm->device += add->device;
+    pthread_mutex_unlock(&mm->lock);
+    return 0;
+}
+
+static size_t sub_sat(size_t a, size_t b) { return a > b ? a - b : 0; }
+
+void tp_memory_sub(tempo_memory_monitor *mm, const tp_mem_share *sub) {
+    pthread_mutex_lock(&mm->lock);
+    mm->kv = sub_sat(mm->kv, sub->kv);
+    mm->work = sub_sat(mm->work, sub->work);
+    mm->records = sub_sat(mm->records, sub->records);
+    mm->device = sub_sat(mm->device, sub->device);
+    pthread_mutex_unlock(&mm->lock);
+}
+
+void tp_memory_session_count(tempo_memory_monitor *mm, int delta) {
+    pthread_mutex_lock(&mm->lock);
+    mm->sessions += delta;
+    pthread_mutex_unlock(&mm->lock);
 }
 
 tempo_mem_level tp_memory_level(const tempo_memory_monitor *mm, size_t bytes) {
@@ -151,9 +286,24 @@ void tempo_memory_get_stats(tempo_memory_monitor *mm, tempo_memory_stats *out) {
     out->system_percent = pm.mem_total ? 100.0 * out->system_used_gb / out->system_total_gb : 0;
     out->process_rss_gb = (double)pm.vm_rss / TP_GB;
     out->process_peak_gb = (double)pm.vm_hwm / TP_GB;
+    pthread_mutex_lock(&mm->lock);
     out->kv_gb = (double)mm->kv / TP_GB;
     out->weights_gb = (double)mm->weights / TP_GB;
-    out->has_gpu = false; /* CPU engine: no GPU backend */
+    out->work_gb = (double)mm->work / TP_GB;
+    out->sessions = mm->sessions;
+    const struct tp_gpu *gpu = mm->gpu;
+    pthread_mutex_unlock(&mm->lock);
+    out->has_gpu = gpu != NULL;
+    if (gpu) {
+        /* the device as Vulkan reports it: allocated = tempo's device-local buffers (weights, KV
+         * rows, scratch: every model and session on it), reserved = everything tempo holds through
+         * Vulkan (plus the host-visible staging buffers), free = what the device has left */
+        tp_gpu_mem g;
+        tp_gpu_mem_get(gpu, &g);
+        out->gpu_allocated_gb = (double)g.device_bytes / TP_GB;
+        out->gpu_reserved_gb = (double)(g.device_bytes + g.host_bytes) / TP_GB;
+        out->gpu_free_gb = (double)g.free_bytes / TP_GB;
+    }
 }
 
 double tempo_memory_current_usage_gb(tempo_memory_monitor *mm) {
@@ -163,8 +313,8 @@ double tempo_memory_current_usage_gb(tempo_memory_monitor *mm) {
 double tempo_memory_available_gb(tempo_memory_monitor *mm) {
     tp_proc_mem pm;
     tp_memory_read_proc(&pm);
-    size_t acc = tp_memory_accounted_bytes(mm);
-    size_t use = (size_t)pm.vm_rss > acc ? (size_t)pm.vm_rss : acc;
+    size_t acc = tp_memory_accounted_bytes(mm), rss = pm.vm_rss ? (size_t)pm.vm_rss + rss_slack() : 0;
+    size_t use = rss > acc ? rss : acc;
     double avail = mm->limit > use ? (double)(mm->limit - use) : 0.0;
     /* The limit may be larger than what the machine can still give. */
     if (pm.mem_available && (double)pm.mem_available < avail) avail = (double)pm.mem_available;
@@ -235,7 +385,7 @@ int tp_memory_max_parallel_for(double available_bytes, int steps, size_t slot_by
 
 int tempo_memory_calculate_max_parallel_tokens(tempo_memory_monitor *mm, const tempo_model *tm,
                                                int sequence_length) {
-    const tp_hparams *hp = &tm->m->hp;
+    const tp_hparams *hp = &tm->hp;
     size_t slot = tp_memory_kv_slot_bytes(hp->n_layers, hp->n_kv_heads * hp->head_dim, TP_KV_F32);
     size_t work = tp_memory_token_work_bytes(hp->dim, hp->n_vocab, hp->n_ctx);
     double avail = tempo_memory_available_gb(mm) * TP_GB;
@@ -249,7 +399,8 @@ size_t tp_memory_predict_run_bytes(const tp_model *m, size_t other_bytes, int pr
     long long slots = (long long)prompt_tokens + (long long)steps * width;
     if (max_slots > 0 && slots > max_slots) slots = max_slots;
     size_t fed = slots > prompt_tokens ? (size_t)(slots - prompt_tokens) : 0; /* tokens fed after the prompt */
-    return other_bytes + m->weight_bytes + m->owned_bytes + tp_forward_work_bytes(m) + (size_t)slots * slot +
+    return other_bytes + m->weight_bytes + m->owned_bytes +
+           tp_compute_estimate_bytes(m, m->n_threads, TP_MATMUL_MAX_BATCH, (int)slots) + (size_t)slots * slot +
            fed * TP_MEM_MEMBER_OVERHEAD + (size_t)width * tp_memory_token_work_bytes(hp->dim, hp->n_vocab, (int)slots);
 }
 
@@ -263,9 +414,12 @@ void tempo_memory_free_memory(tempo_memory_monitor *mm) {
 void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *buf, size_t cap) {
     tempo_memory_stats s;
     tempo_memory_get_stats(mm, &s);
-    snprintf(buf, cap, "%s%sMemory: System %.2f/%.2fGB (%.1f%%) Process %.2fGB (peak %.2fGB) KV %.2fGB",
-             label && *label ? label : "", label && *label ? ": " : "", s.system_used_gb, s.system_total_gb,
-             s.system_percent, s.process_rss_gb, s.process_peak_gb, s.kv_gb);
+    int n = snprintf(buf, cap, "%s%sMemory: System %.2f/%.2fGB (%.1f%%) Process %.2fGB (peak %.2fGB) KV %.2fGB",
+                     label && *label ? label : "", label && *label ? ": " : "", s.system_used_gb, s.system_total_gb,
+                     s.system_percent, s.process_rss_gb, s.process_peak_gb, s.kv_gb);
+    if (s.has_gpu && n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " GPU %.2fGB allocated, %.2fGB reserved, %.2fGB free", s.gpu_allocated_gb,
+                 s.gpu_reserved_gb, s.gpu_free_gb);
 }
 
 char *tempo_memory_get_config(tempo_memory_monitor *mm) {
@@ -278,8 +432,9 @@ char *tempo_memory_get_config(tempo_memory_monitor *mm) {
     cJSON_AddNumberToObject(o, "accounted_gb", (double)tp_memory_accounted_bytes(mm) / TP_GB);
     cJSON_AddNumberToObject(o, "weights_gb", s.weights_gb);
     cJSON_AddNumberToObject(o, "kv_gb", s.kv_gb);
-    cJSON_AddNumberToObject(o, "work_gb", (double)mm->work / TP_GB);
+    cJSON_AddNumberToObject(o, "work_gb", s.work_gb);
     cJSON_AddNumberToObject(o, "other_gb", (double)mm->other / TP_GB);
+    cJSON_AddNumberToObject(o, "sessions", s.sessions);
     cJSON_AddNumberToObject(o, "process_rss_gb", s.process_rss_gb);
     cJSON_AddNumberToObject(o, "process_peak_gb", s.process_peak_gb);
     cJSON_AddNumberToObject(o, "system_total_gb", s.system_total_gb);
@@ -288,116 +443,17 @@ char *tempo_memory_get_config(tempo_memory_monitor *mm) {
     cJSON_AddNumberToObject(o, "critical_threshold", TP_MEM_CRITICAL_FRACTION);
     cJSON_AddNumberToObject(o, "auto_reserve", TP_MEM_AUTO_RESERVE);
     cJSON_AddBoolToObject(o, "has_gpu", s.has_gpu);
+    if (s.has_gpu) {
+        tp_mem_parts p;
+        tp_memory_parts(mm, &p);
+        cJSON_AddNumberToObject(o, "gpu_allocated_gb", s.gpu_allocated_gb);
+        cJSON_AddNumberToObject(o, "gpu_reserved_gb", s.gpu_reserved_gb);
+        cJSON_AddNumberToObject(o, "gpu_free_gb", s.gpu_free_gb);
+        cJSON_AddNumberToObject(o, "gpu_weights_gb", (double)p.gpu_weights / TP_GB);
+        cJSON_AddNumberToObject(o, "gpu_sessions_gb", (double)p.device / TP_GB);
+    }
     char *txt = cJSON_Print(o);
     cJSON_Delete(o);
     return txt;
 }
 
-/* ------------------------------------------------------ measured child ---- */
-
-/* VmHWM of a live process (bytes), 0 when unreadable. */
-static size_t pid_hwm(pid_t pid) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    return read_small(path, buf, sizeof buf) > 0 ? (size_t)kb_field(buf, "VmHWM") : 0;
-}
-
-/* Why not just wait4's ru_maxrss: Linux folds the high-water mark of the
- * memory a process had before exec into it, and a child forked from a large
- * process (the sanitized test runner) starts as a copy of it. So the child is
- * traced instead, and its VmHWM -- the high-water mark of the program it
- * exec'ed, alone -- is read when it stops at exit (PTRACE_EVENT_EXIT comes
- * before its memory is released). Where tracing is not allowed, ru_maxrss is
- * the (over-)estimate. */
-int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status, char *err) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) return tp_fail(err, "cannot start '%s': %s", cmd, strerror(errno));
-    if (pid == 0) {
-        ptrace(PTRACE_TRACEME, 0, NULL, NULL); /* if refused, the child just runs untraced */
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    int st = 0;
-    struct rusage ru;
-    size_t hwm = 0;
-    bool traced = false, options_set = false;
-    for (;;) {
-        pid_t r = wait4(pid, &st, 0, &ru);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return tp_fail(err, "waiting for '%s': %s", cmd, strerror(errno));
-        if (!WIFSTOPPED(st)) break;
-        traced = true;
-        int sig = WSTOPSIG(st), deliver = 0;
-        if (!options_set) {
-            /* the first stop is the SIGTRAP after exec of the shell */
-            ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACEEXIT | PTRACE_O_EXITKILL));
-            options_set = true;
-        } else if (sig == SIGTRAP && (st >> 16) == PTRACE_EVENT_EXIT) {
-            hwm = pid_hwm(pid);
-        } else if (sig != SIGTRAP) {
-            deliver = sig; /* a real signal: pass it on */
-        }
-        ptrace(PTRACE_CONT, pid, NULL, (void *)(long)deliver);
-    }
-    size_t peak = traced && hwm ? hwm : (size_t)ru.ru_maxrss * 1024u; /* ru_maxrss is in KiB */
-    if (peak_bytes) *peak_bytes = peak;
-    if (exit_status) *exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return 0;
-}
-
-/* ----------------------------------------------------------------- bench ---- */
-
-/* Run one configuration; peak bytes, exit status and wall time. */
-static int bench_run(const char *bin, const char *model, const char *extra, int T, int W, size_t *peak, int *st,
-                     double *secs, char *err) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "exec %s --model '%s' --max-tokens %d --max-parallel-tokens %d --selection-threshold 0 --no-color %s "
-             ">/dev/null 2>&1",
-             bin, model, T, W, extra ? extra : "");
-    double t0 = tp_now();
-    int rc = tp_memory_run_measured(cmd, peak, st, err);
-    *secs = tp_now() - t0;
-    return rc;
-}
-
-int tp_memory_bench(const char *bin, const char *model_path, const char *extra_args, tp_kv_type kv_type,
-                    const int *max_tokens, int n_max_tokens, const int *widths, int n_widths, FILE *out, char *err) {
-    tp_load_opts lo = { 0 };
-    tp_model *m = tp_model_load(model_path, &lo, err);
-    if (!m) return -1;
-    const tp_hparams *hp = &m->hp;
-    tempo_config def;
-    tempo_config_init(&def);
-    int32_t ids[256];
-    int P = m->tok ? tp_tokenizer_encode(m->tok, def.prompt, true, true, ids, 256) : 8; /* the default prompt */
-    tempo_config_free(&def);
-    if (P < 1) P = 8;
-    int rc = 0;
-    fprintf(out, "memory: peak resident set of real runs vs the estimate (%s)\n", model_path);
-    fprintf(out, "%10s %6s %8s %12s %12s %8s %6s %8s\n", "max_tokens", "width", "slots", "estimate_GB", "peak_GB",
-            "peak/est", "exit", "seconds");
-    for (int wi = 0; wi < n_widths && rc == 0; wi++) {
-        size_t peak1 = 0;
-        int st = 0;
-        double secs = 0;
-        /* the fixed part, from a run of one step at this width */
-        if (bench_run(bin, model_path, extra_args, 1, widths[wi], &peak1, &st, &secs, err)) { rc = -1; break; }
-        size_t fixed = tp_memory_predict_run_bytes(m, 0, P, 0, widths[wi], kv_type, hp->n_ctx);
-        size_t other = peak1 > fixed ? peak1 - fixed : 0;
-        for (int ti = 0; ti < n_max_tokens; ti++) {
-            int T = max_tokens[ti];
-            size_t peak = 0;
-            if (bench_run(bin, model_path, extra_args, T, widths[wi], &peak, &st, &secs, err)) { rc = -1; break; }
-            /* the last step's set is not fed */
-            long long slots = (long long)P + (long long)(T - 1) * widths[wi];
-            if (slots > hp->n_ctx) slots = hp->n_ctx;
-            size_t est = tp_memory_predict_run_bytes(m, other, P, T - 1, widths[wi], kv_type, hp->n_ctx);
-            fprintf(out, "%10d %6d %8lld %12.4f %12.4f %8.2f %6d %8.2f\n", T, widths[wi], slots, est / TP_GB,
-                    peak / TP_GB, est ? (double)peak / (double)est : 0.0, st, secs);
-        }
-    }
-    tp_model_free(m);
-    return rc;
-}

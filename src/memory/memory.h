@@ -19,12 +19,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "tempo.h"
 #include "kv/kvcache.h"
 
-struct tp_model;
+struct tempo_model;
 
 #define TP_GB (1024.0 * 1024.0 * 1024.0)
 #define TP_MEM_WARNING_FRACTION 0.85
@@ -49,16 +48,46 @@ int tp_memory_read_proc(tp_proc_mem *out);
  * "model needs 3.21GB of weights but --max-memory-gb is 2.00GB. ..." in err. */
 int tp_memory_check_model_fits(double max_memory_gb, int64_t model_bytes, char *err);
 
-/* Accounting setters (bytes). */
+/* While loading: would the process's resident set now plus more_bytes (weights still to be read
+ * in) pass the critical level (95%) of the limit? 0, or -1 with the spec's "Memory critical during
+ * model loading" message ("when" says what the total is: "loading"). Checked before the file is
+ * mapped and again before its pages are read, so a limit too small to load is refused before
+ * the process passes it. */
+int tp_memory_check_load_room(double max_memory_gb, size_t more_bytes, const char *when, char *err);
+
+/* Accounting (bytes). The model's monitor is shared by every session of the model, so the
+ * per-session parts are sums that sessions add to and take from under the monitor's lock. */
 void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes);
 void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes);
-void tp_memory_set_kv(tempo_memory_monitor *mm, size_t bytes);
-void tp_memory_set_work(tempo_memory_monitor *mm, size_t bytes);
-/* Weights (weight_bytes + owned_bytes) and forward work of a loaded model, and
- * "other" = what the process holds beyond them now (resident set minus those). */
-void tp_memory_set_model(tempo_memory_monitor *mm, const struct tp_model *m);
+/* Weights (weight_bytes + owned_bytes) of a loaded model, and "other" = what the process holds
+ * beyond them and the sessions' parts now (resident set minus those). A model on a GPU
+ * (m->dev, model/backend.h): the host part of its weights (the file's pages given back after the
+ * upload are not counted), its device weight bytes as the model's GPU part, and the device whose
+ * real allocation and free memory the stats report. */
+void tp_memory_set_model(tempo_memory_monitor *mm, const struct tempo_model *m);
 
-size_t tp_memory_accounted_bytes(const tempo_memory_monitor *mm);
+/* One session's share of the monitor. */
+typedef struct {
+    size_t kv, work, records;
+    size_t device;  /* bytes allocated through Vulkan: a GPU session's KV rows, scratch and staging */
+} tp_mem_share;
+/* Add `add` to the session sums if the usage after it stays below `ceiling` bytes (0: no check):
+ * usage = max(accounted, measured resident set) + add. 0, or -1 (nothing added) and *usage_out
+ * (may be NULL) gets the usage before. Atomic with respect to other sessions. */
+int tp_memory_try_add(tempo_memory_monitor *mm, const tp_mem_share *add, size_t ceiling, size_t *usage_out);
+/* Take a session's share back (at its end). */
+void tp_memory_sub(tempo_memory_monitor *mm, const tp_mem_share *sub);
+/* Live sessions counter (for /health and stats). */
+void tp_memory_session_count(tempo_memory_monitor *mm, int delta);
+
+/* The accounted parts, read together under the lock (for the memory breakdown). */
+typedef struct {
+    size_t other, weights, kv, work, records;
+    size_t gpu_weights, device;  /* the model's weights on a GPU; the sessions' device shares */
+} tp_mem_parts;
+void tp_memory_parts(tempo_memory_monitor *mm, tp_mem_parts *out);
+
+size_t tp_memory_accounted_bytes(tempo_memory_monitor *mm);
 size_t tp_memory_limit_bytes(const tempo_memory_monitor *mm);
 double tp_memory_max_gb(const tempo_memory_monitor *mm);
 /* max(accounted, measured resident) in bytes. */
@@ -83,29 +112,7 @@ int tp_memory_max_parallel_for(double available_bytes, int steps, size_t slot_by
 /* Predicted peak resident bytes of one generation run (for the bench and the
  * tests): other + weights + work + KV for min(prompt + steps * width, max_slots)
  * slots + TP_MEM_MEMBER_OVERHEAD per fed token + `width` tokens' working buffers. */
-size_t tp_memory_predict_run_bytes(const struct tp_model *m, size_t other_bytes, int prompt_tokens, int steps,
+size_t tp_memory_predict_run_bytes(const struct tempo_model *m, size_t other_bytes, int prompt_tokens, int steps,
                                    int width, tp_kv_type type, int max_slots);
-
-/* Run `cmd` through /bin/sh as a child process and report its peak resident
- * set, measured by the kernel (VmHWM read when the process stops at exit, under
- * ptrace; not reported by the child), and exit status (-1 when it did not exit
- * normally). `cmd` should start with "exec " so the shell becomes the program.
- * 0, or -1 with err. */
-int tp_memory_run_measured(const char *cmd, size_t *peak_bytes, int *exit_status, char *err);
-
-
-
-/* For make bench: the measured peak of real runs next to the estimate.
- * For each (max_tokens, width) pair runs
- *   bin --model model_path --max-tokens T --max-parallel-tokens W --selection-threshold 0 <extra_args>
- * (threshold 0: every step holds exactly W members, the worst case the estimate
- * is for), measures its peak resident set (kernel-reported) and prints one row:
- *   max_tokens width slots estimate_GB peak_GB peak/estimate stop seconds
- * The estimate is tp_memory_predict_run_bytes with "other" (runtime, tokenizer)
- * taken from a 1-step run of the same file. The runs use the default prompt;
- * extra_args may add flags (e.g. "--max-memory-gb 64") but not change the
- * prompt; kv_type must match any --kv-cache-type in them. 0, or -1 with err. */
-int tp_memory_bench(const char *bin, const char *model_path, const char *extra_args, tp_kv_type kv_type,
-                    const int *max_tokens, int n_max_tokens, const int *widths, int n_widths, FILE *out, char *err);
 
 #endif

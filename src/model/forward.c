@@ -16,6 +16,14 @@
  * Batches longer than the work buffers are processed in chunks; a chunk's
  * tokens are in the cache before the next chunk runs, so causal and isolated
  * visibility are unaffected by chunking.
+ *
+ * tp_forward_multi runs the tokens of several sequences (sessions) in one pass:
+ * the rows of a chunk may belong to different KV caches; the matrix products
+ * see only rows, attention and the KV writes look up each row's sequence. This
+ * is how a server batches its clients' steps (continuous batching).
+ *
+ * The model is read-only here; everything written lives in the tp_compute
+ * context and the sequences' caches.
  */
 #include "model/model.h"
 
@@ -23,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/common.h"
 #include "kernels/ops.h"
@@ -31,68 +40,131 @@
 /* Multiply-adds below which attention is not worth splitting across threads. */
 #define ATTN_PARALLEL_MIN_WORK (64 * 1024)
 
-struct tp_fwd_work {
+struct tp_compute {
+    tp_pool *pool;
+    tp_matmul_ctx *mm;
     int max_batch, max_ctx, n_threads;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; /* [max_batch][...] */
     float *scores;   /* [n_threads][max_ctx] */
     float *kvtmp;    /* [n_threads][2 * head_dim] rows converted from f16/q8_0 */
+    float *logits;   /* [max_batch][n_vocab] for batches of several sequences (tp_compute_enable_multi) */
+    int n_vocab;
     size_t bytes;
 };
 
-static float *work_alloc(struct tp_fwd_work *w, size_t n) {
-    w->bytes += n * sizeof(float);
+static float *work_alloc(tp_compute *c, size_t n) {
+    c->bytes += n * sizeof(float);
     return tp_alloc_aligned(n * sizeof(float));
 }
 
-void tp_model_free_work(tp_model *m) {
-    struct tp_fwd_work *w = m->work;
-    if (!w) return;
-    float *bufs[] = { w->x, w->xb, w->q, w->k, w->v, w->att, w->hb, w->hb2, w->scores, w->kvtmp };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tp_free_aligned(bufs[i]);
-    free(w);
-    m->work = NULL;
+static int resolve_threads(int n_threads) {
+    if (n_threads > 0) return n_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
 
-size_t tp_forward_work_bytes(const tp_model *m) {
-    return (m->work ? m->work->bytes : 0) + (m->mm ? tp_matmul_ctx_bytes(m->mm) : 0);
+/* The buffer sizes, in floats, in one place for tp_compute_new and the estimate. */
+typedef struct { size_t x, xb, q, kv, att, hb, scores, kvtmp; } work_sizes;
+
+static work_sizes sizes_of(const tp_model *m, int n_threads, int max_batch, int max_ctx) {
+    const tp_hparams *hp = &m->hp;
+    size_t B = (size_t)max_batch, q_dim = (size_t)hp->n_heads * hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hp->head_dim;
+    size_t wide = (size_t)hp->dim > q_dim ? (size_t)hp->dim : q_dim;
+    work_sizes z = { B * hp->dim, B * wide, B * q_dim, B * kv_dim, B * q_dim, B * hp->ffn_dim,
+                     (size_t)n_threads * max_ctx, (size_t)n_threads * 2 * hp->head_dim };
+    return z;
 }
+
+static int clamp_batch(int max_batch) {
+    return max_batch > 0 && max_batch <= TP_MATMUL_MAX_BATCH ? max_batch : TP_MATMUL_MAX_BATCH;
+}
+
+size_t tp_compute_estimate_bytes(const tp_model *m, int n_threads, int max_batch, int max_ctx) {
+    n_threads = resolve_threads(n_threads);
+    work_sizes z = sizes_of(m, n_threads, clamp_batch(max_batch), max_ctx);
+    size_t floats = z.x + z.xb + z.q + 2 * z.kv + z.att + 2 * z.hb + z.scores + z.kvtmp;
+    int max_in = m->hp.ffn_dim > m->hp.dim ? m->hp.ffn_dim : m->hp.dim;
+    if (m->hp.n_heads * m->hp.head_dim > max_in) max_in = m->hp.n_heads * m->hp.head_dim;
+    return floats * sizeof(float) + tp_matmul_ctx_estimate_bytes(n_threads, max_in);
+}
+
+void tp_compute_free(tp_compute *c) {
+    if (!c) return;
+    float *bufs[] = { c->x, c->xb, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->scores, c->kvtmp, c->logits };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tp_free_aligned(bufs[i]);
+    if (c->mm) tp_matmul_ctx_free(c->mm);
+    if (c->pool) tp_pool_free(c->pool);
+    free(c);
+}
+
+tp_compute *tp_compute_new(const tp_model *m, int n_threads, int max_batch, int max_ctx, char *err) {
+    const tp_hparams *hp = &m->hp;
+    if (max_ctx <= 0 || max_ctx > hp->n_ctx) max_ctx = hp->n_ctx;
+    tp_compute *c = calloc(1, sizeof *c);
+    if (!c) { tp_fail(err, "out of memory allocating the compute context"); return NULL; }
+    c->max_batch = clamp_batch(max_batch);
+    c->max_ctx = max_ctx;
+    c->n_vocab = hp->n_vocab;
+    c->pool = tp_pool_create(resolve_threads(n_threads));
+    if (!c->pool) {
+        tp_fail(err, "cannot start %d worker threads", resolve_threads(n_threads));
+        tp_compute_free(c);
+        return NULL;
+    }
+    c->n_threads = tp_pool_threads(c->pool);
+    work_sizes z = sizes_of(m, c->n_threads, c->max_batch, c->max_ctx);
+    c->x = work_alloc(c, z.x);
+    c->xb = work_alloc(c, z.xb);
+    c->q = work_alloc(c, z.q);
+    c->k = work_alloc(c, z.kv);
+    c->v = work_alloc(c, z.kv);
+    c->att = work_alloc(c, z.att);
+    c->hb = work_alloc(c, z.hb);
+    c->hb2 = work_alloc(c, z.hb);
+    c->scores = work_alloc(c, z.scores);
+    c->kvtmp = work_alloc(c, z.kvtmp);
+    int max_in = hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim;
+    if (hp->n_heads * hp->head_dim > max_in) max_in = hp->n_heads * hp->head_dim;
+    if (c->x && c->xb && c->q && c->k && c->v && c->att && c->hb && c->hb2 && c->scores && c->kvtmp)
+        c->mm = tp_matmul_ctx_new(c->pool, max_in);
+    if (!c->mm) {
+        char g[32];
+        tp_fail(err, "out of memory allocating the forward buffers (%s for %d tokens over %d cache slots)",
+                tp_fmt_gb((double)c->bytes, g, sizeof g), c->max_batch, c->max_ctx);
+        tp_compute_free(c);
+        return NULL;
+    }
+    c->bytes += tp_matmul_ctx_bytes(c->mm);
+    return c;
+}
+
+size_t tp_compute_multi_bytes(const tp_model *m, int max_batch) {
+    return (size_t)clamp_batch(max_batch) * (size_t)m->hp.n_vocab * sizeof(float);
+}
+
+int tp_compute_enable_multi(tp_compute *c, char *err) {
+    if (c->logits) return 0;
+    c->logits = tp_alloc_aligned((size_t)c->max_batch * (size_t)c->n_vocab * sizeof(float));
+    if (!c->logits) return tp_fail(err, "out of memory allocating the batch logits buffer");
+    c->bytes += (size_t)c->max_batch * (size_t)c->n_vocab * sizeof(float);
+    return 0;
+}
+
+int tp_compute_threads(const tp_compute *c) { return c->n_threads; }
+int tp_compute_max_ctx(const tp_compute *c) { return c->max_ctx; }
+size_t tp_compute_bytes(const tp_compute *c) { return c ? c->bytes : 0; }
 
 int tp_model_finish(tp_model *m, const tp_load_opts *opts, char *err) {
+    (void)opts;
     tp_hparams *hp = &m->hp;
     int half = hp->rope_dim / 2;
-    m->rope_inv_freq = tp_xmalloc((size_t)half * sizeof(float));
+    m->rope_inv_freq = malloc((size_t)(half > 0 ? half : 1) * sizeof(float));
+    if (!m->rope_inv_freq) return tp_fail(err, "out of memory");
     for (int i = 0; i < half; i++) {
         double f = pow((double)hp->rope_base, -2.0 * i / hp->rope_dim);
         if (m->rope_freq_factors) f /= m->rope_freq_factors[i];
         m->rope_inv_freq[i] = (float)f;
     }
-    int n_threads = opts ? opts->n_threads : 0;
-    m->pool = tp_pool_create(n_threads);
-    if (!m->pool) return tp_fail(err, "cannot start %d worker threads", n_threads);
-
-    struct tp_fwd_work *w = tp_xcalloc(1, sizeof *w);
-    m->work = w;
-    w->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : TP_MATMUL_MAX_BATCH;
-    w->max_ctx = opts && opts->max_ctx > 0 && opts->max_ctx < hp->n_ctx ? opts->max_ctx : hp->n_ctx;
-    w->n_threads = tp_pool_threads(m->pool);
-    int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
-    int wide = hp->dim > q_dim ? hp->dim : q_dim;
-    size_t B = (size_t)w->max_batch;
-    w->x = work_alloc(w, B * hp->dim);
-    w->xb = work_alloc(w, B * wide);
-    w->q = work_alloc(w, B * q_dim);
-    w->k = work_alloc(w, B * kv_dim);
-    w->v = work_alloc(w, B * kv_dim);
-    w->att = work_alloc(w, B * q_dim);
-    w->hb = work_alloc(w, B * hp->ffn_dim);
-    w->hb2 = work_alloc(w, B * hp->ffn_dim);
-    w->scores = work_alloc(w, (size_t)w->n_threads * w->max_ctx);
-    w->kvtmp = work_alloc(w, (size_t)w->n_threads * 2 * hp->head_dim);
-    if (!w->x || !w->xb || !w->q || !w->k || !w->v || !w->att || !w->hb || !w->hb2 || !w->scores || !w->kvtmp)
-        return tp_fail(err, "cannot allocate forward buffers (%zu bytes)", w->bytes);
-    int max_in = hp->ffn_dim > wide ? hp->ffn_dim : wide;
-    m->mm = tp_matmul_ctx_new(m->pool, max_in);
-    if (!m->mm) return tp_fail(err, "cannot allocate matmul buffers");
     return 0;
 }
 
@@ -113,22 +185,33 @@ static void rope_head(const tp_model *m, float *h, int pos) {
 
 /* ---- attention ---- */
 
+/* One sequence's part of the current chunk. */
 typedef struct {
-    tp_model *m;
     tp_kv *kv;
     const tp_batch *b;
+    int n0;       /* kv->n before this tp_forward call */
+    int n_total;  /* n0 + b->n: row length of mask and attn */
+    int first;    /* index in b of the chunk's first token of this sequence */
+    int count;    /* tokens of this sequence in the chunk */
+    int base;     /* slot of the chunk's first token of this sequence */
+    int row0;     /* chunk row of that token */
+} seq_part;
+
+typedef struct {
+    tp_model *m;
+    tp_compute *c;
+    const seq_part *parts;
+    const int *part_of;  /* [chunk rows] -> index in parts */
+    int nb;              /* rows in the chunk */
     int layer;
-    int n0;       /* slots before this tp_forward call */
-    int c0, nb;   /* chunk: batch tokens c0 .. c0+nb-1 */
-    int n_total;  /* n0 + b->n: row length of mask/attn */
-    float lw;     /* this layer's weight in the attention summary (0: no summary) */
+    bool summary;        /* some sequence wants the attention summary */
 } attn_job;
 
-static bool visible(const attn_job *J, int i /* batch index */, int j /* slot */) {
-    const tp_batch *b = J->b;
-    if (b->mask) return b->mask[(size_t)i * J->n_total + j] != 0;
-    if (j < J->n0) return J->kv->slots[j].alive;
-    int jb = j - J->n0;
+static bool visible(const seq_part *P, int i /* batch index */, int j /* slot */) {
+    const tp_batch *b = P->b;
+    if (b->mask) return b->mask[(size_t)i * P->n_total + j] != 0;
+    if (j < P->n0) return P->kv->slots[j].alive;
+    int jb = j - P->n0;
     switch (b->vis) {
     case TP_VIS_CAUSAL: return jb <= i;
     case TP_VIS_ISOLATED: return jb == i;
@@ -137,17 +220,17 @@ static bool visible(const attn_job *J, int i /* batch index */, int j /* slot */
     return false;
 }
 
-/* One query head of one batch token over the slots [0, n_slots). */
-static void attend(const attn_job *J, int bi, int h, float *scores, float *tmp) {
-    tp_model *m = J->m;
-    const tp_hparams *hp = &m->hp;
-    tp_kv *kv = J->kv;
-    struct tp_fwd_work *w = m->work;
+/* One query head of chunk row r over its sequence's slots appended so far. */
+static void attend(const attn_job *J, int r, int h, float *scores, float *tmp) {
+    const tp_hparams *hp = &J->m->hp;
+    const seq_part *P = &J->parts[J->part_of[r]];
+    tp_kv *kv = P->kv;
+    tp_compute *c = J->c;
     int hd = hp->head_dim, kvh = h / (hp->n_heads / hp->n_kv_heads);
-    int i = J->c0 + bi; /* index in the whole batch */
-    int n_slots = J->n0 + J->c0 + J->nb;
-    const float *q = w->q + (size_t)bi * hp->n_heads * hd + (size_t)h * hd;
-    float *out = w->att + (size_t)bi * hp->n_heads * hd + (size_t)h * hd;
+    int i = P->first + (r - P->row0);          /* index in the sequence's batch */
+    int n_slots = P->base + P->count;          /* the sequence's slots so far */
+    const float *q = c->q + (size_t)r * hp->n_heads * hd + (size_t)h * hd;
+    float *out = c->att + (size_t)r * hp->n_heads * hd + (size_t)h * hd;
     float scale = 1.0f / sqrtf((float)hd);
     /* With a 16-bit cache, ggml rounds the query to f16 too before the dot
      * product; doing the same keeps our logits within 1e-4 of llama.cpp's. */
@@ -159,7 +242,7 @@ static void attend(const attn_job *J, int bi, int h, float *scores, float *tmp) 
     }
     float maxs = -INFINITY;
     for (int j = 0; j < n_slots; j++) {
-        if (!visible(J, i, j)) { scores[j] = -INFINITY; continue; }
+        if (!visible(P, i, j)) { scores[j] = -INFINITY; continue; }
         const float *kr;
         if (kv->type == TP_KV_F32) kr = (const float *)tp_kv_krow(kv, J->layer, j) + (size_t)kvh * hd;
         else { tp_kv_load(kv, tp_kv_krow(kv, J->layer, j), kvh * hd, hd, tmp); kr = tmp; }
@@ -186,23 +269,25 @@ static void attend(const attn_job *J, int bi, int h, float *scores, float *tmp) 
         else { tp_kv_load(kv, tp_kv_vrow(kv, J->layer, j), kvh * hd, hd, tmp + hd); vr = tmp + hd; }
         tp_axpy_f32(out, p, vr, hd);
     }
-    if (J->lw != 0.0f) {
-        float *a = J->b->attn + (size_t)i * J->n_total;
-        float f = J->lw / (float)hp->n_heads;
+    const tp_batch *b = P->b;
+    float lw = b->layer_weights ? b->layer_weights[J->layer] : 0.0f;
+    if (lw != 0.0f) {
+        float *a = b->attn + (size_t)i * P->n_total;
+        float f = lw / (float)hp->n_heads;
         for (int j = 0; j < n_slots; j++) a[j] += f * scores[j];
     }
 }
 
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_job *J = ctx;
-    struct tp_fwd_work *w = J->m->work;
-    float *scores = w->scores + (size_t)ith * w->max_ctx;
-    float *tmp = w->kvtmp + (size_t)ith * 2 * J->m->hp.head_dim;
+    tp_compute *c = J->c;
+    float *scores = c->scores + (size_t)ith * c->max_ctx;
+    float *tmp = c->kvtmp + (size_t)ith * 2 * J->m->hp.head_dim;
     int H = J->m->hp.n_heads;
-    if (J->lw != 0.0f) {
+    if (J->summary) {
         /* The summary row of a token is shared by its heads: give each thread whole tokens. */
-        for (int bi = ith; bi < J->nb; bi += nth)
-            for (int h = 0; h < H; h++) attend(J, bi, h, scores, tmp);
+        for (int r = ith; r < J->nb; r += nth)
+            for (int h = 0; h < H; h++) attend(J, r, h, scores, tmp);
     } else {
         for (int t = ith; t < J->nb * H; t += nth) attend(J, t / H, t % H, scores, tmp);
     }
@@ -210,7 +295,10 @@ static void attn_task(void *ctx, int ith, int nth) {
 
 /* ---- the pass ---- */
 
-static int check_batch(const tp_model *m, const tp_kv *kv, const tp_batch *b, char *err) {
+static bool whole(const tp_batch *b) { return b->vis == TP_VIS_SET || b->mask; }
+
+static int check_seq(const tp_model *m, const tp_compute *c, const tp_kv *kv, const tp_batch *b, int n_seqs,
+                     char *err) {
     if (b->n <= 0) return tp_fail(err, "empty batch");
     for (int i = 0; i < b->n; i++) {
         if (b->tokens[i] < 0 || b->tokens[i] >= m->hp.n_vocab)
@@ -221,12 +309,16 @@ static int check_batch(const tp_model *m, const tp_kv *kv, const tp_batch *b, ch
     int total = kv->n + b->n;
     if (total > kv->capacity)
         return tp_fail(err, "Cache token limit exceeded: %d > %d", total, kv->capacity);
-    if (total > m->work->max_ctx)
-        return tp_fail(err, "context full: %d slots > %d", total, m->work->max_ctx);
-    int B = m->work->max_batch;
-    if (b->n > B && (b->vis == TP_VIS_SET || b->mask)) {
+    if (total > c->max_ctx)
+        return tp_fail(err, "context full: %d slots > %d", total, c->max_ctx);
+    if (kv->kv_dim != m->hp.n_kv_heads * m->hp.head_dim || kv->n_layers != m->hp.n_layers)
+        return tp_fail(err, "internal: KV cache shape does not match the model");
+    int B = c->max_batch;
+    if (b->n > B && whole(b)) {
+        if (n_seqs > 1 || !b->mask)
+            return tp_fail(err, "a %s batch of %d tokens exceeds the batch size %d", b->mask ? "masked" : "set-visible",
+                           b->n, B);
         /* A later chunk's token must not be visible to an earlier chunk's. */
-        if (!b->mask) return tp_fail(err, "a set-visible batch of %d tokens exceeds the batch size %d", b->n, B);
         for (int i = 0; i < b->n; i++)
             for (int j = (i / B + 1) * B; j < b->n; j++)
                 if (b->mask[(size_t)i * total + kv->n + j])
@@ -236,60 +328,172 @@ static int check_batch(const tp_model *m, const tp_kv *kv, const tp_batch *b, ch
     return 0;
 }
 
-int tp_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err) {
-    if (check_batch(m, kv, b, err)) return -1;
+/* Layers [l0, n_layers) over the chunk's rows (c->x holds their embeddings, or the hidden states
+ * after layer l0 - 1 when a GPU ran the first layers: tp_forward_layers). */
+static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_parts, const int *part_of,
+                       const int32_t *pos, int nb, bool summary, int l0) {
     const tp_hparams *hp = &m->hp;
-    struct tp_fwd_work *w = m->work;
     int dim = hp->dim, hd = hp->head_dim;
     int q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
-    int n0 = kv->n, n_total = n0 + b->n;
-    if (b->attn) memset(b->attn, 0, (size_t)b->n * n_total * sizeof(float));
-
-    for (int c0 = 0; c0 < b->n; c0 += w->max_batch) {
-        int nb = b->n - c0 < w->max_batch ? b->n - c0 : w->max_batch;
-        int base = kv->n; /* first slot of this chunk */
+    size_t attn_work = 0;
+    for (int p = 0; p < n_parts; p++) attn_work += (size_t)parts[p].count * (parts[p].base + parts[p].count);
+    attn_work *= (size_t)hp->n_heads * hd;
+    for (int l = l0; l < hp->n_layers; l++) {
+        const tp_layer *L = &m->layers[l];
+        for (int i = 0; i < nb; i++)
+            tp_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)i * dim, L->attn_norm, dim, hp->eps);
+        tp_matmul(c->mm, c->q, c->xb, nb, &L->wq);
+        tp_matmul(c->mm, c->k, c->xb, nb, &L->wk);
+        tp_matmul(c->mm, c->v, c->xb, nb, &L->wv);
         for (int i = 0; i < nb; i++) {
-            tp_weight_row(&m->tok_embd, b->tokens[c0 + i], w->x + (size_t)i * dim);
-            tp_kv_append(kv, b->tokens[c0 + i], b->pos[c0 + i], b->step);
+            for (int h = 0; h < hp->n_heads; h++) rope_head(m, c->q + (size_t)i * q_dim + (size_t)h * hd, pos[i]);
+            for (int h = 0; h < hp->n_kv_heads; h++) rope_head(m, c->k + (size_t)i * kv_dim + (size_t)h * hd, pos[i]);
+            const seq_part *P = &parts[part_of[i]];
+            tp_kv_store(P->kv, l, P->base + (i - P->row0), c->k + (size_t)i * kv_dim, c->v + (size_t)i * kv_dim);
         }
-        for (int l = 0; l < hp->n_layers; l++) {
-            const tp_layer *L = &m->layers[l];
-            for (int i = 0; i < nb; i++)
-                tp_rmsnorm(w->xb + (size_t)i * dim, w->x + (size_t)i * dim, L->attn_norm, dim, hp->eps);
-            tp_matmul(m->mm, w->q, w->xb, nb, &L->wq);
-            tp_matmul(m->mm, w->k, w->xb, nb, &L->wk);
-            tp_matmul(m->mm, w->v, w->xb, nb, &L->wv);
-            for (int i = 0; i < nb; i++) {
-                int pos = b->pos[c0 + i];
-                for (int h = 0; h < hp->n_heads; h++) rope_head(m, w->q + (size_t)i * q_dim + (size_t)h * hd, pos);
-                for (int h = 0; h < hp->n_kv_heads; h++) rope_head(m, w->k + (size_t)i * kv_dim + (size_t)h * hd, pos);
-                tp_kv_store(kv, l, base + i, w->k + (size_t)i * kv_dim, w->v + (size_t)i * kv_dim);
-            }
-            attn_job J = { m, kv, b, l, n0, c0, nb, n_total, b->layer_weights ? b->layer_weights[l] : 0.0f };
-            /* Waking workers costs microseconds: small attention runs on this thread. */
-            if ((size_t)nb * hp->n_heads * (base + nb) * hd < ATTN_PARALLEL_MIN_WORK) attn_task(&J, 0, 1);
-            else tp_pool_run(m->pool, attn_task, &J);
-            tp_matmul(m->mm, w->xb, w->att, nb, &L->wo);
-            for (size_t i = 0; i < (size_t)nb * dim; i++) w->x[i] += w->xb[i];
+        attn_job J = { m, c, parts, part_of, nb, l, summary };
+        /* Waking workers costs microseconds: small attention runs on this thread. */
+        if (attn_work < ATTN_PARALLEL_MIN_WORK) attn_task(&J, 0, 1);
+        else tp_pool_run(c->pool, attn_task, &J);
+        /* --kv-offload: this layer's old rows may leave memory until the next pass reads them */
+        for (int p = 0; p < n_parts; p++) tp_kv_layer_read(parts[p].kv, l);
+        tp_matmul(c->mm, c->xb, c->att, nb, &L->wo);
+        for (size_t i = 0; i < (size_t)nb * dim; i++) c->x[i] += c->xb[i];
 
-            for (int i = 0; i < nb; i++)
-                tp_rmsnorm(w->xb + (size_t)i * dim, w->x + (size_t)i * dim, L->ffn_norm, dim, hp->eps);
-            tp_matmul(m->mm, w->hb, w->xb, nb, &L->w_gate);
-            tp_matmul(m->mm, w->hb2, w->xb, nb, &L->w_up);
-            tp_swiglu(w->hb, w->hb2, nb * hp->ffn_dim);
-            tp_matmul(m->mm, w->xb, w->hb, nb, &L->w_down);
-            for (size_t i = 0; i < (size_t)nb * dim; i++) w->x[i] += w->xb[i];
-        }
+        for (int i = 0; i < nb; i++)
+            tp_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)i * dim, L->ffn_norm, dim, hp->eps);
+        tp_matmul(c->mm, c->hb, c->xb, nb, &L->w_gate);
+        tp_matmul(c->mm, c->hb2, c->xb, nb, &L->w_up);
+        tp_swiglu(c->hb, c->hb2, nb * hp->ffn_dim);
+        tp_matmul(c->mm, c->xb, c->hb, nb, &L->w_down);
+        for (size_t i = 0; i < (size_t)nb * dim; i++) c->x[i] += c->xb[i];
+    }
+}
+
+/* Logits of the chunk's rows that want them: normalised rows gathered in c->xb, one product with
+ * the output matrix, rows copied to each sequence's buffer (or written in place for one part). */
+static void run_logits(tp_model *m, tp_compute *c, const seq_part *parts, int n_parts) {
+    const tp_hparams *hp = &m->hp;
+    int dim = hp->dim;
+    size_t V = (size_t)hp->n_vocab;
+    int rows = 0, wanted = 0;
+    for (int p = 0; p < n_parts; p++) {
+        const seq_part *P = &parts[p];
+        const tp_batch *b = P->b;
         if (!b->logits) continue;
-        if (b->logits_last_only) {
-            if (c0 + nb < b->n) continue;
-            tp_rmsnorm(w->xb, w->x + (size_t)(nb - 1) * dim, m->out_norm, dim, hp->eps);
-            tp_matmul(m->mm, b->logits, w->xb, 1, &m->output);
-        } else {
-            for (int i = 0; i < nb; i++)
-                tp_rmsnorm(w->xb + (size_t)i * dim, w->x + (size_t)i * dim, m->out_norm, dim, hp->eps);
-            tp_matmul(m->mm, b->logits + (size_t)c0 * hp->n_vocab, w->xb, nb, &m->output);
+        wanted++;
+        for (int t = 0; t < P->count; t++) {
+            int i = P->first + t;
+            if (b->logits_last_only && i != b->n - 1) continue;
+            tp_rmsnorm(c->xb + (size_t)rows * dim, c->x + (size_t)(P->row0 + t) * dim, m->out_norm, dim, hp->eps);
+            rows++;
         }
     }
+    if (!rows) return;
+    if (wanted == 1 || !c->logits) {
+        /* One sequence (or no batch buffer): write straight into its buffer, one product per part. */
+        int r0 = 0;
+        for (int p = 0; p < n_parts; p++) {
+            const seq_part *P = &parts[p];
+            const tp_batch *b = P->b;
+            if (!b->logits) continue;
+            int n = 0, first = P->first;
+            if (b->logits_last_only) { if (P->first + P->count == b->n) n = 1; first = 0; }
+            else n = P->count;
+            if (!n) continue;
+            tp_matmul(c->mm, b->logits + (size_t)first * V, c->xb + (size_t)r0 * dim, n, &m->output);
+            r0 += n;
+        }
+        return;
+    }
+    tp_matmul(c->mm, c->logits, c->xb, rows, &m->output);
+    int r = 0;
+    for (int p = 0; p < n_parts; p++) {
+        const seq_part *P = &parts[p];
+        const tp_batch *b = P->b;
+        if (!b->logits) continue;
+        for (int t = 0; t < P->count; t++) {
+            int i = P->first + t;
+            if (b->logits_last_only && i != b->n - 1) continue;
+            float *dst = b->logits + (b->logits_last_only ? 0 : (size_t)i * V);
+            memcpy(dst, c->logits + (size_t)r * V, V * sizeof(float));
+            r++;
+        }
+    }
+}
+
+int tp_forward_multi(tp_model *m, tp_compute *c, const tp_fwd_seq *seqs, int n, char *err) {
+    if (n <= 0) return tp_fail(err, "empty batch");
+    for (int s = 0; s < n; s++) {
+        if (check_seq(m, c, seqs[s].kv, seqs[s].b, n, err)) return -1;
+        for (int t = 0; t < s; t++)
+            if (seqs[t].kv == seqs[s].kv) return tp_fail(err, "internal: two sequences share one KV cache");
+    }
+    /* --kv-offload: disk blocks for the new rows before any is written (a full disk fails here) */
+    for (int s = 0; s < n; s++)
+        if (tp_kv_prepare(seqs[s].kv, seqs[s].b->n, err)) return -1;
+    const int B = c->max_batch, dim = m->hp.dim;
+    /* Per-call bookkeeping on the stack: at most B rows and B parts per chunk. */
+    seq_part parts[TP_MATMUL_MAX_BATCH];
+    int part_of[TP_MATMUL_MAX_BATCH];
+    int32_t pos[TP_MATMUL_MAX_BATCH];
+    int n0[n > 0 ? n : 1];
+    for (int s = 0; s < n; s++) {
+        n0[s] = seqs[s].kv->n;
+        const tp_batch *b = seqs[s].b;
+        if (b->attn) memset(b->attn, 0, (size_t)b->n * (n0[s] + b->n) * sizeof(float));
+    }
+    int s = 0, done_in_s = 0; /* next token: sequence s, index done_in_s */
+    while (s < n) {
+        /* Fill one chunk. */
+        int nb = 0, n_parts = 0;
+        bool summary = false;
+        while (s < n && nb < B) {
+            const tp_batch *b = seqs[s].b;
+            int left = b->n - done_in_s, room = B - nb;
+            if (whole(b) && left <= B && left > room && nb > 0) break; /* keep it in one chunk */
+            int take = left < room ? left : room;
+            seq_part *P = &parts[n_parts++];
+            tp_kv *kv = seqs[s].kv;
+            *P = (seq_part){ kv, b, n0[s], n0[s] + b->n, done_in_s, take, kv->n, nb };
+            summary |= b->layer_weights != NULL;
+            for (int t = 0; t < take; t++) {
+                int i = done_in_s + t;
+                tp_weight_row(&m->tok_embd, b->tokens[i], c->x + (size_t)(nb + t) * dim);
+                tp_kv_append(kv, b->tokens[i], b->pos[i], b->step);
+                part_of[nb + t] = n_parts - 1;
+                pos[nb + t] = b->pos[i];
+            }
+            nb += take;
+            done_in_s += take;
+            if (done_in_s == b->n) { s++; done_in_s = 0; }
+        }
+        run_layers(m, c, parts, n_parts, part_of, pos, nb, summary, 0);
+        run_logits(m, c, parts, n_parts);
+    }
+    return 0;
+}
+
+int tp_forward(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, char *err) {
+    tp_fwd_seq seq = { kv, b };
+    return tp_forward_multi(m, c, &seq, 1, err);
+}
+
+int tp_forward_layers(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, int n0, int c0, int nb, int l0,
+                      const float *x, char *err) {
+    if (nb < 1 || nb > c->max_batch || c0 < 0 || c0 + nb > b->n || l0 < 0 || l0 > m->hp.n_layers ||
+        kv->n != n0 + c0 + nb || n0 + b->n > c->max_ctx)
+        return tp_fail(err, "internal: tp_forward_layers(c0 %d, nb %d, l0 %d) outside the batch of %d (max %d, %d slots)",
+                       c0, nb, l0, b->n, c->max_batch, c->max_ctx);
+    seq_part part = { kv, b, n0, n0 + b->n, c0, nb, n0 + c0, 0 };
+    int part_of[TP_MATMUL_MAX_BATCH];
+    int32_t pos[TP_MATMUL_MAX_BATCH];
+    for (int i = 0; i < nb; i++) {
+        part_of[i] = 0;
+        pos[i] = b->pos[c0 + i];
+    }
+    memcpy(c->x, x, sizeof(float) * (size_t)nb * (size_t)m->hp.dim);
+    run_layers(m, c, &part, 1, part_of, pos, nb, b->layer_weights != NULL, l0);
+    run_logits(m, c, &part, 1);
     return 0;
 }

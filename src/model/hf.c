@@ -20,6 +20,12 @@
  * (hp.rope_split_half): the q and k vectors are then a fixed permutation of the
  * GGUF ones, applied to both, so every q.k dot product, and the result, is the
  * same.
+ *
+ * Hostile folders: config.json and generation_config.json are at most 4 MB and
+ * parsed with their cost charged first (format/json.h); every size is read as a
+ * 64-bit integer and validated in model/hparams.c; the tokenizer's ids are
+ * checked against the embedding's rows before anything is sized by them; every
+ * allocation is charged to the load's ledger (tp_load_opts.max_bytes).
  */
 #include "model/hf.h"
 #include "model/model.h"
@@ -32,8 +38,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "core/checked.h"
 #include "core/common.h"
+#include "format/json.h"
 #include "format/safetensors.h"
+#include "model/hparams.h"
 #include "tensor/dtype.h"
 #include "tokenizer/tokenizer.h"
 
@@ -66,22 +75,24 @@ typedef struct {
     char *err;
 } cfg_ctx;
 
-static cJSON *read_json(const char *path, bool optional, char *err) {
+/* config.json and generation_config.json are a few KB in published models. */
+#define HF_MAX_CONFIG ((size_t)4 << 20)
+
+/* Every key read from config.json and generation_config.json: only these
+ * become cJSON trees, each at most HF_MAX_VALUE bytes of text. */
+static const char *const config_keys[] = {
+    "architectures", "model_type", "hidden_act", "attention_bias", "mlp_bias", "rope_scaling", "rope_parameters",
+    "rope_theta", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window", "rms_norm_eps",
+    "tie_word_embeddings", "vocab_size", "bos_token_id", "eos_token_id", NULL,
+};
+#define HF_MAX_VALUE ((size_t)64 << 10)
+
+static cJSON *read_json(const char *path, bool optional, tp_ledger *led, size_t *charged, char *err) {
     struct stat st;
+    *charged = 0;
     if (optional && stat(path, &st) != 0) return NULL;
-    size_t n;
-    char *txt = tp_read_file(path, &n, err);
-    if (!txt) return NULL;
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(txt, n, &end, false);
-    if (!j) tp_fail(err, "%s: not valid JSON (near byte %ld)", path, end ? (long)(end - txt) : -1L);
-    else if (!cJSON_IsObject(j)) {
-        tp_fail(err, "%s: not a JSON object", path);
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    free(txt);
-    return j;
+    return tp_json_read_keys(path, HF_MAX_CONFIG, config_keys, HF_MAX_VALUE, led, charged, err);
 }
 
 static const cJSON *item(const cJSON *o, const char *key) {
@@ -89,18 +100,31 @@ static const cJSON *item(const cJSON *o, const char *key) {
     return cJSON_IsNull(v) ? NULL : v; /* null means "not set" in Hugging Face configs */
 }
 
-/* A positive integer that fits an int; absent: def, or an error if required (def < 0). */
-static bool cfg_int(cfg_ctx *c, const char *key, int64_t def, int *out) {
+/* A positive integer, read as 64 bits (its upper bound is checked by
+ * tp_hparams_validate, which names key and value); absent: x->set false. */
+static bool cfg_int64(cfg_ctx *c, const char *key, tp_hp_int *x) {
     const cJSON *v = item(c->j, key);
-    if (!v) {
+    x->key = key;
+    x->set = v != NULL;
+    if (!v) return true;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(d >= 1 && d <= 9007199254740992.0) || d != floor(d))
+        return tp_fail(c->err, "%s: %s must be a positive integer", c->path, key), false;
+    x->v = (int64_t)d;
+    return true;
+}
+
+/* A required (def < 0) or optional positive integer no larger than an int. */
+static bool cfg_int(cfg_ctx *c, const char *key, int64_t def, int *out) {
+    tp_hp_int x;
+    if (!cfg_int64(c, key, &x)) return false;
+    if (!x.set) {
         if (def < 0) return tp_fail(c->err, "%s: missing %s", c->path, key), false;
         *out = (int)def;
         return true;
     }
-    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-    if (!(d >= 1 && d <= (double)(1 << 30)) || d != floor(d))
-        return tp_fail(c->err, "%s: %s must be a positive integer", c->path, key), false;
-    *out = (int)d;
+    if (tp_hp_check_range(c->path, key, x.v, 1, INT32_MAX, c->err)) return false;
+    *out = (int)x.v;
     return true;
 }
 
@@ -205,40 +229,28 @@ static bool read_rope(cfg_ctx *c, double *theta, rope_cfg *r) {
     return tp_fail(c->err, "%s: rope_scaling type '%.40s' is not supported (llama3, linear)", c->path, type), false;
 }
 
-static bool read_hparams(cfg_ctx *c, tp_hparams *hp) {
-    if (!cfg_int(c, "hidden_size", -1, &hp->dim) || !cfg_int(c, "num_hidden_layers", -1, &hp->n_layers) ||
-        !cfg_int(c, "num_attention_heads", -1, &hp->n_heads) || !cfg_int(c, "intermediate_size", -1, &hp->ffn_dim) ||
-        !cfg_int(c, "num_key_value_heads", hp->n_heads, &hp->n_kv_heads) ||
-        !cfg_int(c, "max_position_embeddings", 2048, &hp->n_ctx)) /* 2048: LlamaConfig's default */
+/* Every size as 64 bits, validated in one place (model/hparams.c). The rope
+ * base comes from read_rope (theta). */
+static bool read_hparams(cfg_ctx *c, tp_hparams *hp, double theta) {
+    tp_hparams_in in = { .path = c->path, .eps_key = "rms_norm_eps", .rope_base_key = "rope_theta",
+                         .rope_base = theta };
+    if (!cfg_int64(c, "hidden_size", &in.dim) || !cfg_int64(c, "num_hidden_layers", &in.n_layers) ||
+        !cfg_int64(c, "num_attention_heads", &in.n_heads) || !cfg_int64(c, "intermediate_size", &in.ffn_dim) ||
+        !cfg_int64(c, "num_key_value_heads", &in.n_kv_heads) || !cfg_int64(c, "head_dim", &in.head_dim) ||
+        !cfg_int64(c, "max_position_embeddings", &in.n_ctx))
         return false;
-    if (hp->n_heads % hp->n_kv_heads)
-        return tp_fail(c->err, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", c->path,
-                       hp->n_heads, hp->n_kv_heads), false;
-    if (!item(c->j, "head_dim") && hp->dim % hp->n_heads)
-        return tp_fail(c->err, "%s: hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim)",
-                       c->path, hp->dim, hp->n_heads), false;
-    if (!cfg_int(c, "head_dim", hp->dim / hp->n_heads, &hp->head_dim)) return false;
-    if (hp->head_dim % 2) return tp_fail(c->err, "%s: head_dim %d is odd", c->path, hp->head_dim), false;
-    /* bounds that keep every product below in int range (the largest Llamas are far inside them) */
-    const int64_t lim = 1 << 20;
-    if (hp->dim > lim || hp->ffn_dim > lim || hp->n_layers > 65536 || (int64_t)hp->n_heads * hp->head_dim > lim)
-        return tp_fail(c->err, "%s: hidden_size %d, intermediate_size %d, num_hidden_layers %d or heads x head_dim "
-                               "%d x %d is implausibly large", c->path, hp->dim, hp->ffn_dim, hp->n_layers,
-                       hp->n_heads, hp->head_dim), false;
-    hp->rope_dim = hp->head_dim;
+    const char *req[] = { "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size" };
+    const tp_hp_int *reqv[] = { &in.dim, &in.n_layers, &in.n_heads, &in.ffn_dim };
+    for (int i = 0; i < 4; i++)
+        if (!reqv[i]->set) return tp_fail(c->err, "%s: missing %s", c->path, req[i]), false;
+    if (!in.n_ctx.set) in.n_ctx = (tp_hp_int){ 2048, true, "max_position_embeddings" }; /* LlamaConfig's default */
     /* Mistral's sliding window: attention over the whole context equals it only
      * while the context fits the window, so the window caps the context. */
-    const cJSON *sw = item(c->j, "sliding_window");
-    if (sw) {
-        int w;
-        if (!cfg_int(c, "sliding_window", 0, &w)) return false;
-        if (w < hp->n_ctx) hp->n_ctx = w;
-    }
-    double eps;
-    if (!cfg_num(c, NULL, "", "rms_norm_eps", false, 1e-6, &eps)) return false; /* LlamaConfig's default */
-    if (!(eps > 0 && eps < 1)) return tp_fail(c->err, "%s: rms_norm_eps %g is out of range", c->path, eps), false;
-    hp->eps = (float)eps;
-    return true;
+    tp_hp_int sw;
+    if (!cfg_int64(c, "sliding_window", &sw)) return false;
+    if (sw.set && sw.v < in.n_ctx.v) in.n_ctx = sw;
+    if (!cfg_num(c, NULL, "", "rms_norm_eps", false, 1e-6, &in.eps)) return false; /* LlamaConfig's default */
+    return tp_hparams_validate(&in, hp, c->err) == 0;
 }
 
 /* bos/eos ids: a number or a list of numbers; each must be a vocabulary id. */
@@ -269,10 +281,17 @@ typedef struct {
     tp_model *m;
     const st_set *st;
     const char *dir;
+    tp_ledger *led;
     char *err;
 } hf_loader;
 
 static const char *type_name(const st_tensor *t) { return t->dtype; }
+
+static bool charge(hf_loader *ld, size_t bytes, const char *what, const char *name) {
+    char label[TP_ERR_LEN];
+    snprintf(label, sizeof label, "%.200s: %s %.100s", ld->dir, what, name);
+    return tp_ledger_charge(ld->led, bytes, label, ld->err) == 0;
+}
 
 static void fmt_shape(char *buf, size_t cap, const st_tensor *t) {
     size_t n = (size_t)snprintf(buf, cap, "[");
@@ -313,6 +332,7 @@ static const st_tensor *need(hf_loader *ld, const char *name, int64_t d0, int64_
 static const void *usable(hf_loader *ld, const st_tensor *t) {
     size_t es = t->type == TP_F32 ? 4 : 2;
     if ((uintptr_t)t->data % es == 0) return t->data;
+    if (!charge(ld, t->nbytes, "aligning", t->name)) return NULL;
     void *p = NULL;
     if (posix_memalign(&p, 64, t->nbytes ? t->nbytes : 1) != 0) {
         tp_fail(ld->err, "%s: cannot allocate %llu bytes to align tensor %s", t->file->path,
@@ -339,6 +359,7 @@ static const float *load_vector(hf_loader *ld, const char *name, int n) {
     const st_tensor *t = need(ld, name, n, 0, false);
     if (!t) return NULL;
     if (t->type == TP_F32) return usable(ld, t);
+    if (!charge(ld, (size_t)n * sizeof(float), "converting", name)) return NULL;
     float *v = tp_xmalloc((size_t)n * sizeof(float));
     const uint8_t *p = t->data;
     for (int i = 0; i < n; i++) {
@@ -355,9 +376,12 @@ static bool load_weights(hf_loader *ld, bool tied) {
     tp_hparams *hp = &m->hp;
     const st_tensor *emb = tp_st_set_find(ld->st, "model.embed_tokens.weight");
     if (!emb) return tp_fail(ld->err, "%s: missing required tensor model.embed_tokens.weight", ld->dir), false;
-    if (emb->n_dims != 2 || emb->shape[0] < 1 || emb->shape[0] > (1u << 30))
+    if (emb->n_dims != 2)
         return tp_fail(ld->err, "%s: tensor model.embed_tokens.weight is not a [vocab, %d] matrix", emb->file->path,
                        hp->dim), false;
+    if (tp_hp_check_range(emb->file->path, "the row count of model.embed_tokens.weight",
+                          emb->shape[0] > INT64_MAX ? INT64_MAX : (int64_t)emb->shape[0], 1, TP_MAX_VOCAB, ld->err))
+        return false;
     hp->n_vocab = (int)emb->shape[0];
     int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
     if (!load_matrix(ld, &m->tok_embd, "model.embed_tokens.weight", hp->dim, hp->n_vocab)) return false;
@@ -365,6 +389,7 @@ static bool load_weights(hf_loader *ld, bool tied) {
     if (tied) m->output = m->tok_embd;
     else if (!load_matrix(ld, &m->output, "lm_head.weight", hp->dim, hp->n_vocab)) return false;
 
+    if (!charge(ld, (size_t)hp->n_layers * sizeof *m->layers, "the layer table", "")) return false;
     m->layers = tp_xcalloc((size_t)hp->n_layers, sizeof *m->layers);
     for (int l = 0; l < hp->n_layers; l++) {
         tp_layer *L = &m->layers[l];
@@ -384,44 +409,16 @@ static bool load_weights(hf_loader *ld, bool tied) {
     return true;
 }
 
-/* Load-time placement, as for GGUF (model.c, repack_weights): the shards'
- * tensor data onto huge pages (tp_weights_to_hugepages), then the matrices
- * into the kernels' interleaved layouts (tp_weight_repack), in place in the
- * private mappings (the files are never written; copies made for alignment
- * are the model's own). TEMPO_NO_REPACK=1 keeps the files' pages and layout. */
-static void place_weights(tp_model *m, const st_set *st) {
-    const char *no = getenv("TEMPO_NO_REPACK");
-    if (no && *no && strcmp(no, "0") != 0) return;
-    for (int i = 0; i < st->n_files; i++) {
-        const st_file *f = st->files[i];
-        if (f->data_offset < f->map_size)
-            tp_weights_to_hugepages((void *)(uintptr_t)(f->map + f->data_offset), f->map_size - f->data_offset);
-    }
-    int n = 2 + 7 * m->hp.n_layers, ok = 1;
-    tp_weight **ws = tp_xmalloc((size_t)n * sizeof *ws);
-    ws[0] = &m->tok_embd;
-    ws[1] = &m->output;
-    for (int l = 0; l < m->hp.n_layers; l++) {
-        tp_layer *L = &m->layers[l];
-        tp_weight *lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        memcpy(ws + 2 + 7 * l, lw, sizeof lw);
-    }
-    for (int i = 0; i < st->n_files && ok; i++)
-        ok = mprotect((void *)(uintptr_t)st->files[i]->map, st->files[i]->map_size, PROT_READ | PROT_WRITE) == 0;
-    if (ok) tp_weights_repack(ws, n);
-    for (int i = 0; i < st->n_files; i++)
-        mprotect((void *)(uintptr_t)st->files[i]->map, st->files[i]->map_size, PROT_READ);
-    free(ws);
-}
-
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err) {
     char path[4096], gpath[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     snprintf(gpath, sizeof gpath, "%s/generation_config.json", dir);
-    cJSON *cfg = read_json(path, false, err);
+    tp_ledger led = { .limit = opts ? opts->max_bytes : 0 };
+    size_t cfg_charged = 0, gen_charged = 0;
+    cJSON *cfg = read_json(path, false, &led, &cfg_charged, err);
     if (!cfg) return NULL;
     err[0] = 0;
-    cJSON *gen = read_json(gpath, true, err);
+    cJSON *gen = read_json(gpath, true, &led, &gen_charged, err);
     if (!gen && err[0]) { cJSON_Delete(cfg); return NULL; }
 
     tp_model *m = tp_xcalloc(1, sizeof *m);
@@ -429,17 +426,21 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
     cfg_ctx c = { path, cfg, err };
     double theta;
     rope_cfg rope;
-    if (!check_arch(&c, m) || !read_hparams(&c, hp) || !read_rope(&c, &theta, &rope)) goto fail;
-    hp->rope_base = (float)theta;
+    if (!check_arch(&c, m) || !read_rope(&c, &theta, &rope) || !read_hparams(&c, hp, theta)) goto fail;
     hp->rope_split_half = true;
     const cJSON *tie = item(cfg, "tie_word_embeddings");
     if (tie && !cJSON_IsBool(tie)) { tp_fail(err, "%s: tie_word_embeddings is not true/false", path); goto fail; }
     bool tied = cJSON_IsTrue(tie); /* LlamaConfig's default: false */
 
-    st_set *st = tp_st_set_open(dir, err);
+    st_set *st = tp_st_set_open_ex(dir, &led, err);
     if (!st) goto fail;
     m->hf = st;
-    hf_loader ld = { m, st, dir, err };
+    size_t mapped = 0;
+    for (int i = 0; i < st->n_files; i++) mapped = tp_add_sat(mapped, st->files[i]->map_size);
+    char label[TP_ERR_LEN];
+    snprintf(label, sizeof label, "%.200s: the mapped weights", dir);
+    if (tp_ledger_charge(&led, mapped, label, err)) goto fail;
+    hf_loader ld = { m, st, dir, &led, err };
     if (!load_weights(&ld, tied)) goto fail;
     int cfg_vocab;
     if (!cfg_int(&c, "vocab_size", hp->n_vocab, &cfg_vocab)) goto fail;
@@ -453,27 +454,24 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
                  !check_ids(gpath, gen, "eos_token_id", hp->n_vocab, err))))
         goto fail;
 
-    if (!(m->tok = tp_tokenizer_from_hf(dir, err))) goto fail;
+    if (!(m->tok = tp_tokenizer_from_hf_ex(dir, hp->n_vocab, &led, err))) goto fail;
     add_eos_ids(m->tok, cfg);
     add_eos_ids(m->tok, gen);
-    if (tp_tokenizer_vocab_size(m->tok) > hp->n_vocab) {
-        tp_fail(err, "%s: tokenizer has %d tokens but model.embed_tokens.weight has %d rows", dir,
-                tp_tokenizer_vocab_size(m->tok), hp->n_vocab);
-        goto fail;
-    }
 
     if (rope.llama3) {
-        float *ff = tp_xmalloc((size_t)(hp->rope_dim / 2) * sizeof(float));
+        size_t fb = (size_t)(hp->rope_dim / 2) * sizeof(float);
+        if (tp_ledger_charge(&led, fb, "the llama3 RoPE factors", err)) goto fail;
+        float *ff = tp_xmalloc(fb);
         tp_llama3_rope_factors(ff, hp->rope_dim, theta, rope.factor, rope.low, rope.high, rope.orig);
-        tp_model_own(m, ff, (size_t)(hp->rope_dim / 2) * sizeof(float));
+        tp_model_own(m, ff, fb);
         m->rope_freq_factors = ff;
     }
-    place_weights(m, st);
     if (tp_model_finish(m, opts, err)) goto fail;
     if (rope.linear != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / rope.linear);
     cJSON_Delete(cfg);
     cJSON_Delete(gen);
+    tp_st_set_detach_ledger(st); /* the ledger ends with loading */
     return m;
 fail:
     cJSON_Delete(cfg);

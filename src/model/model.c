@@ -1,8 +1,11 @@
 /* model.c: building a tp_model from a GGUF file, and what every loader shares.
  *
- * The GGUF loader reads the llama hyperparameters ({arch}.*), finds every tensor
- * by its standard name, checks its shape and type, and points the model at the
- * mapped bytes. Only norm vectors that are not f32 are converted (and counted).
+ * The GGUF loader reads the llama hyperparameters ({arch}.*) as 64-bit integers
+ * and has model/hparams.c validate them (bounds, products) before anything is
+ * sized by them, finds every tensor by its standard name, checks its shape,
+ * type and alignment, and points the model at the mapped bytes. Only norm
+ * vectors that are not f32 are converted (and counted). Every allocation the
+ * loader makes is charged to a ledger against tp_load_opts.max_bytes first.
  */
 #include "model/model.h"
 
@@ -14,10 +17,13 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "core/checked.h"
 #include "core/common.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
+#include "model/backend.h"
 #include "model/hf.h"
+#include "model/hparams.h"
 #include "tensor/dtype.h"
 #include "tokenizer/tokenizer.h"
 
@@ -48,13 +54,9 @@ int64_t tp_model_file_bytes(const char *path, char *err) {
     return tp_st_set_file_bytes(path, err); /* a Hugging Face folder: its weight shards */
 }
 
-void tp_model_free_work(tp_model *m); /* forward.c */
-
 void tp_model_free(tp_model *m) {
     if (!m) return;
-    tp_model_free_work(m);
-    if (m->mm) tp_matmul_ctx_free(m->mm);
-    if (m->pool) tp_pool_free(m->pool);
+    free(m->path);
     if (m->tok) tp_tokenizer_free(m->tok);
     if (m->gguf) tp_gguf_close(m->gguf);
     tp_hf_free(m->hf);
@@ -71,40 +73,30 @@ typedef struct {
     tp_model *m;
     const gguf_file *f;
     const char *path;
+    tp_ledger *led;
     char *err;
 } loader;
 
-static bool get_int_key(loader *ld, const char *suffix, bool required, int64_t def, int64_t *out) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", ld->m->arch, suffix);
-    ld->err[0] = 0;
-    if (tp_gguf_get_int(ld->f, key, out, ld->err)) {
-        if (*out < 0 || *out > (int64_t)1 << 31) {
-            tp_fail(ld->err, "%s: %s = %lld is out of range", ld->path, key, (long long)*out);
-            return false;
-        }
-        return true;
-    }
-    if (ld->err[0]) return false; /* present with a wrong type */
-    if (required) {
-        tp_fail(ld->err, "%s: missing required key %s", ld->path, key);
-        return false;
-    }
+/* key: an integer of any width, read as 64 bits; x->set false when absent.
+ * false (with err) only when the key has a non-integer type. */
+static bool read_int(loader *ld, const char *key, tp_hp_int *x) {
+    char e2[TP_ERR_LEN] = "";
+    x->key = key;
+    x->set = tp_gguf_get_int(ld->f, key, &x->v, e2);
+    if (!x->set && e2[0]) return tp_fail(ld->err, "%s: %s", ld->path, e2), false;
+    return true;
+}
+
+static bool read_float(loader *ld, const char *key, double def, double *out) {
+    char e2[TP_ERR_LEN] = "";
+    if (tp_gguf_get_float(ld->f, key, out, e2)) return true;
+    if (e2[0]) return tp_fail(ld->err, "%s: %s", ld->path, e2), false;
     *out = def;
     return true;
 }
 
-static bool get_float_key(loader *ld, const char *suffix, double def, double *out) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", ld->m->arch, suffix);
-    ld->err[0] = 0;
-    if (tp_gguf_get_float(ld->f, key, out, ld->err)) return true;
-    if (ld->err[0]) return false;
-    *out = def;
-    return true;
-}
-
-/* Find a tensor, check its shape ({ne0, ne1}; ne1 = 0 for 1-D) and that we can compute with its type. */
+/* Find a tensor, check its shape ({ne0, ne1}; ne1 = 0 for 1-D), that we can
+ * compute with its type and that its bytes are aligned for it. */
 static const gguf_tensor *need_tensor(loader *ld, const char *name, int64_t ne0, int64_t ne1, bool optional) {
     const gguf_tensor *t = tp_gguf_find_tensor(ld->f, name);
     if (!t) {
@@ -119,9 +111,19 @@ static const gguf_tensor *need_tensor(loader *ld, const char *name, int64_t ne0,
                 (long long)(ne1 ? ne1 : 1));
         return NULL;
     }
+    const char *tn = tp_dtype_name(t->type);
     if (!tp_dtype_supported(t->type)) {
-        const char *tn = tp_dtype_name(t->type);
         tp_fail(ld->err, "%s: tensor %s has type %s, which tempo does not support", ld->path, name, tn ? tn : "?");
+        return NULL;
+    }
+    /* The kernels read f32 elements as floats and every block type's scales as
+     * 16-bit halves: a file with general.alignment 1 or 2 can place them at
+     * an odd address, which they must not be read from. */
+    size_t need = t->type == TP_F32 ? 4 : 2;
+    if ((uintptr_t)t->data % need) {
+        tp_fail(ld->err, "%s: tensor %s (%s) starts at file offset %llu, not a multiple of %zu (general.alignment "
+                         "%llu)", ld->path, name, tn, (unsigned long long)((const uint8_t *)t->data - ld->f->map),
+                need, (unsigned long long)ld->f->alignment);
         return NULL;
     }
     ld->m->weight_bytes += t->nbytes;
@@ -148,112 +150,133 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
                 tp_dtype_name(t->type));
         return NULL;
     }
+    char label[TP_ERR_LEN];
+    snprintf(label, sizeof label, "%.200s: converting %.60s to f32", ld->path, name);
+    if (tp_ledger_charge(ld->led, (size_t)n * sizeof(float), label, ld->err)) return NULL;
     float *v = tp_xmalloc((size_t)n * sizeof(float));
     tp_dequantize_row(t->type, t->data, v, (size_t)n);
     tp_model_own(ld->m, v, (size_t)n * sizeof(float));
     return v;
 }
 
-/* Load-time placement (kernels/matmul.h): the tensor data moves onto huge
- * pages (tp_weights_to_hugepages), then the matrices are rewritten in place
- * into the kernels' interleaved layouts (tp_weight_repack). The mapping
- * is private: the moved or written pages replace the file's pages in this
- * process, so the weights are not held twice, weight_bytes (mapped bytes
- * counted in full) stays right, and the file is never written.
- * TEMPO_NO_REPACK=1 keeps the file's pages and layout (shared page cache, and
- * comparisons). */
-static void repack_weights(tp_model *m) {
+/* Placement of the weights for the CPU kernels (kernels/matmul.h), after the
+ * device decision (tempo_model_open): the tensor data moves onto huge pages
+ * (tp_weights_to_hugepages), then the host's matrices are rewritten in place
+ * into the kernels' interleaved layouts (tp_weight_repack). The mappings are
+ * private: the moved or written pages replace the file's pages in this
+ * process, so the weights are not held twice, the mapped bytes stay counted
+ * once, and the files are never written. Layers on a GPU are left alone
+ * (uploaded from the file's layout, their pages given back), and so is a tied
+ * embedding whose output matrix is on the device; with a device nothing moves
+ * (its released pages must stay file-backed). TEMPO_NO_REPACK=1 keeps the
+ * files' pages and layout (shared page cache; the kernels then build their
+ * tiles per call, far slower). */
+void tp_model_place_weights(tp_model *m) {
     const char *no = getenv("TEMPO_NO_REPACK");
-    if ((no && *no && strcmp(no, "0") != 0) || !m->gguf) return;
-    gguf_file *f = m->gguf;
-    if (f->data_offset < f->map_size)
-        tp_weights_to_hugepages((void *)(uintptr_t)(f->map + f->data_offset), f->map_size - f->data_offset);
-    int n = 2 + 7 * m->hp.n_layers, any = 0;
-    tp_weight **ws = tp_xmalloc((size_t)n * sizeof *ws);
-    ws[0] = &m->tok_embd;
-    ws[1] = &m->output;
-    for (int l = 0; l < m->hp.n_layers; l++) {
+    if (no && *no && strcmp(no, "0") != 0) return;
+    const int on_dev = m->dev ? m->dev->layers : 0;
+    const bool head = m->dev && m->dev->head;
+    const st_set *st = m->hf;
+    int n_maps = m->gguf ? 1 : st ? st->n_files : 0;
+    if (!n_maps) return;
+    if (!m->dev) {
+        if (m->gguf && m->gguf->data_offset < m->gguf->map_size)
+            tp_weights_to_hugepages((void *)(uintptr_t)(m->gguf->map + m->gguf->data_offset),
+                                    m->gguf->map_size - m->gguf->data_offset);
+        for (int i = 0; st && i < st->n_files; i++)
+            if (st->files[i]->data_offset < st->files[i]->map_size)
+                tp_weights_to_hugepages((void *)(uintptr_t)(st->files[i]->map + st->files[i]->data_offset),
+                                        st->files[i]->map_size - st->files[i]->data_offset);
+    }
+    int n = 0;
+    tp_weight **ws = tp_xmalloc((size_t)(2 + 7 * m->hp.n_layers) * sizeof *ws);
+    const bool tied_on_dev = head && m->output.data == m->tok_embd.data;
+    if (!tied_on_dev) ws[n++] = &m->tok_embd;
+    if (!head && !tied_on_dev) ws[n++] = &m->output;
+    for (int l = on_dev; l < m->hp.n_layers; l++) {
         tp_layer *L = &m->layers[l];
         tp_weight *lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        memcpy(ws + 2 + 7 * l, lw, sizeof lw);
+        memcpy(ws + n, lw, sizeof lw);
+        n += 7;
     }
-    for (int i = 0; i < n; i++) any |= tp_weight_repackable(ws[i]);
-    if (any && mprotect((void *)(uintptr_t)m->gguf->map, m->gguf->map_size, PROT_READ | PROT_WRITE) == 0) {
-        tp_weights_repack(ws, n);
-        mprotect((void *)(uintptr_t)m->gguf->map, m->gguf->map_size, PROT_READ);
+    int ok = 1;
+    for (int i = 0; i < n_maps && ok; i++) {
+        const uint8_t *map = m->gguf ? m->gguf->map : st->files[i]->map;
+        size_t size = m->gguf ? m->gguf->map_size : st->files[i]->map_size;
+        ok = mprotect((void *)(uintptr_t)map, size, PROT_READ | PROT_WRITE) == 0;
+    }
+    if (ok) tp_weights_repack(ws, n);
+    for (int i = 0; i < n_maps; i++) {
+        const uint8_t *map = m->gguf ? m->gguf->map : st->files[i]->map;
+        size_t size = m->gguf ? m->gguf->map_size : st->files[i]->map_size;
+        mprotect((void *)(uintptr_t)map, size, PROT_READ);
     }
     free(ws);
 }
 
+/* Every hyperparameter, validated in one place (model/hparams.c). */
+static bool read_hparams(loader *ld, double *linear_scale) {
+    tp_model *m = ld->m;
+    static const char *const suffix[] = { "embedding_length", "block_count", "feed_forward_length",
+                                          "attention.head_count", "attention.head_count_kv", "context_length",
+                                          "attention.key_length", "rope.dimension_count" };
+    enum { N_KEYS = sizeof suffix / sizeof suffix[0] };
+    char keys[N_KEYS][96];
+    tp_hparams_in in = { .path = ld->path };
+    tp_hp_int *dst[N_KEYS] = { &in.dim, &in.n_layers, &in.ffn_dim, &in.n_heads, &in.n_kv_heads, &in.n_ctx,
+                               &in.head_dim, &in.rope_dim };
+    for (int i = 0; i < N_KEYS; i++) {
+        snprintf(keys[i], sizeof keys[i], "%s.%s", m->arch, suffix[i]);
+        if (!read_int(ld, keys[i], dst[i])) return false;
+    }
+    /* the vocabulary size is the embedding's row count */
+    const gguf_tensor *emb = tp_gguf_find_tensor(ld->f, "token_embd.weight");
+    if (!emb) return tp_fail(ld->err, "%s: missing required tensor token_embd.weight", ld->path), false;
+    in.n_vocab = (tp_hp_int){ (int64_t)emb->ne[1], true, "the row count of token_embd.weight" };
+    char eps_key[96], base_key[96];
+    snprintf(eps_key, sizeof eps_key, "%s.attention.layer_norm_rms_epsilon", m->arch);
+    snprintf(base_key, sizeof base_key, "%s.rope.freq_base", m->arch);
+    in.eps_key = eps_key;
+    in.rope_base_key = base_key;
+    if (!read_float(ld, eps_key, 1e-5, &in.eps) || !read_float(ld, base_key, 10000.0, &in.rope_base)) return false;
+    if (tp_hparams_validate(&in, &m->hp, ld->err)) return false;
+
+    /* linear RoPE scaling: rope.scaling.type "linear" with rope.scaling.factor, or the older rope.scale_linear */
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch);
+    bool linear = tp_gguf_str_is(ld->f, key, "linear");
+    snprintf(key, sizeof key, "%s.%s", m->arch, linear ? "rope.scaling.factor" : "rope.scale_linear");
+    if (!read_float(ld, key, 1.0, linear_scale)) return false;
+    if (!(*linear_scale > 0 && *linear_scale < 1e9))
+        return tp_fail(ld->err, "%s: %s = %g is out of range (0, 1e9)", ld->path, key, *linear_scale), false;
+    return true;
+}
+
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err) {
-    gguf_file *f = tp_gguf_open(path, err);
+    tp_ledger led = { .limit = opts ? opts->max_bytes : 0 };
+    gguf_file *f = tp_gguf_open_ex(path, &led, err);
     if (!f) return NULL;
     tp_model *m = tp_xcalloc(1, sizeof *m);
     m->gguf = f;
-    loader ld = { m, f, path, err };
+    loader ld = { m, f, path, &led, err };
     tp_hparams *hp = &m->hp;
+    char label[TP_ERR_LEN];
+    snprintf(label, sizeof label, "%.200s: the mapped file", path);
+    if (tp_ledger_charge(&led, f->map_size, label, err)) goto fail;
 
-    char *arch = tp_gguf_get_string(f, "general.architecture");
-    if (!arch) { tp_fail(err, "%s: missing required key general.architecture", path); goto fail; }
-    snprintf(m->arch, sizeof m->arch, "%s", arch);
-    free(arch);
-    if (strcmp(m->arch, "llama") != 0) {
+    if (tp_gguf_get_str(f, "general.architecture", m->arch, sizeof m->arch) < 0) {
+        tp_fail(err, "%s: missing required key general.architecture", path);
+        goto fail;
+    }
+    if (!tp_gguf_str_is(f, "general.architecture", "llama")) {
         tp_fail(err, "%s: architecture '%s' is not supported (tempo runs llama)", path, m->arch);
         goto fail;
     }
+    double linear_scale;
+    if (!read_hparams(&ld, &linear_scale)) goto fail;
 
-    int64_t v;
-    double d;
-    if (!get_int_key(&ld, "embedding_length", true, 0, &v)) goto fail;
-    hp->dim = (int)v;
-    if (!get_int_key(&ld, "block_count", true, 0, &v)) goto fail;
-    hp->n_layers = (int)v;
-    if (!get_int_key(&ld, "feed_forward_length", true, 0, &v)) goto fail;
-    hp->ffn_dim = (int)v;
-    if (!get_int_key(&ld, "attention.head_count", true, 0, &v)) goto fail;
-    hp->n_heads = (int)v;
-    if (!get_int_key(&ld, "attention.head_count_kv", false, hp->n_heads, &v)) goto fail;
-    hp->n_kv_heads = (int)v;
-    if (!get_int_key(&ld, "context_length", true, 0, &v)) goto fail;
-    hp->n_ctx = (int)v;
-    if (hp->dim <= 0 || hp->n_layers <= 0 || hp->ffn_dim <= 0 || hp->n_heads <= 0 || hp->n_kv_heads <= 0 ||
-        hp->n_ctx <= 0 || hp->n_heads % hp->n_kv_heads) {
-        tp_fail(err, "%s: inconsistent hyperparameters (dim %d, layers %d, ffn %d, heads %d, kv heads %d, ctx %d)",
-                path, hp->dim, hp->n_layers, hp->ffn_dim, hp->n_heads, hp->n_kv_heads, hp->n_ctx);
-        goto fail;
-    }
-    if (!get_int_key(&ld, "attention.key_length", false, hp->dim / hp->n_heads, &v)) goto fail;
-    hp->head_dim = (int)v;
-    if (!get_int_key(&ld, "rope.dimension_count", false, hp->head_dim, &v)) goto fail;
-    hp->rope_dim = (int)v;
-    if (hp->head_dim <= 0 || hp->rope_dim <= 0 || hp->rope_dim > hp->head_dim || hp->rope_dim % 2) {
-        tp_fail(err, "%s: rope.dimension_count %d does not fit head size %d", path, hp->rope_dim, hp->head_dim);
-        goto fail;
-    }
-    if (!get_float_key(&ld, "attention.layer_norm_rms_epsilon", 1e-5, &d)) goto fail;
-    hp->eps = (float)d;
-    if (!get_float_key(&ld, "rope.freq_base", 10000.0, &d)) goto fail;
-    hp->rope_base = (float)d;
-    double linear_scale = 1.0;
-    char key[128];
-    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch);
-    char *stype = tp_gguf_get_string(f, key);
-    if (stype && strcmp(stype, "linear") == 0) {
-        if (!get_float_key(&ld, "rope.scaling.factor", 1.0, &linear_scale)) { free(stype); goto fail; }
-    } else if (!get_float_key(&ld, "rope.scale_linear", 1.0, &linear_scale)) { free(stype); goto fail; }
-    free(stype);
+    if (!(m->tok = tp_tokenizer_from_gguf_ex(f, hp->n_vocab, &led, err))) goto fail;
 
-    m->tok = tp_tokenizer_from_gguf(f, err);
-    if (!m->tok) goto fail;
-
-    const gguf_tensor *emb = tp_gguf_find_tensor(f, "token_embd.weight");
-    if (!emb) { tp_fail(err, "%s: missing required tensor token_embd.weight", path); goto fail; }
-    hp->n_vocab = (int)emb->ne[1];
-    if (tp_tokenizer_vocab_size(m->tok) > hp->n_vocab) {
-        tp_fail(err, "%s: tokenizer has %d tokens but token_embd.weight has %d rows", path,
-                tp_tokenizer_vocab_size(m->tok), hp->n_vocab);
-        goto fail;
-    }
     int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
     if (!load_matrix(&ld, &m->tok_embd, "token_embd.weight", hp->dim, hp->n_vocab, false)) goto fail;
     if (!(m->out_norm = load_vector(&ld, "output_norm.weight", hp->dim, false))) goto fail;
@@ -265,7 +288,14 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
     err[0] = 0;
     m->rope_freq_factors = load_vector(&ld, "rope_freqs.weight", hp->rope_dim / 2, true);
     if (!m->rope_freq_factors && err[0]) goto fail;
+    for (int i = 0; m->rope_freq_factors && i < hp->rope_dim / 2; i++)
+        if (!(m->rope_freq_factors[i] > 0 && m->rope_freq_factors[i] < 1e9)) {
+            tp_fail(err, "%s: rope_freqs.weight[%d] = %g is out of range (0, 1e9)", path, i,
+                    (double)m->rope_freq_factors[i]);
+            goto fail;
+        }
 
+    if (tp_ledger_charge(&led, (size_t)hp->n_layers * sizeof *m->layers, "the layer table", err)) goto fail;
     m->layers = tp_xcalloc((size_t)hp->n_layers, sizeof *m->layers);
     for (int l = 0; l < hp->n_layers; l++) {
         tp_layer *L = &m->layers[l];
@@ -282,11 +312,10 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
         if (!load_matrix(&ld, &L->w_down, NAME("ffn_down"), hp->ffn_dim, hp->dim, false)) goto fail;
 #undef NAME
     }
-    if (linear_scale <= 0) { tp_fail(err, "%s: rope scaling factor %g must be positive", path, linear_scale); goto fail; }
-    repack_weights(m);
     if (tp_model_finish(m, opts, err)) goto fail;
     if (linear_scale != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / linear_scale);
+    f->ledger = NULL; /* the ledger ends with loading; the file's tables stay */
     return m;
 fail:
     tp_model_free(m);

@@ -18,6 +18,7 @@
 #include "kernels/matmul.h"
 #include "kernels/threadpool.h"
 #include "kv/kvcache.h"
+#include "tempo.h"
 
 struct gguf_file;
 struct tokenizer;
@@ -34,7 +35,13 @@ typedef struct {
     tp_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 } tp_layer;
 
-typedef struct tp_model {
+/* The model handle of include/tempo.h: immutable once loaded, shared by every session. The
+ * mutable parts of a run (thread pool, buffers, KV cache) live in the session (src/tempo/session.h)
+ * and its compute context (tp_compute, below). The memory monitor is the one mutable member: it
+ * keeps the budget of the model and all of its live sessions, behind its own lock. */
+typedef struct tempo_model tp_model;
+
+struct tempo_model {
     char arch[32];
     tp_hparams hp;
     tp_weight tok_embd;        /* [n_vocab][dim] */
@@ -53,21 +60,25 @@ typedef struct tp_model {
     void **owned;              /* heap copies to free */
     int n_owned, cap_owned;
 
-    tp_pool *pool;
-    tp_matmul_ctx *mm;
-    struct tp_fwd_work *work;  /* forward-pass buffers (model/forward.c) */
-} tp_model;
+    /* set by tempo_model_open (src/api): the path, the parameters, the memory budget */
+    char *path;
+    tempo_model_params params;
+    int n_threads;             /* params.threads resolved (0 -> online cores) */
+    struct tempo_memory_monitor *mon;
+    struct tp_device *dev;     /* the compute device and the weights on it (model/backend.h); NULL: the CPU */
+};
 
 typedef struct {
-    int n_threads;      /* <= 0: all cores */
-    int max_batch;      /* largest batch the forward will get at once (default 64) */
-    int max_ctx;        /* cap on slots any forward sees (default hp.n_ctx) */
+    size_t max_bytes;   /* memory limit for loading (mapped files + what the loader allocates); 0 = none */
 } tp_load_opts;
 
 /* Load a GGUF file or a Hugging Face folder (a directory). */
 tp_model *tp_model_load(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err); /* model/hf.c */
+/* The host's weights into the CPU kernels' layouts (huge pages, interleaved
+ * tiles; model.c), after the device decision; tempo_model_open calls it. */
+void tp_model_place_weights(tp_model *m);
 void tp_model_free(tp_model *m);
 
 /* Size of the model's weights without loading it (for the memory check before loading). */
@@ -75,7 +86,7 @@ int64_t tp_model_file_bytes(const char *path, char *err);
 
 /* Register a heap buffer the model owns (freed with the model, counted in owned_bytes). */
 void tp_model_own(tp_model *m, void *p, size_t bytes);
-/* Finish a loaded model: rope tables, thread pool, matmul context, work buffers. */
+/* Finish a loaded model: the rope tables. */
 int tp_model_finish(tp_model *m, const tp_load_opts *opts, char *err);
 
 /* ---- forward ---- */
@@ -101,12 +112,53 @@ typedef struct {
      * attn[i * (n0 + n) + j] = sum_l layer_weights[l] * mean_heads A_l(i -> j). */
     const float *layer_weights;
     float *attn;
+    /* Optional TEMPO mixture (design/tempo-semantics.md section 4), computed by a GPU backend
+     * (model/backend.h) that runs every layer and the output head: with mix [n] (the members'
+     * weights, summing to 1) and probs [n_vocab], probs = sum_i mix[i] * softmax(logits of token i),
+     * so only this distribution comes back to the host (logits may be NULL). tp_forward does not
+     * read them. */
+    const float *mix;
+    float *probs;
 } tp_batch;
 
-/* Run the batch, append n slots to kv. 0 on success; -1 with err (e.g. cache full). */
-int tp_forward(tp_model *m, tp_kv *kv, const tp_batch *b, char *err);
+/* The mutable side of a forward pass: a thread pool, the matmul context and the work buffers for
+ * up to max_batch tokens at once over up to max_ctx cached slots. One per session (the model stays
+ * immutable); a forward pass uses one context at a time. */
+typedef struct tp_compute tp_compute;
 
-/* Bytes of the forward work buffers (for memory accounting). */
-size_t tp_forward_work_bytes(const tp_model *m);
+/* n_threads <= 0: all online cores; max_batch <= 0: TP_MATMUL_MAX_BATCH. */
+tp_compute *tp_compute_new(const tp_model *m, int n_threads, int max_batch, int max_ctx, char *err);
+void tp_compute_free(tp_compute *c);
+int tp_compute_threads(const tp_compute *c);
+int tp_compute_max_ctx(const tp_compute *c);
+/* Heap bytes the context holds, and what tp_compute_new would allocate (for the budget before allocating). */
+size_t tp_compute_bytes(const tp_compute *c);
+size_t tp_compute_estimate_bytes(const tp_model *m, int n_threads, int max_batch, int max_ctx);
+/* Give the context a logits buffer for batches of several sequences (max_batch rows over the
+ * vocabulary), so the output matrix is read once per chunk for all of them. Idempotent. */
+int tp_compute_enable_multi(tp_compute *c, char *err);
+size_t tp_compute_multi_bytes(const tp_model *m, int max_batch);
+
+/* Run the batch, append n slots to kv. 0 on success; -1 with err (e.g. cache full). */
+int tp_forward(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, char *err);
+
+/* Several sequences in one pass: each weight is read once for all of their tokens, while every
+ * token attends within its own sequence's cache (its own positions and visibility). A sequence
+ * whose batch uses TP_VIS_SET or a mask is never split across chunks (so it must hold at most
+ * max_batch tokens when n > 1). Logits of several sequences need tp_compute_enable_multi. */
+typedef struct {
+    tp_kv *kv;
+    const tp_batch *b;
+} tp_fwd_seq;
+int tp_forward_multi(tp_model *m, tp_compute *c, const tp_fwd_seq *seqs, int n, char *err);
+
+/* The CPU half of a batch whose first layers ran on a GPU (src/gpu): batch tokens c0..c0+nb-1
+ * (nb <= the context's max_batch) went through layers [0, l0) elsewhere; x [nb][dim] holds their
+ * hidden states and their slots are in kv already (kv->n == n0 + c0 + nb, n0 = the slot count
+ * before the batch). Runs layers [l0, n_layers) and the output head exactly as tp_forward does:
+ * K/V of those layers stored, their share added to b->attn (cleared by the caller), the logits
+ * of these tokens written to b->logits as tp_forward writes them. */
+int tp_forward_layers(tp_model *m, tp_compute *c, tp_kv *kv, const tp_batch *b, int n0, int c0, int nb, int l0,
+                      const float *x, char *err);
 
 #endif

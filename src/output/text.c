@@ -10,10 +10,13 @@
 #include "core/common.h"
 
 void tp_str_append(tp_str *s, const char *p, size_t n) {
+    if (s->failed) return;
     if (s->len + n + 1 > s->cap) {
         size_t cap = s->cap ? s->cap : 256;
         while (cap < s->len + n + 1) cap *= 2;
-        s->buf = tp_xrealloc(s->buf, cap);
+        char *more = realloc(s->buf, cap);
+        if (!more) { s->failed = true; return; }
+        s->buf = more;
         s->cap = cap;
     }
     memcpy(s->buf + s->len, p, n);
@@ -31,7 +34,8 @@ void tp_str_printf(tp_str *s, const char *fmt, ...) {
     va_end(ap);
     if (n < 0) return;
     if ((size_t)n < sizeof tmp) { tp_str_append(s, tmp, (size_t)n); return; }
-    char *big = tp_xmalloc((size_t)n + 1);
+    char *big = malloc((size_t)n + 1);
+    if (!big) { s->failed = true; return; }
     va_start(ap, fmt);
     vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -40,9 +44,11 @@ void tp_str_printf(tp_str *s, const char *fmt, ...) {
 }
 
 char *tp_str_take(tp_str *s) {
-    char *r = s->buf ? s->buf : tp_xstrdup("");
+    char *r = s->failed ? NULL : s->buf ? s->buf : strdup("");
+    if (s->failed) free(s->buf);
     s->buf = NULL;
     s->len = s->cap = 0;
+    s->failed = false;
     return r;
 }
 
@@ -52,7 +58,7 @@ const char *tp_text_color(int j) {
 }
 
 static void append_member(tp_str *s, const tempo_token *t, bool show_ids) {
-    if (t->text) tp_str_cat(s, t->text);
+    if (t->text) tp_text_display_append(s, t->text);
     if (show_ids) tp_str_printf(s, "(%d)", (int)t->token_id);
 }
 
@@ -78,6 +84,22 @@ void tp_text_append_step(tp_str *s, const tempo_step *st, bool color, bool show_
     tp_str_cat(s, "]");
 }
 
+void tp_text_append_step_raw(tp_str *s, const tempo_step *st, bool show_ids) {
+    int alive = 0;
+    for (int j = 0; j < st->n_tokens; j++) alive += !st->tokens[j].pruned;
+    bool bracket = alive > 1, first = true;
+    if (bracket) tp_str_cat(s, "[");
+    for (int j = 0; j < st->n_tokens; j++) {
+        const tempo_token *t = &st->tokens[j];
+        if (t->pruned) continue;
+        if (!first) tp_str_cat(s, "/");
+        first = false;
+        if (t->text) tp_str_cat(s, t->text);
+        if (show_ids) tp_str_printf(s, "(%d)", (int)t->token_id);
+    }
+    if (bracket) tp_str_cat(s, "]");
+}
+
 const tempo_token *tp_text_clean_member(const tempo_step *st) {
     const tempo_token *best = NULL;
     for (int j = 0; j < st->n_tokens; j++) {
@@ -90,11 +112,22 @@ const tempo_token *tp_text_clean_member(const tempo_step *st) {
     return best;
 }
 
+/* The bytes of a whole text made readable at once: a character whose bytes came in several
+ * single-token steps reads as the character, and only bytes that stay invalid show as <0xNN>. */
+static char *display_of(tp_str *raw) {
+    char *r = tp_str_take(raw);
+    if (!r) return NULL;
+    tp_str s = { 0 };
+    tp_text_display_append(&s, r);
+    free(r);
+    return tp_str_take(&s);
+}
+
 char *tp_text_generated(const char *prompt, const tempo_step *steps, int n, bool show_ids) {
     tp_str s = { 0 };
     tp_str_cat(&s, prompt ? prompt : "");
-    for (int k = 0; k < n; k++) tp_text_append_step(&s, &steps[k], false, show_ids);
-    return tp_str_take(&s);
+    for (int k = 0; k < n; k++) tp_text_append_step_raw(&s, &steps[k], show_ids);
+    return display_of(&s);
 }
 
 char *tp_text_clean(const char *prompt, const tempo_step *steps, int n) {
@@ -104,7 +137,7 @@ char *tp_text_clean(const char *prompt, const tempo_step *steps, int n) {
         const tempo_token *t = tp_text_clean_member(&steps[k]);
         if (t && t->text) tp_str_cat(&s, t->text);
     }
-    return tp_str_take(&s);
+    return display_of(&s);
 }
 
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one. */
@@ -126,6 +159,32 @@ static int utf8_len(const unsigned char *p) {
     return n;
 }
 
+void tp_text_display_append(tp_str *out, const char *s) {
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    tp_str_append(out, "", 0);
+    while (*p) {
+        int n = utf8_len(p);
+        if (n) { tp_str_append(out, (const char *)p, (size_t)n); p += n; }
+        else { tp_str_printf(out, "<0x%02X>", (unsigned)*p); p++; }
+    }
+}
+
+bool tp_text_is_utf8(const char *s) {
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        int n = utf8_len(p);
+        if (!n) return false;
+        p += n;
+    }
+    return true;
+}
+
+char *tempo_token_display(const char *text) {
+    tp_str s = { 0 };
+    tp_text_display_append(&s, text);
+    return tp_str_take(&s);
+}
+
 char *tp_utf8_sanitize(const char *s) {
     tp_str out = { 0 };
     const unsigned char *p = (const unsigned char *)(s ? s : "");
@@ -142,4 +201,17 @@ char *tempo_step_text(const tempo_step *st, bool color, bool show_token_ids) {
     tp_str s = { 0 };
     tp_text_append_step(&s, st, color, show_token_ids);
     return tp_str_take(&s);
+}
+
+const char *tempo_stop_reason_name(tempo_stop_reason r) {
+    switch (r) {
+    case TEMPO_STOP_NONE: return "none";
+    case TEMPO_STOP_MAX_TOKENS: return "max_tokens";
+    case TEMPO_STOP_EOS: return "eos";
+    case TEMPO_STOP_MEMORY_LIMIT: return "memory_limit";
+    case TEMPO_STOP_CACHE_LIMIT: return "cache_limit";
+    case TEMPO_STOP_ERROR: return "error";
+    case TEMPO_STOP_INTERRUPTED: return "interrupted";
+    }
+    return "error";
 }

@@ -8,12 +8,17 @@
 #include "tempo/select.h"
 
 tp_sampler *tp_sampler_new(const tp_sampler_params *p, int n_vocab) {
-    tp_sampler *s = tp_xcalloc(1, sizeof *s);
+    tp_sampler *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
     s->p = *p;
     s->n_vocab = n_vocab;
-    s->idx = tp_xmalloc(sizeof(int32_t) * (size_t)n_vocab);
-    s->val = tp_xmalloc(sizeof(float) * (size_t)n_vocab);
-    s->mark = tp_xcalloc((size_t)n_vocab, 1);
+    s->idx = malloc(sizeof(int32_t) * (size_t)n_vocab);
+    s->val = malloc(sizeof(float) * (size_t)n_vocab);
+    s->mark = calloc((size_t)n_vocab, 1);
+    if (!s->idx || !s->val || !s->mark) {
+        tp_sampler_free(s);
+        return NULL;
+    }
     tp_rng_seed(&s->rng, p->seed);
     return s;
 }

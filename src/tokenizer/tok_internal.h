@@ -2,7 +2,9 @@
  * lookup, special tokens, decoding), spm.c, bpe.c and hf_json.c. Not part of the API.
  *
  * Building a tokenizer (both the GGUF and the tokenizer.json paths):
- *   t = tp_tok_new(kind, n_vocab, source);      all tokens UNUSED "" until set
+ *   tp_tok_build_bytes(n_vocab, text_bytes, n_merges)  what building will allocate:
+ *                                                charge it to the ledger first
+ *   t = tp_tok_new(kind, n_vocab, text_bytes, source);  all tokens UNUSED "" until set
  *   tp_tok_set_token(t, id, text, len, score, type) for each token
  *   tp_tok_index(t)                              builds the text -> id hash
  *   tp_tok_add_merge(t, left, right, rank)       BPE only, after tp_tok_index
@@ -48,6 +50,9 @@ typedef struct {
 struct tokenizer {
     tok_kind kind;
     int n_vocab;
+    /* Random per tokenizer, mixed into both hash tables: a crafted vocabulary or
+     * merge list cannot pile its entries into one probe chain (O(n^2) build). */
+    uint64_t seed;
     char src[160];          /* file name, for messages */
 
     /* vocabulary: text of token i is arena + off[i] (NUL-terminated), len[i] bytes */
@@ -81,9 +86,22 @@ struct tokenizer {
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
 
     pcre2_code *re;         /* BPE pre-tokenizer split */
+
+    char *chat_template;    /* the model's Jinja chat template (malloc'ed), NULL if none */
 };
 
-tokenizer *tp_tok_new(tok_kind kind, int n_vocab, const char *source);
+/* text_bytes: the sum of the token texts' lengths (sizes the text arena once;
+ * more still works, by growing it). */
+tokenizer *tp_tok_new(tok_kind kind, int n_vocab, size_t text_bytes, const char *source);
+/* Upper bound of the bytes building a tokenizer of n_vocab tokens with
+ * text_bytes of text and n_merges merges allocates (tables, text, pieces,
+ * special list, regex). */
+size_t tp_tok_build_bytes(size_t n_vocab, size_t text_bytes, size_t n_merges);
+/* The largest vocabulary and merge list a tokenizer may have (ids and ranks are
+ * int, text offsets uint32). */
+#define TP_TOK_MAX_TOKENS (1 << 30)
+#define TP_TOK_MAX_MERGES (1 << 28)
+#define TP_TOK_MAX_TEXT   ((size_t)1 << 31)
 void tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type);
 void tp_tok_index(tokenizer *t);
 int tp_tok_lookup(const tokenizer *t, const char *text, size_t len);

@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
+#include "core/checked.h"
 #include "core/common.h"
 #include "format/gguf.h"
 
@@ -60,8 +63,8 @@ tok_bigram tp_tok_heap_pop(tok_heap *h) {
 
 /* ---------- vocabulary ---------- */
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+static uint64_t hash_bytes(uint64_t seed, const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull ^ seed; /* FNV-1a from a random start */
     for (size_t i = 0; i < n; i++) {
         h ^= (uint8_t)s[i];
         h *= 0x100000001b3ull;
@@ -75,13 +78,34 @@ static uint32_t pow2_at_least(size_t n) {
     return c;
 }
 
-tokenizer *tp_tok_new(tok_kind kind, int n_vocab, const char *source) {
+static uint64_t random_seed(void) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+        struct timespec ts; /* no entropy yet (early boot): the clock is still unknown to a file's author */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&s;
+    }
+    return s;
+}
+
+size_t tp_tok_build_bytes(size_t n_vocab, size_t text_bytes, size_t n_merges) {
+    /* arena and pieces: the text twice, a NUL per token; per token: off, len,
+     * score, type, eog (14), hash <= 16, poff/plen 8, special keys and list 12,
+     * a loader's temporary text pointer, length and type 13 (64 covers these);
+     * per merge: a slot of 16 bytes at load <= 1/2, so <= 64; the regex and its
+     * JIT code about 256 KB. */
+    size_t text = tp_mul_sat(tp_add_sat(text_bytes, n_vocab), 2);
+    return tp_add_sat(tp_add_sat(text, tp_mul_sat(n_vocab, 64)), tp_add_sat(tp_mul_sat(n_merges, 64), 1 << 20));
+}
+
+tokenizer *tp_tok_new(tok_kind kind, int n_vocab, size_t text_bytes, const char *source) {
     tokenizer *t = tp_xcalloc(1, sizeof *t);
     t->kind = kind;
     t->n_vocab = n_vocab;
+    t->seed = random_seed();
     snprintf(t->src, sizeof t->src, "%s", source ? source : "tokenizer");
     size_t n = (size_t)n_vocab;
-    t->arena_cap = 1 << 16;
+    t->arena_cap = text_bytes + n + 64;
     t->arena = tp_xmalloc(t->arena_cap);
     t->arena[0] = 0; /* every token starts as "" at offset 0 */
     t->arena_len = 1;
@@ -117,7 +141,7 @@ void tp_tok_index(tokenizer *t) {
     for (int id = 0; id < t->n_vocab; id++) {
         const char *s = t->arena + t->off[id];
         uint32_t n = t->len[id];
-        uint32_t h = (uint32_t)hash_bytes(s, n) & t->hash_mask;
+        uint32_t h = (uint32_t)hash_bytes(t->seed, s, n) & t->hash_mask;
         for (;; h = (h + 1) & t->hash_mask) {
             int32_t o = t->hash[h];
             if (o < 0) { t->hash[h] = id; break; }
@@ -128,7 +152,7 @@ void tp_tok_index(tokenizer *t) {
 }
 
 int tp_tok_lookup(const tokenizer *t, const char *text, size_t len) {
-    uint32_t h = (uint32_t)hash_bytes(text, len) & t->hash_mask;
+    uint32_t h = (uint32_t)hash_bytes(t->seed, text, len) & t->hash_mask;
     for (;; h = (h + 1) & t->hash_mask) {
         int32_t o = t->hash[h];
         if (o < 0) return -1;
@@ -142,8 +166,8 @@ int tp_tok_valid_id(const tokenizer *t, int64_t id) {
 
 /* ---------- BPE merges ---------- */
 
-static uint32_t merge_slot(uint64_t key, uint32_t mask) {
-    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+static uint32_t merge_slot(const tokenizer *t, uint64_t key) {
+    return (uint32_t)(((key ^ t->seed) * 0x9E3779B97F4A7C15ull) >> 32) & t->mmask;
 }
 
 void tp_tok_reserve_merges(tokenizer *t, size_t n) {
@@ -167,7 +191,7 @@ void tp_tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, siz
     int32_t res = tp_tok_lookup(t, cat, ll + rl);
     if (cat != buf) free(cat);
     uint64_t key = ((uint64_t)(uint32_t)li << 32 | (uint32_t)ri) + 1;
-    for (uint32_t h = merge_slot(key, t->mmask);; h = (h + 1) & t->mmask) {
+    for (uint32_t h = merge_slot(t, key);; h = (h + 1) & t->mmask) {
         if (t->mkey[h] == key) return; /* the first (lowest-rank) one wins */
         if (t->mkey[h] == 0) {
             t->mkey[h] = key;
@@ -190,7 +214,7 @@ bool tp_tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank) {
 bool tp_tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res) {
     if (l < 0 || r < 0 || !t->mkey) return false;
     uint64_t key = ((uint64_t)(uint32_t)l << 32 | (uint32_t)r) + 1;
-    for (uint32_t h = merge_slot(key, t->mmask);; h = (h + 1) & t->mmask) {
+    for (uint32_t h = merge_slot(t, key);; h = (h + 1) & t->mmask) {
         if (t->mkey[h] == key) { *rank = t->mrank[h]; *res = t->mres[h]; return true; }
         if (t->mkey[h] == 0) return false;
     }
@@ -306,6 +330,7 @@ void tp_tokenizer_free(tokenizer *t) {
     free(t->mkey); free(t->mrank); free(t->mres);
     free(t->pieces); free(t->poff); free(t->plen);
     free(t->special);
+    free(t->chat_template);
     if (t->re) pcre2_code_free(t->re);
     free(t);
 }
@@ -318,6 +343,7 @@ int tp_tokenizer_bos(const tokenizer *t) { return t->bos; }
 int tp_tokenizer_eos(const tokenizer *t) { return t->eos; }
 int tp_tokenizer_eot(const tokenizer *t) { return t->eot; }
 bool tp_tokenizer_adds_bos(const tokenizer *t) { return t->add_bos && t->bos >= 0; }
+const char *tp_tokenizer_chat_template(const tokenizer *t) { return t->chat_template; }
 bool tp_tokenizer_is_eog(const tokenizer *t, int id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
 
 void tp_tokenizer_add_eog(tokenizer *t, int id) {
@@ -486,6 +512,16 @@ static bool read_flag(const gguf_file *f, tokenizer *t, const char *key, bool *o
     return true;
 }
 
+/* tokenizer.chat_template: kept as text for src/chat (the model's chat format). */
+static bool read_chat_template(const gguf_file *f, tokenizer *t, char *err) {
+    static const char key[] = "tokenizer.chat_template";
+    const gguf_kv *kv = tp_gguf_find(f, key);
+    if (!kv) return true;
+    if (kv->value.type != GGUF_STRING) return tp_fail(err, "%s: %s is not a string", t->src, key), false;
+    t->chat_template = tp_gguf_get_string(f, key);
+    return true;
+}
+
 static const gguf_value *find_array(const gguf_file *f, const char *path, const char *key, bool numeric,
                                     uint64_t want, bool required, bool *bad, char *err) {
     const gguf_kv *kv = tp_gguf_find(f, key);
@@ -514,39 +550,42 @@ static const gguf_value *find_array(const gguf_file *f, const char *path, const 
 }
 
 tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
+    return tp_tokenizer_from_gguf_ex(f, 0, NULL, err);
+}
+
+tokenizer *tp_tokenizer_from_gguf_ex(const struct gguf_file *f, int max_vocab, tp_ledger *led, char *err) {
     const char *path = f && f->path ? f->path : "gguf";
     if (!f) return tp_fail(err, "tokenizer: no GGUF file"), NULL;
-    char *model = tp_gguf_get_string(f, "tokenizer.ggml.model");
-    if (!model) return tp_fail(err, "%s: tokenizer.ggml.model missing", path), NULL;
+    char name[64];
+    if (tp_gguf_get_str(f, "tokenizer.ggml.model", name, sizeof name) < 0)
+        return tp_fail(err, "%s: tokenizer.ggml.model missing", path), NULL;
     tok_kind kind;
-    if (strcmp(model, "llama") == 0) kind = TOK_SPM;
-    else if (strcmp(model, "gpt2") == 0) kind = TOK_BPE;
-    else {
-        tp_fail(err, "%s: tokenizer.ggml.model '%s' not supported (llama or gpt2)", path, model);
-        free(model);
-        return NULL;
-    }
-    free(model);
+    if (tp_gguf_str_is(f, "tokenizer.ggml.model", "llama")) kind = TOK_SPM;
+    else if (tp_gguf_str_is(f, "tokenizer.ggml.model", "gpt2")) kind = TOK_BPE;
+    else return tp_fail(err, "%s: tokenizer.ggml.model '%s' not supported (llama or gpt2)", path, name), NULL;
 
     if (kind == TOK_BPE) {
-        char *pre = tp_gguf_get_string(f, "tokenizer.ggml.pre");
-        bool ok = pre && (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0 ||
-                          strcmp(pre, "llama-v3") == 0);
+        const char *key = "tokenizer.ggml.pre";
+        bool ok = tp_gguf_str_is(f, key, "llama-bpe") || tp_gguf_str_is(f, key, "llama3") ||
+                  tp_gguf_str_is(f, key, "llama-v3");
         if (!ok) {
-            tp_fail(err, "%s: tokenizer.ggml.pre '%s' not supported for gpt2 (llama-bpe or llama3)", path,
-                    pre ? pre : "(missing)");
-            free(pre);
-            return NULL;
+            bool has = tp_gguf_get_str(f, key, name, sizeof name) >= 0;
+            return tp_fail(err, "%s: tokenizer.ggml.pre '%s' not supported for gpt2 (llama-bpe or llama3)", path,
+                           has ? name : "(missing)"), NULL;
         }
-        free(pre);
     }
 
     bool bad;
     const gguf_value *toks = find_array(f, path, "tokenizer.ggml.tokens", false, 0, true, &bad, err);
     if (!toks) return NULL;
     uint64_t n = toks->v.arr.count;
-    if (n == 0 || n > (1u << 30)) return tp_fail(err, "%s: tokenizer.ggml.tokens has %llu entries", path,
-                                                 (unsigned long long)n), NULL;
+    if (n == 0 || n > TP_TOK_MAX_TOKENS) return tp_fail(err, "%s: tokenizer.ggml.tokens has %llu entries", path,
+                                                        (unsigned long long)n), NULL;
+    /* the vocabulary indexes the embedding: more tokens than rows is an error
+     * before anything is sized by the count */
+    if (max_vocab > 0 && n > (uint64_t)max_vocab)
+        return tp_fail(err, "%s: tokenizer has %llu tokens but token_embd.weight has %d rows", path,
+                       (unsigned long long)n, max_vocab), NULL;
     const gguf_value *scores = find_array(f, path, "tokenizer.ggml.scores", true, n, false, &bad, err);
     if (bad) return NULL;
     const gguf_value *types = find_array(f, path, "tokenizer.ggml.token_type", true, n, false, &bad, err);
@@ -557,7 +596,17 @@ tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
         if (!merges) return NULL;
     }
 
-    tokenizer *t = tp_tok_new(kind, (int)n, path);
+    size_t text_bytes = 0;
+    for (uint64_t i = 0; i < n; i++) text_bytes = tp_add_sat(text_bytes, (size_t)tp_gguf_arr_str(toks, i).len);
+    uint64_t nm = merges ? merges->v.arr.count : 0;
+    if (text_bytes > TP_TOK_MAX_TEXT || nm > TP_TOK_MAX_MERGES)
+        return tp_fail(err, "%s: tokenizer of %llu bytes of text and %llu merges is larger than tempo reads (%zu, %d)",
+                       path, (unsigned long long)text_bytes, (unsigned long long)nm, TP_TOK_MAX_TEXT,
+                       TP_TOK_MAX_MERGES), NULL;
+    char label[TP_ERR_LEN / 2];
+    snprintf(label, sizeof label, "%.200s: the tokenizer", path);
+    if (tp_ledger_charge(led, tp_tok_build_bytes((size_t)n, text_bytes, (size_t)nm), label, err)) return NULL;
+    tokenizer *t = tp_tok_new(kind, (int)n, text_bytes, path);
     for (uint64_t i = 0; i < n; i++) {
         gguf_str s = tp_gguf_arr_str(toks, i);
         float sc = scores ? (float)tp_gguf_arr_float(scores, i) : 0.0f;
@@ -576,7 +625,6 @@ tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
     } else {
         t->add_bos = true; /* Llama 3 */
         t->ignore_merges = true;
-        uint64_t nm = merges->v.arr.count;
         tp_tok_reserve_merges(t, (size_t)nm);
         for (uint64_t i = 0; i < nm; i++) {
             gguf_str s = tp_gguf_arr_str(merges, i);
@@ -597,6 +645,7 @@ tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err) {
               read_flag(f, t, "tokenizer.ggml.add_bos_token", &t->add_bos, err) &&
               read_flag(f, t, "tokenizer.ggml.add_eos_token", &t->add_eos, err) &&
               (kind != TOK_SPM || read_flag(f, t, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err)) &&
+              read_chat_template(f, t, err) &&
               tp_tok_finish(t, err);
     if (!ok) { tp_tokenizer_free(t); return NULL; }
     return t;

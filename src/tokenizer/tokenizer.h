@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct gguf_file;
+struct tp_ledger;
 
 typedef enum { TOK_SPM = 1, TOK_BPE = 2 } tok_kind;
 
@@ -27,10 +28,20 @@ typedef enum { TOK_SPM = 1, TOK_BPE = 2 } tok_kind;
 enum { TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER = 4, TOKT_UNUSED = 5, TOKT_BYTE = 6 };
 
 typedef struct tokenizer tokenizer;
+typedef struct tokenizer tp_tokenizer;
 
 tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err);
 /* dir holds tokenizer.json (required) and tokenizer_config.json (optional). */
 tokenizer *tp_tokenizer_from_hf(const char *dir, char *err);
+/* The same, for a model: every token id must be below max_vocab (the embedding's
+ * rows; checked before anything is sized by an id), and what building costs is
+ * charged to led first (both may be 0 / NULL: no model, no limit). Without
+ * max_vocab a tokenizer.json's ids may leave at most as many gaps as it has
+ * entries (its size comes from its entries, not from its largest id).
+ * tokenizer.json is read in one streaming pass (format/json.h): memory is the
+ * file plus what the tokenizer keeps, whatever the file holds. */
+tokenizer *tp_tokenizer_from_gguf_ex(const struct gguf_file *f, int max_vocab, struct tp_ledger *led, char *err);
+tokenizer *tp_tokenizer_from_hf_ex(const char *dir, int max_vocab, struct tp_ledger *led, char *err);
 void tp_tokenizer_free(tokenizer *t);
 
 tok_kind tp_tokenizer_kind(const tokenizer *t);
@@ -68,5 +79,11 @@ const char *tp_tokenizer_token_text(const tokenizer *t, int id);
 int tp_tokenizer_token_type(const tokenizer *t, int id);
 /* Id of an exact vocabulary string, or -1. */
 int tp_tokenizer_find(const tokenizer *t, const char *text);
+
+/* The model's chat template (Jinja text, for src/chat to recognise), NULL if it has
+ * none: GGUF tokenizer.chat_template; in a Hugging Face folder the file
+ * chat_template.jinja, else tokenizer_config.json's chat_template (a string, or the
+ * "default" entry of a list of {name, template}). */
+const char *tp_tokenizer_chat_template(const tokenizer *t);
 
 #endif

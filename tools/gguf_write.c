@@ -5,7 +5,7 @@
  * Invalid input is remembered (first error wins) and reported by save, so that
  * callers can build a file with a chain of calls and check once.
  */
-#include "format/gguf.h"
+#include "tools/gguf_write.h"
 
 #include "core/common.h"
 #include "tensor/dtype.h"
