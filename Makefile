@@ -236,8 +236,11 @@ build/asan/test_faults: build/asan/tests/faults/test_faults.o build/asan/libtemp
 build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $< build/asan/libtempo.a $(DEPLIBS)
 
-build/bench: bench/bench.c build/libtempo_tools.a build/libtempo.a
+build/bench: bench/bench.c bench/probe.h build/libtempo_tools.a build/libtempo.a
 	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
+
+build/kernel_timing: bench/kernel_timing.c bench/probe.h build/libtempo.a
+	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo.a $(DEPLIBS)
 
 build/bench_spill: bench/spill.c build/libtempo_tools.a build/libtempo.a
 	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)

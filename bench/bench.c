@@ -1,24 +1,36 @@
-/* bench.c: `make bench`: speed of the engine on a Llama-3.2-1B-shaped model.
+/* bench.c: `make bench`: speed of the engine on a Llama-3.2-1B-shaped model,
+ * against the machine's roofline.
  *
  * Writes random-weight GGUF files of Llama-3.2-1B shape (dim 2048, 16 layers,
  * 32 heads, 8 KV heads, ffn 8192, the real Llama 3 vocabulary of 128256 tokens,
  * tied embeddings) in F16, Q8_0 and Q4_0 with tempo's own GGUF writer into a
- * temporary folder, measures this machine's memory read bandwidth in the same
- * run, and prints for each file:
- *   - prompt tokens/s (one 64-token batch),
- *   - decode tokens/s (median of single-token steps),
- *   - the bandwidth bound: bandwidth / weight bytes read per token, and the ratio.
- * Then the TEMPO table on the Q8_0 file: time per full step (selection, one
- * batched forward of the set, mixture) against the set width k = 1, 2, 4, 8, 16
- * (forced widths), and steps/s of a real TEMPO run through the public API.
+ * temporary folder, and measures the machine in the same run (bench/probe.h):
+ * read bandwidth and the int8-dot and f32-FMA peaks at every SIMD level the CPU
+ * has, with the bench's threads (median and best of several passes).
  *
- * Last, the memory table on the Q4_0 file: the measured peak resident set of
- * real runs (build/tempo as a child process) against max tokens 100, 1000, 4000
- * and set width, next to the engine's estimate.
+ * Then for each file and each SIMD level:
+ *   - a 64-token prompt (one causal batch; logits of the last token only);
+ *   - TEMPO steps of k = 1, 2, 4, 8, 16 members (forced widths; a full step:
+ *     selection, one batched forward of the set, mixture), k = 1 being decode;
+ * each against its roofline, the time it cannot beat:
+ *     max(weight bytes / bandwidth, multiply-adds / compute peak)
+ * with the best probe figures (probed again right before each table, so that
+ * a ratio compares figures taken together), where the multiply-adds are the weights' count
+ * times the tokens whose products are computed (attention, norms and
+ * selection are not counted: they are the part of a step above the roofline).
+ * A figure over 100% means a probe did not find the machine's peak and is
+ * flagged as a probe error. The table says which file it timed (the weight
+ * type of the loaded model).
  *
- *   build/bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0] [--no-memory] [--quick]
+ * Then steps/s of a real TEMPO run (Q8_0 file), and the memory table on the
+ * Q4_0 file: the measured peak resident set of real runs (build/tempo as a
+ * child process) against max tokens 100, 1000, 4000 and set width, next to the
+ * engine's estimate.
+ *
+ *   build/bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0] [--level avx512|avx2|generic]
+ *               [--no-memory] [--quick]
  * (--quick leaves out the 4000-token memory run, which takes several minutes.)
- * Timings are medians; the machine is shared, so compare ratios within one run.
+ * Timings are medians; the machine may be shared, so compare ratios within one run.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +46,7 @@
 #include "memory/memory.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
+#include "probe.h"
 
 #define DIM 2048
 #define LAYERS 16
@@ -43,53 +56,6 @@
 #define FFN 8192
 #define CTX 16384
 #define VOCAB_GGUF "../shared/tokenizer-tests/generated/ggml-vocab-llama3-from-tokenizer-json.gguf"
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* ---- memory read bandwidth ---- */
-typedef struct { const uint64_t *buf; size_t n; uint64_t sums[64]; } bw_job;
-
-/* Sums 64-byte lines with wide vector adds (GCC vector extension), so the loop is
- * limited by memory, not by the adds. */
-typedef uint64_t v4u64 __attribute__((vector_size(32)));
-static void bw_task(void *ctx, int ith, int nth) {
-    bw_job *j = ctx;
-    size_t n = j->n / 8; /* 64-byte lines */
-    size_t per = n / (size_t)nth, a = per * (size_t)ith, b = ith == nth - 1 ? n : a + per;
-    const v4u64 *p = (const v4u64 *)j->buf;
-    v4u64 s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
-    for (size_t i = a; i + 2 <= b; i += 2) {
-        s0 += p[2 * i]; s1 += p[2 * i + 1]; s2 += p[2 * i + 2]; s3 += p[2 * i + 3];
-    }
-    v4u64 s = s0 + s1 + s2 + s3;
-    j->sums[ith % 64] = s[0] + s[1] + s[2] + s[3];
-}
-
-static double measure_bandwidth(tp_pool *pool) {
-    size_t bytes = (size_t)1 << 30;
-    uint64_t *buf = tp_alloc_aligned(bytes);
-    if (!buf) return 0;
-    bw_job j = { buf, bytes / 8, {0} };
-    for (size_t i = 0; i < j.n; i++) buf[i] = i;
-    /* The bound is a ceiling, so take the fastest of several passes: on a shared
-     * machine a median would understate what the memory can deliver. */
-    double best = 1e30;
-    for (int r = 0; r < 9; r++) {
-        double t0 = tp_now();
-        tp_pool_run(pool, bw_task, &j);
-        double dt = tp_now() - t0;
-        if (dt < best) best = dt;
-    }
-    tp_free_aligned(buf);
-    return (double)bytes / best;
-}
 
 /* ---- random-weight model files ---- */
 typedef struct { uint32_t type; uint64_t seed; float scale; float *tmp; size_t n; } rand_rows;
@@ -174,18 +140,22 @@ static int write_model(const char *path, uint32_t type, char *err) {
     return rc;
 }
 
-/* Weight bytes one decode token streams: every layer matrix plus the output matrix. */
-static double bytes_per_token(const tp_model *m) {
-    double b = 0;
-    const tp_weight *ws[7];
+/* Weight bytes one step streams (every layer matrix plus the output matrix),
+ * and the multiply-adds per token of the layers and of the output. */
+static void weight_counts(const tp_model *m, double *bytes, double *layer_macs, double *out_macs) {
+    double b = 0, lm = 0;
     for (int l = 0; l < m->hp.n_layers; l++) {
         const tp_layer *L = &m->layers[l];
-        ws[0] = &L->wq; ws[1] = &L->wk; ws[2] = &L->wv; ws[3] = &L->wo;
-        ws[4] = &L->w_gate; ws[5] = &L->w_up; ws[6] = &L->w_down;
-        for (int i = 0; i < 7; i++) b += (double)tp_dtype_row_bytes(ws[i]->type, (size_t)ws[i]->n_in) * ws[i]->n_out;
+        const tp_weight *ws[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (int i = 0; i < 7; i++) {
+            b += (double)tp_dtype_row_bytes(ws[i]->type, (size_t)ws[i]->n_in) * ws[i]->n_out;
+            lm += (double)ws[i]->n_in * ws[i]->n_out;
+        }
     }
     b += (double)tp_dtype_row_bytes(m->output.type, (size_t)m->output.n_in) * m->output.n_out;
-    return b;
+    *bytes = b;
+    *layer_macs = lm;
+    *out_macs = (double)m->output.n_in * m->output.n_out;
 }
 
 static tp_compute *bench_compute; /* the bench's one compute context (threads, buffers) */
@@ -200,60 +170,85 @@ static int forward_n(tp_model *m, tp_kv *kv, int n, int pos0, bool same_pos, tp_
     return 0;
 }
 
-static void bench_file(const char *label, const char *path, int threads, double bw) {
+/* the machine, per SIMD level (bench/probe.h) */
+typedef struct {
+    const char *name;
+    probe_rate bw, i8, f32;
+} level_probe;
+
+static int g_probe_error; /* some figure passed 100% */
+
+static const char *pct(double roof_s, double t_s) {
+    static char buf[8][16];
+    static int k;
+    char *o = buf[k++ & 7];
+    double p = 100.0 * roof_s / t_s;
+    if (p > 100.0) g_probe_error = 1;
+    snprintf(o, 16, "%5.0f%%%s", p, p > 100.0 ? "!" : " ");
+    return o;
+}
+
+typedef struct {
+    double bytes, layer_macs, out_macs;
+    uint32_t type;
+    char label[16];
+} file_info;
+
+/* Loads the file, reads what it holds, times a 64-token prompt. */
+static int bench_prompt(const char *path, int threads, const level_probe *lp, file_info *fi) {
     char err[TP_ERR_LEN];
     tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
-    if (!m) { fprintf(stderr, "bench: %s\n", err); return; }
+    if (!m) { fprintf(stderr, "bench: %s\n", err); return -1; }
+    tp_model_place_weights(m); /* as tempo_model_open does */
     bench_compute = tp_compute_new(m, threads, 0, 1024, err);
-    if (!bench_compute) { fprintf(stderr, "bench: %s\n", err); tp_model_free(m); return; }
-    /* fault the mapping in so the first timings do not measure the disk */
+    if (!bench_compute) { fprintf(stderr, "bench: %s\n", err); tp_model_free(m); return -1; }
+    weight_counts(m, &fi->bytes, &fi->layer_macs, &fi->out_macs);
+    fi->type = m->layers[0].wq.type;
+    snprintf(fi->label, sizeof fi->label, "%s", tp_dtype_name(fi->type));
+    /* fault every page in so the first timings do not measure the disk */
     volatile uint8_t sink = 0;
     for (size_t i = 0; i < m->gguf->map_size; i += 4096) sink ^= m->gguf->map[i];
     (void)sink;
     tp_kv *kv = tp_kv_new(m->hp.n_layers, m->hp.n_kv_heads * m->hp.head_dim, TP_KV_F32, 1024, 0, err);
-    float *logits = tp_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab * 16);
-
-    double t[16];
+    float *logits = tp_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    double t[3];
+    forward_n(m, kv, 8, 0, false, TP_VIS_CAUSAL, logits); /* warm-up */
     for (int r = 0; r < 3; r++) {
         tp_kv_clear(kv);
         double t0 = tp_now();
         forward_n(m, kv, 64, 0, false, TP_VIS_CAUSAL, logits);
         t[r] = tp_now() - t0;
     }
-    double prompt_tps = 64.0 / median(t, 3);
-    int steps = 12;
-    for (int r = 0; r < steps; r++) {
-        double t0 = tp_now();
-        forward_n(m, kv, 1, 64 + r, false, TP_VIS_ISOLATED, logits);
-        t[r] = tp_now() - t0;
-    }
-    double decode_tps = 1.0 / median(t, steps);
-    double bpt = bytes_per_token(m);
-    double bound = bw / bpt;
-    printf("%-6s %8.0f MB/token  prompt %7.1f tok/s  decode %6.2f tok/s  bound %6.2f tok/s  ratio %5.1f%%\n",
-           label, bpt / 1e6, prompt_tps, decode_tps, bound, 100.0 * decode_tps / bound);
+    double tp = probe_median(t, 3);
+    const double peak = fi->type == TP_F16 || fi->type == TP_BF16 || fi->type == TP_F32 ? lp->f32.best : lp->i8.best;
+    const double macs = 64 * fi->layer_macs + fi->out_macs;
+    const double roof_c = macs / peak, roof_m = fi->bytes / lp->bw.best;
+    const double roof = roof_c > roof_m ? roof_c : roof_m;
+    printf("  prompt of 64: %8.1f ms (%6.1f tok/s), roofline %7.1f ms (%s bound), %s\n", 1e3 * tp, 64.0 / tp,
+           1e3 * roof, roof_c > roof_m ? "compute" : "bandwidth", pct(roof, tp));
     fflush(stdout);
-
     free(logits);
     tp_kv_free(kv);
     tp_compute_free(bench_compute);
     bench_compute = NULL;
     tp_model_free(m);
+    return 0;
 }
 
 /* Full TEMPO steps (selection, one batched forward of the set, mixture) with forced widths:
  * threshold 0 and width k make every step hold exactly k members, and min_steps = max_tokens
  * keeps end-of-generation out of the way. */
-static void bench_tempo_widths(const char *label, const char *path, int threads) {
+static void bench_tempo_widths(const char *path, int threads, const level_probe *lp, const file_info *fi) {
     tempo_error err;
     tempo_model_params mp;
     tempo_model_params_init(&mp);
     mp.threads = threads;
     tempo_model *m = tempo_model_open(path, &mp, &err);
     if (!m) { fprintf(stderr, "bench: %s\n", err.message); return; }
-    printf("TEMPO step cost on %s (%d threads): k members per step, one batched forward per set\n", label, threads);
-    printf("   k   ms/step   x k=1\n");
+    const double peak = fi->type == TP_F16 || fi->type == TP_BF16 || fi->type == TP_F32 ? lp->f32.best : lp->i8.best;
+    printf("  TEMPO steps on %s (k members, one batched forward per set):\n", fi->label);
+    printf("     k   ms/step  roofline ms   %%roof   x k=1\n");
     double base = 0;
     const int ks[] = { 1, 2, 4, 8, 16 };
     for (int ki = 0; ki < 5; ki++) {
@@ -280,9 +275,12 @@ static void bench_tempo_widths(const char *label, const char *path, int threads)
             tempo_session_free(s);
         }
         if (!ok) break;
-        double ms = 1000.0 * median(per, ok);
-        if (ks[ki] == 1) base = ms;
-        printf("  %2d  %8.1f   %5.2f\n", ks[ki], ms, ms / base);
+        double t = probe_median(per, ok);
+        if (ks[ki] == 1) base = t;
+        double roof_m = fi->bytes / lp->bw.best, roof_c = ks[ki] * (fi->layer_macs + fi->out_macs) / peak;
+        double roof = roof_m > roof_c ? roof_m : roof_c;
+        printf("    %2d  %8.1f  %8.1f %s  %s  %5.2f\n", ks[ki], 1e3 * t, 1e3 * roof, roof_m > roof_c ? "(bw)" : "(cpu)",
+               pct(roof, t), t / base);
         fflush(stdout);
     }
     tempo_model_close(m);
@@ -304,7 +302,7 @@ static void bench_tempo_run(const char *path, int threads) {
     if (r) {
         int members = 0;
         for (int i = 0; i < r->n_steps; i++) members += r->steps[i].n_tokens;
-        printf("\nTEMPO run (threshold 0.00002, W 8, %d steps): %.2f steps/s, %.2f members/step, %d parallel steps\n",
+        printf("TEMPO run (threshold 0.00002, W 8, %d steps, best level): %.2f steps/s, %.2f members/step, %d parallel steps\n",
                r->n_steps, r->n_steps / r->generation_time_s, (double)members / (r->n_steps ? r->n_steps : 1),
                r->parallel_steps);
         tempo_result_free(r);
@@ -328,15 +326,20 @@ static void bench_memory(const char *path, int threads, bool quick) {
 
 int main(int argc, char **argv) {
     int threads = 2;
-    const char *keep = NULL, *only = NULL;
+    const char *keep = NULL, *only = NULL, *only_level = NULL;
     bool memory_table = true, quick = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--level") && i + 1 < argc) only_level = argv[++i];
         else if (!strcmp(argv[i], "--no-memory")) memory_table = false;
         else if (!strcmp(argv[i], "--quick")) quick = true;
-        else { fprintf(stderr, "usage: bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0] [--no-memory] [--quick]\n"); return 2; }
+        else {
+            fprintf(stderr, "usage: bench [--threads N] [--keep DIR] [--only f16|q8_0|q4_0] [--level avx512|avx2|generic] "
+                            "[--no-memory] [--quick]\n");
+            return 2;
+        }
     }
     if (access(VOCAB_GGUF, R_OK) != 0) { fprintf(stderr, "bench: needs %s\n", VOCAB_GGUF); return 1; }
     char dir[256];
@@ -345,12 +348,32 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "/tmp/tempo-bench-XXXXXX");
         if (!mkdtemp(dir)) { perror("bench: mkdtemp"); return 1; }
     }
+    /* the SIMD levels to time: every one the CPU has (generic only when it has none) */
+    const char *names[3] = { "avx512", "avx2", "generic" };
+    level_probe lp[3];
+    int n_levels = 0;
     tp_pool *pool = tp_pool_create(threads);
-    double bw = measure_bandwidth(pool);
+    for (int l = 0; l < 3; l++) {
+        if (!tp_simd_available(names[l]) || (only_level && strcmp(only_level, names[l]))) continue;
+        if (!only_level && l == 2 && n_levels > 0) continue;
+        int code = l == 0 ? 2 : l == 1 ? 1 : 0;
+        lp[n_levels].name = names[l];
+        lp[n_levels].bw = probe_bandwidth(pool, code);
+        lp[n_levels].i8 = probe_compute(pool, code, 0);
+        lp[n_levels].f32 = probe_compute(pool, code, 1);
+        n_levels++;
+    }
     tp_pool_free(pool);
+    if (!n_levels) { fprintf(stderr, "bench: no SIMD level %s here\n", only_level ? only_level : ""); return 1; }
     printf("tempo bench: Llama-3.2-1B shape (dim %d, %d layers, %d/%d heads, ffn %d, vocab 128256), %d threads\n",
            DIM, LAYERS, HEADS, KV_HEADS, FFN, threads);
-    printf("memory read bandwidth (%d threads, best of 9 reads of 1 GiB): %.2f GB/s\n\n", threads, bw / 1e9);
+    printf("machine (%d threads; median / best of several passes):\n", threads);
+    printf("  level     read GB/s      int8 dot G/s     f32 FMA G/s\n");
+    for (int l = 0; l < n_levels; l++)
+        printf("  %-7s  %5.1f / %5.1f   %6.0f / %6.0f   %5.0f / %5.0f\n", lp[l].name, lp[l].bw.median / 1e9,
+               lp[l].bw.best / 1e9, lp[l].i8.median / 1e9, lp[l].i8.best / 1e9, lp[l].f32.median / 1e9,
+               lp[l].f32.best / 1e9);
+    printf("(roofline: max(weight bytes / best read, multiply-adds / best peak); int8 dot for Q8_0/Q4_0, FMA for F16)\n\n");
     struct { const char *label; uint32_t type; } files[] = { { "F16", TP_F16 }, { "Q8_0", TP_Q8_0 }, { "Q4_0", TP_Q4_0 } };
     char paths[3][320];
     for (int i = 0; i < 3; i++) {
@@ -363,16 +386,36 @@ int main(int argc, char **argv) {
             if (write_model(paths[i], files[i].type, err)) { fprintf(stderr, "bench: %s\n", err); return 1; }
             fprintf(stderr, "wrote %s in %.1f s\n", paths[i], tp_now() - t0);
         }
-        bench_file(files[i].label, paths[i], threads, bw);
-        if (files[i].type == TP_Q8_0) {
+        for (int l = 0; l < n_levels; l++) {
+            tp_matmul_set_simd(lp[l].name);
+            file_info fi;
+            /* the machine again, right before its tables: on a shared machine the
+             * ceilings move, and a ratio should compare figures taken together */
+            level_probe now = lp[l];
+            tp_pool *pp = tp_pool_create(threads);
+            int code = !strcmp(lp[l].name, "avx512") ? 2 : !strcmp(lp[l].name, "avx2") ? 1 : 0;
+            now.bw = probe_bandwidth(pp, code);
+            now.i8 = probe_compute(pp, code, 0);
+            now.f32 = probe_compute(pp, code, 1);
+            tp_pool_free(pp);
+            printf("%s (%s), %s, %d threads: read %.1f GB/s, int8 dot %.0f G/s, f32 FMA %.0f G/s (best, just now)\n",
+                   paths[i], files[i].label, lp[l].name, threads, now.bw.best / 1e9, now.i8.best / 1e9,
+                   now.f32.best / 1e9);
+            if (bench_prompt(paths[i], threads, &now, &fi) == 0) {
+                printf("  weights %.0f MB per step: %.1f G multiply-adds per token (layers) + %.2f G (output)\n",
+                       fi.bytes / 1e6, fi.layer_macs / 1e9, fi.out_macs / 1e9);
+                bench_tempo_widths(paths[i], threads, &now, &fi);
+            }
             printf("\n");
-            bench_tempo_widths(files[i].label, paths[i], threads);
-            bench_tempo_run(paths[i], threads);
         }
+        tp_matmul_set_simd(NULL);
+        if (files[i].type == TP_Q8_0) bench_tempo_run(paths[i], threads);
         printf("\n");
         if (files[i].type == TP_Q4_0 && memory_table) bench_memory(paths[i], threads, quick);
         if (!keep) unlink(paths[i]);
     }
+    if (g_probe_error)
+        printf("\n!: over 100%% of the roofline: a probe did not find the machine's peak (probe error).\n");
     if (!keep) rmdir(dir);
     return 0;
 }

@@ -67,7 +67,8 @@ static bool load_ref(const char *model, bool bos_only, ref_section *r) {
     return ok;
 }
 
-/* The model, with every layer on the device under test when test_backend names one (m->dev). */
+/* The model, with every layer on the device under test when test_backend names one (m->dev),
+ * and the host's weights placed for the CPU kernels as tempo_model_open places them. */
 static tp_model *load(const char *path) {
     char err[TP_ERR_LEN] = "";
     tp_load_opts o = { 0 };
@@ -81,6 +82,7 @@ static tp_model *load(const char *path) {
             return NULL;
         }
     }
+    if (m) tp_model_place_weights(m); /* as tempo_model_open does */
     return m;
 }
 
@@ -186,7 +188,11 @@ BACKEND_TEST(forward_f32_greedy_200_from_bos_matches_references) {
     unload(m);
 }
 
-static void check_prompt_logits(const char *model_rel, const char *path, tp_kv_type kt, double tol, int n_tokens) {
+/* tol: every compared logit within tol of llama.cpp's, except (flip_tol > 0)
+ * at most one position whose logits may differ by up to flip_tol (one
+ * activation quantized one step apart, see the quantized files' tests). */
+static void check_prompt_logits(const char *model_rel, const char *path, tp_kv_type kt, double tol, double flip_tol,
+                                int n_tokens) {
     ref_section r;
     REQUIRE(load_ref(model_rel, false, &r));
     tp_model *m = load(path);
@@ -197,41 +203,54 @@ static void check_prompt_logits(const char *model_rel, const char *path, tp_kv_t
     int n = greedy(m, kt, r.prompt, r.n_prompt, n_tokens, out, pl);
     CHECK_INT_EQ(n, n_tokens);
     CHECK_INT_EQ(count_equal_prefix(out, r.gen, n_tokens), n_tokens);
-    double worst = 0;
+    double worst = 0, worst_rest = 0; /* all positions; all but the worst one */
     for (int p = 0; p < r.n_logit_lines; p++) {
         const float *lg = pl + (size_t)p * V;
-        for (int i = 0; i < 8; i++) {
-            double d = fabs(lg[i] - r.first8[p][i]);
-            if (d > worst) worst = d;
-        }
-        for (int i = 0; i < 5; i++) {
-            double d = fabs(lg[r.top_id[p][i]] - r.top_logit[p][i]);
-            if (d > worst) worst = d;
-        }
+        double wp = 0;
+        for (int i = 0; i < 8; i++) wp = fmax(wp, fabs(lg[i] - r.first8[p][i]));
+        for (int i = 0; i < 5; i++) wp = fmax(wp, fabs(lg[r.top_id[p][i]] - r.top_logit[p][i]));
+        if (wp > worst) { worst_rest = fmax(worst_rest, worst); worst = wp; }
+        else worst_rest = fmax(worst_rest, wp);
         CHECK_INT_EQ(argmax(lg, V), r.top_id[p][0]);
     }
     /* On the GPU with an f16 cache: the shaders' exp and summation order differ from the CPU's in
      * the last bit, and now and then that flips an f16 rounding of a key, value or attention
      * probability (a step of 2^-11 relative) or, in a quantized model, an int8 rounding of the next
      * layer's activations, which the following layers carry to the logits: measured up to 0.05 on
-     * these logits of magnitude ~15, against 1e-4 on the CPU, which follows ggml's order. So 0.1
-     * there, with the same greedy tokens required (a wrong kernel, mask or layout moves logits by
-     * whole units). Without f16 rounding (f32 cache) the GPU keeps the CPU's tolerance. */
-    if (test_backend && kt == TP_KV_F16 && tol < 0.1) tol = 0.1;
-    CHECK_MSG(worst <= tol, "%s: max |logit - llama.cpp| = %.3g > %.3g", path, worst, tol);
-    fprintf(stderr, "  %s kv=%s: max |logit diff| %.3g over %d positions\n", model_rel, kt == TP_KV_F16 ? "f16" : "f32",
-            worst, r.n_logit_lines);
+     * these logits of magnitude ~15. So 0.1 there at every position, with the same greedy tokens
+     * required (a wrong kernel, mask or layout moves logits by whole units). Without f16 rounding
+     * (f32 cache) the GPU keeps the CPU's tolerance. */
+    if (test_backend && kt == TP_KV_F16 && tol < 0.1) tol = 0.1, flip_tol = 0;
+    if (flip_tol > 0) {
+        CHECK_MSG(worst_rest <= tol, "%s: two positions differ from llama.cpp by more than %.3g (%.3g)", path, tol,
+                  worst_rest);
+        CHECK_MSG(worst <= flip_tol, "%s: max |logit - llama.cpp| = %.3g > %.3g", path, worst, flip_tol);
+    } else {
+        CHECK_MSG(worst <= tol, "%s: max |logit - llama.cpp| = %.3g > %.3g", path, worst, tol);
+    }
+    fprintf(stderr, "  %s kv=%s: max |logit diff| %.3g over %d positions (the others within %.3g)\n", model_rel,
+            kt == TP_KV_F16 ? "f16" : "f32", worst, r.n_logit_lines, worst_rest);
     free(pl);
     unload(m);
 }
 
-/* llama.cpp computed its logits with an f16 KV cache: with one, we agree to 1e-4. */
+/* llama.cpp computed its logits with an f16 KV cache: with one, we agree to
+ * 1e-4. The float products' order (matmul.h: 16 FMA lanes, a tree, the tail)
+ * is not llama.cpp's, so our K, V, queries and attention weights differ from
+ * its in the last f32 bit; rounded to f16 for the cache (as llama.cpp does),
+ * a value lying on an f16 rounding boundary then goes the other way, one f16
+ * step (2^-11 relative), and that moves the logits by ~1e-5..1e-4 (with an
+ * f32 cache, every such value differs by up to half a step: 4.6e-3). Measured
+ * 5.7e-5. The order is the same on every SIMD level and CPU (the levels
+ * compute the same bits: forward_levels_and_layouts_agree_bit_for_bit), so
+ * this is one number everywhere, not a per-machine margin; it was 2.2e-4 on
+ * an AVX2-only CPU when each level had its own order. */
 BACKEND_TEST(forward_f32_prompt_logits_f16_cache_within_1e4) {
-    check_prompt_logits("models/stories260K.gguf", M_F32, TP_KV_F16, 1e-4, 64);
+    check_prompt_logits("models/stories260K.gguf", M_F32, TP_KV_F16, 1e-4, 0, 64);
 }
 
 BACKEND_TEST(forward_f32_prompt_logits_f32_cache_within_1e2) {
-    check_prompt_logits("models/stories260K.gguf", M_F32, TP_KV_F32, 1e-2, 64);
+    check_prompt_logits("models/stories260K.gguf", M_F32, TP_KV_F32, 1e-2, 0, 64);
 }
 
 BACKEND_TEST(forward_f16_file_greedy_200) {
@@ -246,18 +265,104 @@ BACKEND_TEST(forward_f16_file_greedy_200) {
 }
 
 /* Quantized files: llama.cpp quantizes the activations to Q8_0 for Q8_0/Q4_0
- * weights and sums the integer block products in float, and so do we; the
- * only differences left are float summation order and exp/sqrt rounding, so the
- * logits at the prompt positions agree within 1e-4 (logits are ~10-20 in size;
- * measured ~2e-6). Dequantizing weights to f32 instead would give differences
- * of ~1e-2 for Q4_0, and a wrong block layout differences of whole units, so
- * 1e-4 tells a faithful kernel from both. The first 16 tokens agree exactly. */
+ * weights and sums exact integer block products in float, and so do we. The
+ * float order of combining the blocks differs (ggml: 8 float lanes per block
+ * and a final tree; tempo: one FMA per block, matmul.h), which changes each
+ * layer output by a few units of 2^-24 (relative to the sum of |terms|). Where
+ * that is all, the logits agree within 1e-4 (measured ~1e-6: the order and
+ * exp/sqrt rounding; logits are ~10-20 in size). But every layer output is
+ * quantized again by the next layer (x*127/amax rounded to an integer), and a
+ * value that lies within that difference of a rounding boundary rounds the
+ * other way in one of the two programs: one activation one step apart (amax/127),
+ * which moves the logits of its position by ~1e-2 (0.02 here). Per quantized
+ * value the chance is ~127 x (a few 2^-24), a few per cent per position on this
+ * model, so: all positions but one within 1e-4, and that one within 0.05 (one
+ * step, 2.5x the measured 0.02). Dequantizing the weights to f32 instead (no
+ * activation quantization) differs by ~0.1 at every position (measured), and a
+ * wrong block layout by whole units, so the test still tells a faithful kernel from
+ * both. The levels compute the same bits, so the outcome is the same on every
+ * CPU. The first 16 greedy tokens agree exactly. */
 BACKEND_TEST(forward_q8_0_first16_and_logits) {
-    check_prompt_logits("models/generated/stories260K-q8_0.gguf", M_Q8, TP_KV_F16, 1e-4, 16);
+    check_prompt_logits("models/generated/stories260K-q8_0.gguf", M_Q8, TP_KV_F16, 1e-4, 0.05, 16);
 }
 
 BACKEND_TEST(forward_q4_0_first16_and_logits) {
-    check_prompt_logits("models/generated/stories260K-q4_0.gguf", M_Q4, TP_KV_F16, 1e-4, 16);
+    check_prompt_logits("models/generated/stories260K-q4_0.gguf", M_Q4, TP_KV_F16, 1e-4, 0.05, 16);
+}
+
+/* Logits of a causal prompt of 9 tokens (one batch) and of 3 TEMPO-like
+ * steps after it (2, 1 and 5 tokens at one position each). */
+static float *levels_run(tp_model *m, size_t *n) {
+    int V = m->hp.n_vocab;
+    const int widths[4] = { 9, 2, 1, 5 };
+    size_t total = 0;
+    for (int s = 0; s < 4; s++) total += (size_t)widths[s] * V;
+    float *out = malloc(sizeof(float) * total), *o = out;
+    seq *kv = new_kv(m, TP_KV_F32);
+    char err[TP_ERR_LEN];
+    int pos0 = 0;
+    for (int s = 0; s < 4; s++) {
+        int32_t toks[9], pos[9];
+        for (int i = 0; i < widths[s]; i++) {
+            toks[i] = 1 + (37 * (s * 9 + i)) % (V - 1);
+            pos[i] = s == 0 ? i : pos0;
+        }
+        tp_batch b = { .n = widths[s], .tokens = toks, .pos = pos, .step = s - 1,
+                       .vis = s == 0 ? TP_VIS_CAUSAL : TP_VIS_ISOLATED, .logits = o };
+        if (fwd(kv, &b, err)) { fprintf(stderr, "  %s\n", err); break; }
+        o += (size_t)widths[s] * V;
+        pos0 = s == 0 ? 9 : pos0 + 1;
+    }
+    free_seq(kv);
+    *n = total;
+    return out;
+}
+
+/* The levels against each other: every SIMD level this process has computes
+ * the same bits for whole forward passes (prompt and TEMPO steps), on F32,
+ * F16, Q8_0 and Q4_0 files, and so do the files' layouts without repacking.
+ * (With TEMPO_SIMD=avx2 or generic the higher levels are absent: run make test
+ * that way to compare those levels against the reference on their own.) */
+TEST(forward_levels_and_layouts_agree_bit_for_bit) {
+    const char *paths[4] = { M_F32, M_F16, M_Q8, M_Q4 };
+    const char *levels[3] = { "generic", "avx2", "avx512" };
+    for (int f = 0; f < 4; f++) {
+        tp_model *m = load(paths[f]);
+        REQUIRE(m);
+        float *base = NULL;
+        size_t n = 0;
+        int runs = 0;
+        for (int l = 0; l < 3; l++) {
+            if (tp_matmul_set_simd(levels[l]) != 0) continue;
+            size_t nl;
+            float *lg = levels_run(m, &nl);
+            runs++;
+            if (!base) { base = lg; n = nl; continue; }
+            CHECK_MSG(nl == n && memcmp(lg, base, sizeof(float) * n) == 0, "%s: level %s differs from generic",
+                      paths[f], levels[l]);
+            free(lg);
+        }
+        tp_matmul_set_simd(NULL);
+        CHECK(runs >= 1);
+        {
+            /* the matrices are interleaved at load (F32/F16 4 rows, Q8_0/Q4_0
+             * 16 rows at a time); without, the same bits */
+            CHECK_INT_EQ(m->layers[0].wq.layout, f >= 2 ? TP_WL_R16 : TP_WL_R4);
+            setenv("TEMPO_NO_REPACK", "1", 1);
+            tp_model *m2 = load(paths[f]);
+            unsetenv("TEMPO_NO_REPACK");
+            REQUIRE(m2);
+            CHECK_INT_EQ(m2->layers[0].wq.layout, TP_WL_ROWS);
+            size_t nl;
+            float *lg = levels_run(m2, &nl);
+            CHECK_MSG(nl == n && memcmp(lg, base, sizeof(float) * n) == 0, "%s: repacked and file layouts differ",
+                      paths[f]);
+            free(lg);
+            unload(m2);
+        }
+        free(base);
+        unload(m);
+    }
 }
 
 /* A batch of 8 tokens (causal) equals feeding the same 8 one at a time. */

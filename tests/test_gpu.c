@@ -118,12 +118,22 @@ TEST(gpu_quantize_activations_exactly_as_cpu) {
     x[300] = 0.5f / 127.0f * 3; /* values near rounding ties */
     for (int kind = 1; kind <= 2; kind++) {
         int8_t qg[N], qc[N];
-        float dg[N / 32], mg[N / 32], dc[N / 32], mc[N / 32];
-        int32_t cc[N / 32 * 8];
+        float dg[N / 32], mg[N / 32], dc[N / 32], mc[N / 32], sc[N / 32], dk[N / 256];
+        int32_t cc[N / 32];
+        int16_t sums[N / 32];
         char err[TP_ERR_LEN] = "";
         REQUIRE(tp_gpu_check_quant(g, kind, x, N, qg, dg, mg, err) == 0);
-        if (kind == 1) tp_mm_quant_q8_scalar(x, N, 0, qc, cc, dc, mc, 32, 8, 1);
-        else tp_mm_quant_q8k_scalar(x, N, 0, qc, cc, dc, mc, 32, 8, 1);
+        if (kind == 1) {
+            tp_mm_quant_q8_generic(x, N, 0, qc, 32, dc, cc, sc, sums, 1);
+        } else {
+            /* the CPU keeps one d per 256 values and the int16 sums of 32; the GPU
+             * gives per 32 values d and d * sum */
+            tp_mm_quant_q8k_generic(x, N, 0, qc, 256, dk, cc, sc, sums, 1);
+            for (int i = 0; i < N / 32; i++) {
+                dc[i] = dk[i / 8];
+                mc[i] = dk[i / 8] * (float)sums[i];
+            }
+        }
         int bad = 0;
         for (int i = 0; i < N; i++) bad += qg[i] != qc[i];
         for (int i = 0; i < N / 32; i++) bad += dg[i] != dc[i];
@@ -158,7 +168,7 @@ static double matmul_case(tp_gpu *g, tp_matmul_ctx *mc, uint32_t type, int n_in,
         memcpy(x, xs, sizeof(float) * (size_t)n_in * nb);
         tp_swiglu(xs, x2, n_in * nb);
     }
-    tp_weight tw = { w, type, n_in, n_out };
+    tp_weight tw = { .data = w, .type = type, .n_in = n_in, .n_out = n_out };
     tp_matmul(mc, yc, xs, nb, &tw);
     char err[TP_ERR_LEN] = "";
     double worst = 1e9;

@@ -3,7 +3,10 @@
  * tp_dequantize_row, the activation quantizers, and the vector ops. */
 #include "test.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +59,18 @@ static void probe_fn(void *ctx, int ith, int nth) {
     for (int i = ith; i < 3000; i += nth) p->data[i] += i;
 }
 
+static int usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 TEST(kernels_pool_runs_every_thread_once) {
     static pool_probe P;
-    for (int nt = 1; nt <= 3; nt++) {
-        tp_pool *pool = tp_pool_create(nt);
+    for (int want = 1; want <= 3; want++) {
+        tp_pool *pool = tp_pool_create(want);
         REQUIRE(pool != NULL);
+        int nt = want < usable_cpus() ? want : usable_cpus(); /* capped at the CPUs */
         CHECK_INT_EQ(tp_pool_threads(pool), nt);
         memset(&P, 0, sizeof P);
         P.want_nth = nt;
@@ -87,7 +97,12 @@ TEST(kernels_pool_null_and_default) {
     CHECK_INT_EQ(tp_pool_threads(NULL), 1);
     tp_pool *pool = tp_pool_create(0);
     REQUIRE(pool != NULL);
-    CHECK_INT_EQ(tp_pool_threads(pool), (int)sysconf(_SC_NPROCESSORS_ONLN));
+    CHECK_INT_EQ(tp_pool_threads(pool), usable_cpus());
+    tp_pool_free(pool);
+    /* more threads than CPUs are capped: they would only take turns */
+    pool = tp_pool_create(usable_cpus() + 3);
+    REQUIRE(pool != NULL);
+    CHECK_INT_EQ(tp_pool_threads(pool), usable_cpus());
     tp_pool_free(pool);
     tp_pool_free(NULL);
 }
@@ -196,16 +211,35 @@ static int splice_ggml_rows(uint32_t type, uint8_t *w, int n_in, int n_out) {
 /* ------------------------------------------------------------------------ */
 /* matmul against the reference                                              */
 
-static const int k_nbs[] = { 1, 3, 8, 64, 70 };
-static const char *const k_levels[] = { "scalar", "avx2", "avx512" };
+#define MAX_NB 70 /* one whole chunk of 64 inputs and 6 more */
+static const char *const k_levels[] = { "generic", "avx2", "avx512" };
+
+/* Error bound of one output, from the arithmetic of matmul.h. Every float
+ * operation rounds to nearest (relative error u = 2^-24). Legacy/K-quants:
+ * each block term (float)isum * fl(d_w*d_x) carries <= 2u of its own size
+ * (the int -> float conversion is exact below 2^24; K-quant sums up to 2^27
+ * round once more: 3u) and each of the NBLK fused additions <= u of the
+ * running sum, which is at most mag (the sum of |terms|): at most
+ * (3 + NBLK) * u * mag. Float types: 16 lane chains of n/16 FMAs, a 4-level
+ * tree and the tail: at most (n/16 + 4 + n%16 + 1) * u * mag. F16/BF16 weights
+ * and quantized activations are exact in the reference (it uses the same
+ * dequantized values), so nothing else enters. */
+static double err_bound(uint32_t type, int n_in, double mag) {
+    const double u = ldexp(1.0, -24);
+    int kind = tp_mm_act_kind(type);
+    double steps;
+    if (kind == TP_ACT_Q8) steps = 3 + 2 * (n_in / 32); /* Q4_1/Q5_1: two FMAs per block */
+    else if (kind == TP_ACT_Q8K) steps = 3 + 2 * (n_in / 256);
+    else steps = n_in / 16 + 4 + n_in % 16 + 1;
+    return steps * u * mag + 1e-30;
+}
 
 static void check_type(uint32_t type, int n_in, int n_out) {
     size_t rb;
     uint8_t *w = make_weights(type, n_in, n_out, &rb);
     if (n_in == 512) splice_ggml_rows(type, w, n_in, n_out);
-    tp_weight W = { .data = w, .type = type, .n_in = n_in, .n_out = n_out };
     int kind = tp_mm_act_kind(type);
-    const int max_nb = 70;
+    const int G = n_in / 32;
 
     double *wd = malloc(sizeof(double) * (size_t)n_in * n_out);
     float *row = malloc(sizeof(float) * (size_t)n_in);
@@ -214,110 +248,140 @@ static void check_type(uint32_t type, int n_in, int n_out) {
         for (int i = 0; i < n_in; i++) wd[(size_t)r * n_in + i] = row[i];
     }
     /* Q4_1/Q5_1: the block's min, for ggml's s term */
-    double *wmin = calloc((size_t)n_out * (n_in / 32 + 1), sizeof(double));
+    double *wmin = calloc((size_t)n_out * (G + 1), sizeof(double));
     if (type == TP_Q4_1 || type == TP_Q5_1)
         for (int r = 0; r < n_out; r++)
-            for (int k = 0; k < n_in / 32; k++) {
+            for (int k = 0; k < G; k++) {
                 uint16_t m;
                 memcpy(&m, w + (size_t)r * rb + (size_t)k * tp_dtype_block_bytes(type) + 2, 2);
-                wmin[(size_t)r * (n_in / 32) + k] = tp_f16_to_f32(m);
+                wmin[(size_t)r * G + k] = tp_f16_to_f32(m);
             }
 
-    float *x = malloc(sizeof(float) * (size_t)n_in * max_nb);
-    double *xd = malloc(sizeof(double) * (size_t)n_in * max_nb);
-    double *s = malloc(sizeof(double) * (size_t)(n_in / 32 + 1) * max_nb);
-    double *sumdq = malloc(sizeof(double) * (size_t)(n_in / 32 + 1) * max_nb);
-    double *ref = malloc(sizeof(double) * (size_t)n_out * max_nb);
-    double *mag = malloc(sizeof(double) * (size_t)n_out * max_nb);
-    size_t ny = (size_t)n_out * max_nb;
-    float *y = malloc(sizeof(float) * ny), *y0 = malloc(sizeof(float) * ny), *ys = malloc(sizeof(float) * ny);
+    float *x = malloc(sizeof(float) * (size_t)n_in * MAX_NB);
+    double *xd = malloc(sizeof(double) * (size_t)n_in * MAX_NB);
+    double *s = malloc(sizeof(double) * (size_t)(G + 1) * MAX_NB);
+    double *sumdq = malloc(sizeof(double) * (size_t)(G + 1) * MAX_NB);
+    double *ref = malloc(sizeof(double) * (size_t)n_out * MAX_NB);
+    double *mag = malloc(sizeof(double) * (size_t)n_out * MAX_NB);
+    size_t ny = (size_t)n_out * MAX_NB;
+    float *y = malloc(sizeof(float) * ny), *y0 = malloc(sizeof(float) * ny);
+
+    for (int i = 0; i < n_in * MAX_NB; i++) x[i] = rnd_act();
+    /* edge cases: an all-zero group, a lone spike, a tie in magnitude */
+    for (int i = 0; i < n_in && i < 64; i++) x[n_in + i] = 0.0f;
+    if (n_in > 40) x[n_in + 40] = -3.0f;
+    if (n_in > 6) { x[2 * n_in + 5] = 2.5f; x[2 * n_in + 6] = -2.5f; }
+    for (int b = 0; b < MAX_NB; b++) {
+        const float *xb = x + (size_t)b * n_in;
+        double *xdb = xd + (size_t)b * n_in;
+        if (kind == TP_ACT_Q8) ref_quant_q8(xb, n_in, xdb, s + (size_t)b * G, sumdq + (size_t)b * G);
+        else if (kind == TP_ACT_Q8K) ref_quant_q8k(xb, n_in, xdb);
+        else for (int i = 0; i < n_in; i++) xdb[i] = xb[i];
+        for (int r = 0; r < n_out; r++) {
+            double acc = 0, m = 0;
+            const double *wr = wd + (size_t)r * n_in;
+            for (int i = 0; i < n_in; i++) {
+                acc += wr[i] * xdb[i];
+                m += fabs(wr[i] * xdb[i]);
+            }
+            if (type == TP_Q4_1 || type == TP_Q5_1)
+                for (int k = 0; k < G; k++) {
+                    double mw = wmin[(size_t)r * G + k];
+                    acc += mw * (s[(size_t)b * G + k] - sumdq[(size_t)b * G + k]);
+                    m += fabs(mw * s[(size_t)b * G + k]);
+                }
+            ref[(size_t)b * n_out + r] = acc;
+            mag[(size_t)b * n_out + r] = m;
+        }
+    }
+
+    /* the file's layout and, where the type has one, the repacked copy */
+    tp_weight W[2] = { { .data = w, .type = type, .n_in = n_in, .n_out = n_out } };
+    uint8_t *wp = NULL;
+    int n_layouts = 1;
+    if (tp_weight_repackable(&W[0])) {
+        wp = malloc(rb * (size_t)n_out);
+        memcpy(wp, w, rb * (size_t)n_out);
+        W[1] = W[0];
+        W[1].data = wp;
+        CHECK_INT_EQ(tp_weight_repack(&W[1]), 1);
+        const int fl = type == TP_F32 || type == TP_F16 || type == TP_BF16, tr = fl ? 4 : 16; /* rows per tile */
+        CHECK_INT_EQ(W[1].layout, fl ? TP_WL_R4 : TP_WL_R16);
+        if (n_in > 16 || !fl) CHECK(memcmp(wp, w, rb * (size_t)(n_out / tr * tr)) != 0); /* really moved */
+        if (n_out % tr) CHECK(memcmp(wp + rb * (size_t)(n_out / tr * tr), w + rb * (size_t)(n_out / tr * tr), rb * (size_t)(n_out % tr)) == 0);
+        /* embedding rows read back exactly */
+        float *a = malloc(sizeof(float) * (size_t)n_in), *b2 = malloc(sizeof(float) * (size_t)n_in);
+        int same = 1;
+        for (int r = 0; r < n_out; r++) {
+            tp_weight_row(&W[1], r, a);
+            tp_dequantize_row(type, w + (size_t)r * rb, b2, (size_t)n_in);
+            same &= memcmp(a, b2, sizeof(float) * (size_t)n_in) == 0;
+        }
+        CHECK_MSG(same, "%s: tp_weight_row of the repacked weight differs", tp_dtype_name(type));
+        free(a);
+        free(b2);
+        n_layouts = 2;
+    }
 
     tp_pool *pools[3] = { tp_pool_create(1), tp_pool_create(2), tp_pool_create(3) };
     tp_matmul_ctx *ctx[3];
     for (int p = 0; p < 3; p++) ctx[p] = tp_matmul_ctx_new(pools[p], n_in);
 
-    for (size_t ci = 0; ci < sizeof k_nbs / sizeof k_nbs[0]; ci++) {
-        int nb = k_nbs[ci], G = n_in / 32;
-        for (int i = 0; i < n_in * nb; i++) x[i] = rnd_act();
-        if (nb == 3) { /* edge cases: an all-zero group, a lone spike, a tie in magnitude */
-            for (int i = 0; i < 32; i++) x[i] = 0.0f;
-            for (int i = 32; i < 64; i++) x[i] = 0.0f;
-            x[40] = -3.0f;
-            x[n_in + 5] = 2.5f;
-            x[n_in + 6] = -2.5f;
-        }
-        for (int b = 0; b < nb; b++) {
-            const float *xb = x + (size_t)b * n_in;
-            double *xdb = xd + (size_t)b * n_in;
-            if (kind == TP_ACT_Q8) ref_quant_q8(xb, n_in, xdb, s + (size_t)b * G, sumdq + (size_t)b * G);
-            else if (kind == TP_ACT_Q8K) ref_quant_q8k(xb, n_in, xdb);
-            else for (int i = 0; i < n_in; i++) xdb[i] = xb[i];
-            for (int r = 0; r < n_out; r++) {
-                double acc = 0, m = 0;
-                const double *wr = wd + (size_t)r * n_in;
-                for (int i = 0; i < n_in; i++) {
-                    acc += wr[i] * xdb[i];
-                    m += fabs(wr[i] * xdb[i]);
-                }
-                if (type == TP_Q4_1 || type == TP_Q5_1)
-                    for (int k = 0; k < G; k++) {
-                        double mw = wmin[(size_t)r * G + k];
-                        acc += mw * (s[(size_t)b * G + k] - sumdq[(size_t)b * G + k]);
-                        m += fabs(mw * s[(size_t)b * G + k]);
-                    }
-                ref[(size_t)b * n_out + r] = acc;
-                mag[(size_t)b * n_out + r] = m;
-            }
-        }
-        int have_scalar = 0;
-        for (int l = 0; l < 3; l++) {
-            if (tp_matmul_set_simd(k_levels[l]) != 0) continue;
+    int have_base = 0, levels_run = 0;
+    for (int l = 0; l < 3; l++) {
+        if (tp_matmul_set_simd(k_levels[l]) != 0) continue;
+        levels_run++;
+        for (int lay = 0; lay < n_layouts; lay++)
             for (int p = 0; p < 3; p++) {
                 memset(y, 0xFF, sizeof(float) * ny); /* NaN: every output must be written */
-                tp_matmul(ctx[p], y, x, nb, &W);
-                if (p == 0) memcpy(y0, y, sizeof(float) * (size_t)n_out * nb);
-                int bad = 0, diff_threads = 0, diff_scalar = 0;
-                for (int i = 0; i < n_out * nb; i++) {
-                    double tol = 4e-6 * mag[i] + 1e-6;
-                    if (!(fabs(y[i] - ref[i]) <= tol)) {
-                        if (bad++ < 3)
-                            test_fail_at(__FILE__, __LINE__, "%s %s threads %d nb %d [b %d r %d]: %.7g vs ref %.7g (tol %.3g)",
-                                         tp_dtype_name(type), k_levels[l], p + 1, nb, i / n_out, i % n_out, y[i], ref[i], tol);
-                    }
-                    if (memcmp(&y[i], &y0[i], sizeof(float)) != 0) diff_threads++;
-                    if (have_scalar && !(fabs(y[i] - ys[i]) <= 4e-6 * mag[i] + 1e-6)) diff_scalar++;
+                tp_matmul(ctx[p], y, x, MAX_NB, &W[lay]);
+                int bad = 0, diff = 0;
+                for (size_t i = 0; i < ny; i++) {
+                    double tol = err_bound(type, n_in, mag[i]);
+                    if (!(fabs(y[i] - ref[i]) <= tol) && bad++ < 3)
+                        test_fail_at(__FILE__, __LINE__, "%s %s %s threads %d [b %d r %d]: %.9g vs ref %.9g (bound %.3g)",
+                                     tp_dtype_name(type), k_levels[l], lay ? "repacked" : "rows", p + 1,
+                                     (int)(i / n_out), (int)(i % n_out), y[i], ref[i], tol);
+                    if (have_base && memcmp(&y[i], &y0[i], sizeof(float)) != 0) diff++;
                 }
-                CHECK_MSG(diff_threads == 0, "%s %s: %d outputs differ between 1 and %d threads (nb %d)",
-                          tp_dtype_name(type), k_levels[l], diff_threads, p + 1, nb);
-                CHECK_MSG(diff_scalar == 0, "%s %s: %d outputs differ from scalar (nb %d)", tp_dtype_name(type),
-                          k_levels[l], diff_scalar, nb);
-                if (have_scalar && tp_mm_is_legacy(type))
-                    CHECK_MSG(memcmp(y, ys, sizeof(float) * (size_t)n_out * nb) == 0,
-                              "%s %s: not bit-identical to scalar (ggml's order) at nb %d", tp_dtype_name(type),
-                              k_levels[l], nb);
+                /* one arithmetic on every level, layout and thread count */
+                CHECK_MSG(diff == 0, "%s %s %s threads %d: %d outputs differ from generic, 1 thread", tp_dtype_name(type),
+                          k_levels[l], lay ? "repacked" : "rows", p + 1, diff);
+                if (!have_base) { memcpy(y0, y, sizeof(float) * ny); have_base = 1; }
             }
-            if (l == 0) { memcpy(ys, y0, sizeof(float) * (size_t)n_out * nb); have_scalar = 1; }
+        /* every batch size 1..64 (every tile shape and tail): each input's
+         * outputs do not depend on the batch it came in */
+        for (int lay = 0; lay < n_layouts; lay++) {
+            int bad_nb = 0;
+            for (int nb = 1; nb <= 64; nb++) {
+                memset(y, 0xFF, sizeof(float) * (size_t)n_out * nb);
+                tp_matmul(ctx[nb % 3], y, x, nb, &W[lay]);
+                if (memcmp(y, y0, sizeof(float) * (size_t)n_out * nb) != 0 && bad_nb++ < 3)
+                    test_fail_at(__FILE__, __LINE__, "%s %s %s: batch of %d differs from the batch of %d",
+                                 tp_dtype_name(type), k_levels[l], lay ? "repacked" : "rows", nb, MAX_NB);
+            }
         }
-        tp_matmul_set_simd(NULL);
     }
+    CHECK(levels_run >= 1);
+    tp_matmul_set_simd(NULL);
     for (int p = 0; p < 3; p++) {
         tp_matmul_ctx_free(ctx[p]);
         tp_pool_free(pools[p]);
     }
-    free(w); free(wd); free(wmin); free(row); free(x); free(xd); free(s); free(sumdq);
-    free(ref); free(mag); free(y); free(y0); free(ys);
+    free(w); free(wp); free(wd); free(wmin); free(row); free(x); free(xd); free(s); free(sumdq);
+    free(ref); free(mag); free(y); free(y0);
 }
 
-/* 77 rows: several row chunks per thread and an odd last chunk. Rows of
- * 672 values (21 blocks: one whole AVX-512 chunk of 16 groups and a partial
- * one, not a multiple of 256) for the 32-value types, 133 (a SIMD tail) for
- * the float types; the K-quants get 512 (ggml's own rows spliced in) and 768
- * (a whole and a half chunk). */
+/* 77 rows: several row chunks per thread, 4 whole 16-row tiles and a tail
+ * of 13 (and for the float kernels a 4-row tile tail of 1). Rows of 672
+ * values (21 blocks) for the 32-value types, 133 (a tail after 8 x 16 lanes)
+ * for the float types; the K-quants get 512 (ggml's own rows spliced in) and
+ * 768. */
 TEST(kernels_matmul_f32) { check_type(TP_F32, 133, 77); }
-TEST(kernels_matmul_f16) { check_type(TP_F16, 133, 77); }
+TEST(kernels_matmul_f16) { check_type(TP_F16, 133, 77); check_type(TP_F16, 2048, 20); }
 TEST(kernels_matmul_bf16) { check_type(TP_BF16, 133, 77); }
 TEST(kernels_matmul_q8_0) { check_type(TP_Q8_0, 672, 77); }
-TEST(kernels_matmul_q4_0) { check_type(TP_Q4_0, 672, 77); }
+TEST(kernels_matmul_q4_0) { check_type(TP_Q4_0, 672, 77); check_type(TP_Q4_0, 2048, 32); }
 TEST(kernels_matmul_q4_1) { check_type(TP_Q4_1, 672, 77); }
 TEST(kernels_matmul_q5_0) { check_type(TP_Q5_0, 672, 77); }
 TEST(kernels_matmul_q5_1) { check_type(TP_Q5_1, 672, 77); }
@@ -328,10 +392,11 @@ TEST(kernels_matmul_q2_K_q3_K_fallback) {
     check_type(TP_Q2_K, 512, 13);
     check_type(TP_Q3_K, 256, 13);
 }
-/* 64-value rows: one Q8_0 pair per row, the smallest SIMD case */
+/* rows shorter than a tile, one block per row, a float row shorter than 16 */
 TEST(kernels_matmul_short_rows) {
     check_type(TP_Q8_0, 32, 5);
     check_type(TP_Q4_0, 64, 3);
+    check_type(TP_Q4_0, 32, 16);
     check_type(TP_Q5_1, 160, 4);
     check_type(TP_F16, 5, 6);
 }
@@ -348,47 +413,129 @@ TEST(kernels_matmul_rejects_bad_shape) {
     CHECK(tp_matmul_ctx_bytes(c) > 0);
     tp_matmul(c, y, x, 1, &W2);
     CHECK(isnan(y[0]));
+    tp_weight W3 = { .data = w, .type = TP_F16, .n_in = 32, .n_out = 1, .layout = TP_WL_R16 }; /* not F16's layout */
+    tp_matmul(c, y, x, 1, &W3);
+    CHECK(isnan(y[0]));
     tp_matmul_ctx_free(c);
+}
+
+TEST(kernels_repack_only_what_it_can) {
+    uint8_t w[16 * 18 * 2];
+    memset(w, 0x11, sizeof w);
+    tp_weight a = { .data = w, .type = TP_Q4_0, .n_in = 64, .n_out = 15 }; /* fewer than 16 rows */
+    CHECK_INT_EQ(tp_weight_repack(&a), 0);
+    CHECK_INT_EQ(a.layout, TP_WL_ROWS);
+    tp_weight b = { .data = w, .type = TP_F16, .n_in = 64, .n_out = 3 }; /* fewer than 4 rows */
+    CHECK_INT_EQ(tp_weight_repack(&b), 0);
+    tp_weight b2 = { .data = w, .type = TP_Q2_K, .n_in = 256, .n_out = 16 }; /* no tile layout */
+    CHECK_INT_EQ(tp_weight_repack(&b2), 0);
+    tp_weight c = { .data = w, .type = TP_Q4_0, .n_in = 32, .n_out = 16 };
+    CHECK_INT_EQ(tp_weight_repack(&c), 1);
+    CHECK_INT_EQ(tp_weight_repack(&c), 0); /* already packed */
+}
+
+
+/* kB of a /proc/self/status field (RssAnon, RssFile), or -1 */
+static long status_kb(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':') v = atol(line + n + 1);
+    if (f) fclose(f);
+    return v;
+}
+
+/* Weights moved onto huge pages keep their bytes and addresses, the file is
+ * not written, and the file's pages leave the process as the copies arrive:
+ * the resident set does not hold the weights twice. */
+TEST(kernels_weights_to_hugepages_moves_not_copies) {
+    char *dir = test_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/w.bin", dir);
+    const size_t A = (size_t)2 << 20, size = 16 * A + 12345;
+    uint8_t *want = malloc(size);
+    for (size_t i = 0; i < size; i++) want[i] = (uint8_t)(i * 2654435761u >> 13);
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f && fwrite(want, 1, size, f) == size);
+    fclose(f);
+    int fd = open(path, O_RDONLY);
+    REQUIRE(fd >= 0);
+    /* a private read-only mapping at a 2 MiB boundary, as tp_gguf_open makes */
+    uint8_t *r = mmap(NULL, size + A, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(r != MAP_FAILED);
+    uint8_t *a = (uint8_t *)(((uintptr_t)r + A - 1) & ~(uintptr_t)(A - 1));
+    uint8_t *m = mmap(a, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    close(fd);
+    REQUIRE(m == a);
+    volatile uint8_t sink = 0;
+    for (size_t i = 0; i < size; i += 4096) sink ^= m[i]; /* all resident */
+    long anon0 = status_kb("RssAnon"), file0 = status_kb("RssFile");
+    /* from an unaligned start: only whole chunks inside the range move */
+    size_t moved = tp_weights_to_hugepages(m + 100, size - 100);
+    CHECK_INT_EQ((long long)moved, (long long)(15 * A)); /* chunks 1..15 */
+    CHECK(memcmp(m, want, size) == 0);
+    long anon1 = status_kb("RssAnon"), file1 = status_kb("RssFile");
+    if (anon0 >= 0 && file0 >= 0) {
+        long grew = (anon1 + file1) - (anon0 + file0), moved_kb = (long)(moved / 1024);
+        CHECK_MSG(anon1 - anon0 >= moved_kb - 4096, "anonymous pages grew by %ld kB for %ld kB moved", anon1 - anon0,
+                  moved_kb);
+        CHECK_MSG(grew < 4096, "the resident set grew by %ld kB (the weights held twice?)", grew);
+    }
+    munmap(r, size + A); /* the file's mapping, the moved chunks and the reservation around them */
+    /* the file is untouched */
+    size_t len;
+    char err[TP_ERR_LEN];
+    char *back = tp_read_file(path, &len, err);
+    REQUIRE(back);
+    CHECK(len == size && memcmp(back, want, size) == 0);
+    free(back);
+    free(want);
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+    (void)sink;
 }
 
 TEST(kernels_simd_level_names) {
     const char *lv = tp_simd_level();
-    CHECK(strcmp(lv, "scalar") == 0 || strcmp(lv, "avx2") == 0 || strcmp(lv, "avx512") == 0);
-    CHECK_INT_EQ(tp_matmul_set_simd("scalar"), 0);
-    CHECK(strcmp(tp_simd_level(), "scalar") == 0);
+    CHECK(strcmp(lv, "generic") == 0 || strcmp(lv, "avx2") == 0 || strcmp(lv, "avx512") == 0);
+    CHECK_INT_EQ(tp_matmul_set_simd("generic"), 0);
+    CHECK(strcmp(tp_simd_level(), "generic") == 0);
+    CHECK_INT_EQ(tp_matmul_set_simd("scalar"), 0); /* the old name */
+    CHECK(strcmp(tp_simd_level(), "generic") == 0);
     CHECK_INT_EQ(tp_matmul_set_simd("no-such-level"), -1);
-    CHECK(strcmp(tp_simd_level(), "scalar") == 0);
+    CHECK(strcmp(tp_simd_level(), "generic") == 0);
     CHECK_INT_EQ(tp_matmul_set_simd(NULL), 0);
-    CHECK(strcmp(tp_simd_level(), lv) == 0 || getenv("TEMPO_SIMD") != NULL);
+    CHECK(strcmp(tp_simd_level(), lv) == 0);
+    CHECK(tp_simd_available("generic"));
+    const char *env = getenv("TEMPO_SIMD");
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK_INT_EQ(tp_matmul_set_simd("avx2"), 0);
+    int cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int cpu_512 = cpu_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    int capped = env && (!strcmp(env, "generic") || !strcmp(env, "scalar"));
+    CHECK_INT_EQ(tp_simd_available("avx2"), cpu_avx2 && !capped);
+    capped = capped || (env && !strcmp(env, "avx2"));
+    CHECK_INT_EQ(tp_simd_available("avx512"), cpu_512 && !capped);
+    /* TEMPO_SIMD caps the levels as a CPU without the higher ones would */
+    CHECK_INT_EQ(tp_matmul_set_simd("avx512"), tp_simd_available("avx512") ? 0 : -1);
     tp_matmul_set_simd(NULL);
 #endif
-}
-
-TEST(kernels_weight_row_is_dequantized_row) {
-    size_t rb;
-    uint8_t *w = make_weights(TP_Q4_K, 256, 3, &rb);
-    tp_weight W = { .data = w, .type = TP_Q4_K, .n_in = 256, .n_out = 3 };
-    float a[256], b[256];
-    tp_weight_row(&W, 2, a);
-    tp_dequantize_row(TP_Q4_K, w + 2 * rb, b, 256);
-    CHECK(memcmp(a, b, sizeof a) == 0);
-    free(w);
+    (void)env;
 }
 
 /* The SIMD activation quantizers must write the very bytes of the portable ones. */
-TEST(kernels_act_quantizers_match_scalar) {
+TEST(kernels_act_quantizers_match_generic) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return;
-    tp_mm_impl impl;
-    REQUIRE(tp_mm_fill_avx2(&impl));
+    if (!tp_simd_available("avx2")) return;
     enum { N = 1024 };
     static float x[N];
     static int8_t q1[N], q2[N];
-    static int32_t c1[N / 4], c2[N / 4];
+    static int32_t c1[N / 32], c2[N / 32];
+    static int16_t s1[N / 32], s2[N / 32];
     static float d1[N / 32], d2[N / 32], m1[N / 32], m2[N / 32];
     for (int trial = 0; trial < 6; trial++) {
         for (int i = 0; i < N; i++) x[i] = rnd_act() * (trial == 3 ? 1e-6f : 1.0f);
@@ -400,15 +547,22 @@ TEST(kernels_act_quantizers_match_scalar) {
             for (int off = 0; off <= 128; off += 128) {
                 memset(q1, 1, sizeof q1); memset(q2, 2, sizeof q2);
                 memset(c1, 1, sizeof c1); memset(c2, 2, sizeof c2);
+                memset(s1, 1, sizeof s1); memset(s2, 2, sizeof s2);
                 memset(d1, 1, sizeof d1); memset(d2, 2, sizeof d2);
                 memset(m1, 1, sizeof m1); memset(m2, 2, sizeof m2);
-                if (kind == TP_ACT_Q8) tp_mm_quant_q8_scalar(x, N, off, q1, c1, d1, m1, 32, 8, 1);
-                else tp_mm_quant_q8k_scalar(x, N, off, q1, c1, d1, m1, 32, 8, 1);
-                impl.quant[kind == TP_ACT_Q8 ? TP_Q8_0 : TP_Q4_K](x, N, off, q2, c2, d2, m2, 32, 8, 1);
-                CHECK_MSG(memcmp(q1, q2, sizeof q1) == 0, "trial %d kind %d: q differs", trial, kind);
-                CHECK_MSG(memcmp(c1, c2, sizeof c1) == 0, "trial %d kind %d: c differs", trial, kind);
-                CHECK_MSG(memcmp(d1, d2, sizeof d1) == 0, "trial %d kind %d: d differs", trial, kind);
-                CHECK_MSG(memcmp(m1, m2, sizeof m1) == 0, "trial %d kind %d: m differs", trial, kind);
+                if (kind == TP_ACT_Q8) {
+                    tp_mm_quant_q8_generic(x, N, off, q1, 32, d1, c1, m1, s1, 1);
+                    tp_mm_quant_q8_avx2(x, N, off, q2, 32, d2, c2, m2, s2, 1);
+                    CHECK_MSG(memcmp(c1, c2, sizeof c1) == 0, "trial %d: c differs", trial);
+                    CHECK_MSG(memcmp(m1, m2, sizeof m1) == 0, "trial %d: s differs", trial);
+                } else {
+                    tp_mm_quant_q8k_generic(x, N, off, q1, 256, d1, c1, m1, s1, 1);
+                    tp_mm_quant_q8k_avx2(x, N, off, q2, 256, d2, c2, m2, s2, 1);
+                    CHECK_MSG(memcmp(s1, s2, sizeof(int16_t) * N / 32) == 0, "trial %d: sums differ", trial);
+                }
+                int nd = kind == TP_ACT_Q8 ? N / 32 : N / 256;
+                CHECK_MSG(memcmp(q1, q2, sizeof q1) == 0, "trial %d kind %d off %d: q differs", trial, kind, off);
+                CHECK_MSG(memcmp(d1, d2, sizeof(float) * (size_t)nd) == 0, "trial %d kind %d: d differs", trial, kind);
             }
     }
 #endif
@@ -425,18 +579,18 @@ TEST(kernels_act_q8_0_rounding) {
     x[3] = -2.5f;  /* -> -2 */
     x[4] = 0.49f;  /* -> 0 */
     int8_t q[32];
-    int32_t c[8];
-    float d, m;
-    tp_mm_quant_q8_scalar(x, 32, 8, q, c, &d, &m, 32, 8, 1);
+    int32_t c;
+    int16_t sum;
+    float d, s;
+    tp_mm_quant_q8_generic(x, 32, 8, q, 32, &d, &c, &s, &sum, 1);
     CHECK_INT_EQ(q[0], 127);
     CHECK_INT_EQ(q[1], 2);
     CHECK_INT_EQ(q[2], 4);
     CHECK_INT_EQ(q[3], -2);
     CHECK_INT_EQ(q[4], 0);
     CHECK(d == 1.0f);
-    CHECK(m == 131.0f);                    /* 127 + 2 + 4 - 2 */
-    CHECK_INT_EQ(c[0], -8 * (127 + 2 + 4 - 2)); /* lane 0 = values 0..3, offset 8 */
-    CHECK_INT_EQ(c[1], 0);
+    CHECK(s == 131.0f);                    /* 127 + 2 + 4 - 2 */
+    CHECK_INT_EQ(c, -8 * (127 + 2 + 4 - 2)); /* offset 8 */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -499,8 +653,21 @@ TEST(kernels_dot_axpy_match_naive) {
             mag += fabs((double)a[i] * b[i]);
             y[i] = y2[i] = rnd_f();
         }
-        CHECK_NEAR(tp_dot_f32(a, b, n), ref, 1e-6 * mag + 1e-7);
+        float d = tp_dot_f32(a, b, n);
+        CHECK_NEAR(d, ref, 1e-6 * mag + 1e-7);
+        /* the one order of every CPU (ops.c): 16 FMA lanes, tree, tail */
+        float l[16] = { 0 }, s8[8], s4[4];
+        for (int i = 0; i < (n & ~15); i += 16)
+            for (int k = 0; k < 16; k++) l[k] = fmaf(a[i + k], b[i + k], l[k]);
+        for (int k = 0; k < 8; k++) s8[k] = l[k] + l[k + 8];
+        for (int k = 0; k < 4; k++) s4[k] = s8[k] + s8[k + 4];
+        float want = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+        for (int i = n & ~15; i < n; i++) want = fmaf(a[i], b[i], want);
+        CHECK_MSG(memcmp(&d, &want, sizeof d) == 0, "dot n %d: %.9g, the order gives %.9g", n, d, want);
         tp_axpy_f32(y, 0.75f, a, n);
-        for (int i = 0; i < n; i++) CHECK_NEAR(y[i], y2[i] + 0.75 * a[i], 1e-6);
+        for (int i = 0; i < n; i++) {
+            float w2 = fmaf(0.75f, a[i], y2[i]);
+            CHECK(memcmp(&y[i], &w2, sizeof w2) == 0);
+        }
     }
 }

@@ -154,6 +154,7 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         tp_set_error(err, code, "%s", msg);
         return NULL;
     }
+    tp_model_place_weights(m); /* the host's weights into the CPU kernels' layouts (kernels/matmul.h) */
     if (!m->dev && m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
     if (!m->dev && m->hf) {
         const st_set *st = m->hf;

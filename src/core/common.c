@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int tp_fail(char *err, const char *fmt, ...) {
     if (err) {
@@ -193,6 +195,26 @@ char *tp_read_file_max(const char *path, size_t max_len, size_t *len_out, char *
     buf[len] = 0;
     if (len_out) *len_out = len;
     return buf;
+}
+
+void *tp_map_file(int fd, size_t size) {
+    const size_t A = (size_t)2 << 20;
+    if (size >= A) {
+        uint8_t *r = mmap(NULL, size + A, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r != MAP_FAILED) {
+            uint8_t *a = (uint8_t *)(((uintptr_t)r + A - 1) & ~(uintptr_t)(A - 1));
+            void *m = mmap(a, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+            if (m != MAP_FAILED) {
+                size_t page = (size_t)sysconf(_SC_PAGESIZE);
+                uint8_t *end = a + (size + page - 1) / page * page;
+                if (a > r) munmap(r, (size_t)(a - r));
+                if (r + size + A > end) munmap(end, (size_t)(r + size + A - end));
+                return m;
+            }
+            munmap(r, size + A);
+        }
+    }
+    return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
 }
 
 /* ---- memory ledger (core/checked.h) ---- */

@@ -27,6 +27,11 @@ char *tp_xstrdup(const char *s);
 
 /* 64-byte aligned allocation (SIMD-friendly), zeroed. Free with tp_free_aligned. */
 void *tp_alloc_aligned(size_t n);
+/* mmap(PROT_READ, MAP_PRIVATE) of a whole file; files of 2 MiB and more at a
+ * 2 MiB boundary, so that the loader can move their tensor data onto huge
+ * pages (tp_weights_to_hugepages). MAP_FAILED (errno set) on failure;
+ * munmap(p, size) releases it. */
+void *tp_map_file(int fd, size_t size);
 void tp_free_aligned(void *p);
 
 /* IEEE half and bfloat16 conversions (exact, round-to-nearest-even on the way in). */

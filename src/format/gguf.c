@@ -422,7 +422,7 @@ gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err) {
         close(fd);
         return fail_close(f);
     }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *m = tp_map_file(fd, (size_t)st.st_size); /* at 2 MiB for huge pages */
     int merr = errno;
     close(fd);
     if (m == MAP_FAILED) {

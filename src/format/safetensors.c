@@ -207,7 +207,7 @@ st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
         goto fail;
     }
     f->map_size = (size_t)st.st_size;
-    f->map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    f->map = tp_map_file(fd, f->map_size); /* at 2 MiB for huge pages */
     close(fd);
     if (f->map == MAP_FAILED) { f->map = NULL; tp_fail(err, "%s: cannot map: %s", path, strerror(errno)); goto fail; }
     tp_map_register(f->map, f->map_size, path);

@@ -1,5 +1,6 @@
 /* matmul.c: the batched matrix-vector product: dispatch, threading, the
- * activation quantizers and the portable (scalar) kernels.
+ * activation quantizers, load-time repacking and the portable ("generic")
+ * kernels.
  *
  * Activation quantization follows what llama.cpp runs on x86:
  *  - Q8_0 (for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights): per 32 values d = amax/127
@@ -10,10 +11,12 @@
  *  - Q8_K (for K-quants): per 256 values iscale = -127/max (max = the value of
  *    largest magnitude), q = nearest(iscale * x), d = 1/iscale (ggml's
  *    quantize_row_q8_K_ref, which x86 uses too).
- * Dot products are exact in integers per group of 32 (or per 16-value
- * sub-block for Q6_K), then scaled by the weight's and the activation's
- * scales in float, so every SIMD level gives the same result up to the
- * order of float additions.
+ *
+ * The generic kernels here define the arithmetic of every level (matmul.h):
+ * the SIMD kernels compute each output with the same operations in the same
+ * order, only many outputs at once, so all levels agree bit for bit. Integer
+ * dot products are exact; every float operation is written out (fmaf, no
+ * contraction: the build is ISO C, where GCC does not fuse a*b+c).
  */
 #include "kernels/matmul.h"
 
@@ -22,6 +25,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "core/common.h"
 #include "kernels/matmul_internal.h"
@@ -40,24 +46,19 @@ int tp_mm_act_kind(uint32_t type) {
 
 int tp_mm_is_legacy(uint32_t type) { return tp_mm_act_kind(type) == TP_ACT_Q8; }
 
-/* Weights are fed to the u8 x s8 instructions as value + offset >= 0. */
+/* Legacy weights are fed to the u8 x s8 instructions as value + offset >= 0.
+ * Q6_K is the other way round: its activations are offset (by 128). */
 int tp_mm_offset(uint32_t type) {
     switch (type) {
     case TP_Q8_0: return 128;
     case TP_Q4_0: return 8;
     case TP_Q5_0: return 16;
-    case TP_Q6_K: return 32;
+    case TP_Q6_K: return 128;
     default: return 0;
     }
 }
 
 static float round_f16(float v) { return tp_f16_to_f32(tp_f32_to_f16(v)); }
-
-static inline uint16_t rd16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
 
 /* ------------------------------------------------------------------------ */
 /* portable activation quantizers                                            */
@@ -70,37 +71,32 @@ static inline int q8_round(float v) {
     return r > 127 ? 127 : r < -128 ? -128 : (int)r;
 }
 
-static void fill_sums(const int8_t *q, int offset, int32_t *c, int *sum) {
-    int s = 0;
-    for (int l = 0; l < 8; l++) {
-        int ls = q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
-        c[l] = -offset * ls;
-        s += ls;
-    }
-    *sum = s;
-}
-
-void tp_mm_quant_q8_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
-                           size_t qg, size_t cg, size_t dg) {
+void tp_mm_quant_q8_generic(const float *x, int n, int offset, int8_t *q, size_t qs, float *d, int32_t *c, float *s,
+                            int16_t *sums, size_t ds) {
+    (void)sums;
     for (int g = 0; g < n / 32; g++) {
         const float *xs = x + 32 * g;
-        int8_t *qs = q + (size_t)g * qg;
+        int8_t *qg = q + (size_t)g * qs;
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xs[j]));
         float dd = amax / 127.0f;
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        for (int j = 0; j < 32; j++) qs[j] = (int8_t)q8_round(xs[j] * id);
-        int sum;
-        fill_sums(qs, offset, c + (size_t)g * cg, &sum);
-        d[(size_t)g * dg] = round_f16(dd);
-        m[(size_t)g * dg] = round_f16(dd * (float)sum);
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            qg[j] = (int8_t)q8_round(xs[j] * id);
+            sum += qg[j];
+        }
+        d[(size_t)g * ds] = round_f16(dd);
+        c[(size_t)g * ds] = -offset * sum;
+        s[(size_t)g * ds] = round_f16(dd * (float)sum);
     }
 }
 
-void tp_mm_quant_q8k_scalar(const float *x, int n, int offset, int8_t *q, int32_t *c, float *d, float *m,
-                            size_t qg, size_t cg, size_t dg) {
-    for (int s = 0; s < n / 256; s++) {
-        const float *xs = x + 256 * s;
+void tp_mm_quant_q8k_generic(const float *x, int n, int offset, int8_t *q, size_t qs, float *d, int32_t *c,
+                             float *s, int16_t *sums, size_t ds) {
+    (void)c, (void)s;
+    for (int b = 0; b < n / 256; b++) {
+        const float *xs = x + 256 * b;
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < 256; j++) {
             float ax = fabsf(xs[j]);
@@ -108,220 +104,223 @@ void tp_mm_quant_q8k_scalar(const float *x, int n, int offset, int8_t *q, int32_
         }
         float dd = 0.0f, iscale = amax == 0.0f ? 0.0f : -127.0f / max;
         if (amax != 0.0f) dd = 1.0f / iscale;
+        int8_t *qb = q + (size_t)b * qs;
+        int16_t *sb = sums + 8 * (size_t)b * ds;
         for (int g = 0; g < 8; g++) {
-            const size_t gi = 8 * (size_t)s + (size_t)g;
-            int8_t *qs = q + gi * qg;
+            int sum = 0;
             for (int j = 0; j < 32; j++) {
                 int v = q8_round(iscale * xs[32 * g + j]);
-                qs[j] = (int8_t)(v < 127 ? v : 127);
+                v = v < 127 ? v : 127;
+                sum += v;
+                qb[32 * g + j] = (int8_t)(uint8_t)(v + offset); /* offset 0 or 128 */
             }
-            int sum;
-            fill_sums(qs, offset, c + gi * cg, &sum);
-            d[gi * dg] = dd;
-            m[gi * dg] = dd * (float)sum;
+            sb[g] = (int16_t)sum;
         }
+        d[(size_t)b * ds] = dd;
     }
 }
 
 /* ------------------------------------------------------------------------ */
 /* portable kernels                                                          */
 
-/* One group of 32 weights: signed values, the scale of elements 0-15 and
- * 16-31 (equal except for Q6_K), and the min term's factor (0 if none). */
-typedef struct {
-    int8_t v[32];
-    float s0, s1, mn;
-} sgroup;
-
-static void k4_scale_min(const uint8_t *sc, int j, int *s, int *m) {
-    if (j < 4) {
-        *s = sc[j] & 63;
-        *m = sc[j + 4] & 63;
-    } else {
-        *s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-        *m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
-}
-
-static void sdecode(uint32_t type, const uint8_t *row, int g, sgroup *o) {
-    o->mn = 0.0f;
-    switch (type) {
-    case TP_Q8_0: {
-        const uint8_t *b = row + 34 * g;
-        o->s0 = o->s1 = tp_f16_to_f32(rd16(b));
-        memcpy(o->v, b + 2, 32);
-        break;
-    }
-    case TP_Q4_0: case TP_Q4_1: {
-        int off = type == TP_Q4_0 ? 8 : 0;
-        const uint8_t *b = row + (type == TP_Q4_0 ? 18 : 20) * g;
-        const uint8_t *qs = b + (type == TP_Q4_0 ? 2 : 4);
-        o->s0 = o->s1 = tp_f16_to_f32(rd16(b));
-        if (type == TP_Q4_1) o->mn = tp_f16_to_f32(rd16(b + 2));
-        for (int l = 0; l < 16; l++) {
-            o->v[l] = (int8_t)((qs[l] & 0xF) - off);
-            o->v[l + 16] = (int8_t)((qs[l] >> 4) - off);
-        }
-        break;
-    }
-    case TP_Q5_0: case TP_Q5_1: {
-        int q51 = type == TP_Q5_1, off = q51 ? 0 : 16;
-        const uint8_t *b = row + (q51 ? 24 : 22) * g;
-        uint32_t qh;
-        memcpy(&qh, b + (q51 ? 4 : 2), 4);
-        const uint8_t *qs = b + (q51 ? 8 : 6);
-        o->s0 = o->s1 = tp_f16_to_f32(rd16(b));
-        if (q51) o->mn = tp_f16_to_f32(rd16(b + 2));
-        for (int l = 0; l < 16; l++) {
-            o->v[l] = (int8_t)(((qs[l] & 0xF) | (((qh >> l) & 1) << 4)) - off);
-            o->v[l + 16] = (int8_t)(((qs[l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) - off);
-        }
-        break;
-    }
-    case TP_Q4_K: case TP_Q5_K: {
-        int q5 = type == TP_Q5_K, sb = g / 8, j = g % 8;
-        const uint8_t *b = row + (q5 ? 176 : 144) * sb;
-        const uint8_t *qh = b + 16, *qs = b + (q5 ? 48 : 16) + 32 * (j / 2);
-        int sc, mi;
-        k4_scale_min(b + 4, j, &sc, &mi);
-        o->s0 = o->s1 = tp_f16_to_f32(rd16(b)) * (float)sc;
-        o->mn = -tp_f16_to_f32(rd16(b + 2)) * (float)mi;
-        for (int l = 0; l < 32; l++) {
-            int v = (j & 1) ? qs[l] >> 4 : qs[l] & 0xF;
-            if (q5) v |= ((qh[l] >> j) & 1) << 4;
-            o->v[l] = (int8_t)v;
-        }
-        break;
-    }
-    case TP_Q6_K: {
-        int sb = g / 8, h = (g % 8) / 4, k = g % 4;
-        const uint8_t *b = row + 210 * sb;
-        const uint8_t *ql = b + 64 * h + ((k & 1) ? 32 : 0), *qh = b + 128 + 32 * h;
-        const int8_t *sc = (const int8_t *)(b + 192) + 8 * h + 2 * k;
-        float d = tp_f16_to_f32(rd16(b + 208));
-        o->s0 = d * (float)sc[0];
-        o->s1 = d * (float)sc[1];
-        for (int l = 0; l < 32; l++) {
-            int lo = (k & 2) ? ql[l] >> 4 : ql[l] & 0xF;
-            o->v[l] = (int8_t)((lo | (((qh[l] >> (2 * k)) & 3) << 4)) - 32);
-        }
-        break;
-    }
-    default:
-        memset(o, 0, sizeof *o);
-    }
-}
-
-static void kern_scalar_quant(const tp_mm_job *J, int r0, int r1, float *scratch) {
+/* Legacy types: per block, the exact integer dot product, then
+ * acc = fma((float)isum, d_w * d_x, acc); Q4_1/Q5_1: acc = fma(m_w, s_x, acc). */
+static void kern_generic_legacy(const tp_mm_job *J, int r0, int r1, uint8_t *scratch) {
     (void)scratch;
-    const int G = J->n_in / 32, nb = J->nb;
-    const int has_min = J->type == TP_Q4_1 || J->type == TP_Q5_1 || J->type == TP_Q4_K ||
-                        J->type == TP_Q5_K;
+    const int G = J->n_in / 32, nb = J->nb, off = tp_mm_offset(J->type);
+    const int mins = J->type == TP_Q4_1 || J->type == TP_Q5_1;
     float acc[TP_MATMUL_MAX_BATCH];
-    sgroup grp;
     for (int r = r0; r < r1; r++) {
-        const uint8_t *row = J->w + (size_t)r * J->row_bytes;
-        memset(acc, 0, sizeof(float) * (size_t)nb);
-        for (int g = 0; g < G; g++) {
-            sdecode(J->type, row, g, &grp);
-            for (int b = 0; b < nb; b++) {
-                const int8_t *xq = J->xq + (size_t)b * J->xq_bs + (size_t)g * J->xq_gs;
-                const size_t xg = (size_t)b * J->xg_bs + (size_t)g * J->xg_gs;
-                int i0 = 0, i1 = 0;
-                for (int l = 0; l < 16; l++) i0 += grp.v[l] * xq[l];
-                for (int l = 16; l < 32; l++) i1 += grp.v[l] * xq[l];
-                float t = J->xd[xg] * (grp.s0 * (float)i0 + grp.s1 * (float)i1);
-                if (has_min) t += grp.mn * J->xm[xg];
-                acc[b] += t;
-            }
-        }
-        for (int b = 0; b < nb; b++) J->y[(size_t)b * J->n_out + r] = acc[b];
-    }
-}
-
-/* The legacy types in ggml's x86 order (matmul_internal.h): 8 lanes of 4
- * products per block, lane-wise fma with d_w*d_x, ggml's horizontal sum. */
-static float hsum8_ggml(const float a[8]) {
-    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
-    return (s0 + s2) + (s1 + s3);
-}
-
-static void kern_scalar_legacy(const tp_mm_job *J, int r0, int r1, float *scratch) {
-    (void)scratch;
-    const int G = J->n_in / 32, nb = J->nb;
-    const int has_min = J->type == TP_Q4_1 || J->type == TP_Q5_1;
-    float acc[TP_MATMUL_MAX_BATCH][8], summs[TP_MATMUL_MAX_BATCH];
-    sgroup grp;
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = J->w + (size_t)r * J->row_bytes;
         memset(acc, 0, sizeof acc);
-        memset(summs, 0, sizeof summs);
         for (int g = 0; g < G; g++) {
-            sdecode(J->type, row, g, &grp);
-            for (int b = 0; b < nb; b++) {
-                const int8_t *xq = J->xq + (size_t)b * J->xq_bs + (size_t)g * J->xq_gs;
-                const size_t xg = (size_t)b * J->xg_bs + (size_t)g * J->xg_gs;
-                const float d = grp.s0 * J->xd[xg];
-                for (int l = 0; l < 8; l++) {
-                    int li = 0;
-                    for (int k = 0; k < 4; k++) li += grp.v[4 * l + k] * xq[4 * l + k];
-                    acc[b][l] = fmaf(d, (float)li, acc[b][l]);
-                }
-                if (has_min) summs[b] += grp.mn * J->xm[xg];
+            uint8_t u[32];
+            uint16_t dh, mh;
+            tp_mm_row_block_u8(J, r, g, u, &dh, &mh);
+            const float dw = tp_f16_to_f32(dh), mw = tp_f16_to_f32(mh);
+            int v[32];
+            for (int i = 0; i < 32; i++) v[i] = (int)u[i] - off;
+            for (int t = 0; t < nb; t++) {
+                const int8_t *xq = J->xq + ((size_t)g * nb + t) * 32;
+                int isum = 0;
+                for (int i = 0; i < 32; i++) isum += v[i] * xq[i];
+                const float s = dw * J->xd[(size_t)g * nb + t];
+                acc[t] = fmaf((float)isum, s, acc[t]);
+                if (mins) acc[t] = fmaf(mw, J->xs[(size_t)g * nb + t], acc[t]);
             }
         }
-        for (int b = 0; b < nb; b++) J->y[(size_t)b * J->n_out + r] = hsum8_ggml(acc[b]) + summs[b];
+        for (int t = 0; t < nb; t++) J->y[(size_t)t * J->n_out + r] = acc[t];
     }
 }
 
-static float dot_f32(const float *a, const float *b, int n) {
-    float s[4] = { 0, 0, 0, 0 };
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (int k = 0; k < 4; k++) s[k] += a[i + k] * b[i + k];
-    for (; i < n; i++) s[0] += a[i] * b[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
+/* One K-quant super-block: 256 values (Q4_K/Q5_K unsigned 0..31, Q6_K signed
+ * -32..31), the integer scales of its 8 (Q6_K: 16) blocks, the 8 mins, d, dmin. */
+typedef struct {
+    int v[256];
+    int sc[16], mn[8];
+    float d, dmin;
+} ksuper;
+
+static void k4_scale_min(const uint8_t *q, int j, int *s, int *m) {
+    if (j < 4) {
+        *s = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *s = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
 }
 
-/* F32/F16/BF16 and any type without an integer kernel: the row as f32 times
- * the f32 inputs. */
-static void kern_scalar_float(const tp_mm_job *J, int r0, int r1, float *scratch) {
+static void kdecode(uint32_t type, const uint8_t *row, int sb, ksuper *o) {
+    if (type == TP_Q4_K || type == TP_Q5_K) {
+        const int q5 = type == TP_Q5_K;
+        const uint8_t *b = row + (size_t)sb * (q5 ? 176 : 144);
+        o->d = tp_f16_to_f32(tp_mm_rd16(b));
+        o->dmin = tp_f16_to_f32(tp_mm_rd16(b + 2));
+        const uint8_t *qh = b + 16, *qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; j++) {
+            k4_scale_min(b + 4, j, &o->sc[j], &o->mn[j]);
+            for (int l = 0; l < 32; l++) {
+                int v = (j & 1) ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0xF;
+                if (q5) v |= ((qh[l] >> j) & 1) << 4;
+                o->v[32 * j + l] = v;
+            }
+        }
+    } else { /* Q6_K */
+        const uint8_t *b = row + (size_t)sb * 210;
+        o->d = tp_f16_to_f32(tp_mm_rd16(b + 208));
+        o->dmin = 0.0f;
+        for (int s = 0; s < 16; s++) o->sc[s] = ((const int8_t *)(b + 192))[s];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                int *y = o->v + 128 * h + l;
+                y[0] = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                y[32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                y[64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                y[96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            }
+        }
+    }
+}
+
+/* K-quants: per super-block I = sum of scale * block dot (exact),
+ * acc = fma((float)I, d_w*d_x, acc); Q4_K/Q5_K: M = sum of min * block sum,
+ * acc = fma((float)M, -(dmin_w*d_x), acc). */
+static void kern_generic_k(const tp_mm_job *J, int r0, int r1, uint8_t *scratch) {
+    (void)scratch;
+    const int NS = J->n_in / 256, nb = J->nb;
+    const int q6 = J->type == TP_Q6_K;
+    float acc[TP_MATMUL_MAX_BATCH];
+    ksuper S;
+    uint8_t blk[210];
+    for (int r = r0; r < r1; r++) {
+        memset(acc, 0, sizeof acc);
+        for (int sb = 0; sb < NS; sb++) {
+            kdecode(J->type, tp_mm_file_block(J, r, (size_t)sb, blk), 0, &S);
+            for (int t = 0; t < nb; t++) {
+                const int8_t *xq = J->xq + ((size_t)sb * nb + t) * 256;
+                const float dx = J->xd[(size_t)sb * nb + t];
+                int I = 0;
+                if (q6) {
+                    for (int s = 0; s < 16; s++) {
+                        int dot = 0;
+                        for (int i = 0; i < 16; i++) dot += S.v[16 * s + i] * ((int)(uint8_t)xq[16 * s + i] - 128);
+                        I += S.sc[s] * dot;
+                    }
+                    acc[t] = fmaf((float)I, S.d * dx, acc[t]);
+                } else {
+                    const int16_t *xs = J->xsum + ((size_t)sb * nb + t) * 8;
+                    int M = 0;
+                    for (int g = 0; g < 8; g++) {
+                        int dot = 0;
+                        for (int i = 0; i < 32; i++) dot += S.v[32 * g + i] * xq[32 * g + i];
+                        I += S.sc[g] * dot;
+                        M += S.mn[g] * xs[g];
+                    }
+                    acc[t] = fmaf((float)I, S.d * dx, acc[t]);
+                    acc[t] = fmaf((float)M, -(S.dmin * dx), acc[t]);
+                }
+            }
+        }
+        for (int t = 0; t < nb; t++) J->y[(size_t)t * J->n_out + r] = acc[t];
+    }
+}
+
+/* The float order: 16 lanes of fused multiply-adds, the pairwise tree, the tail. */
+static float tree16(const float l[16]) {
+    float s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+static float dot_generic(const float *w, const float *x, int n) {
+    float l[16] = { 0 };
+    const int n16 = n & ~15;
+    for (int k = 0; k < n16; k += 16)
+        for (int i = 0; i < 16; i++) l[i] = fmaf(w[k + i], x[k + i], l[i]);
+    float s = tree16(l);
+    for (int k = n16; k < n; k++) s = fmaf(w[k], x[k], s);
+    return s;
+}
+
+/* F32/F16/BF16 and the types without an integer kernel (Q2_K, Q3_K): the row
+ * as f32 (exact for F16/BF16) times the f32 inputs. */
+static void kern_generic_float(const tp_mm_job *J, int r0, int r1, uint8_t *scratch) {
+    float *wrow = (float *)(void *)scratch;
+    uint8_t *rowbuf = scratch + (size_t)J->n_in * sizeof(float);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = J->w + (size_t)r * J->row_bytes;
+        if (J->layout == TP_WL_R4 && r < J->n_out / 4 * 4) { /* gather the row from its tile */
+            const size_t es = J->row_bytes / (size_t)J->n_in;
+            const uint8_t *tile = J->w + (size_t)(r & ~3) * J->row_bytes;
+            for (int k = 0; k < J->n_in; k++) memcpy(rowbuf + (size_t)k * es, tile + tp_r4_elem(J->n_in, r & 3, k) * es, es);
+            row = rowbuf;
+        }
         const float *wf;
         if (J->type == TP_F32 && ((uintptr_t)row & 3) == 0) {
             wf = (const float *)(const void *)row;
         } else {
-            tp_dequantize_row(J->type, row, scratch, (size_t)J->n_in);
-            wf = scratch;
+            tp_dequantize_row(J->type, row, wrow, (size_t)J->n_in);
+            wf = wrow;
         }
-        for (int b = 0; b < J->nb; b++)
-            J->y[(size_t)b * J->n_out + r] = dot_f32(wf, J->xf + (size_t)b * J->n_in, J->n_in);
+        for (int t = 0; t < J->nb; t++)
+            J->y[(size_t)t * J->n_out + r] = dot_generic(wf, J->xf + (size_t)t * J->n_in, J->n_in);
     }
 }
 
 /* ------------------------------------------------------------------------ */
 /* dispatch                                                                  */
 
+size_t tp_mm_pf_dist = 8192;
+
 static tp_mm_impl g_impl[TP_SIMD_N];
 static int g_avail[TP_SIMD_N];
 static int g_best;
 static atomic_int g_level = -1;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static const char *const k_level_names[TP_SIMD_N] = { "scalar", "avx2", "avx512" };
+static const char *const k_level_names[TP_SIMD_N] = { "generic", "avx2", "avx512" };
+
+static int level_by_name(const char *name) {
+    if (!name) return -1;
+    if (strcmp(name, "scalar") == 0) return TP_SIMD_GENERIC; /* the old name */
+    for (int l = 0; l < TP_SIMD_N; l++)
+        if (strcmp(name, k_level_names[l]) == 0) return l;
+    return -1;
+}
 
 static int cpu_has_avx2(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("avx");
+           __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
 #else
     return 0;
 #endif
 }
 
 /* AVX-512 level: F/BW/VL for the byte and mask operations, VNNI for the
- * 4-way u8 x s8 dot product (without VNNI the AVX2 kernels are as fast). */
+ * 4-way u8 x s8 dot product. */
 static int cpu_has_avx512(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
@@ -334,46 +333,38 @@ static int cpu_has_avx512(void) {
 }
 
 static void init_once(void) {
-    tp_mm_impl *s = &g_impl[TP_SIMD_SCALAR];
+    tp_mm_impl *s = &g_impl[TP_SIMD_GENERIC];
     for (int t = 0; t < TP_MM_NTYPES; t++) {
         int kind = tp_mm_act_kind((uint32_t)t);
-        s->kernel[t] = kind == TP_ACT_F32 ? kern_scalar_float
-                       : kind == TP_ACT_Q8 ? kern_scalar_legacy
-                                           : kern_scalar_quant;
-        s->quant[t] = kind == TP_ACT_Q8 ? tp_mm_quant_q8_scalar : kind == TP_ACT_Q8K ? tp_mm_quant_q8k_scalar : NULL;
-        s->layout[t] = kind == TP_ACT_Q8 ? TP_LAYOUT_GROUP_MAJOR : TP_LAYOUT_ACT_MAJOR;
+        s->kernel[t] = kind == TP_ACT_F32 ? kern_generic_float : kind == TP_ACT_Q8 ? kern_generic_legacy : kern_generic_k;
     }
-    s->row_step = 1;
-    g_avail[TP_SIMD_SCALAR] = 1;
-    g_best = TP_SIMD_SCALAR;
-    if (cpu_has_avx2() && tp_mm_fill_avx2(&g_impl[TP_SIMD_AVX2])) {
-        g_avail[TP_SIMD_AVX2] = 1;
-        g_best = TP_SIMD_AVX2;
-    }
-    if (cpu_has_avx512() && tp_mm_fill_avx512(&g_impl[TP_SIMD_AVX512])) {
+    s->quant[TP_ACT_Q8] = tp_mm_quant_q8_generic;
+    s->quant[TP_ACT_Q8K] = tp_mm_quant_q8k_generic;
+    g_avail[TP_SIMD_GENERIC] = 1;
+    if (cpu_has_avx2() && tp_mm_fill_avx2(&g_impl[TP_SIMD_AVX2])) g_avail[TP_SIMD_AVX2] = 1;
+    if (g_avail[TP_SIMD_AVX2] && cpu_has_avx512() && tp_mm_fill_avx512(&g_impl[TP_SIMD_AVX512]))
         g_avail[TP_SIMD_AVX512] = 1;
-        g_best = TP_SIMD_AVX512;
-    }
-    /* Lower levels fill the gaps of higher ones (kernel, quantizer and
-     * layout travel together). */
+    /* TEMPO_SIMD caps the levels: the process then behaves as on a CPU
+     * without the higher ones (tests of an AVX2-only machine on AVX-512). */
+    const char *pf = getenv("TEMPO_PF_DIST"); /* tuning on other machines (matmul_internal.h) */
+    if (pf && atoi(pf) > 0) tp_mm_pf_dist = (size_t)atoi(pf);
+    const char *env = getenv("TEMPO_SIMD");
+    int cap = level_by_name(env && *env ? env : NULL);
+    if (cap >= 0)
+        for (int l = cap + 1; l < TP_SIMD_N; l++) g_avail[l] = 0;
+    g_best = TP_SIMD_GENERIC;
+    for (int l = 0; l < TP_SIMD_N; l++)
+        if (g_avail[l]) g_best = l;
+    /* Lower levels fill the gaps of higher ones. */
     for (int l = 1; l < TP_SIMD_N; l++) {
         if (!g_avail[l]) continue;
         tp_mm_impl *hi = &g_impl[l], *lo = &g_impl[l - 1];
-        if (hi->row_step < 1) hi->row_step = 1;
-        for (int t = 0; t < TP_MM_NTYPES; t++) {
-            if (hi->kernel[t]) continue;
-            hi->kernel[t] = lo->kernel[t];
-            hi->quant[t] = lo->quant[t];
-            hi->layout[t] = lo->layout[t];
-        }
+        for (int t = 0; t < TP_MM_NTYPES; t++)
+            if (!hi->kernel[t]) hi->kernel[t] = lo->kernel[t];
+        for (int k = 0; k < 3; k++)
+            if (!hi->quant[k]) hi->quant[k] = lo->quant[k];
     }
-    int level = g_best;
-    const char *env = getenv("TEMPO_SIMD");
-    if (env && *env) {
-        for (int l = 0; l < TP_SIMD_N; l++)
-            if (strcmp(env, k_level_names[l]) == 0 && g_avail[l]) level = l;
-    }
-    atomic_store(&g_level, level);
+    atomic_store(&g_level, g_best);
 }
 
 static int level_now(void) {
@@ -383,20 +374,22 @@ static int level_now(void) {
 
 const char *tp_simd_level(void) { return k_level_names[level_now()]; }
 
+int tp_simd_available(const char *name) {
+    level_now();
+    int l = level_by_name(name);
+    return l >= 0 && g_avail[l];
+}
+
 int tp_matmul_set_simd(const char *name) {
     level_now();
     if (!name) {
         atomic_store(&g_level, g_best);
         return 0;
     }
-    for (int l = 0; l < TP_SIMD_N; l++) {
-        if (strcmp(name, k_level_names[l]) == 0) {
-            if (!g_avail[l]) return -1;
-            atomic_store(&g_level, l);
-            return 0;
-        }
-    }
-    return -1;
+    int l = level_by_name(name);
+    if (l < 0 || !g_avail[l]) return -1;
+    atomic_store(&g_level, l);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -404,37 +397,46 @@ int tp_matmul_set_simd(const char *name) {
 
 struct tp_matmul_ctx {
     tp_pool *pool;
-    int max_n_in; /* rounded up to 256 */
+    int max_n_in; /* rounded up to 512 */
     int n_threads;
     int8_t *xq;
+    float *xd, *xs;
     int32_t *xc;
-    float *xd, *xm;
-    float *scratch; /* n_threads x max_n_in */
+    int16_t *xsum;
+    uint8_t *scratch; /* n_threads x scratch_bytes */
+    size_t scratch_bytes;
     size_t bytes;
 
     /* the product being computed (valid during a pool run) */
     tp_mm_job job;
     const tp_mm_impl *impl;
     tp_mm_kernel kernel;
+    int kind;
     int chunk_rows, n_chunks;
     _Alignas(64) atomic_int next_chunk;
 };
 
 /* The context's buffer sizes, shared by tp_matmul_ctx_new and the estimate. */
-static void ctx_sizes(int n_threads, int max_n_in, size_t *sz_q, size_t *sz_c, size_t *sz_d, size_t *sz_s) {
+/* The context's buffer sizes (max_n_in rounded up to 512), shared by
+ * tp_matmul_ctx_new and the estimate: quantized activations, three per-group
+ * arrays (scale, correction, Q8_1 sum), the int16 group sums, and per thread
+ * a scratch (a tile built on the fly, a dequantized row). */
+static void ctx_sizes(int n_threads, int max_n_in, size_t *sz_q, size_t *sz_g, size_t *sz_sum, size_t *scratch_bytes,
+                      size_t *sz_s) {
     size_t n = (size_t)TP_MATMUL_MAX_BATCH * (size_t)max_n_in, G = n / 32;
     *sz_q = n;
-    *sz_c = G * 8 * sizeof(int32_t);
-    *sz_d = G * sizeof(float);
-    *sz_s = (size_t)n_threads * (size_t)max_n_in * sizeof(float);
+    *sz_g = G * sizeof(float);
+    *sz_sum = G * sizeof(int16_t);
+    *scratch_bytes = (TP_MM_SCRATCH(max_n_in) + 63) / 64 * 64;
+    *sz_s = (size_t)(n_threads > 0 ? n_threads : 1) * *scratch_bytes;
 }
 
 size_t tp_matmul_ctx_estimate_bytes(int n_threads, int max_n_in) {
     if (max_n_in < 1) max_n_in = 1;
     max_n_in = (max_n_in + 511) / 512 * 512;
-    size_t sz_q, sz_c, sz_d, sz_s;
-    ctx_sizes(n_threads, max_n_in, &sz_q, &sz_c, &sz_d, &sz_s);
-    return sizeof(tp_matmul_ctx) + sz_q + sz_c + 2 * sz_d + sz_s;
+    size_t sz_q, sz_g, sz_sum, sb, sz_s;
+    ctx_sizes(n_threads, max_n_in, &sz_q, &sz_g, &sz_sum, &sb, &sz_s);
+    return sizeof(tp_matmul_ctx) + sz_q + 3 * sz_g + sz_sum + sz_s;
 }
 
 tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
@@ -443,16 +445,17 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
     if (!c) return NULL;
     c->pool = pool;
     c->n_threads = tp_pool_threads(pool);
-    c->max_n_in = (max_n_in + 511) / 512 * 512; /* whole chunks of 16 groups */
-    size_t sz_q, sz_c, sz_d, sz_s;
-    ctx_sizes(c->n_threads, c->max_n_in, &sz_q, &sz_c, &sz_d, &sz_s);
+    c->max_n_in = (max_n_in + 511) / 512 * 512;
+    size_t sz_q, sz_g, sz_sum, sz_s;
+    ctx_sizes(c->n_threads, c->max_n_in, &sz_q, &sz_g, &sz_sum, &c->scratch_bytes, &sz_s);
     c->xq = tp_alloc_aligned(sz_q);
-    c->xc = tp_alloc_aligned(sz_c);
-    c->xd = tp_alloc_aligned(sz_d);
-    c->xm = tp_alloc_aligned(sz_d);
+    c->xd = tp_alloc_aligned(sz_g);
+    c->xs = tp_alloc_aligned(sz_g);
+    c->xc = tp_alloc_aligned(sz_g);
+    c->xsum = tp_alloc_aligned(sz_sum);
     c->scratch = tp_alloc_aligned(sz_s);
-    c->bytes = sizeof *c + sz_q + sz_c + 2 * sz_d + sz_s;
-    if (!c->xq || !c->xc || !c->xd || !c->xm || !c->scratch) {
+    c->bytes = sizeof *c + sz_q + 3 * sz_g + sz_sum + sz_s;
+    if (!c->xq || !c->xd || !c->xs || !c->xc || !c->xsum || !c->scratch) {
         tp_matmul_ctx_free(c);
         return NULL;
     }
@@ -464,9 +467,10 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
 void tp_matmul_ctx_free(tp_matmul_ctx *c) {
     if (!c) return;
     tp_free_aligned(c->xq);
-    tp_free_aligned(c->xc);
     tp_free_aligned(c->xd);
-    tp_free_aligned(c->xm);
+    tp_free_aligned(c->xs);
+    tp_free_aligned(c->xc);
+    tp_free_aligned(c->xsum);
     tp_free_aligned(c->scratch);
     free(c);
 }
@@ -475,11 +479,13 @@ size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c) { return c ? c->bytes : 0; }
 
 static void quantize_acts(const tp_matmul_ctx *c, int b0, int b1) {
     const tp_mm_job *J = &c->job;
-    int off = tp_mm_offset(J->type);
-    tp_mm_quant_fn q = c->impl->quant[J->type];
+    const int off = tp_mm_offset(J->type), nb = J->nb;
+    const size_t QB = c->kind == TP_ACT_Q8K ? 256 : 32;
+    tp_mm_quant_fn q = c->impl->quant[c->kind];
     for (int b = b0; b < b1; b++)
-        q(J->xf + (size_t)b * J->n_in, J->n_in, off, c->xq + (size_t)b * J->xq_bs, c->xc + (size_t)b * J->xc_bs,
-          c->xd + (size_t)b * J->xg_bs, c->xm + (size_t)b * J->xg_bs, J->xq_gs, J->xc_gs, J->xg_gs);
+        q(J->xf + (size_t)b * J->n_in, J->n_in, c->kind == TP_ACT_Q8K && J->type != TP_Q6_K ? 0 : off,
+          c->xq + (size_t)b * QB, QB * (size_t)nb, c->xd + b, c->xc + b, c->xs + b, c->xsum + 8 * (size_t)b,
+          (size_t)nb);
 }
 
 static void quant_task(void *ctx, int ith, int nth) {
@@ -491,7 +497,7 @@ static void quant_task(void *ctx, int ith, int nth) {
 static void matmul_task(void *ctx, int ith, int nth) {
     (void)nth;
     tp_matmul_ctx *c = ctx;
-    float *scratch = c->scratch + (size_t)ith * c->max_n_in;
+    uint8_t *scratch = c->scratch + (size_t)ith * c->scratch_bytes;
     for (;;) {
         int k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
         if (k >= c->n_chunks) break;
@@ -508,8 +514,9 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     size_t be = tp_dtype_block_elems(type);
     int kind = tp_mm_act_kind(type);
     int bad = type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || n_in % (int)be != 0 ||
-              n_in > c->max_n_in || (kind != TP_ACT_F32 && n_in % 32 != 0) || !impl->kernel[type] ||
-              (kind != TP_ACT_F32 && !impl->quant[type]);
+              n_in > c->max_n_in || !impl->kernel[type] || (kind != TP_ACT_F32 && !impl->quant[kind]) ||
+              (w->layout == TP_WL_R16 && tp_r16_block_bytes(type) == 0) ||
+              (w->layout == TP_WL_R4 && !tp_mm_is_float(type)) || w->layout > TP_WL_R4;
     if (bad) {
         /* A caller bug (the loader checks types and shapes): make it visible. */
         for (size_t i = 0; i < (size_t)nb * (size_t)n_out; i++) y[i] = NAN;
@@ -517,43 +524,35 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
     }
     c->impl = impl;
     c->kernel = impl->kernel[type];
+    c->kind = kind;
     tp_mm_job *J = &c->job;
     J->w = w->data;
     J->row_bytes = tp_dtype_row_bytes(type, (size_t)n_in);
     J->type = type;
+    J->layout = w->layout;
     J->n_in = n_in;
     J->n_out = n_out;
     J->xq = c->xq;
-    J->xc = c->xc;
     J->xd = c->xd;
-    J->xm = c->xm;
-    const int layout = impl->layout[type];
-    const size_t G = (size_t)(n_in / 32), Gp = (G + 15) / 16 * 16;
+    J->xc = c->xc;
+    J->xs = c->xs;
+    J->xsum = c->xsum;
 
-    /* Rows in chunks handed out dynamically: a few chunks per thread keep the
-     * threads balanced, and each chunk is a long sequential stream. */
-    int step = impl->row_step;
-    int per = n_out / (c->n_threads * 6);
-    if (per < 16) per = 16;
-    per = (per + step - 1) / step * step;
-    c->chunk_rows = per;
-    c->n_chunks = (n_out + per - 1) / per;
+    /* Rows in chunks of whole 16-row tiles, handed out dynamically: a few
+     * chunks per thread keep the threads balanced (a thread the OS
+     * preempts holds up one chunk, not a fixed share), and each chunk is a
+     * long sequential stream. */
+    int tiles = (n_out + 15) / 16;
+    int per = tiles / (c->n_threads * 6);
+    if (per < 1) per = 1;
+    c->chunk_rows = 16 * per;
+    c->n_chunks = (n_out + c->chunk_rows - 1) / c->chunk_rows;
 
     for (int b0 = 0; b0 < nb; b0 += TP_MATMUL_MAX_BATCH) {
         int nbc = nb - b0 < TP_MATMUL_MAX_BATCH ? nb - b0 : TP_MATMUL_MAX_BATCH;
         J->nb = nbc;
         J->xf = x + (size_t)b0 * n_in;
         J->y = y + (size_t)b0 * n_out;
-        if (layout == TP_LAYOUT_GROUP_MAJOR) {
-            J->xq_bs = 32, J->xq_gs = 32 * (size_t)nbc;
-            J->xc_bs = 8, J->xc_gs = 8 * (size_t)nbc;
-            J->xg_bs = 1, J->xg_gs = (size_t)nbc;
-        } else {
-            size_t gs = layout == TP_LAYOUT_T16 ? Gp : G;
-            J->xq_bs = 32 * gs, J->xq_gs = 32;
-            J->xc_bs = 8 * gs, J->xc_gs = 8;
-            J->xg_bs = gs, J->xg_gs = 1;
-        }
         if (kind != TP_ACT_F32) {
             if (nbc > 1 && c->n_threads > 1 && (size_t)nbc * (size_t)n_in >= 16384)
                 tp_pool_run(c->pool, quant_task, c);
@@ -561,12 +560,182 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
                 quantize_acts(c, 0, nbc);
         }
         atomic_store_explicit(&c->next_chunk, 0, memory_order_relaxed);
-        tp_pool_run(c->pool, matmul_task, c);
+        if (c->n_chunks == 1) matmul_task(c, 0, 1); /* one chunk: no need to wake anyone */
+        else tp_pool_run(c->pool, matmul_task, c);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* load-time repacking                                                       */
+
+/* The fields of each type's block, in tile order (matmul_internal.h). */
+typedef struct {
+    uint8_t off, size, unit, xor80;
+} r16_field;
+
+static int r16_fields(uint32_t type, const r16_field **f) {
+    static const r16_field q4_0[] = { { 0, 2, 2, 0 }, { 2, 16, 4, 0 } };
+    static const r16_field q8_0[] = { { 0, 2, 2, 0 }, { 2, 32, 4, 1 } };
+    static const r16_field q4_k[] = { { 0, 4, 4, 0 }, { 4, 12, 1, 0 }, { 16, 128, 4, 0 } };
+    static const r16_field q5_k[] = { { 0, 4, 4, 0 }, { 4, 12, 1, 0 }, { 16, 32, 4, 0 }, { 48, 128, 4, 0 } };
+    static const r16_field q6_k[] = { { 0, 128, 4, 0 }, { 128, 64, 4, 0 }, { 192, 16, 1, 0 }, { 208, 2, 2, 0 } };
+    switch (type) {
+    case TP_Q4_0: *f = q4_0; return 2;
+    case TP_Q8_0: *f = q8_0; return 2;
+    case TP_Q4_K: *f = q4_k; return 3;
+    case TP_Q5_K: *f = q5_k; return 4;
+    case TP_Q6_K: *f = q6_k; return 4;
+    default: *f = NULL; return 0;
+    }
+}
+
+size_t tp_r16_block_bytes(uint32_t type) {
+    const r16_field *f;
+    return r16_fields(type, &f) ? 16 * tp_dtype_block_bytes(type) : 0;
+}
+
+void tp_r16_pack(uint32_t type, const uint8_t *src, size_t src_stride, int nrows, size_t nblk, uint8_t *dst) {
+    const r16_field *f;
+    const int nf = r16_fields(type, &f);
+    const size_t bb = tp_dtype_block_bytes(type), tb = 16 * bb;
+    for (size_t b = 0; b < nblk; b++) {
+        uint8_t *o = dst + b * tb;
+        for (int fi = 0; fi < nf; fi++) {
+            const size_t u = f[fi].unit;
+            for (size_t k = 0; k < f[fi].size / u; k++)
+                for (int r = 0; r < 16; r++) {
+                    uint8_t *d = o + u * (16 * k + (size_t)r);
+                    if (r < nrows) {
+                        memcpy(d, src + (size_t)r * src_stride + b * bb + f[fi].off + u * k, u);
+                        if (f[fi].xor80)
+                            for (size_t e = 0; e < u; e++) d[e] ^= 0x80;
+                    } else {
+                        memset(d, 0, u);
+                    }
+                }
+            o += 16 * (size_t)f[fi].size;
+        }
+    }
+}
+
+void tp_r16_unpack_block(uint32_t type, const uint8_t *tile, int lane, size_t blk, uint8_t *out) {
+    const r16_field *f;
+    const int nf = r16_fields(type, &f);
+    const uint8_t *t = tile + blk * 16 * tp_dtype_block_bytes(type);
+    for (int fi = 0; fi < nf; fi++) {
+        const size_t u = f[fi].unit;
+        for (size_t k = 0; k < f[fi].size / u; k++) {
+            uint8_t *d = out + f[fi].off + u * k;
+            memcpy(d, t + u * (16 * k + (size_t)lane), u);
+            if (f[fi].xor80)
+                for (size_t e = 0; e < u; e++) d[e] ^= 0x80;
+        }
+        t += 16 * (size_t)f[fi].size;
+    }
+}
+
+int tp_weight_repackable(const tp_weight *w) {
+    size_t be = tp_dtype_block_elems(w->type);
+    if (w->layout != TP_WL_ROWS || w->n_in <= 0) return 0;
+    if (tp_mm_is_float(w->type)) return w->n_out >= 4;
+    return tp_r16_block_bytes(w->type) > 0 && w->n_out >= 16 && w->n_in % (int)be == 0;
+}
+
+int tp_weight_repack(tp_weight *w) {
+    if (!tp_weight_repackable(w)) return 0;
+    const size_t rb = tp_dtype_row_bytes(w->type, (size_t)w->n_in);
+    uint8_t *tmp = malloc(16 * rb);
+    if (!tmp) return 0;
+    uint8_t *base = (uint8_t *)(uintptr_t)w->data; /* the caller made it writable */
+    if (tp_mm_is_float(w->type)) {
+        const size_t es = rb / (size_t)w->n_in;
+        for (int t = 0; t < w->n_out / 4; t++) {
+            uint8_t *tile = base + (size_t)t * 4 * rb;
+            memcpy(tmp, tile, 4 * rb);
+            for (int j = 0; j < 4; j++)
+                for (int k0 = 0; k0 < w->n_in; k0 += 16) {
+                    int n = w->n_in - k0 < 16 ? w->n_in - k0 : 16;
+                    memcpy(tile + tp_r4_elem(w->n_in, j, k0) * es, tmp + (size_t)j * rb + (size_t)k0 * es, (size_t)n * es);
+                }
+        }
+        free(tmp);
+        w->layout = TP_WL_R4;
+        return 1;
+    }
+    for (int t = 0; t < w->n_out / 16; t++) {
+        uint8_t *tile = base + (size_t)t * 16 * rb;
+        memcpy(tmp, tile, 16 * rb);
+        tp_r16_pack(w->type, tmp, rb, 16, rb / tp_dtype_block_bytes(w->type), tile);
+    }
+    free(tmp);
+    w->layout = TP_WL_R16;
+    return 1;
+}
+
+void tp_weights_repack(tp_weight *const *ws, int n) {
+    for (int i = 0; i < n; i++) {
+        int shared = 0;
+        for (int j = 0; j < i && !shared; j++)
+            if (ws[j]->data == ws[i]->data && ws[j]->type == ws[i]->type) {
+                ws[i]->layout = ws[j]->layout;
+                shared = 1;
+            }
+        if (!shared) tp_weight_repack(ws[i]);
+    }
+}
+
+size_t tp_weights_to_hugepages(void *base, size_t len) {
+#if defined(__linux__) && defined(MREMAP_FIXED)
+    const uintptr_t A = (uintptr_t)2 << 20;
+    uintptr_t b = ((uintptr_t)base + A - 1) & ~(A - 1), e = ((uintptr_t)base + len) & ~(A - 1);
+    size_t moved = 0;
+    for (uintptr_t c = b; c + A <= e; c += A) {
+        /* a 2 MiB-aligned anonymous chunk (from a 4 MiB reservation) */
+        uint8_t *r = mmap(NULL, 2 * A, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (r == MAP_FAILED) break;
+        uint8_t *a = (uint8_t *)(((uintptr_t)r + A - 1) & ~(A - 1));
+        if (a > r) munmap(r, (size_t)(a - r));
+        if (r + 2 * A > a + A) munmap(a + A, (size_t)(r + 2 * A - (a + A)));
+        madvise(a, A, MADV_HUGEPAGE);
+        memcpy(a, (const void *)c, A);
+        /* put it where the file's pages were; those leave the process */
+        if (mremap(a, A, A, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)c) == MAP_FAILED) {
+            munmap(a, A);
+            break;
+        }
+        moved += A;
+    }
+    return moved;
+#else
+    (void)base, (void)len;
+    return 0;
+#endif
 }
 
 void tp_weight_row(const tp_weight *w, int row, float *out) {
     size_t rb = tp_dtype_row_bytes(w->type, (size_t)w->n_in);
+    if (w->layout == TP_WL_R16 && row < w->n_out / 16 * 16) {
+        /* rebuild the file's blocks, then dequantize them as stored */
+        const size_t bb = tp_dtype_block_bytes(w->type), be = tp_dtype_block_elems(w->type);
+        const uint8_t *tile = (const uint8_t *)w->data + (size_t)(row >> 4) * 16 * rb;
+        uint8_t buf[256 * 34 / 32 * 8];
+        const size_t per = sizeof buf / bb; /* blocks per call */
+        for (size_t b0 = 0; b0 < rb / bb; b0 += per) {
+            size_t n = rb / bb - b0 < per ? rb / bb - b0 : per;
+            for (size_t b = 0; b < n; b++) tp_r16_unpack_block(w->type, tile, row & 15, b0 + b, buf + b * bb);
+            tp_dequantize_row(w->type, buf, out + b0 * be, n * be);
+        }
+        return;
+    }
+    if (w->layout == TP_WL_R4 && row < w->n_out / 4 * 4) {
+        const size_t es = rb / (size_t)w->n_in;
+        const uint8_t *tile = (const uint8_t *)w->data + (size_t)(row & ~3) * rb;
+        for (int k0 = 0; k0 < w->n_in; k0 += 16) {
+            int n = w->n_in - k0 < 16 ? w->n_in - k0 : 16;
+            tp_dequantize_row(w->type, tile + tp_r4_elem(w->n_in, row & 3, k0) * es, out + k0, (size_t)n);
+        }
+        return;
+    }
     tp_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)row * rb, out, (size_t)w->n_in);
 }
 

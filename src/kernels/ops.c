@@ -5,8 +5,7 @@
  *  - softmax: max-subtracted expf in float, sum in double, scaled by
  *    (float)(1/sum).
  *  - swiglu: silu(a) * b with silu(v) = v / (1 + expf(-v)).
- * dot and axpy use AVX2+FMA when the CPU has it (float sums in a different
- * order than the scalar loop; both are used only where that is harmless).
+ * dot and axpy: below (the same bits on every CPU).
  */
 #include "kernels/ops.h"
 
@@ -50,27 +49,28 @@ void tp_swiglu(float *a, const float *b, int n) {
     }
 }
 
+/* dot and axpy: one order on every CPU, the float kernels' (matmul.h): 16
+ * lanes of fused multiply-adds, the pairwise tree, then the tail; axpy one
+ * fused multiply-add per element. The AVX2 code computes the same bits as the
+ * portable loops, so attention does not depend on the CPU either. */
 #if defined(__x86_64__)
 static int have_avx2_fma(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    const int n16 = n & ~15;
+    for (int i = 0; i < n16; i += 16) {
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), hi);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m256 s = _mm256_add_ps(lo, hi); /* lanes l + l+8 */
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     float r = _mm_cvtss_f32(h);
-    for (; i < n; i++) r += a[i] * b[i];
+    for (int i = n16; i < n; i++) r = fmaf(a[i], b[i], r);
     return r;
 }
 
@@ -79,7 +79,7 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, con
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 #endif
 
@@ -87,12 +87,15 @@ float tp_dot_f32(const float *a, const float *b, int n) {
 #if defined(__x86_64__)
     if (have_avx2_fma()) return dot_avx2(a, b, n);
 #endif
-    float s[4] = { 0, 0, 0, 0 };
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (int k = 0; k < 4; k++) s[k] += a[i + k] * b[i + k];
-    for (; i < n; i++) s[0] += a[i] * b[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
+    float l[16] = { 0 }, s8[8], s4[4];
+    const int n16 = n & ~15;
+    for (int i = 0; i < n16; i += 16)
+        for (int k = 0; k < 16; k++) l[k] = fmaf(a[i + k], b[i + k], l[k]);
+    for (int k = 0; k < 8; k++) s8[k] = l[k] + l[k + 8];
+    for (int k = 0; k < 4; k++) s4[k] = s8[k] + s8[k + 4];
+    float r = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+    for (int i = n16; i < n; i++) r = fmaf(a[i], b[i], r);
+    return r;
 }
 
 void tp_axpy_f32(float *y, float a, const float *x, int n) {
@@ -102,5 +105,5 @@ void tp_axpy_f32(float *y, float a, const float *x, int n) {
         return;
     }
 #endif
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    for (int i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }

@@ -21,8 +21,15 @@
  * when some worker announced that it is going to sleep (`n_sleep`); the worker
  * re-checks `ctl` under the mutex after announcing, so a wake-up cannot be
  * lost (both sides use sequentially consistent accesses on ctl and n_sleep).
- * When there are more threads than online cores, spinning would steal the
- * cores from the threads doing the work, so workers yield while spinning.
+ * Size. A pool never has more threads than the CPUs this process may run on
+ * (its affinity mask): extra threads could only take turns on the same cores,
+ * and a worker preempted in the middle of its share holds up the run until
+ * the OS schedules it again (a time slice, far longer than a matmul), so
+ * --threads above the core count would be slower, never faster. Other
+ * processes may still take the cores (a shared machine): a worker that has
+ * not joined a run by the time the caller is done does not delay it (above),
+ * and the matmul hands out small chunks, so one that is preempted mid-run
+ * holds up at most one chunk.
  */
 #include "kernels/threadpool.h"
 
@@ -55,7 +62,6 @@ struct worker_arg {
 
 struct tp_pool {
     int n_threads;
-    int oversubscribed; /* more threads than online cores */
     pthread_t *threads; /* n_threads - 1 workers */
     struct worker_arg *args;
 
@@ -85,7 +91,6 @@ static unsigned long long wait_for_gen(struct tp_pool *p, uint32_t seen) {
         unsigned long long c = atomic_load_explicit(&p->ctl, memory_order_acquire);
         if (CTL_GEN(c) != seen) return c;
         CPU_RELAX();
-        if (p->oversubscribed) sched_yield();
         if ((i & 255) != 255) continue;
         /* check the clock only now and then */
         long long t = now_ns();
@@ -129,15 +134,26 @@ static void wake_sleepers(struct tp_pool *p) {
     }
 }
 
-tp_pool *tp_pool_create(int n_threads) {
+/* CPUs this process may run on: its affinity mask, else the online count. */
+static long usable_cpus(void) {
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
     long online = sysconf(_SC_NPROCESSORS_ONLN);
-    if (online < 1) online = 1;
-    if (n_threads <= 0) n_threads = (int)online;
+    return online < 1 ? 1 : online;
+}
+
+tp_pool *tp_pool_create(int n_threads) {
+    long online = usable_cpus();
+    if (n_threads <= 0 || n_threads > online) n_threads = (int)online;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     struct tp_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads;
-    p->oversubscribed = n_threads > online;
     atomic_init(&p->ctl, 0);
     atomic_init(&p->done, 0);
     atomic_init(&p->n_sleep, 0);
@@ -206,6 +222,6 @@ void tp_pool_run(tp_pool *p, tp_task_fn fn, void *ctx) {
     for (int ith = joined + 1; ith < p->n_threads; ith++) fn(ctx, ith, p->n_threads);
     for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) != joined; i++) {
         CPU_RELAX();
-        if (p->oversubscribed || i > (1u << 16)) sched_yield();
+        if (i > (1u << 16)) sched_yield();
     }
 }

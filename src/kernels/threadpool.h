@@ -19,7 +19,9 @@
 typedef struct tp_pool tp_pool;
 typedef void (*tp_task_fn)(void *ctx, int ith, int nth);
 
-tp_pool *tp_pool_create(int n_threads); /* n_threads <= 0: all online cores */
+/* n_threads <= 0: all CPUs this process may run on; more than that is capped
+ * to it (extra threads would only compete for the same cores). */
+tp_pool *tp_pool_create(int n_threads);
 void tp_pool_free(tp_pool *pool);
 int tp_pool_threads(const tp_pool *pool);
 void tp_pool_run(tp_pool *pool, tp_task_fn fn, void *ctx);

@@ -14,12 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "core/checked.h"
 #include "core/common.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
+#include "model/backend.h"
 #include "model/hf.h"
 #include "model/hparams.h"
 #include "tensor/dtype.h"
@@ -155,6 +157,61 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
     tp_dequantize_row(t->type, t->data, v, (size_t)n);
     tp_model_own(ld->m, v, (size_t)n * sizeof(float));
     return v;
+}
+
+/* Placement of the weights for the CPU kernels (kernels/matmul.h), after the
+ * device decision (tempo_model_open): the tensor data moves onto huge pages
+ * (tp_weights_to_hugepages), then the host's matrices are rewritten in place
+ * into the kernels' interleaved layouts (tp_weight_repack). The mappings are
+ * private: the moved or written pages replace the file's pages in this
+ * process, so the weights are not held twice, the mapped bytes stay counted
+ * once, and the files are never written. Layers on a GPU are left alone
+ * (uploaded from the file's layout, their pages given back), and so is a tied
+ * embedding whose output matrix is on the device; with a device nothing moves
+ * (its released pages must stay file-backed). TEMPO_NO_REPACK=1 keeps the
+ * files' pages and layout (shared page cache; the kernels then build their
+ * tiles per call, far slower). */
+void tp_model_place_weights(tp_model *m) {
+    const char *no = getenv("TEMPO_NO_REPACK");
+    if (no && *no && strcmp(no, "0") != 0) return;
+    const int on_dev = m->dev ? m->dev->layers : 0;
+    const bool head = m->dev && m->dev->head;
+    const st_set *st = m->hf;
+    int n_maps = m->gguf ? 1 : st ? st->n_files : 0;
+    if (!n_maps) return;
+    if (!m->dev) {
+        if (m->gguf && m->gguf->data_offset < m->gguf->map_size)
+            tp_weights_to_hugepages((void *)(uintptr_t)(m->gguf->map + m->gguf->data_offset),
+                                    m->gguf->map_size - m->gguf->data_offset);
+        for (int i = 0; st && i < st->n_files; i++)
+            if (st->files[i]->data_offset < st->files[i]->map_size)
+                tp_weights_to_hugepages((void *)(uintptr_t)(st->files[i]->map + st->files[i]->data_offset),
+                                        st->files[i]->map_size - st->files[i]->data_offset);
+    }
+    int n = 0;
+    tp_weight **ws = tp_xmalloc((size_t)(2 + 7 * m->hp.n_layers) * sizeof *ws);
+    const bool tied_on_dev = head && m->output.data == m->tok_embd.data;
+    if (!tied_on_dev) ws[n++] = &m->tok_embd;
+    if (!head && !tied_on_dev) ws[n++] = &m->output;
+    for (int l = on_dev; l < m->hp.n_layers; l++) {
+        tp_layer *L = &m->layers[l];
+        tp_weight *lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        memcpy(ws + n, lw, sizeof lw);
+        n += 7;
+    }
+    int ok = 1;
+    for (int i = 0; i < n_maps && ok; i++) {
+        const uint8_t *map = m->gguf ? m->gguf->map : st->files[i]->map;
+        size_t size = m->gguf ? m->gguf->map_size : st->files[i]->map_size;
+        ok = mprotect((void *)(uintptr_t)map, size, PROT_READ | PROT_WRITE) == 0;
+    }
+    if (ok) tp_weights_repack(ws, n);
+    for (int i = 0; i < n_maps; i++) {
+        const uint8_t *map = m->gguf ? m->gguf->map : st->files[i]->map;
+        size_t size = m->gguf ? m->gguf->map_size : st->files[i]->map_size;
+        mprotect((void *)(uintptr_t)map, size, PROT_READ);
+    }
+    free(ws);
 }
 
 /* Every hyperparameter, validated in one place (model/hparams.c). */

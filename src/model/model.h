@@ -76,6 +76,9 @@ typedef struct {
 tp_model *tp_model_load(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err); /* model/hf.c */
+/* The host's weights into the CPU kernels' layouts (huge pages, interleaved
+ * tiles; model.c), after the device decision; tempo_model_open calls it. */
+void tp_model_place_weights(tp_model *m);
 void tp_model_free(tp_model *m);
 
 /* Size of the model's weights without loading it (for the memory check before loading). */
