@@ -27,6 +27,9 @@
 #include <string.h>
 #if defined(__linux__)
 #include <sys/mman.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #endif
 
 #include "core/common.h"
@@ -309,11 +312,22 @@ static int level_by_name(const char *name) {
     return -1;
 }
 
+/* F16C straight from CPUID leaf 1 (ECX bit 29): clang 14's
+ * __builtin_cpu_supports does not know the name. */
+static int cpu_has_f16c(void) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+#else
+    return 0;
+#endif
+}
+
 static int cpu_has_avx2(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+           __builtin_cpu_supports("avx") && cpu_has_f16c();
 #else
     return 0;
 #endif
