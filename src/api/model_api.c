@@ -231,7 +231,8 @@ void tempo_model_get_info(const tempo_model *m, tempo_model_info *info) {
 
 int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap) {
     if (!m || !m->tok || !text) return -1;
-    return tp_tokenizer_encode(m->tok, text, add_bos, true, out, cap);
+    int n = tp_tokenizer_encode(m->tok, text, add_bos, true, out, cap);
+    return n < 0 ? -1 : n; /* the documented failure, out of memory (TP_TOK_NOMEM) included */
 }
 
 char *tempo_token_text(const tempo_model *m, int32_t id) {
@@ -296,7 +297,8 @@ void tempo_vocab_close(tempo_vocab *v) {
 
 int tempo_vocab_tokenize(const tempo_vocab *v, const char *text, bool add_bos, int32_t *out, int cap) {
     if (!v || !text) return -1;
-    return tp_tokenizer_encode(v->tok, text, add_bos, true, out, cap);
+    int n = tp_tokenizer_encode(v->tok, text, add_bos, true, out, cap);
+    return n < 0 ? -1 : n; /* as tempo_tokenize */
 }
 
 /* -------------------------------------------------------------------- chat -- */

@@ -251,10 +251,10 @@ int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err
     if (n > cap) {
         int32_t *more = realloc(ids, sizeof(int32_t) * (size_t)n);
         if (more) { ids = more; cap = n; n = tp_tokenizer_encode(s->tok, text, tp_tokenizer_adds_bos(s->tok), true, ids, cap); }
-        else n = -2;
+        else n = TP_TOK_NOMEM;
     }
     int rc;
-    if (!ids || n == -2) { set_err(err, TEMPO_ERR_NOMEM, "out of memory tokenizing the prompt"); rc = -1; }
+    if (!ids || n == TP_TOK_NOMEM) { set_err(err, TEMPO_ERR_NOMEM, "out of memory tokenizing the prompt"); rc = -1; }
     else if (n < 0) { set_err(err, TEMPO_ERR_ARG, "could not tokenize the prompt"); rc = -1; }
     else if (n == 0) { set_err(err, TEMPO_ERR_ARG, "the prompt is empty and the tokenizer adds no BOS token"); rc = -1; }
     else {

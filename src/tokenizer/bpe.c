@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/common.h"
 
 /* ---------- GPT-2 byte <-> character mapping ----------
@@ -95,17 +96,21 @@ static int utf8_valid(const uint8_t *s, size_t n, int *skip) {
     return k;
 }
 
-/* NULL when text is valid UTF-8; else a cleaned copy (*out_len bytes). */
-static char *utf8_clean(const char *text, size_t len, size_t *out_len) {
+/* *out NULL when text is valid UTF-8; else a cleaned copy (*out_len bytes).
+ * false when out of memory. */
+static bool utf8_clean(const char *text, size_t len, char **out, size_t *out_len) {
     size_t i = 0;
     int skip;
+    *out = NULL;
     while (i < len) {
         int k = utf8_valid((const uint8_t *)text + i, len - i, &skip);
         if (!k) break;
         i += (size_t)k;
     }
-    if (i == len) return NULL;
-    char *o = tp_xmalloc(len * 3 + 1);
+    if (i == len) return true;
+    size_t bytes; /* each invalid byte becomes the 3 of U+FFFD */
+    char *o = tp_muladd_size(len, 3, 1, &bytes) ? malloc(bytes) : NULL;
+    if (!o) return false;
     memcpy(o, text, i);
     size_t m = i;
     while (i < len) {
@@ -113,8 +118,9 @@ static char *utf8_clean(const char *text, size_t len, size_t *out_len) {
         if (k) { memcpy(o + m, text + i, (size_t)k); m += (size_t)k; i += (size_t)k; }
         else { memcpy(o + m, "\xEF\xBF\xBD", 3); m += 3; i += (size_t)skip; }
     }
+    *out = o;
     *out_len = m;
-    return o;
+    return true;
 }
 
 /* ---------- merging one pre-token ---------- */
@@ -127,31 +133,48 @@ typedef struct {
     tok_heap heap;
 } bpe_scratch;
 
-static void try_pair(const tokenizer *t, bpe_scratch *w, int l, int r) {
-    if (l < 0 || r < 0) return;
+/* false when the queue cannot grow */
+static bool try_pair(const tokenizer *t, bpe_scratch *w, int l, int r) {
+    if (l < 0 || r < 0) return true;
     int32_t rank, res;
-    if (!tp_tok_merge_find(t, w->sym[l].id, w->sym[r].id, &rank, &res)) return;
+    if (!tp_tok_merge_find(t, w->sym[l].id, w->sym[r].id, &rank, &res)) return true;
     tok_bigram b = { .key = rank, .left = l, .right = r, .lid = w->sym[l].id, .rid = w->sym[r].id };
-    tp_tok_heap_push(&w->heap, b);
+    return tp_tok_heap_push(&w->heap, b);
 }
 
-static void encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, size_t n, tok_ivec *out) {
-    if (n == 0) return;
+/* 0, or TP_TOK_NOMEM. The scratch buffers grow to the longest pre-token and are
+ * reused for the rest of the text; when one cannot grow, the old one stays in w for
+ * tp_bpe_encode to free. */
+static int encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, size_t n, tok_ivec *out) {
+    if (n == 0) return 0;
     if (t->ignore_merges) {
-        if (n * 2 > w->mapped_cap) { w->mapped_cap = n * 2; w->mapped = tp_xrealloc(w->mapped, w->mapped_cap); }
+        size_t need = tp_mul_sat(n, 2); /* each byte maps to a character of 1 or 2 bytes */
+        if (need > w->mapped_cap) {
+            char *p = need < SIZE_MAX ? realloc(w->mapped, need) : NULL;
+            if (!p) return TP_TOK_NOMEM;
+            w->mapped = p;
+            w->mapped_cap = need;
+        }
         size_t m = 0;
         for (size_t i = 0; i < n; i++) m += (size_t)tp_bpe_byte_utf8(s[i], w->mapped + m);
         int id = tp_tok_lookup(t, w->mapped, m);
-        if (id >= 0) { tp_tok_ivec_push(out, id); return; }
+        if (id >= 0) return tp_tok_ivec_push(out, id) ? 0 : TP_TOK_NOMEM;
     }
-    if (n > w->sym_cap) { w->sym_cap = n; w->sym = tp_xrealloc(w->sym, n * sizeof *w->sym); }
+    if (n > w->sym_cap) {
+        size_t bytes;
+        tok_symbol *p = tp_mul_size(n, sizeof *p, &bytes) ? realloc(w->sym, bytes) : NULL;
+        if (!p) return TP_TOK_NOMEM;
+        w->sym = p;
+        w->sym_cap = n;
+    }
     tok_symbol *sym = w->sym;
     for (size_t i = 0; i < n; i++)
         sym[i] = (tok_symbol){ .n = 1, .prev = (int)i - 1, .next = i + 1 < n ? (int)i + 1 : -1,
                                .id = t->byte_tok[s[i]] };
     w->heap.n = 0;
-    for (size_t i = 1; i < n; i++) try_pair(t, w, (int)i - 1, (int)i);
-    while (w->heap.n > 0) {
+    bool ok = true;
+    for (size_t i = 1; i < n && ok; i++) ok = try_pair(t, w, (int)i - 1, (int)i);
+    while (ok && w->heap.n > 0) {
         tok_bigram b = tp_tok_heap_pop(&w->heap);
         tok_symbol *l = &sym[b.left], *r = &sym[b.right];
         /* stale: a side was merged away or has changed since the pair was queued */
@@ -163,44 +186,46 @@ static void encode_word(const tokenizer *t, bpe_scratch *w, const uint8_t *s, si
         r->n = 0;
         l->next = r->next;
         if (r->next >= 0) sym[r->next].prev = b.left;
-        try_pair(t, w, l->prev, b.left);
-        try_pair(t, w, b.left, l->next);
+        ok = try_pair(t, w, l->prev, b.left) && try_pair(t, w, b.left, l->next);
     }
     /* a piece that is no token (only with an incomplete vocabulary) is dropped, as llama.cpp */
-    for (int i = 0; i != -1; i = sym[i].next)
-        if (sym[i].id >= 0) tp_tok_ivec_push(out, sym[i].id);
+    for (int i = 0; ok && i != -1; i = sym[i].next)
+        if (sym[i].id >= 0) ok = tp_tok_ivec_push(out, sym[i].id);
+    return ok ? 0 : TP_TOK_NOMEM;
 }
 
-bool tp_bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out) {
+int tp_bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out) {
     size_t clen;
-    char *clean = utf8_clean(text, len, &clen);
+    char *clean;
+    if (!utf8_clean(text, len, &clean, &clen)) return TP_TOK_NOMEM;
     if (clean) { text = clean; len = clen; }
     const uint8_t *s = (const uint8_t *)text;
 
+    /* PCRE2 allocates the match data with its own malloc: NULL is out of memory */
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->re, NULL);
-    if (!md) { free(clean); return false; }
+    if (!md) { free(clean); return TP_TOK_NOMEM; }
     bpe_scratch w = { 0 };
-    bool ok = true;
+    int err = 0;
     size_t pos = 0, gap = 0; /* text not covered by any match since `gap` is a pre-token too */
     while (pos < len) {
         int rc = pcre2_match(t->re, s, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) { ok = false; break; }
+        if (rc < 0) { err = rc == PCRE2_ERROR_NOMEMORY ? TP_TOK_NOMEM : -1; break; }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         if (ov[1] <= ov[0]) { /* empty match (the Llama 3 regex has none): step one character */
             if (ov[0] >= len) break;
             pos = ov[0] + (size_t)tok_utf8_len(s[ov[0]]);
             continue;
         }
-        if (ov[0] > gap) encode_word(t, &w, s + gap, ov[0] - gap, out);
-        encode_word(t, &w, s + ov[0], ov[1] - ov[0], out);
+        if (ov[0] > gap && (err = encode_word(t, &w, s + gap, ov[0] - gap, out))) break;
+        if ((err = encode_word(t, &w, s + ov[0], ov[1] - ov[0], out))) break;
         pos = gap = ov[1];
     }
-    if (ok && len > gap) encode_word(t, &w, s + gap, len - gap, out);
+    if (!err && len > gap) err = encode_word(t, &w, s + gap, len - gap, out);
     pcre2_match_data_free(md);
     free(w.mapped);
     free(w.sym);
     free(w.heap.v);
     free(clean);
-    return ok;
+    return err;
 }

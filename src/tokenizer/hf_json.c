@@ -441,28 +441,30 @@ static tokenizer *build_vocab(hfdoc *d, int max_vocab) {
     if (tp_ledger_charge(d->led, tp_tok_build_bytes(n, text_bytes, n_merges), label, d->err)) return NULL;
 
     /* pass 2: the texts, unescaped in place */
-    idtab tab = { tp_xcalloc(n, sizeof *tab.text), tp_xcalloc(n, sizeof *tab.len), tp_xcalloc(n, 1) };
+    idtab tab = { NULL, NULL, NULL };
     vstat st2 = { 0, 0, -1 };
     tokenizer *t = NULL;
-    if (vocab_pass(d, limit, &tab, &st2) && added_pass(d, limit, &tab, &st2)) {
-        t = tp_tok_new(TOK_BPE, (int)n, text_bytes, path);
-        for (size_t i = 0; i < n; i++) {
-            if (tab.text[i]) {
-                tp_tok_set_token(t, (int)i, tab.text[i], tab.len[i], 0.0f, tab.type[i]);
-                continue;
-            }
-            char pad[32];
-            int k = snprintf(pad, sizeof pad, "[PAD%zu]", i);
-            tp_tok_set_token(t, (int)i, pad, (size_t)k, 0.0f, TOKT_UNUSED);
+    bool ok = (tab.text = tp_tok_alloc(n, sizeof *tab.text, true, path, "the vocabulary's entries", d->err)) &&
+              (tab.len = tp_tok_alloc(n, sizeof *tab.len, true, path, "the vocabulary's entries", d->err)) &&
+              (tab.type = tp_tok_alloc(n, sizeof *tab.type, true, path, "the vocabulary's entries", d->err)) &&
+              vocab_pass(d, limit, &tab, &st2) && added_pass(d, limit, &tab, &st2) &&
+              (t = tp_tok_new(TOK_BPE, (int)n, text_bytes, path, d->err));
+    for (size_t i = 0; ok && i < n; i++) {
+        if (tab.text[i]) {
+            ok = tp_tok_set_token(t, (int)i, tab.text[i], tab.len[i], 0.0f, tab.type[i], d->err);
+            continue;
         }
+        char pad[32];
+        int k = snprintf(pad, sizeof pad, "[PAD%zu]", i);
+        ok = tp_tok_set_token(t, (int)i, pad, (size_t)k, 0.0f, TOKT_UNUSED, d->err);
     }
     free(tab.text);
     free(tab.len);
     free(tab.type);
-    if (!t) return NULL;
-    tp_tok_index(t);
-    tp_tok_reserve_merges(t, n_merges);
-    if (!read_merges(d, t)) { tp_tokenizer_free(t); return NULL; }
+    if (!ok || !tp_tok_index(t, d->err) || !tp_tok_reserve_merges(t, n_merges, d->err) || !read_merges(d, t)) {
+        tp_tokenizer_free(t);
+        return NULL;
+    }
     t->ignore_merges = d->ignore_merges;
     return t;
 }
@@ -509,7 +511,7 @@ static bool set_specials(hfdoc *d, tokenizer *t, const cJSON *cfg, const char *c
 static bool read_chat_template(tokenizer *t, const char *dir, const cJSON *cfg, const char *cfg_path, char *err) {
     size_t dl = strlen(dir);
     char *path = malloc(dl + 32);
-    if (!path) return tp_fail(err, "out of memory"), false;
+    if (!path) return tp_tok_oom(err, dir, dl + 32, "a file name");
     snprintf(path, dl + 32, "%s/chat_template.jinja", dir);
     FILE *probe = fopen(path, "rb");
     if (probe) {
@@ -526,7 +528,7 @@ static bool read_chat_template(tokenizer *t, const char *dir, const cJSON *cfg, 
     if (!ct || cJSON_IsNull(ct)) return true;
     if (cJSON_IsString(ct)) {
         t->chat_template = strdup(ct->valuestring);
-        return t->chat_template ? true : (tp_fail(err, "out of memory"), false);
+        return t->chat_template ? true : tp_tok_oom(err, cfg_path, strlen(ct->valuestring) + 1, "the chat template");
     }
     if (!cJSON_IsArray(ct))
         return tp_fail(err, "%s: chat_template is neither a string nor a list of {name, template}", cfg_path), false;
@@ -535,7 +537,7 @@ static bool read_chat_template(tokenizer *t, const char *dir, const cJSON *cfg, 
         const char *name = str_item(e, "name"), *tmpl = str_item(e, "template");
         if (!name || !tmpl) return tp_fail(err, "%s: a chat_template entry has no name or template", cfg_path), false;
         if (strcmp(name, "default") == 0 && !t->chat_template && !(t->chat_template = strdup(tmpl)))
-            return tp_fail(err, "out of memory"), false;
+            return tp_tok_oom(err, cfg_path, strlen(tmpl) + 1, "the chat template");
     }
     return true;
 }
@@ -545,7 +547,13 @@ tokenizer *tp_tokenizer_from_hf(const char *dir, char *err) { return tp_tokenize
 tokenizer *tp_tokenizer_from_hf_ex(const char *dir, int max_vocab, tp_ledger *led, char *err) {
     if (!dir) return tp_fail(err, "tokenizer: no directory"), NULL;
     size_t dl = strlen(dir);
-    char *path = tp_xmalloc(dl + 32), *cfg_path = tp_xmalloc(dl + 32);
+    char *path = malloc(dl + 32), *cfg_path = malloc(dl + 32);
+    if (!path || !cfg_path) {
+        free(path);
+        free(cfg_path);
+        return tp_fail(err, "tokenizer: out of memory (%zu bytes for the file names of %.200s)", 2 * (dl + 32), dir),
+               NULL;
+    }
     snprintf(path, dl + 32, "%s/tokenizer.json", dir);
     snprintf(cfg_path, dl + 32, "%s/tokenizer_config.json", dir);
     hfdoc d = { .path = path, .err = err, .led = led };

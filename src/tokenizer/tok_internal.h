@@ -4,11 +4,17 @@
  * Building a tokenizer (both the GGUF and the tokenizer.json paths):
  *   tp_tok_build_bytes(n_vocab, text_bytes, n_merges)  what building will allocate:
  *                                                charge it to the ledger first
- *   t = tp_tok_new(kind, n_vocab, text_bytes, source);  all tokens UNUSED "" until set
- *   tp_tok_set_token(t, id, text, len, score, type) for each token
- *   tp_tok_index(t)                              builds the text -> id hash
- *   tp_tok_add_merge(t, left, right, rank)       BPE only, after tp_tok_index
+ *   t = tp_tok_new(kind, n_vocab, text_bytes, source, err);  all tokens UNUSED "" until set
+ *   tp_tok_set_token(t, id, text, len, score, type, err) for each token
+ *   tp_tok_index(t, err)                         builds the text -> id hash
+ *   tp_tok_reserve_merges(t, n, err)             BPE only, after tp_tok_index, then
+ *   tp_tok_add_merge(t, left, right, rank)       for each merge
  *   tp_tok_finish(t, err)                        special ids, EOG set, pieces, regex
+ *
+ * Nothing here aborts: every step that allocates returns NULL / false with
+ * "<source>: out of memory (N bytes for ...)" in err, and the caller frees the
+ * half-built tokenizer with tp_tokenizer_free. Encoding reports a failed
+ * allocation as TP_TOK_NOMEM (tokenizer.h).
  */
 #ifndef TEMPO_TOK_INTERNAL_H
 #define TEMPO_TOK_INTERNAL_H
@@ -18,12 +24,12 @@
 
 #include "tokenizer/tokenizer.h"
 
-/* Growable id vector used while encoding. */
+/* Growable id vector used while encoding. false when it cannot grow. */
 typedef struct {
     int32_t *v;
     int n, cap;
 } tok_ivec;
-void tp_tok_ivec_push(tok_ivec *a, int32_t x);
+bool tp_tok_ivec_push(tok_ivec *a, int32_t x);
 
 /* Priority queue of candidate merges (min-heap on key, ties to the leftmost). */
 typedef struct {
@@ -36,7 +42,7 @@ typedef struct {
     tok_bigram *v;
     int n, cap;
 } tok_heap;
-void tp_tok_heap_push(tok_heap *h, tok_bigram b);
+bool tp_tok_heap_push(tok_heap *h, tok_bigram b); /* false when it cannot grow */
 tok_bigram tp_tok_heap_pop(tok_heap *h);
 
 /* A piece of the text being encoded (linked by index). */
@@ -91,8 +97,13 @@ struct tokenizer {
 };
 
 /* text_bytes: the sum of the token texts' lengths (sizes the text arena once;
- * more still works, by growing it). */
-tokenizer *tp_tok_new(tok_kind kind, int n_vocab, size_t text_bytes, const char *source);
+ * more still works, by growing it). NULL with err when out of memory. */
+tokenizer *tp_tok_new(tok_kind kind, int n_vocab, size_t text_bytes, const char *source, char *err);
+/* Writes "<src>: out of memory (<bytes> bytes for <what>)" into err; returns false. */
+bool tp_tok_oom(char *err, const char *src, size_t bytes, const char *what);
+/* n elements of size bytes (zeroed when zero), or NULL with tp_tok_oom's message
+ * when the product overflows or the allocation fails. */
+void *tp_tok_alloc(size_t n, size_t size, bool zero, const char *src, const char *what, char *err);
 /* Upper bound of the bytes building a tokenizer of n_vocab tokens with
  * text_bytes of text and n_merges merges allocates (tables, text, pieces,
  * special list, regex). */
@@ -102,14 +113,16 @@ size_t tp_tok_build_bytes(size_t n_vocab, size_t text_bytes, size_t n_merges);
 #define TP_TOK_MAX_TOKENS (1 << 30)
 #define TP_TOK_MAX_MERGES (1 << 28)
 #define TP_TOK_MAX_TEXT   ((size_t)1 << 31)
-void tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type);
-void tp_tok_index(tokenizer *t);
+/* false with err when the text arena cannot grow */
+bool tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type, char *err);
+bool tp_tok_index(tokenizer *t, char *err);
 int tp_tok_lookup(const tokenizer *t, const char *text, size_t len);
 /* Split "left right" at the first space after the first byte (as llama.cpp). false if malformed. */
 bool tp_tok_add_merge_str(tokenizer *t, const char *s, size_t len, int rank);
-/* Unknown parts are skipped (they could never be used); the first of duplicates wins. */
+/* Unknown parts are skipped (they could never be used); the first of duplicates wins.
+ * Allocates nothing (the table is sized by tp_tok_reserve_merges). */
 void tp_tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank);
-void tp_tok_reserve_merges(tokenizer *t, size_t n);
+bool tp_tok_reserve_merges(tokenizer *t, size_t n, char *err);
 bool tp_tok_merge_find(const tokenizer *t, int32_t l, int32_t r, int32_t *rank, int32_t *res);
 /* Length of the UTF-8 sequence a lead byte announces (1 for stray continuation bytes). */
 static inline int tok_utf8_len(uint8_t c) {
@@ -120,15 +133,16 @@ bool tp_tok_finish(tokenizer *t, char *err);
 /* A special id from metadata: out-of-range values (e.g. 0xFFFFFFFF) mean none. */
 int tp_tok_valid_id(const tokenizer *t, int64_t id);
 
-/* spm.c: encode one raw-text fragment (already "▁"-escaped) */
-void tp_spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
+/* spm.c: encode one raw-text fragment (already "▁"-escaped); 0, or TP_TOK_NOMEM */
+int tp_spm_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
 
 /* bpe.c */
 bool tp_bpe_compile_regex(tokenizer *t, char *err);
 /* the GPT-2 byte <-> unicode character mapping */
 int tp_bpe_byte_utf8(uint8_t b, char out[2]);         /* UTF-8 of byte b's character; its length */
 int tp_bpe_char_byte(uint32_t cp);                   /* byte for a character, -1 if none */
-bool tp_bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
+/* 0; -1 when the split regex fails on the text; TP_TOK_NOMEM */
+int tp_bpe_encode(const tokenizer *t, const char *text, size_t len, tok_ivec *out);
 /* The Hugging Face spelling of the Llama 3 split regex (as in tokenizer.json). */
 extern const char tp_bpe_llama3_hf_regex[];
 

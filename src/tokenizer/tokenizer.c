@@ -6,6 +6,7 @@
  */
 #include "tokenizer/tok_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,22 +19,33 @@
 
 /* ---------- small containers ---------- */
 
-void tp_tok_ivec_push(tok_ivec *a, int32_t x) {
+/* The growth step of both containers: twice the capacity (64 at first), or 0 when that
+ * would pass what an int counts (more than the caller can be told about: a failure too). */
+static int grown_cap(int cap) { return !cap ? 64 : cap <= INT_MAX / 2 ? cap * 2 : 0; }
+
+bool tp_tok_ivec_push(tok_ivec *a, int32_t x) {
     if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 64;
-        a->v = tp_xrealloc(a->v, (size_t)a->cap * sizeof *a->v);
+        int cap = grown_cap(a->cap);
+        int32_t *v = cap ? realloc(a->v, (size_t)cap * sizeof *v) : NULL;
+        if (!v) return false; /* a->v is still valid: the caller frees it */
+        a->v = v;
+        a->cap = cap;
     }
     a->v[a->n++] = x;
+    return true;
 }
 
 static bool bigram_less(const tok_bigram *a, const tok_bigram *b) {
     return a->key < b->key || (a->key == b->key && a->left < b->left);
 }
 
-void tp_tok_heap_push(tok_heap *h, tok_bigram b) {
+bool tp_tok_heap_push(tok_heap *h, tok_bigram b) {
     if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 64;
-        h->v = tp_xrealloc(h->v, (size_t)h->cap * sizeof *h->v);
+        int cap = grown_cap(h->cap);
+        tok_bigram *v = cap ? realloc(h->v, (size_t)cap * sizeof *v) : NULL;
+        if (!v) return false;
+        h->v = v;
+        h->cap = cap;
     }
     int i = h->n++;
     while (i > 0) {
@@ -43,6 +55,7 @@ void tp_tok_heap_push(tok_heap *h, tok_bigram b) {
         i = p;
     }
     h->v[i] = b;
+    return true;
 }
 
 tok_bigram tp_tok_heap_pop(tok_heap *h) {
@@ -63,13 +76,19 @@ tok_bigram tp_tok_heap_pop(tok_heap *h) {
 
 /* ---------- vocabulary ---------- */
 
-static uint64_t hash_bytes(uint64_t seed, const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull ^ seed; /* FNV-1a from a random start */
+/* FNV-1a from a random start, in two steps so that a text in two pieces (a merge's
+ * left and right) hashes as its concatenation without being copied. */
+static uint64_t hash_start(uint64_t seed) { return 0xcbf29ce484222325ull ^ seed; }
+static uint64_t hash_more(uint64_t h, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         h ^= (uint8_t)s[i];
         h *= 0x100000001b3ull;
     }
-    return h ^ (h >> 29);
+    return h;
+}
+static uint64_t hash_end(uint64_t h) { return h ^ (h >> 29); }
+static uint64_t hash_bytes(uint64_t seed, const char *s, size_t n) {
+    return hash_end(hash_more(hash_start(seed), s, n));
 }
 
 static uint32_t pow2_at_least(size_t n) {
@@ -88,6 +107,22 @@ static uint64_t random_seed(void) {
     return s;
 }
 
+bool tp_tok_oom(char *err, const char *src, size_t bytes, const char *what) {
+    if (bytes == SIZE_MAX) tp_fail(err, "%s: out of memory (more bytes than fit in memory for %s)", src, what);
+    else tp_fail(err, "%s: out of memory (%zu bytes for %s)", src, bytes, what);
+    return false;
+}
+
+void *tp_tok_alloc(size_t n, size_t size, bool zero, const char *src, const char *what, char *err) {
+    size_t bytes;
+    void *p = NULL;
+    if (n == 0) n = 1; /* malloc(0) may be NULL: never read, but not a failure either */
+    if (tp_mul_size(n, size, &bytes)) p = zero ? calloc(n, size) : malloc(bytes);
+    else bytes = SIZE_MAX;
+    if (!p) tp_tok_oom(err, src, bytes, what);
+    return p;
+}
+
 size_t tp_tok_build_bytes(size_t n_vocab, size_t text_bytes, size_t n_merges) {
     /* arena and pieces: the text twice, a NUL per token; per token: off, len,
      * score, type, eog (14), hash <= 16, poff/plen 8, special keys and list 12,
@@ -98,30 +133,44 @@ size_t tp_tok_build_bytes(size_t n_vocab, size_t text_bytes, size_t n_merges) {
     return tp_add_sat(tp_add_sat(text, tp_mul_sat(n_vocab, 64)), tp_add_sat(tp_mul_sat(n_merges, 64), 1 << 20));
 }
 
-tokenizer *tp_tok_new(tok_kind kind, int n_vocab, size_t text_bytes, const char *source) {
-    tokenizer *t = tp_xcalloc(1, sizeof *t);
+tokenizer *tp_tok_new(tok_kind kind, int n_vocab, size_t text_bytes, const char *source, char *err) {
+    if (!source) source = "tokenizer";
+    tokenizer *t = tp_tok_alloc(1, sizeof *t, true, source, "the tokenizer", err);
+    if (!t) return NULL;
     t->kind = kind;
     t->n_vocab = n_vocab;
     t->seed = random_seed();
-    snprintf(t->src, sizeof t->src, "%s", source ? source : "tokenizer");
+    snprintf(t->src, sizeof t->src, "%s", source);
+    t->bos = t->eos = t->eot = t->eom = t->unk = -1;
     size_t n = (size_t)n_vocab;
-    t->arena_cap = text_bytes + n + 64;
-    t->arena = tp_xmalloc(t->arena_cap);
+    /* the text of every token, a NUL each, and slack */
+    if (!tp_add_size(text_bytes, n, &t->arena_cap) || !tp_add_size(t->arena_cap, 64, &t->arena_cap))
+        t->arena_cap = SIZE_MAX; /* fails just below, with the message */
+    if (!(t->arena = tp_tok_alloc(t->arena_cap, 1, false, t->src, "the vocabulary's text", err)) ||
+        !(t->off = tp_tok_alloc(n, sizeof *t->off, true, t->src, "the vocabulary", err)) ||
+        !(t->len = tp_tok_alloc(n, sizeof *t->len, true, t->src, "the vocabulary", err)) ||
+        !(t->score = tp_tok_alloc(n, sizeof *t->score, true, t->src, "the vocabulary", err)) ||
+        !(t->type = tp_tok_alloc(n, sizeof *t->type, true, t->src, "the vocabulary", err)) ||
+        !(t->eog = tp_tok_alloc(n, sizeof *t->eog, true, t->src, "the vocabulary", err))) {
+        tp_tokenizer_free(t);
+        return NULL;
+    }
     t->arena[0] = 0; /* every token starts as "" at offset 0 */
     t->arena_len = 1;
-    t->off = tp_xcalloc(n, sizeof *t->off);
-    t->len = tp_xcalloc(n, sizeof *t->len);
-    t->score = tp_xcalloc(n, sizeof *t->score);
-    t->type = tp_xcalloc(n, sizeof *t->type);
-    t->eog = tp_xcalloc(n, sizeof *t->eog);
-    t->bos = t->eos = t->eot = t->eom = t->unk = -1;
     return t;
 }
 
-void tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type) {
-    if (t->arena_len + len + 1 > t->arena_cap) {
-        while (t->arena_len + len + 1 > t->arena_cap) t->arena_cap *= 2;
-        t->arena = tp_xrealloc(t->arena, t->arena_cap);
+bool tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float score, int type, char *err) {
+    size_t need;
+    if (!tp_add_size(t->arena_len, len, &need) || !tp_add_size(need, 1, &need))
+        return tp_tok_oom(err, t->src, SIZE_MAX, "the vocabulary's text");
+    if (need > t->arena_cap) { /* more text than tp_tok_new was told of */
+        size_t cap = t->arena_cap;
+        while (cap < need) cap = tp_mul_sat(cap, 2);
+        char *a = cap < SIZE_MAX ? realloc(t->arena, cap) : NULL;
+        if (!a) return tp_tok_oom(err, t->src, cap, "the vocabulary's text");
+        t->arena = a;
+        t->arena_cap = cap;
     }
     memcpy(t->arena + t->arena_len, text, len);
     t->arena[t->arena_len + len] = 0;
@@ -130,12 +179,14 @@ void tp_tok_set_token(tokenizer *t, int id, const char *text, size_t len, float 
     t->arena_len += len + 1;
     t->score[id] = score;
     t->type[id] = (uint8_t)type;
+    return true;
 }
 
-void tp_tok_index(tokenizer *t) {
+bool tp_tok_index(tokenizer *t, char *err) {
     uint32_t cap = pow2_at_least((size_t)t->n_vocab * 2);
     free(t->hash);
-    t->hash = tp_xmalloc((size_t)cap * sizeof *t->hash);
+    t->hash = tp_tok_alloc(cap, sizeof *t->hash, false, t->src, "the vocabulary's index", err);
+    if (!t->hash) return false;
     memset(t->hash, 0xff, (size_t)cap * sizeof *t->hash);
     t->hash_mask = cap - 1;
     for (int id = 0; id < t->n_vocab; id++) {
@@ -149,6 +200,7 @@ void tp_tok_index(tokenizer *t) {
             if (t->len[o] == n && memcmp(t->arena + t->off[o], s, n) == 0) { t->hash[h] = id; break; }
         }
     }
+    return true;
 }
 
 int tp_tok_lookup(const tokenizer *t, const char *text, size_t len) {
@@ -157,6 +209,17 @@ int tp_tok_lookup(const tokenizer *t, const char *text, size_t len) {
         int32_t o = t->hash[h];
         if (o < 0) return -1;
         if (t->len[o] == len && memcmp(t->arena + t->off[o], text, len) == 0) return o;
+    }
+}
+
+/* tp_tok_lookup of the text l followed by r, without building it. */
+static int lookup_pair(const tokenizer *t, const char *l, size_t ll, const char *r, size_t rl) {
+    uint32_t h = (uint32_t)hash_end(hash_more(hash_more(hash_start(t->seed), l, ll), r, rl)) & t->hash_mask;
+    for (;; h = (h + 1) & t->hash_mask) {
+        int32_t o = t->hash[h];
+        if (o < 0) return -1;
+        const char *s = t->arena + t->off[o];
+        if (t->len[o] == ll + rl && memcmp(s, l, ll) == 0 && memcmp(s + ll, r, rl) == 0) return o;
     }
 }
 
@@ -170,26 +233,32 @@ static uint32_t merge_slot(const tokenizer *t, uint64_t key) {
     return (uint32_t)(((key ^ t->seed) * 0x9E3779B97F4A7C15ull) >> 32) & t->mmask;
 }
 
-void tp_tok_reserve_merges(tokenizer *t, size_t n) {
-    uint32_t cap = pow2_at_least(n * 2);
+bool tp_tok_reserve_merges(tokenizer *t, size_t n, char *err) {
+    uint32_t cap = pow2_at_least(n * 2); /* n <= TP_TOK_MAX_MERGES: fits */
     free(t->mkey); free(t->mrank); free(t->mres);
-    t->mkey = tp_xcalloc(cap, sizeof *t->mkey);
-    t->mrank = tp_xmalloc((size_t)cap * sizeof *t->mrank);
-    t->mres = tp_xmalloc((size_t)cap * sizeof *t->mres);
-    t->mmask = cap - 1;
+    t->mkey = NULL;
+    t->mrank = t->mres = NULL;
+    t->mmask = 0;
     t->n_merges = 0;
+    int32_t *rank = NULL, *res = NULL;
+    uint64_t *key = tp_tok_alloc(cap, sizeof *key, true, t->src, "the merge table", err);
+    if (!key || !(rank = tp_tok_alloc(cap, sizeof *rank, false, t->src, "the merge table", err)) ||
+        !(res = tp_tok_alloc(cap, sizeof *res, false, t->src, "the merge table", err))) {
+        free(key); free(rank);
+        return false; /* no table: tp_tok_add_merge adds nothing, tp_tok_merge_find finds nothing */
+    }
+    t->mkey = key;
+    t->mrank = rank;
+    t->mres = res;
+    t->mmask = cap - 1;
+    return true;
 }
 
 void tp_tok_add_merge(tokenizer *t, const char *l, size_t ll, const char *r, size_t rl, int rank) {
     int32_t li = tp_tok_lookup(t, l, ll), ri = tp_tok_lookup(t, r, rl);
     if (li < 0 || ri < 0) return;
-    if ((size_t)(t->n_merges + 1) * 2 > (size_t)t->mmask + 1) return; /* reserve was too small */
-    char buf[512];
-    char *cat = ll + rl <= sizeof buf ? buf : tp_xmalloc(ll + rl);
-    memcpy(cat, l, ll);
-    memcpy(cat + ll, r, rl);
-    int32_t res = tp_tok_lookup(t, cat, ll + rl);
-    if (cat != buf) free(cat);
+    if (!t->mkey || (size_t)(t->n_merges + 1) * 2 > (size_t)t->mmask + 1) return; /* reserve was too small */
+    int32_t res = lookup_pair(t, l, ll, r, rl);
     uint64_t key = ((uint64_t)(uint32_t)li << 32 | (uint32_t)ri) + 1;
     for (uint32_t h = merge_slot(t, key);; h = (h + 1) & t->mmask) {
         if (t->mkey[h] == key) return; /* the first (lowest-rank) one wins */
@@ -233,18 +302,21 @@ static const char *const eog_texts[] = {
     "<end_of_turn>", "<EOT>", "</s>",
 };
 
-static void build_pieces(tokenizer *t) {
-    size_t cap = t->arena_len + 16, len = 0;
-    t->pieces = tp_xmalloc(cap);
-    t->poff = tp_xmalloc((size_t)t->n_vocab * sizeof *t->poff);
-    t->plen = tp_xmalloc((size_t)t->n_vocab * sizeof *t->plen);
+static bool build_pieces(tokenizer *t, char *err) {
+    size_t cap = tp_add_sat(t->arena_len, 16), len = 0;
+    if (!(t->pieces = tp_tok_alloc(cap, 1, false, t->src, "the decoded pieces", err)) ||
+        !(t->poff = tp_tok_alloc((size_t)t->n_vocab, sizeof *t->poff, false, t->src, "the decoded pieces", err)) ||
+        !(t->plen = tp_tok_alloc((size_t)t->n_vocab, sizeof *t->plen, false, t->src, "the decoded pieces", err)))
+        return false; /* the caller frees what was allocated, with the tokenizer */
     for (int id = 0; id < t->n_vocab; id++) {
         const char *s = t->arena + t->off[id];
         uint32_t n = t->len[id];
-        /* a decoded piece is never longer than the stored text */
+        /* a decoded piece is never longer than the stored text, so this only guards */
         if (len + n + 1 > cap) {
-            while (len + n + 1 > cap) cap *= 2;
-            t->pieces = tp_xrealloc(t->pieces, cap);
+            while (len + n + 1 > cap) cap = tp_mul_sat(cap, 2);
+            char *p = cap < SIZE_MAX ? realloc(t->pieces, cap) : NULL;
+            if (!p) return tp_tok_oom(err, t->src, cap, "the decoded pieces");
+            t->pieces = p;
         }
         char *o = t->pieces + len;
         size_t m = 0;
@@ -277,6 +349,7 @@ static void build_pieces(tokenizer *t) {
         t->plen[id] = (uint32_t)m;
         len += m;
     }
+    return true;
 }
 
 bool tp_tok_finish(tokenizer *t, char *err) {
@@ -296,7 +369,8 @@ bool tp_tok_finish(tokenizer *t, char *err) {
     if (t->eom >= 0) t->eog[t->eom] = 1;
 
     /* special tokens, longest text first (then by id): key = (~len << 32) | id */
-    uint64_t *keys = tp_xmalloc((size_t)t->n_vocab * sizeof *keys);
+    uint64_t *keys = tp_tok_alloc((size_t)t->n_vocab, sizeof *keys, false, t->src, "sorting the special tokens", err);
+    if (!keys) return false;
     int ns = 0;
     for (int id = 0; id < t->n_vocab; id++) {
         int ty = t->type[id];
@@ -304,7 +378,8 @@ bool tp_tok_finish(tokenizer *t, char *err) {
             keys[ns++] = (uint64_t)(UINT32_MAX - t->len[id]) << 32 | (uint32_t)id;
     }
     qsort(keys, (size_t)ns, sizeof *keys, cmp_u64);
-    t->special = tp_xmalloc((size_t)(ns ? ns : 1) * sizeof *t->special);
+    t->special = tp_tok_alloc((size_t)ns, sizeof *t->special, false, t->src, "the special tokens", err);
+    if (!t->special) { free(keys); return false; }
     for (int i = 0; i < ns; i++) t->special[i] = (int32_t)(keys[i] & 0xffffffffu);
     t->n_special = ns;
     free(keys);
@@ -317,7 +392,7 @@ bool tp_tok_finish(tokenizer *t, char *err) {
         t->byte_tok[b] = tp_tok_lookup(t, buf, (size_t)n);
     }
 
-    build_pieces(t);
+    if (!build_pieces(t, err)) return false;
 
     if (t->kind == TOK_BPE && !tp_bpe_compile_regex(t, err)) return false;
     return true;
@@ -371,10 +446,12 @@ typedef struct {
 
 /* Split the text on special-token texts, longest token first, every occurrence
  * in every remaining raw fragment (llama.cpp's tokenizer_st_partition). Control
- * and unknown tokens only count when parse_special; user-defined ones always do. */
+ * and unknown tokens only count when parse_special; user-defined ones always do.
+ * NULL when out of memory. */
 static fragment *partition(const tokenizer *t, const char *text, size_t n, bool parse_special, int *nf) {
     int cnt = 0;
-    fragment *fr = tp_xmalloc(sizeof *fr);
+    fragment *fr = malloc(sizeof *fr);
+    if (!fr) return NULL;
     if (n == 0) { *nf = 0; return fr; }
     fr[cnt++] = (fragment){ -1, 0, n };
     for (int k = 0; k < t->n_special; k++) {
@@ -392,9 +469,14 @@ static fragment *partition(const tokenizer *t, const char *text, size_t n, bool 
                 size_t left = m ? (size_t)(m - (text + f.off)) : 0;
                 int add = !m ? 1 : (left > 0) + 1;
                 if (nn + add > ncap) {
-                    ncap = ncap ? ncap * 2 : cnt * 2 + 4;
-                    while (nn + add > ncap) ncap *= 2;
-                    nw = tp_xrealloc(nw, (size_t)ncap * sizeof *nw);
+                    /* a fragment covers at least one byte or is one match, so the count
+                     * stays near the text's length; the growth is checked all the same */
+                    size_t c = ncap ? (size_t)ncap * 2 : (size_t)cnt * 2 + 4, bytes;
+                    while ((size_t)nn + (size_t)add > c) c *= 2;
+                    fragment *g = c <= INT_MAX && tp_mul_size(c, sizeof *g, &bytes) ? realloc(nw, bytes) : NULL;
+                    if (!g) { free(nw); free(fr); return NULL; }
+                    nw = g;
+                    ncap = (int)c;
                 }
                 if (!m) { nw[nn++] = f; break; }
                 if (left > 0) nw[nn++] = (fragment){ -1, f.off, left };
@@ -419,43 +501,51 @@ int tp_tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool
     tok_ivec ids = { 0 };
     int nf;
     fragment *fr = partition(t, text, n, parse_special, &nf);
-    bool ok = true;
+    if (!fr) return TP_TOK_NOMEM;
+    int rc = 0; /* 0, -1 or TP_TOK_NOMEM */
 
-    if (add_bos && t->add_bos && t->bos >= 0) tp_tok_ivec_push(&ids, t->bos);
+    if (add_bos && t->add_bos && t->bos >= 0 && !tp_tok_ivec_push(&ids, t->bos)) rc = TP_TOK_NOMEM;
 
     char *esc = NULL;
     size_t esc_cap = 0;
     bool prev_special = true; /* SPM: a fragment at the start or after a special token gets "▁" */
-    for (int i = 0; i < nf && ok; i++) {
+    for (int i = 0; i < nf && rc == 0; i++) {
         if (fr[i].tok >= 0) {
-            tp_tok_ivec_push(&ids, fr[i].tok);
+            if (!tp_tok_ivec_push(&ids, fr[i].tok)) rc = TP_TOK_NOMEM;
             prev_special = true;
             continue;
         }
         const char *s = text + fr[i].off;
         size_t len = fr[i].len;
         if (t->kind == TOK_BPE) {
-            ok = tp_bpe_encode(t, s, len, &ids);
+            rc = tp_bpe_encode(t, s, len, &ids);
             continue;
         }
         /* SPM: optional space prefix, then every space becomes U+2581 "▁" */
-        size_t need = (len + 1) * 3;
-        if (need > esc_cap) { esc_cap = need; esc = tp_xrealloc(esc, esc_cap); }
+        size_t need;
+        if (!tp_muladd_size(len, 3, 3, &need)) { rc = TP_TOK_NOMEM; break; }
+        if (need > esc_cap) {
+            char *e = realloc(esc, need);
+            if (!e) { rc = TP_TOK_NOMEM; break; }
+            esc = e;
+            esc_cap = need;
+        }
         size_t m = 0;
         if (t->add_space_prefix && prev_special) { memcpy(esc, "\xe2\x96\x81", 3); m = 3; }
         for (size_t j = 0; j < len; j++) {
             if (s[j] == ' ') { memcpy(esc + m, "\xe2\x96\x81", 3); m += 3; }
             else esc[m++] = s[j];
         }
-        tp_spm_encode(t, esc, m, &ids);
+        rc = tp_spm_encode(t, esc, m, &ids);
         prev_special = false;
     }
     free(esc);
     free(fr);
 
-    if (ok && add_bos && t->add_eos && t->eos >= 0) tp_tok_ivec_push(&ids, t->eos);
+    if (rc == 0 && add_bos && t->add_eos && t->eos >= 0 && !tp_tok_ivec_push(&ids, t->eos)) rc = TP_TOK_NOMEM;
 
-    int result = ok ? ids.n : -1;
+    bool ok = rc == 0;
+    int result = ok ? ids.n : rc;
     if (ok && cap > 0 && ids.n > 0) memcpy(out, ids.v, (size_t)(ids.n < cap ? ids.n : cap) * sizeof *out);
     free(ids.v);
     return result;
@@ -479,7 +569,8 @@ char *tp_tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n,
     size_t total = 0;
     for (int i = 0; i < n; i++)
         if (ids[i] >= 0 && ids[i] < t->n_vocab && !hidden(t, ids[i], show_special)) total += t->plen[ids[i]];
-    char *s = tp_xmalloc(total + 1), *o = s;
+    char *s = malloc(total + 1), *o = s;
+    if (!s) return NULL; /* the callers report it (tempo_detokenize returns NULL) */
     for (int i = 0; i < n; i++) {
         int id = ids[i];
         if (id < 0 || id >= t->n_vocab || hidden(t, id, show_special)) continue;
@@ -518,7 +609,14 @@ static bool read_chat_template(const gguf_file *f, tokenizer *t, char *err) {
     const gguf_kv *kv = tp_gguf_find(f, key);
     if (!kv) return true;
     if (kv->value.type != GGUF_STRING) return tp_fail(err, "%s: %s is not a string", t->src, key), false;
-    t->chat_template = tp_gguf_get_string(f, key);
+    /* copied here rather than with tp_gguf_get_string, so that running out of memory
+     * is this load's error rather than a template silently missing */
+    gguf_str v = kv->value.v.s;
+    size_t n = (size_t)v.len;
+    if ((uint64_t)n != v.len || n == SIZE_MAX) return tp_tok_oom(err, t->src, SIZE_MAX, "the chat template");
+    if (!(t->chat_template = tp_tok_alloc(n + 1, 1, false, t->src, "the chat template", err))) return false;
+    if (n) memcpy(t->chat_template, v.str, n);
+    t->chat_template[n] = 0;
     return true;
 }
 
@@ -606,14 +704,18 @@ tokenizer *tp_tokenizer_from_gguf_ex(const struct gguf_file *f, int max_vocab, t
     char label[TP_ERR_LEN / 2];
     snprintf(label, sizeof label, "%.200s: the tokenizer", path);
     if (tp_ledger_charge(led, tp_tok_build_bytes((size_t)n, text_bytes, (size_t)nm), label, err)) return NULL;
-    tokenizer *t = tp_tok_new(kind, (int)n, text_bytes, path);
+    tokenizer *t = tp_tok_new(kind, (int)n, text_bytes, path, err);
+    if (!t) return NULL;
     for (uint64_t i = 0; i < n; i++) {
         gguf_str s = tp_gguf_arr_str(toks, i);
         float sc = scores ? (float)tp_gguf_arr_float(scores, i) : 0.0f;
         int ty = types ? (int)tp_gguf_arr_int(types, i) : TOKT_NORMAL;
-        tp_tok_set_token(t, (int)i, s.str ? s.str : "", (size_t)s.len, sc, ty);
+        if (!tp_tok_set_token(t, (int)i, s.str ? s.str : "", (size_t)s.len, sc, ty, err)) {
+            tp_tokenizer_free(t);
+            return NULL;
+        }
     }
-    tp_tok_index(t);
+    if (!tp_tok_index(t, err)) { tp_tokenizer_free(t); return NULL; }
 
     if (kind == TOK_SPM) {
         /* llama.cpp's defaults for SentencePiece vocabularies */
@@ -625,7 +727,7 @@ tokenizer *tp_tokenizer_from_gguf_ex(const struct gguf_file *f, int max_vocab, t
     } else {
         t->add_bos = true; /* Llama 3 */
         t->ignore_merges = true;
-        tp_tok_reserve_merges(t, (size_t)nm);
+        if (!tp_tok_reserve_merges(t, (size_t)nm, err)) { tp_tokenizer_free(t); return NULL; }
         for (uint64_t i = 0; i < nm; i++) {
             gguf_str s = tp_gguf_arr_str(merges, i);
             if (!s.str || !tp_tok_add_merge_str(t, s.str, (size_t)s.len, (int)i)) {

@@ -30,6 +30,8 @@ enum { TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER = 4, TOKT_
 typedef struct tokenizer tokenizer;
 typedef struct tokenizer tp_tokenizer;
 
+/* Building never aborts: out of memory is a NULL with "<file>: out of memory (N bytes
+ * for ...)" in err (TP_ERR_LEN bytes), like any other failure. */
 tokenizer *tp_tokenizer_from_gguf(const struct gguf_file *f, char *err);
 /* dir holds tokenizer.json (required) and tokenizer_config.json (optional). */
 tokenizer *tp_tokenizer_from_hf(const char *dir, char *err);
@@ -60,7 +62,10 @@ void tp_tokenizer_add_eog(tokenizer *t, int id);
  * a control/special token becomes that token (user-defined tokens always do, as
  * llama.cpp). add_bos also appends EOS when the tokenizer asks for that
  * (tokenizer.ggml.add_eos_token; llama.cpp's add_special). Returns the number of ids written
- * into out (at most cap) -- or the number needed if it exceeds cap; -1 on error. */
+ * into out (at most cap) -- or the number needed if it exceeds cap; -1 on error (bad
+ * arguments, a text the BPE split regex fails on); TP_TOK_NOMEM when out of memory (encoding
+ * allocates scratch per call; nothing is written into out then). */
+#define TP_TOK_NOMEM (-2)
 int tp_tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool parse_special,
                      int32_t *out, int cap);
 
@@ -69,7 +74,8 @@ int tp_tokenizer_encode(const tokenizer *t, const char *text, bool add_bos, bool
  * length written (the piece may be longer than cap: then -needed). */
 int tp_tokenizer_piece(const tokenizer *t, int id, bool show_special, char *buf, int cap);
 /* Decode a sequence (the first piece after BOS keeps its leading space, as llama.cpp).
- * Control tokens are left out; the result is malloc'ed and NUL-terminated. */
+ * Control tokens are left out; the result is malloc'ed and NUL-terminated, NULL when
+ * out of memory. */
 char *tp_tokenizer_decode(const tokenizer *t, const int32_t *ids, int n);
 /* The same, writing control tokens (e.g. "<|eot_id|>") as their text when show_special. */
 char *tp_tokenizer_decode_special(const tokenizer *t, const int32_t *ids, int n, bool show_special);
