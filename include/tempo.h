@@ -264,9 +264,10 @@ TEMPO_API void tempo_model_get_info(const tempo_model *m, tempo_model_info *info
 /* Tokenizer access (any thread). tempo_tokenize returns the count (may exceed cap: call again
  * with a larger buffer), or -1. */
 TEMPO_API int tempo_tokenize(const tempo_model *m, const char *text, bool add_bos, int32_t *out, int cap);
-/* The text of one token, malloc'ed; NULL for an id outside the vocabulary. */
+/* The text of one token, malloc'ed; NULL for an id outside the vocabulary (or out of memory). */
 TEMPO_API char *tempo_token_text(const tempo_model *m, int32_t id);
-/* Concatenated text of ids (special tokens rendered), malloc'ed; NULL on a bad id. */
+/* Concatenated text of ids (special tokens rendered), malloc'ed; NULL on a bad id or out of
+ * memory. */
 TEMPO_API char *tempo_detokenize(const tempo_model *m, const int32_t *ids, int n);
 
 /* ------------------------------------------------------------------- chat -- */
@@ -593,7 +594,7 @@ TEMPO_API int tempo_memory_calculate_max_parallel_tokens(tempo_memory_monitor *m
 TEMPO_API void tempo_memory_free_memory(tempo_memory_monitor *mm);
 /* "Memory: System 15.23/64.00GB (23.8%) Process 1.20GB (peak 1.31GB) KV 0.05GB" */
 TEMPO_API void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *buf, size_t cap);
-/* JSON object text of the memory config snapshot (malloc'ed). */
+/* JSON object text of the memory config snapshot (malloc'ed); NULL when out of memory. */
 TEMPO_API char *tempo_memory_get_config(tempo_memory_monitor *mm);
 
 #ifdef __cplusplus

@@ -391,7 +391,10 @@ class Model:
         with self._state.use() as handle:
             text = _native.take_string(lib.tempo_detokenize(handle, arr, len(ids)))
         if text is None:
-            raise ArgumentError(f"a token id is outside the vocabulary (0..{self.info.n_vocab - 1}): {ids}")
+            bad = [i for i in ids if not 0 <= i < self.info.n_vocab]
+            if bad:
+                raise ArgumentError(f"a token id is outside the vocabulary (0..{self.info.n_vocab - 1}): {bad}")
+            raise MemoryError("tempo: out of memory detokenizing")
         return text
 
     def apply_chat_template(self, messages, template=None, add_generation_prompt=True):

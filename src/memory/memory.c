@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/jsonbuild.h"
 #include "gpu/gpu.h"
 #include "model/backend.h"
 #include "model/model.h"
@@ -425,34 +426,35 @@ void tempo_memory_log_line(tempo_memory_monitor *mm, const char *label, char *bu
 char *tempo_memory_get_config(tempo_memory_monitor *mm) {
     tempo_memory_stats s;
     tempo_memory_get_stats(mm, &s);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "max_memory_gb", mm->max_gb);
-    cJSON_AddNumberToObject(o, "current_usage_gb", tempo_memory_current_usage_gb(mm));
-    cJSON_AddNumberToObject(o, "available_gb", tempo_memory_available_gb(mm));
-    cJSON_AddNumberToObject(o, "accounted_gb", (double)tp_memory_accounted_bytes(mm) / TP_GB);
-    cJSON_AddNumberToObject(o, "weights_gb", s.weights_gb);
-    cJSON_AddNumberToObject(o, "kv_gb", s.kv_gb);
-    cJSON_AddNumberToObject(o, "work_gb", s.work_gb);
-    cJSON_AddNumberToObject(o, "other_gb", (double)mm->other / TP_GB);
-    cJSON_AddNumberToObject(o, "sessions", s.sessions);
-    cJSON_AddNumberToObject(o, "process_rss_gb", s.process_rss_gb);
-    cJSON_AddNumberToObject(o, "process_peak_gb", s.process_peak_gb);
-    cJSON_AddNumberToObject(o, "system_total_gb", s.system_total_gb);
-    cJSON_AddNumberToObject(o, "system_available_gb", s.system_available_gb);
-    cJSON_AddNumberToObject(o, "warning_threshold", TP_MEM_WARNING_FRACTION);
-    cJSON_AddNumberToObject(o, "critical_threshold", TP_MEM_CRITICAL_FRACTION);
-    cJSON_AddNumberToObject(o, "auto_reserve", TP_MEM_AUTO_RESERVE);
-    cJSON_AddBoolToObject(o, "has_gpu", s.has_gpu);
+    bool bad = false;
+    cJSON *o = tp_jb_must(cJSON_CreateObject(), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "max_memory_gb", mm->max_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "current_usage_gb", tempo_memory_current_usage_gb(mm)), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "available_gb", tempo_memory_available_gb(mm)), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "accounted_gb", (double)tp_memory_accounted_bytes(mm) / TP_GB), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "weights_gb", s.weights_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "kv_gb", s.kv_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "work_gb", s.work_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "other_gb", (double)mm->other / TP_GB), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "sessions", s.sessions), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "process_rss_gb", s.process_rss_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "process_peak_gb", s.process_peak_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "system_total_gb", s.system_total_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "system_available_gb", s.system_available_gb), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "warning_threshold", TP_MEM_WARNING_FRACTION), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "critical_threshold", TP_MEM_CRITICAL_FRACTION), &bad);
+    tp_jb_must(cJSON_AddNumberToObject(o, "auto_reserve", TP_MEM_AUTO_RESERVE), &bad);
+    tp_jb_must(cJSON_AddBoolToObject(o, "has_gpu", s.has_gpu), &bad);
     if (s.has_gpu) {
         tp_mem_parts p;
         tp_memory_parts(mm, &p);
-        cJSON_AddNumberToObject(o, "gpu_allocated_gb", s.gpu_allocated_gb);
-        cJSON_AddNumberToObject(o, "gpu_reserved_gb", s.gpu_reserved_gb);
-        cJSON_AddNumberToObject(o, "gpu_free_gb", s.gpu_free_gb);
-        cJSON_AddNumberToObject(o, "gpu_weights_gb", (double)p.gpu_weights / TP_GB);
-        cJSON_AddNumberToObject(o, "gpu_sessions_gb", (double)p.device / TP_GB);
+        tp_jb_must(cJSON_AddNumberToObject(o, "gpu_allocated_gb", s.gpu_allocated_gb), &bad);
+        tp_jb_must(cJSON_AddNumberToObject(o, "gpu_reserved_gb", s.gpu_reserved_gb), &bad);
+        tp_jb_must(cJSON_AddNumberToObject(o, "gpu_free_gb", s.gpu_free_gb), &bad);
+        tp_jb_must(cJSON_AddNumberToObject(o, "gpu_weights_gb", (double)p.gpu_weights / TP_GB), &bad);
+        tp_jb_must(cJSON_AddNumberToObject(o, "gpu_sessions_gb", (double)p.device / TP_GB), &bad);
     }
-    char *txt = cJSON_Print(o);
+    char *txt = bad ? NULL : cJSON_Print(o);
     cJSON_Delete(o);
     return txt;
 }
