@@ -1,4 +1,5 @@
-/* safetensors.c: safetensors reader (mmap, bounds-checked) and writer.
+/* safetensors.c: safetensors reader (mmap, bounds-checked); the writer tests
+ * and tools use is tools/st_write.c.
  *
  * Layout reference: the huggingface/safetensors README ("Format"). The JSON
  * header is read with the streaming scanner (format/json.h) from one heap copy,
@@ -16,7 +17,6 @@
 #include "format/json.h"
 #include "tensor/dtype.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -534,102 +534,4 @@ int64_t tp_st_set_file_bytes(const char *dir, char *err) {
     }
     index_free(&x);
     return total;
-}
-
-/* ---- writer ---- */
-
-typedef struct {
-    char *name;
-    char dtype[12];
-    int n_dims;
-    uint64_t shape[ST_MAX_DIMS];
-    void *data;
-    size_t nbytes;
-} st_wtensor;
-
-struct st_writer {
-    st_wtensor *t;
-    int n, cap;
-    cJSON *meta;
-    char bad[TP_ERR_LEN]; /* first invalid input, reported by save */
-};
-
-st_writer *tp_st_writer_new(void) {
-    st_writer *w = tp_xcalloc(1, sizeof *w);
-    w->meta = cJSON_CreateObject();
-    return w;
-}
-
-void tp_st_writer_free(st_writer *w) {
-    if (!w) return;
-    for (int i = 0; i < w->n; i++) { free(w->t[i].name); free(w->t[i].data); }
-    free(w->t);
-    cJSON_Delete(w->meta);
-    free(w);
-}
-
-void tp_st_w_meta(st_writer *w, const char *key, const char *value) {
-    cJSON_DeleteItemFromObjectCaseSensitive(w->meta, key);
-    cJSON_AddStringToObject(w->meta, key, value);
-}
-
-void tp_st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
-                 const void *data) {
-    size_t es = tp_st_dtype_size(dtype);
-    if (!es && !w->bad[0]) tp_fail(w->bad, "tensor %s: unknown dtype '%s'", name, dtype);
-    if ((n_dims < 0 || n_dims > ST_MAX_DIMS) && !w->bad[0]) tp_fail(w->bad, "tensor %s: %d dims", name, n_dims);
-    for (int i = 0; i < w->n; i++)
-        if (strcmp(w->t[i].name, name) == 0 && !w->bad[0]) tp_fail(w->bad, "tensor %s added twice", name);
-    if (!es || n_dims < 0 || n_dims > ST_MAX_DIMS) return;
-    if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->t = tp_xrealloc(w->t, (size_t)w->cap * sizeof *w->t);
-    }
-    st_wtensor *t = &w->t[w->n++];
-    memset(t, 0, sizeof *t);
-    t->name = tp_xstrdup(name);
-    snprintf(t->dtype, sizeof t->dtype, "%s", dtype);
-    t->n_dims = n_dims;
-    size_t n = 1;
-    for (int i = 0; i < n_dims; i++) { t->shape[i] = shape[i]; n *= (size_t)shape[i]; }
-    t->nbytes = n * es;
-    t->data = tp_xmalloc(t->nbytes ? t->nbytes : 1);
-    if (t->nbytes) memcpy(t->data, data, t->nbytes);
-}
-
-int tp_st_writer_save(st_writer *w, const char *path, char *err) {
-    if (w->bad[0]) return tp_fail(err, "%s: %s", path, w->bad);
-    cJSON *root = cJSON_CreateObject();
-    if (cJSON_GetArraySize(w->meta) > 0) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->meta, true));
-    uint64_t off = 0;
-    for (int i = 0; i < w->n; i++) {
-        st_wtensor *t = &w->t[i];
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "dtype", t->dtype);
-        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
-        cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
-        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + t->nbytes)));
-        off += t->nbytes;
-        cJSON_AddItemToObject(root, t->name, e);
-    }
-    char *hdr = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    size_t hl = strlen(hdr), padded = (hl + 7) / 8 * 8;
-    FILE *fp = fopen(path, "wb");
-    if (!fp) { free(hdr); return tp_fail(err, "%s: cannot create: %s", path, strerror(errno)); }
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-    bool ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(hdr, 1, hl, fp) == hl;
-    for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
-    for (int i = 0; ok && i < w->n; i++)
-        ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, fp) == w->t[i].nbytes;
-    free(hdr);
-    if (fclose(fp) != 0) ok = false;
-    if (!ok) {
-        remove(path);
-        return tp_fail(err, "%s: write failed: %s", path, strerror(errno));
-    }
-    return 0;
 }
