@@ -359,7 +359,7 @@ FUZZ_CC      ?= clang
 # -Werror is gcc's gate (make, make test); clang's extra warnings are shown, not fatal.
 FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 $(filter-out -Werror,$(WARN)) $(DEFS) -Itests/fuzz
-FUZZ_HDRS    := $(wildcard include/*.h src/*/*.h tests/fuzz/*.h)
+FUZZ_HDRS    := $(wildcard include/*.h src/*/*.h tests/fuzz/*.h tools/*.h)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o) $(FUZZ_LIB_EXTRA)
 FUZZ_REPLAY  := $(FUZZ_NAMES:%=build/asan/fuzz/fuzz_%)
 
@@ -377,9 +377,9 @@ build/fuzz/libtempo.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.c tools/gguf_write.c build/fuzz/libtempo.a $(FUZZ_HDRS)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.c tools/gguf_write.c tools/st_write.c build/fuzz/libtempo.a $(FUZZ_HDRS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< tests/fuzz/common.c tools/gguf_write.c build/fuzz/libtempo.a $(DEPLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< tests/fuzz/common.c tools/gguf_write.c tools/st_write.c build/fuzz/libtempo.a $(DEPLIBS)
 
 # The same harness with gcc's ASan + UBSan and a main() that replays files.
 build/asan/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.c tests/fuzz/replay_main.c build/asan/libtempo_tools.a build/asan/libtempo.a $(FUZZ_HDRS)

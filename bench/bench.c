@@ -42,6 +42,7 @@
 #include "core/common.h"
 #include "format/gguf.h"
 #include "tools/gguf_write.h"
+#include "tools/xalloc.h"
 #include "kernels/threadpool.h"
 #include "memory/memory.h"
 #include "model/model.h"
@@ -110,7 +111,7 @@ static int write_model(const char *path, uint32_t type, char *err) {
     enum { MAXT = 2 + LAYERS * 9 };
     rand_rows gens[MAXT];
     int ng = 0;
-    float *tmp = tp_xmalloc(sizeof(float) * FFN);
+    float *tmp = tool_xmalloc(sizeof(float) * FFN);
 #define ADD_MAT(name, n_in, n_out, sc) do {                                                  \
         uint64_t ne_[2] = { (uint64_t)(n_in), (uint64_t)(n_out) };                           \
         gens[ng] = (rand_rows){ type, (uint64_t)ng + 1, (sc), tmp, (size_t)(n_in) };         \
@@ -211,7 +212,7 @@ static int bench_prompt(const char *path, int threads, const level_probe *lp, fi
     for (size_t i = 0; i < m->gguf->map_size; i += 4096) sink ^= m->gguf->map[i];
     (void)sink;
     tp_kv *kv = tp_kv_new(m->hp.n_layers, m->hp.n_kv_heads * m->hp.head_dim, TP_KV_F32, 1024, 0, err);
-    float *logits = tp_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    float *logits = tool_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab);
     double t[3];
     forward_n(m, kv, 8, 0, false, TP_VIS_CAUSAL, logits); /* warm-up */
     for (int r = 0; r < 3; r++) {

@@ -30,6 +30,7 @@
 #include "model/backend.h"
 #include "model/model.h"
 #include "tools/gguf_write.h"
+#include "tools/xalloc.h"
 #include "tensor/dtype.h"
 
 typedef struct {
@@ -78,9 +79,9 @@ static void fill_ones(void *ctx, uint64_t row, void *dst, size_t row_bytes) {
 /* A SentencePiece-style vocabulary: <unk> <s> </s>, the 256 byte tokens, then
  * filler pieces, so any prompt tokenizes (byte fallback). */
 static void add_vocab(gguf_writer *w, int n) {
-    char **toks = tp_xcalloc((size_t)n, sizeof *toks);
-    float *scores = tp_xcalloc((size_t)n, sizeof *scores);
-    int32_t *types = tp_xcalloc((size_t)n, sizeof *types);
+    char **toks = tool_xcalloc((size_t)n, sizeof *toks);
+    float *scores = tool_xcalloc((size_t)n, sizeof *scores);
+    int32_t *types = tool_xcalloc((size_t)n, sizeof *types);
     char buf[32];
     for (int i = 0; i < n; i++) {
         if (i == 0) snprintf(buf, sizeof buf, "<unk>"), types[i] = 2;
@@ -88,7 +89,7 @@ static void add_vocab(gguf_writer *w, int n) {
         else if (i == 2) snprintf(buf, sizeof buf, "</s>"), types[i] = 3;
         else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3), types[i] = 6;
         else snprintf(buf, sizeof buf, "w%d", i), types[i] = 1;
-        toks[i] = tp_xstrdup(buf);
+        toks[i] = tool_xstrdup(buf);
         scores[i] = -(float)i;
     }
     tp_gguf_w_str(w, "tokenizer.ggml.model", "llama");
@@ -120,8 +121,8 @@ static int write_model(const char *path, const shape *s, uint32_t type, char *er
     add_vocab(w, s->vocab);
     int hd = s->dim / s->heads, kvd = s->kv_heads * hd;
     int maxt = 2 + s->layers * 9;
-    rows_ctx *g = tp_xcalloc((size_t)maxt, sizeof *g);
-    float *tmp = tp_xmalloc(sizeof(float) * (size_t)(s->ffn > s->dim ? s->ffn : s->dim));
+    rows_ctx *g = tool_xcalloc((size_t)maxt, sizeof *g);
+    float *tmp = tool_xmalloc(sizeof(float) * (size_t)(s->ffn > s->dim ? s->ffn : s->dim));
     int ng = 0;
 #define MAT(name, n_in, n_out, sc) do {                                                        \
         uint64_t ne_[2] = { (uint64_t)(n_in), (uint64_t)(n_out) };                             \
@@ -280,7 +281,7 @@ int main(int argc, char **argv) {
             tp_kv *kv = tp_kv_new(m->hp.n_layers, m->hp.n_kv_heads * m->hp.head_dim, TP_KV_F32, 256, 0, err);
             tp_backend *be = kv ? tp_backend_new(m->dev, m, kv, m->dev->layers, false, err) : NULL;
             if (!be) fprintf(stderr, "gpu_bench: %s\n", err);
-            float *probs = tp_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab);
+            float *probs = tool_xmalloc(sizeof(float) * (size_t)m->hp.n_vocab);
             double fw[16];
             int nf = 0;
             for (int r = 0; be && r < 16; r++) {

@@ -27,6 +27,7 @@
 #include "format/gguf.h"
 #include "tools/gguf_write.h"
 #include "format/safetensors.h"
+#include "tools/st_write.h"
 #include "model/hf.h"
 #include "model/model.h"
 #include "tensor/dtype.h"

@@ -6,6 +6,7 @@
  * callers can build a file with a chain of calls and check once.
  */
 #include "tools/gguf_write.h"
+#include "tools/xalloc.h"
 
 #include "core/common.h"
 #include "tensor/dtype.h"
@@ -28,7 +29,7 @@ static void wb_put(wbuf *b, const void *src, size_t n) {
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->len + n) cap *= 2;
-        b->p = tp_xrealloc(b->p, cap);
+        b->p = tool_xrealloc(b->p, cap);
         b->cap = cap;
     }
     if (n) memcpy(b->p + b->len, src, n);
@@ -76,7 +77,7 @@ static void w_error(gguf_writer *w, const char *fmt, ...) {
 }
 
 gguf_writer *tp_gguf_writer_new(uint32_t alignment) {
-    gguf_writer *w = tp_xcalloc(1, sizeof *w);
+    gguf_writer *w = tool_xcalloc(1, sizeof *w);
     w->alignment = alignment ? alignment : 32;
     if (w->alignment & (w->alignment - 1)) w_error(w, "alignment %u is not a power of two", alignment);
     return w;
@@ -112,10 +113,10 @@ static wbuf *kv_slot(gguf_writer *w, const char *key) {
         }
     if (w->n_kv == w->cap_kv) {
         w->cap_kv = w->cap_kv ? 2 * w->cap_kv : 16;
-        w->kv = tp_xrealloc(w->kv, w->cap_kv * sizeof *w->kv);
+        w->kv = tool_xrealloc(w->kv, w->cap_kv * sizeof *w->kv);
     }
     wkv *e = &w->kv[w->n_kv++];
-    e->key = tp_xstrdup(key);
+    e->key = tool_xstrdup(key);
     memset(&e->val, 0, sizeof e->val);
     return &e->val;
 }
@@ -244,7 +245,7 @@ void tp_gguf_w_copy_kv(gguf_writer *w, const gguf_file *src, const char *prefix)
             w_error(w, "%s: metadata key %llu contains a NUL byte", src->path, (unsigned long long)i);
             continue;
         }
-        char *key = tp_xmalloc((size_t)kv->key.len + 1);
+        char *key = tool_xmalloc((size_t)kv->key.len + 1);
         memcpy(key, kv->key.str, (size_t)kv->key.len);
         key[kv->key.len] = 0;
         tp_gguf_w_value(w, key, &kv->value);
@@ -302,7 +303,7 @@ static wtensor *add_tensor(gguf_writer *w, const char *name, uint32_t type, uint
     }
     if (w->n_t == w->cap_t) {
         w->cap_t = w->cap_t ? 2 * w->cap_t : 16;
-        w->t = tp_xrealloc(w->t, w->cap_t * sizeof *w->t);
+        w->t = tool_xrealloc(w->t, w->cap_t * sizeof *w->t);
     }
     w->t[w->n_t] = t;
     return &w->t[w->n_t++];
@@ -312,7 +313,7 @@ void tp_gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t 
                    const void *data) {
     wtensor *t = add_tensor(w, name, type, n_dims, ne);
     if (!t) return;
-    void *copy = tp_xmalloc((size_t)t->nbytes);
+    void *copy = tool_xmalloc((size_t)t->nbytes);
     memcpy(copy, data, (size_t)t->nbytes);
     t->data = copy;
     t->owned = true;
@@ -348,7 +349,7 @@ static bool write_tensor_data(FILE *fp, const wtensor *t) {
     if (!t->fill) return fwrite(t->data, 1, (size_t)t->nbytes, fp) == t->nbytes;
     size_t rb = tp_dtype_row_bytes(t->type, (size_t)t->ne[0]);
     uint64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
-    uint8_t *row = tp_xmalloc(rb);
+    uint8_t *row = tool_xmalloc(rb);
     bool ok = true;
     for (uint64_t r = 0; r < rows && ok; r++) {
         memset(row, 0, rb);

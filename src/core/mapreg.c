@@ -29,9 +29,12 @@ typedef struct {
 static slot slots[MAPREG_SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-void tp_map_register(const void *addr, size_t len, const char *path) {
-    if (!addr || !len) return;
-    char *copy = tp_xstrdup(path ? path : "?");
+int tp_map_register(const void *addr, size_t len, const char *path, char *err) {
+    if (!addr || !len) return 0;
+    if (!path) path = "?";
+    char *copy = strdup(path);
+    if (!copy) return tp_fail(err, "%s: out of memory (%zu bytes for its name in the table of mapped files)", path,
+                              strlen(path) + 1);
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAPREG_SLOTS; i++) {
         if (atomic_load(&slots[i].start)) continue;
@@ -43,6 +46,7 @@ void tp_map_register(const void *addr, size_t len, const char *path) {
     }
     pthread_mutex_unlock(&lock);
     free(copy); /* table full */
+    return 0;
 }
 
 void tp_map_unregister(const void *addr) {

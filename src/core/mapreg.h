@@ -11,8 +11,10 @@
 #include <stddef.h>
 
 /* Remember that [addr, addr + len) maps `path` (copied). Silently does nothing
- * when the table is full (the handler then says "a mapped model file"). */
-void tp_map_register(const void *addr, size_t len, const char *path);
+ * when the table is full (the handler then says "a mapped model file"). 0, or
+ * -1 with err when the copy of the path cannot be allocated (nothing is
+ * registered then; the caller unmaps and fails like any other allocation). */
+int tp_map_register(const void *addr, size_t len, const char *path, char *err);
 /* Forget the mapping that starts at addr (call before munmap). */
 void tp_map_unregister(const void *addr);
 /* The path of the registered mapping holding addr, or NULL. Async-signal-safe. */

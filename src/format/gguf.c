@@ -103,7 +103,8 @@ static void free_value(gguf_value *v, tp_ledger *led) {
     v->v.arr.items = NULL;
 }
 
-/* Why a value failed to parse: truncated, a bad type / nesting, or over the memory limit. */
+/* Why a value failed to parse: truncated, a bad type / nesting, or (PV_LIMIT,
+ * the reason in lerr) over the memory limit or out of memory. */
 typedef enum { PV_OK, PV_TRUNC, PV_BADTYPE, PV_DEEP, PV_LIMIT } pv_status;
 
 /* Charge the items array of a parsed array value (count entries) to the ledger. */
@@ -146,7 +147,16 @@ static pv_status parse_value(cursor *c, uint32_t type, gguf_value *v, int depth,
     size_t min_item = et == GGUF_STRING ? 8 : 12;
     if (count > cur_left(c) / min_item) return PV_TRUNC;
     if (tp_ledger_charge(led, items_bytes(count), "metadata array", lerr)) return PV_LIMIT;
-    gguf_value *items = tp_xmalloc((size_t)(count ? count : 1) * sizeof *items);
+    /* count is bounded by the file size above; the product is checked all the same */
+    size_t nb;
+    gguf_value *items = NULL;
+    if (tp_mul_size((size_t)(count ? count : 1), sizeof *items, &nb)) items = malloc(nb);
+    if (!items) {
+        tp_ledger_release(led, items_bytes(count));
+        tp_fail(lerr, "out of memory (%zu bytes for an array of %llu items)", tp_mul_sat((size_t)count, sizeof *items),
+                (unsigned long long)count);
+        return PV_LIMIT;
+    }
     for (uint64_t i = 0; i < count; i++) {
         pv_status st = parse_value(c, et, &items[i], depth + 1, bad_type, led, lerr);
         if (st != PV_OK) {
@@ -233,9 +243,12 @@ static bool parse_kvs(gguf_file *f, cursor *c, uint64_t n_kv, char *err) {
         return tp_fail(err, "%s: metadata count %llu is too large for file size %zu", path,
                        (unsigned long long)n_kv, f->map_size), false;
     size_t n = (size_t)(n_kv ? n_kv : 1);
-    if (!charge(f, tp_mul_sat(n, sizeof *f->kv + sizeof *f->kv_order), "metadata table", err)) return false;
-    f->kv = tp_xcalloc(n, sizeof *f->kv);
-    f->kv_order = tp_xcalloc(n, sizeof *f->kv_order);
+    size_t bytes = tp_mul_sat(n, sizeof *f->kv + sizeof *f->kv_order);
+    if (!charge(f, bytes, "metadata table", err)) return false;
+    f->kv = calloc(n, sizeof *f->kv);
+    f->kv_order = calloc(n, sizeof *f->kv_order);
+    if (!f->kv || !f->kv_order) /* tp_gguf_close frees what was allocated */
+        return tp_fail(err, "%s: out of memory (%zu bytes for the metadata table)", path, bytes), false;
     char lerr[TP_ERR_LEN];
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kv *kv = &f->kv[i];
@@ -296,9 +309,12 @@ static bool parse_tensor_infos(gguf_file *f, cursor *c, uint64_t n_t, char *err)
         return tp_fail(err, "%s: tensor count %llu is too large for file size %zu", path,
                        (unsigned long long)n_t, f->map_size), false;
     size_t n = (size_t)(n_t ? n_t : 1);
-    if (!charge(f, tp_mul_sat(n, sizeof *f->tensors + sizeof *f->tensor_order), "tensor table", err)) return false;
-    f->tensors = tp_xcalloc(n, sizeof *f->tensors);
-    f->tensor_order = tp_xcalloc(n, sizeof *f->tensor_order);
+    size_t bytes = tp_mul_sat(n, sizeof *f->tensors + sizeof *f->tensor_order);
+    if (!charge(f, bytes, "tensor table", err)) return false;
+    f->tensors = calloc(n, sizeof *f->tensors);
+    f->tensor_order = calloc(n, sizeof *f->tensor_order);
+    if (!f->tensors || !f->tensor_order)
+        return tp_fail(err, "%s: out of memory (%zu bytes for the tensor table)", path, bytes), false;
     f->n_tensors = n_t;
     for (uint64_t i = 0; i < n_t; i++) {
         gguf_tensor *t = &f->tensors[i];
@@ -392,8 +408,12 @@ out:
 gguf_file *tp_gguf_open(const char *path, char *err) { return tp_gguf_open_ex(path, NULL, err); }
 
 gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err) {
-    gguf_file *f = tp_xcalloc(1, sizeof *f);
-    f->path = tp_xstrdup(path);
+    gguf_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        tp_fail(err, "%s: out of memory (%zu bytes to open it)", path, sizeof *f + strlen(path) + 1);
+        free(f);
+        return NULL;
+    }
     f->ledger = led;
     /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -431,7 +451,7 @@ gguf_file *tp_gguf_open_ex(const char *path, tp_ledger *led, char *err) {
     }
     f->map = m;
     f->map_size = (size_t)st.st_size;
-    tp_map_register(f->map, f->map_size, path);
+    if (tp_map_register(f->map, f->map_size, path, err)) return fail_close(f);
 
     cursor c = { f->map, f->map_size, 0 };
     if (memcmp(f->map, "GGUF", 4) != 0) {
@@ -546,8 +566,9 @@ bool tp_gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err)
 char *tp_gguf_get_string(const gguf_file *f, const char *key) {
     const gguf_kv *kv = tp_gguf_find(f, key);
     if (!kv || kv->value.type != GGUF_STRING) return NULL;
-    size_t n = (size_t)kv->value.v.s.len;
-    char *s = tp_xmalloc(n + 1);
+    size_t n = (size_t)kv->value.v.s.len; /* inside the mapping: n + 1 cannot wrap */
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
     if (n) memcpy(s, kv->value.v.s.str, n);
     s[n] = 0;
     return s;

@@ -91,7 +91,9 @@ const gguf_kv *tp_gguf_find(const gguf_file *f, const char *key);
 bool tp_gguf_get_int(const gguf_file *f, const char *key, int64_t *out, char *err);
 bool tp_gguf_get_float(const gguf_file *f, const char *key, double *out, char *err);
 bool tp_gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err);
-/* String: returns a malloc'ed NUL-terminated copy or NULL if absent/wrong type. */
+/* String: returns a malloc'ed NUL-terminated copy or NULL if absent/wrong type,
+ * or when the copy cannot be allocated (a caller that found the key with
+ * tp_gguf_find first knows NULL then means out of memory). */
 char *tp_gguf_get_string(const gguf_file *f, const char *key);
 /* String into buf (at most cap - 1 bytes, NUL-terminated): its full length, or
  * -1 if absent or not a string. For short values compared with known names

@@ -335,7 +335,10 @@ cJSON *tp_json_read_keys(const char *path, size_t max_len, const char *const *ke
         goto out;
     }
     bool more;
-    obj = cJSON_CreateObject();
+    if (!(obj = cJSON_CreateObject())) {
+        tp_fail(err, "%s: out of memory (%zu bytes for its JSON object)", path, sizeof(cJSON));
+        goto out;
+    }
     tp_js_open(&s, '{', &more);
     while (more) {
         char *k, *b, *e;
@@ -355,7 +358,13 @@ cJSON *tp_json_read_keys(const char *path, size_t max_len, const char *const *ke
             cJSON *v = tp_json_parse(what, b, vl, led, &ch, err);
             if (!v) goto bad;
             total += ch;
-            cJSON_AddItemToObject(obj, want, v);
+            /* it copies the key: unchecked, a failure would drop the value
+             * and the key would read as absent (a default used instead) */
+            if (!cJSON_AddItemToObject(obj, want, v)) {
+                cJSON_Delete(v);
+                tp_fail(err, "%s: out of memory (%zu bytes for the key %s)", path, strlen(want) + 1, want);
+                goto bad;
+            }
         }
         if (!tp_js_next(&s, '}', &more)) { tp_js_error(&s, path, err); goto bad; }
     }

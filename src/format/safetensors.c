@@ -1,4 +1,5 @@
-/* safetensors.c: safetensors reader (mmap, bounds-checked) and writer.
+/* safetensors.c: safetensors reader (mmap, bounds-checked); the writer tests
+ * and tools use is tools/st_write.c.
  *
  * Layout reference: the huggingface/safetensors README ("Format"). The JSON
  * header is read with the streaming scanner (format/json.h) from one heap copy,
@@ -16,7 +17,6 @@
 #include "format/json.h"
 #include "tensor/dtype.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -190,8 +190,12 @@ bad_json: /* the header was validated by the counting pass: cannot happen */
 st_file *tp_st_open(const char *path, char *err) { return tp_st_open_ex(path, NULL, err); }
 
 st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
-    st_file *f = tp_xcalloc(1, sizeof *f);
-    f->path = tp_xstrdup(path);
+    st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        tp_fail(err, "%s: out of memory (%zu bytes to open it)", path, sizeof *f + strlen(path) + 1);
+        free(f);
+        return NULL;
+    }
     f->ledger = led;
     const char *slash = strrchr(f->path, '/');
     f->base = slash ? slash + 1 : f->path;
@@ -210,7 +214,7 @@ st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
     f->map = tp_map_file(fd, f->map_size); /* at 2 MiB for huge pages */
     close(fd);
     if (f->map == MAP_FAILED) { f->map = NULL; tp_fail(err, "%s: cannot map: %s", path, strerror(errno)); goto fail; }
-    tp_map_register(f->map, f->map_size, path);
+    if (tp_map_register(f->map, f->map_size, path, err)) goto fail;
 
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f->map[i]; /* little-endian */
@@ -227,7 +231,10 @@ st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
     /* A private copy of the header: the scanner unescapes names in place and
      * the tensors' names point into it. */
     if (!charge(f, (size_t)hlen + 1, "the header", err)) goto fail;
-    f->header = tp_xmalloc((size_t)hlen + 1);
+    if (!(f->header = malloc((size_t)hlen + 1))) { /* hlen is at most ST_MAX_HEADER */
+        tp_fail(err, "%s: out of memory (%zu bytes for a copy of the header)", path, (size_t)hlen + 1);
+        goto fail;
+    }
     memcpy(f->header, f->map + 8, (size_t)hlen);
     f->header[hlen] = 0;
 
@@ -259,7 +266,11 @@ st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
         }
     if (n > INT32_MAX / 2) { tp_fail(err, "%s: header has %zu entries", path, n); goto fail; }
     if (!charge(f, tp_mul_sat(n ? n : 1, sizeof *f->tensors + sizeof(void *)), "the tensor table", err)) goto fail;
-    f->tensors = tp_xcalloc(n ? n : 1, sizeof *f->tensors);
+    if (!(f->tensors = calloc(n ? n : 1, sizeof *f->tensors))) {
+        tp_fail(err, "%s: out of memory (%zu bytes for the tensor table)", path,
+                tp_mul_sat(n ? n : 1, sizeof *f->tensors));
+        goto fail;
+    }
 
     /* pass 2: read each entry, unescaping in place */
     uint64_t data_size = f->map_size - f->data_offset;
@@ -288,7 +299,12 @@ st_file *tp_st_open_ex(const char *path, tp_ledger *led, char *err) {
             goto fail;
         }
     /* Spans must not overlap (empty tensors aside). */
-    const st_tensor **by = tp_xmalloc((size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *by);
+    const st_tensor **by = calloc((size_t)(f->n_tensors ? f->n_tensors : 1), sizeof *by);
+    if (!by) {
+        tp_fail(err, "%s: out of memory (%zu bytes to check the tensors' spans)", path,
+                (size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *by);
+        goto fail;
+    }
     int nb = 0;
     for (int i = 0; i < f->n_tensors; i++)
         if (f->tensors[i].nbytes) by[nb++] = &f->tensors[i];
@@ -423,7 +439,9 @@ static bool read_index(const char *ipath, st_index *x, tp_ledger *led, size_t *c
     snprintf(label, sizeof label, "%.200s: the weight map (%zu entries)", ipath, x->n);
     if (tp_ledger_charge(led, pb, label, err)) return false;
     *charged += pb;
-    x->pairs = tp_xcalloc(x->n, sizeof *x->pairs);
+    if (!(x->pairs = calloc(x->n, sizeof *x->pairs))) /* the caller frees x->text */
+        return tp_fail(err, "%s: out of memory (%zu bytes for the weight map)", ipath,
+                       tp_mul_sat(x->n, sizeof *x->pairs)), false;
     tp_js_init(&s, wb, (size_t)(we - wb));
     tp_js_open(&s, '{', &more);
     for (size_t i = 0; more; i++) {
@@ -447,9 +465,13 @@ static st_set *open_index(const char *dir, const char *ipath, tp_ledger *led, ch
     const char *iname = "model.safetensors.index.json";
     char path[4096];
     if (!read_index(ipath, &x, led, &charged, err)) goto fail;
-    s = tp_xcalloc(1, sizeof *s);
-    s->files = tp_xcalloc(x.n, sizeof *s->files);
-    s->tensors = tp_xcalloc(x.n, sizeof *s->tensors);
+    /* x.n pointers each: at most one shard per weight_map entry */
+    if (!(s = calloc(1, sizeof *s)) || !(s->files = calloc(x.n, sizeof *s->files)) ||
+        !(s->tensors = calloc(x.n, sizeof *s->tensors))) {
+        tp_fail(err, "%s: out of memory (%zu bytes for the table of %zu shards and tensors)", ipath,
+                tp_mul_sat(x.n, sizeof *s->files + sizeof *s->tensors), x.n);
+        goto fail;
+    }
     /* each shard once: group the pairs by shard (O(n log n)) */
     qsort(x.pairs, x.n, sizeof *x.pairs, cmp_pair_shard);
     st_file *f = NULL;
@@ -495,10 +517,16 @@ st_set *tp_st_set_open_ex(const char *dir, tp_ledger *led, char *err) {
     }
     st_file *f = tp_st_open_ex(path, led, err);
     if (!f) return NULL;
-    st_set *s = tp_xcalloc(1, sizeof *s);
-    s->files = tp_xcalloc(1, sizeof *s->files);
+    st_set *s = calloc(1, sizeof *s);
+    if (!s || !(s->files = calloc(1, sizeof *s->files)) ||
+        !(s->tensors = calloc((size_t)(f->n_tensors ? f->n_tensors : 1), sizeof *s->tensors))) {
+        tp_fail(err, "%s: out of memory (%zu bytes for the table of its %d tensors)", path,
+                (size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *s->tensors, f->n_tensors);
+        tp_st_close(f);
+        tp_st_set_free(s); /* n_files 0: frees only the tables */
+        return NULL;
+    }
     s->files[s->n_files++] = f;
-    s->tensors = tp_xcalloc((size_t)(f->n_tensors ? f->n_tensors : 1), sizeof *s->tensors);
     for (int i = 0; i < f->n_tensors; i++) s->tensors[s->n_tensors++] = &f->tensors[i]; /* already sorted */
     return s;
 }
@@ -534,102 +562,4 @@ int64_t tp_st_set_file_bytes(const char *dir, char *err) {
     }
     index_free(&x);
     return total;
-}
-
-/* ---- writer ---- */
-
-typedef struct {
-    char *name;
-    char dtype[12];
-    int n_dims;
-    uint64_t shape[ST_MAX_DIMS];
-    void *data;
-    size_t nbytes;
-} st_wtensor;
-
-struct st_writer {
-    st_wtensor *t;
-    int n, cap;
-    cJSON *meta;
-    char bad[TP_ERR_LEN]; /* first invalid input, reported by save */
-};
-
-st_writer *tp_st_writer_new(void) {
-    st_writer *w = tp_xcalloc(1, sizeof *w);
-    w->meta = cJSON_CreateObject();
-    return w;
-}
-
-void tp_st_writer_free(st_writer *w) {
-    if (!w) return;
-    for (int i = 0; i < w->n; i++) { free(w->t[i].name); free(w->t[i].data); }
-    free(w->t);
-    cJSON_Delete(w->meta);
-    free(w);
-}
-
-void tp_st_w_meta(st_writer *w, const char *key, const char *value) {
-    cJSON_DeleteItemFromObjectCaseSensitive(w->meta, key);
-    cJSON_AddStringToObject(w->meta, key, value);
-}
-
-void tp_st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
-                 const void *data) {
-    size_t es = tp_st_dtype_size(dtype);
-    if (!es && !w->bad[0]) tp_fail(w->bad, "tensor %s: unknown dtype '%s'", name, dtype);
-    if ((n_dims < 0 || n_dims > ST_MAX_DIMS) && !w->bad[0]) tp_fail(w->bad, "tensor %s: %d dims", name, n_dims);
-    for (int i = 0; i < w->n; i++)
-        if (strcmp(w->t[i].name, name) == 0 && !w->bad[0]) tp_fail(w->bad, "tensor %s added twice", name);
-    if (!es || n_dims < 0 || n_dims > ST_MAX_DIMS) return;
-    if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->t = tp_xrealloc(w->t, (size_t)w->cap * sizeof *w->t);
-    }
-    st_wtensor *t = &w->t[w->n++];
-    memset(t, 0, sizeof *t);
-    t->name = tp_xstrdup(name);
-    snprintf(t->dtype, sizeof t->dtype, "%s", dtype);
-    t->n_dims = n_dims;
-    size_t n = 1;
-    for (int i = 0; i < n_dims; i++) { t->shape[i] = shape[i]; n *= (size_t)shape[i]; }
-    t->nbytes = n * es;
-    t->data = tp_xmalloc(t->nbytes ? t->nbytes : 1);
-    if (t->nbytes) memcpy(t->data, data, t->nbytes);
-}
-
-int tp_st_writer_save(st_writer *w, const char *path, char *err) {
-    if (w->bad[0]) return tp_fail(err, "%s: %s", path, w->bad);
-    cJSON *root = cJSON_CreateObject();
-    if (cJSON_GetArraySize(w->meta) > 0) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->meta, true));
-    uint64_t off = 0;
-    for (int i = 0; i < w->n; i++) {
-        st_wtensor *t = &w->t[i];
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "dtype", t->dtype);
-        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
-        cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
-        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + t->nbytes)));
-        off += t->nbytes;
-        cJSON_AddItemToObject(root, t->name, e);
-    }
-    char *hdr = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    size_t hl = strlen(hdr), padded = (hl + 7) / 8 * 8;
-    FILE *fp = fopen(path, "wb");
-    if (!fp) { free(hdr); return tp_fail(err, "%s: cannot create: %s", path, strerror(errno)); }
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-    bool ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(hdr, 1, hl, fp) == hl;
-    for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
-    for (int i = 0; ok && i < w->n; i++)
-        ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, fp) == w->t[i].nbytes;
-    free(hdr);
-    if (fclose(fp) != 0) ok = false;
-    if (!ok) {
-        remove(path);
-        return tp_fail(err, "%s: write failed: %s", path, strerror(errno));
-    }
-    return 0;
 }

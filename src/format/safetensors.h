@@ -1,5 +1,5 @@
-/* safetensors.h: safetensors reader (memory-mapped, single file or sharded) and
- * a small writer.
+/* safetensors.h: safetensors reader (memory-mapped, single file or sharded).
+ * (The writer tests and tools use is tools/st_write.h.)
  *
  * A safetensors file is a little-endian uint64 header length N, N bytes of JSON
  * ({"__metadata__": {...}, "<name>": {"dtype", "shape", "data_offsets"}}), then
@@ -84,22 +84,6 @@ const st_tensor *tp_st_set_find(const st_set *s, const char *name);
  * Other .safetensors files in the folder (e.g. Mistral's consolidated.safetensors)
  * are not counted. -1 with err when there are none. */
 int64_t tp_st_set_file_bytes(const char *dir, char *err);
-
-/* ---- writer (tests and tools make their own files) ----
- * Tensors are written in the order added; the header is padded with spaces to a
- * multiple of 8 bytes so that every tensor's data is 8-byte aligned in the file
- * when earlier tensors' sizes are multiples of 8. */
-typedef struct st_writer st_writer;
-st_writer *tp_st_writer_new(void);
-void tp_st_writer_free(st_writer *w);
-/* dtype: "F32", "F16", "BF16" or any other safetensors dtype name; shape outermost
- * first; data (the product of shape times the element size bytes) is copied. */
-void tp_st_w_tensor(st_writer *w, const char *name, const char *dtype, int n_dims, const uint64_t *shape,
-                 const void *data);
-/* A __metadata__ string entry. */
-void tp_st_w_meta(st_writer *w, const char *key, const char *value);
-/* 0 on success; -1 with err naming the path (a bad tensor added earlier is reported here). */
-int tp_st_writer_save(st_writer *w, const char *path, char *err);
 
 /* Element size of a safetensors dtype name, 0 if unknown. */
 size_t tp_st_dtype_size(const char *dtype);

@@ -158,8 +158,9 @@ int tp_model_finish(tp_model *m, const tp_load_opts *opts, char *err) {
     (void)opts;
     tp_hparams *hp = &m->hp;
     int half = hp->rope_dim / 2;
-    m->rope_inv_freq = malloc((size_t)(half > 0 ? half : 1) * sizeof(float));
-    if (!m->rope_inv_freq) return tp_fail(err, "out of memory");
+    size_t bytes = (size_t)(half > 0 ? half : 1) * sizeof(float);
+    m->rope_inv_freq = malloc(bytes);
+    if (!m->rope_inv_freq) return tp_fail(err, "out of memory (%zu bytes for the RoPE table)", bytes);
     for (int i = 0; i < half; i++) {
         double f = pow((double)hp->rope_base, -2.0 * i / hp->rope_dim);
         if (m->rope_freq_factors) f /= m->rope_freq_factors[i];

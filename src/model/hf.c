@@ -340,7 +340,7 @@ static const void *usable(hf_loader *ld, const st_tensor *t) {
         return NULL;
     }
     memcpy(p, t->data, t->nbytes);
-    tp_model_own(ld->m, p, t->nbytes);
+    if (tp_model_own(ld->m, p, t->nbytes, ld->dir, ld->err)) return NULL;
     return p;
 }
 
@@ -360,14 +360,19 @@ static const float *load_vector(hf_loader *ld, const char *name, int n) {
     if (!t) return NULL;
     if (t->type == TP_F32) return usable(ld, t);
     if (!charge(ld, (size_t)n * sizeof(float), "converting", name)) return NULL;
-    float *v = tp_xmalloc((size_t)n * sizeof(float));
+    float *v = malloc((size_t)n * sizeof(float));
+    if (!v) {
+        tp_fail(ld->err, "%s: out of memory (%zu bytes converting %s to f32)", t->file->path, (size_t)n * sizeof(float),
+                name);
+        return NULL;
+    }
     const uint8_t *p = t->data;
     for (int i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, p + 2 * (size_t)i, 2); /* may be unaligned */
         v[i] = t->type == TP_BF16 ? tp_bf16_to_f32(h) : tp_f16_to_f32(h);
     }
-    tp_model_own(ld->m, v, (size_t)n * sizeof(float));
+    if (tp_model_own(ld->m, v, (size_t)n * sizeof(float), ld->dir, ld->err)) return NULL;
     return v;
 }
 
@@ -390,7 +395,9 @@ static bool load_weights(hf_loader *ld, bool tied) {
     else if (!load_matrix(ld, &m->output, "lm_head.weight", hp->dim, hp->n_vocab)) return false;
 
     if (!charge(ld, (size_t)hp->n_layers * sizeof *m->layers, "the layer table", "")) return false;
-    m->layers = tp_xcalloc((size_t)hp->n_layers, sizeof *m->layers);
+    if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers)))
+        return tp_fail(ld->err, "%s: out of memory (%zu bytes for the layer table)", ld->dir,
+                       (size_t)hp->n_layers * sizeof *m->layers), false;
     for (int l = 0; l < hp->n_layers; l++) {
         tp_layer *L = &m->layers[l];
         char nm[128];
@@ -421,7 +428,13 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
     cJSON *gen = read_json(gpath, true, &led, &gen_charged, err);
     if (!gen && err[0]) { cJSON_Delete(cfg); return NULL; }
 
-    tp_model *m = tp_xcalloc(1, sizeof *m);
+    tp_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        tp_fail(err, "%s: out of memory (%zu bytes for the model)", dir, sizeof *m);
+        cJSON_Delete(cfg);
+        cJSON_Delete(gen);
+        return NULL;
+    }
     tp_hparams *hp = &m->hp;
     cfg_ctx c = { path, cfg, err };
     double theta;
@@ -461,12 +474,21 @@ tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err)
     if (rope.llama3) {
         size_t fb = (size_t)(hp->rope_dim / 2) * sizeof(float);
         if (tp_ledger_charge(&led, fb, "the llama3 RoPE factors", err)) goto fail;
-        float *ff = tp_xmalloc(fb);
+        float *ff = malloc(fb);
+        if (!ff) {
+            tp_fail(err, "%s: out of memory (%zu bytes for the llama3 RoPE factors)", dir, fb);
+            goto fail;
+        }
         tp_llama3_rope_factors(ff, hp->rope_dim, theta, rope.factor, rope.low, rope.high, rope.orig);
-        tp_model_own(m, ff, fb);
+        if (tp_model_own(m, ff, fb, dir, err)) goto fail;
         m->rope_freq_factors = ff;
     }
-    if (tp_model_finish(m, opts, err)) goto fail;
+    if (tp_model_finish(m, opts, err)) {
+        char why[TP_ERR_LEN];
+        snprintf(why, sizeof why, "%s", err);
+        tp_fail(err, "%s: %s", dir, why);
+        goto fail;
+    }
     if (rope.linear != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / rope.linear);
     cJSON_Delete(cfg);

@@ -27,13 +27,22 @@
 #include "tensor/dtype.h"
 #include "tokenizer/tokenizer.h"
 
-void tp_model_own(tp_model *m, void *p, size_t bytes) {
+int tp_model_own(tp_model *m, void *p, size_t bytes, const char *path, char *err) {
     if (m->n_owned == m->cap_owned) {
-        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 16;
-        m->owned = tp_xrealloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned);
+        /* at most a few per layer (TP_MAX_LAYERS bounds the count): cannot wrap */
+        int cap = m->cap_owned ? 2 * m->cap_owned : 16;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o) {
+            free(p);
+            return tp_fail(err, "%s: out of memory (%zu bytes for the list of buffers the model owns)", path,
+                           (size_t)cap * sizeof *o);
+        }
+        m->owned = o;
+        m->cap_owned = cap;
     }
     m->owned[m->n_owned++] = p;
     m->owned_bytes += bytes;
+    return 0;
 }
 
 static bool is_dir(const char *path) {
@@ -153,9 +162,14 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
     char label[TP_ERR_LEN];
     snprintf(label, sizeof label, "%.200s: converting %.60s to f32", ld->path, name);
     if (tp_ledger_charge(ld->led, (size_t)n * sizeof(float), label, ld->err)) return NULL;
-    float *v = tp_xmalloc((size_t)n * sizeof(float));
+    float *v = malloc((size_t)n * sizeof(float));
+    if (!v) {
+        tp_fail(ld->err, "%s: out of memory (%zu bytes converting %s to f32)", ld->path, (size_t)n * sizeof(float),
+                name);
+        return NULL;
+    }
     tp_dequantize_row(t->type, t->data, v, (size_t)n);
-    tp_model_own(ld->m, v, (size_t)n * sizeof(float));
+    if (tp_model_own(ld->m, v, (size_t)n * sizeof(float), ld->path, ld->err)) return NULL;
     return v;
 }
 
@@ -189,7 +203,10 @@ void tp_model_place_weights(tp_model *m) {
                                         st->files[i]->map_size - st->files[i]->data_offset);
     }
     int n = 0;
-    tp_weight **ws = tp_xmalloc((size_t)(2 + 7 * m->hp.n_layers) * sizeof *ws);
+    /* Without this list the weights stay in the files' layout: correct, only
+     * slower (as when tp_weight_repack cannot get its tile buffer). */
+    tp_weight **ws = malloc((size_t)(2 + 7 * m->hp.n_layers) * sizeof *ws);
+    if (!ws) return;
     const bool tied_on_dev = head && m->output.data == m->tok_embd.data;
     if (!tied_on_dev) ws[n++] = &m->tok_embd;
     if (!head && !tied_on_dev) ws[n++] = &m->output;
@@ -256,7 +273,12 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
     tp_ledger led = { .limit = opts ? opts->max_bytes : 0 };
     gguf_file *f = tp_gguf_open_ex(path, &led, err);
     if (!f) return NULL;
-    tp_model *m = tp_xcalloc(1, sizeof *m);
+    tp_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        tp_fail(err, "%s: out of memory (%zu bytes for the model)", path, sizeof *m);
+        tp_gguf_close(f);
+        return NULL;
+    }
     m->gguf = f;
     loader ld = { m, f, path, &led, err };
     tp_hparams *hp = &m->hp;
@@ -296,7 +318,11 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
         }
 
     if (tp_ledger_charge(&led, (size_t)hp->n_layers * sizeof *m->layers, "the layer table", err)) goto fail;
-    m->layers = tp_xcalloc((size_t)hp->n_layers, sizeof *m->layers);
+    if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) {
+        tp_fail(err, "%s: out of memory (%zu bytes for the layer table)", path,
+                (size_t)hp->n_layers * sizeof *m->layers);
+        goto fail;
+    }
     for (int l = 0; l < hp->n_layers; l++) {
         tp_layer *L = &m->layers[l];
         char nm[96];
@@ -312,7 +338,12 @@ tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *e
         if (!load_matrix(&ld, &L->w_down, NAME("ffn_down"), hp->ffn_dim, hp->dim, false)) goto fail;
 #undef NAME
     }
-    if (tp_model_finish(m, opts, err)) goto fail;
+    if (tp_model_finish(m, opts, err)) {
+        char why[TP_ERR_LEN];
+        snprintf(why, sizeof why, "%s", err);
+        tp_fail(err, "%s: %s", path, why);
+        goto fail;
+    }
     if (linear_scale != 1.0)
         for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_inv_freq[i] = (float)(m->rope_inv_freq[i] / linear_scale);
     f->ledger = NULL; /* the ledger ends with loading; the file's tables stay */

@@ -77,16 +77,20 @@ tp_model *tp_model_load(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err); /* model/hf.c */
 /* The host's weights into the CPU kernels' layouts (huge pages, interleaved
- * tiles; model.c), after the device decision; tempo_model_open calls it. */
+ * tiles; model.c), after the device decision; tempo_model_open calls it. Out
+ * of memory leaves (some of) them as they are: the kernels read every layout. */
 void tp_model_place_weights(tp_model *m);
 void tp_model_free(tp_model *m);
 
 /* Size of the model's weights without loading it (for the memory check before loading). */
 int64_t tp_model_file_bytes(const char *path, char *err);
 
-/* Register a heap buffer the model owns (freed with the model, counted in owned_bytes). */
-void tp_model_own(tp_model *m, void *p, size_t bytes);
-/* Finish a loaded model: the rope tables. */
+/* Register a heap buffer the model owns (freed with the model, counted in owned_bytes).
+ * 0; or -1 with "<path>: out of memory ..." in err when the list cannot grow, p then
+ * freed (so that a caller only returns). */
+int tp_model_own(tp_model *m, void *p, size_t bytes, const char *path, char *err);
+/* Finish a loaded model: the rope tables. -1 with err (without the model's
+ * path, which the loader adds) when they cannot be allocated. */
 int tp_model_finish(tp_model *m, const tp_load_opts *opts, char *err);
 
 /* ---- forward ---- */

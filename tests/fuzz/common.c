@@ -12,6 +12,7 @@
 #include "format/gguf.h"
 #include "tools/gguf_write.h"
 #include "format/safetensors.h"
+#include "tools/st_write.h"
 #include "kv/kvcache.h"
 #include "tensor/dtype.h"
 #include "tokenizer/tok_internal.h"

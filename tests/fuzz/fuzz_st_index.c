@@ -8,6 +8,7 @@
 
 #include "core/common.h"
 #include "format/safetensors.h"
+#include "tools/st_write.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

@@ -11,7 +11,9 @@
 
 #include "core/common.h"
 #include "format/gguf.h"
+#include "tools/gguf_write.h"
 #include "format/safetensors.h"
+#include "tools/st_write.h"
 #include "tensor/dtype.h"
 
 static const char *root;
