@@ -1,6 +1,7 @@
 # tempo: GNU Make build.
 #   make          build/tempo (CLI), build/libtempo.a and build/libtempo.so (library)
-#   make test     every test, built with AddressSanitizer + UBSan (and -Werror), then test-python
+#   make test     every test, built with AddressSanitizer + UBSan (and -Werror), then test-faults
+#                 (allocation failures), test-tsan and test-python
 #   make test-python  the Python binding's tests (python/tests) with Debian's python3
 #   make bench    speed and memory benchmark (random-weight 1B-shape files)
 #   make run      build and generate from a small real model
@@ -122,7 +123,7 @@ build/gpu_bench: bench/gpu_bench.c build/libtempo_tools.a build/libtempo.a
 	$(CC) $(OPT_CFLAGS) -o $@ $< build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
 # ------------------------------------------------------------ end of the Vulkan block --------
 
-.PHONY: all test test-tsan test-python bench bench-spill bench-server run serve web clean deps install uninstall \
+.PHONY: all test test-faults test-tsan test-python bench bench-spill bench-server run serve web clean deps install uninstall \
         fuzz fuzz-build fuzz-seeds
 all: build/tempo build/libtempo.a build/libtempo.so build/tempo.pc
 
@@ -233,6 +234,10 @@ FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_allo
 build/asan/test_faults: build/asan/tests/faults/test_faults.o build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) $(FAULT_WRAP) -o $@ $^ $(DEPLIBS)
 
+# Part of `make test`: every allocation of a whole job made to fail in turn (about 40 s).
+test-faults: deps build/asan/test_faults
+	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=tests/lsan.supp build/asan/test_faults
+
 build/asan/example_embed: examples/embed.c build/asan/libtempo.a
 	$(CC) $(TEST_CFLAGS) -o $@ $< build/asan/libtempo.a $(DEPLIBS)
 
@@ -257,7 +262,7 @@ test: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 LSAN_OPTIONS=suppressions=tests/lsan.supp \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
-	@if [ -z "$(T)" ]; then $(MAKE) --no-print-directory test-tsan test-python; fi
+	@if [ -z "$(T)" ]; then $(MAKE) --no-print-directory test-faults test-tsan test-python; fi
 
 # Under ThreadSanitizer (any report fails the run): sessions on one model from many threads, and
 # the server's tests against a TSan build of the binary.

@@ -27,36 +27,6 @@ int tp_fail(char *err, const char *fmt, ...) {
     return -1;
 }
 
-static void oom(size_t n) {
-    fprintf(stderr, "tempo: out of memory allocating %zu bytes\n", n);
-    abort();
-}
-
-void *tp_xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) oom(n);
-    return p;
-}
-
-void *tp_xcalloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) oom(n * size);
-    return p;
-}
-
-void *tp_xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) oom(n);
-    return q;
-}
-
-char *tp_xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = tp_xmalloc(n);
-    memcpy(d, s, n);
-    return d;
-}
-
 void *tp_alloc_aligned(size_t n) {
     size_t sz = (n + 63) & ~(size_t)63;
     void *p = aligned_alloc(64, sz ? sz : 64);

@@ -18,12 +18,9 @@
  * Control characters (newlines, escapes) in the result become '?': one line, always. */
 int tp_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Allocation that aborts with a message on out-of-memory: used for small,
- * bounded bookkeeping only. Large buffers go through the memory accounting. */
-void *tp_xmalloc(size_t n);
-void *tp_xcalloc(size_t n, size_t size);
-void *tp_xrealloc(void *p, size_t n);
-char *tp_xstrdup(const char *s);
+/* The library never aborts and never prints: every allocation is checked and
+ * its failure returned as an error (there are no aborting x-alloc helpers;
+ * tools/xalloc.h has them for the test and bench tools only). */
 
 /* 64-byte aligned allocation (SIMD-friendly), zeroed. Free with tp_free_aligned. */
 void *tp_alloc_aligned(size_t n);
