@@ -442,6 +442,14 @@ TEMPO_API void tempo_session_free(tempo_session *s);
 TEMPO_API int tempo_session_prefill(tempo_session *s, const char *prompt, tempo_error *err);
 /* The same with token ids (no BOS is added). */
 TEMPO_API int tempo_session_prefill_tokens(tempo_session *s, const int32_t *ids, int n, tempo_error *err);
+/* Prefill n sessions of the same model at once: each as tempo_session_prefill with prompts[i], but
+ * all the prompts go through the model in ONE batched forward (causal within each prompt; the
+ * same distributions as one by one), e.g. when a server admits several requests together. rc[i]
+ * is 0 or -1 with err[i] (err may be NULL); a session that fails leaves the others running.
+ * Sessions on a GPU feed their prompt on their own within the call. Runs on the thread pool of
+ * one of the sessions; no other call may use any of them meanwhile. */
+TEMPO_API void tempo_session_prefill_batch(tempo_session *const *sessions, const char *const *prompts, int n, int *rc,
+                                           tempo_error *err);
 
 typedef struct {
     const tempo_step *step;            /* the new set (owned by the session; updated in place when pruned later) */

@@ -2,7 +2,8 @@
  *
  * One thread owns the sessions of the running requests. Each turn of its loop:
  *   1. admit: take queued jobs while fewer than --parallel run; create each one's session and
- *      prefill it (one forward per prompt); a job that cannot start fails with its HTTP status;
+ *      prefill them together (tempo_session_prefill_batch: one batched forward for all the new
+ *      prompts); a job that cannot start fails with its HTTP status;
  *   2. tick: advance every running session by one step with tempo_session_step_batch, ONE
  *      batched forward for all of their sets (each token keeps its session's position and
  *      visibility), then hand each step to its job (srv_on_step) and end the jobs that are over.
@@ -130,8 +131,8 @@ static void job_fail_start(srv_sched *sc, srv_job *j, const tempo_error *e, int 
     job_end(sc, j); /* it was counted running when admitted */
 }
 
-/* Create and prefill the job's session; 0 when it runs. */
-static int job_start(srv_sched *sc, srv_job *j, int others_running) {
+/* Create the job's session; 0 when it has one. */
+static int job_create(srv_sched *sc, srv_job *j, int others_running) {
     tempo_error e;
     if (atomic_load(&j->cancelled)) {
         e.code = TEMPO_ERR_STATE;
@@ -139,15 +140,24 @@ static int job_start(srv_sched *sc, srv_job *j, int others_running) {
         job_fail_start(sc, j, &e, others_running);
         return -1;
     }
-    tempo_session *s = tempo_session_new(sc->m, &j->req.cfg.gen, &e);
-    if (!s || tempo_session_prefill(s, j->prompt, &e)) {
-        tempo_session_free(s);
+    j->s = tempo_session_new(sc->m, &j->req.cfg.gen, &e);
+    if (!j->s) {
         job_fail_start(sc, j, &e, others_running);
         return -1;
     }
+    return 0;
+}
+
+/* After the prefill: the job runs (rc 0), or fails with the prefill's error. */
+static int job_started(srv_sched *sc, srv_job *j, int rc, tempo_error *e, int others_running) {
+    if (rc) {
+        tempo_session_free(j->s);
+        j->s = NULL;
+        job_fail_start(sc, j, e, others_running);
+        return -1;
+    }
     tempo_session_stats st;
-    tempo_session_get_stats(s, &st);
-    j->s = s;
+    tempo_session_get_stats(j->s, &st);
     j->n_prompt_tokens = st.n_prompt;
     pthread_mutex_lock(&j->mu);
     j->state = J_RUNNING;
@@ -181,9 +191,26 @@ static void *sched_main(void *arg) {
          * of sent responses) back to the system first, or a new request would be judged
          * against memory that no one holds any more. */
         if (n_admit) tempo_memory_free_memory(tempo_model_memory(sc->m));
+        /* The admitted prompts go through the model together, one batched forward. */
+        int n_new = 0;
         for (int i = 0; i < n_admit; i++) {
             if (cancel_all) atomic_store(&admit[i]->cancelled, 1);
-            if (job_start(sc, admit[i], n) == 0) sc->running[n++] = admit[i];
+            if (job_create(sc, admit[i], n) == 0) admit[n_new++] = admit[i];
+        }
+        if (n_new > 0) {
+            tempo_session *ss[64];
+            const char *prompts[64];
+            int prc[64];
+            tempo_error perr[64];
+            for (int i = 0; i < n_new; i++) {
+                ss[i] = admit[i]->s;
+                prompts[i] = admit[i]->prompt;
+            }
+            tempo_session_prefill_batch(ss, prompts, n_new, prc, perr);
+            /* job i was judged against the memory of the running jobs and of the i set up before it */
+            int n_before = n;
+            for (int i = 0; i < n_new; i++)
+                if (job_started(sc, admit[i], prc[i], &perr[i], n_before + i) == 0) sc->running[n++] = admit[i];
         }
         if (n == 0) continue;
 

@@ -45,7 +45,8 @@
 
 #define REBUILD_CHUNK 64 /* rows per forward when --disable-kv-cache recomputes old slots */
 
-typedef enum { S_NEW = 0, S_RUNNING, S_DONE, S_FAILED } session_state;
+typedef enum { S_NEW = 0, S_RUNNING, S_DONE, S_FAILED, S_PROMPT_READY } session_state;
+/* S_PROMPT_READY: set up by prefill, the prompt not fed yet (only inside tempo_session_prefill_batch) */
 
 struct tempo_session {
     tp_model *m;
@@ -102,6 +103,8 @@ struct tempo_session {
 
     /* the feed in flight between step_begin and step_end */
     tp_batch batch;
+    tp_batch prompt_batch;       /* the prompt's feed, between prefill's set-up and its forward */
+    bool defer_prompt_forward;   /* tempo_session_prefill_batch: stop before the prompt's forward */
     bool feeding, fed_already, want_attn;
     bool dev_mix;                /* the backend computes D on the device (every layer there; TEMPO mode) */
     bool mixed;                  /* the feed in flight leaves D_k in D itself */
@@ -453,6 +456,10 @@ static int gpu_attach(tp_session *s, tempo_status *code, char *msg) {
     return 0;
 }
 
+static int prefill_finish(tp_session *s, tempo_error *err);
+static int prefill_fail(tp_session *s, const char *msg, tempo_error *err);
+static int prefill_fail_code(tp_session *s, tempo_status code, const char *why, tempo_error *err);
+
 int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P, tempo_error *err) {
     char msg[TP_ERR_LEN] = "";
     set_err(err, TEMPO_OK, "");
@@ -597,17 +604,24 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
         goto fail;
     }
     code = TEMPO_ERR_INTERNAL;
-    tp_batch pb = { .n = P, .tokens = s->fed_tok, .pos = s->feed_pos, .step = -1, .vis = TP_VIS_CAUSAL,
-                    .logits = s->zraw, .logits_last_only = true };
-    if (forward(s, &pb, msg)) {
-        if (strstr(msg, "--kv-offload")) code = TEMPO_ERR_IO; /* the spill files' disk is full */
-        goto fail;
+    s->prompt_batch = (tp_batch){ .n = P, .tokens = s->fed_tok, .pos = s->feed_pos, .step = -1,
+                                  .vis = TP_VIS_CAUSAL, .logits = s->zraw, .logits_last_only = true };
+    if (s->defer_prompt_forward) { /* tempo_session_prefill_batch feeds it with the others */
+        s->state = S_PROMPT_READY;
+        return 0;
     }
-    if (!all_finite(s->zraw, s->V)) {
-        code = TEMPO_ERR_NUMERIC;
-        tp_fail(msg, "non-finite logits after the prompt (the model produced NaN or infinite values)");
-        goto fail;
-    }
+    if (forward(s, &s->prompt_batch, msg)) return prefill_fail(s, msg, err);
+    return prefill_finish(s, err);
+
+fail:
+    return prefill_fail_code(s, code, msg, err);
+}
+
+/* After the prompt's forward: its distribution D_0, and the session runs. */
+static int prefill_finish(tp_session *s, tempo_error *err) {
+    if (!all_finite(s->zraw, s->V))
+        return prefill_fail_code(s, TEMPO_ERR_NUMERIC,
+                                 "non-finite logits after the prompt (the model produced NaN or infinite values)", err);
     memcpy(s->D, s->zraw, sizeof(float) * (size_t)s->V);
     tp_prob_softmax(s->D, s->V);
     s->prefill_s = tp_now() - s->t_start;
@@ -615,8 +629,18 @@ int tempo_session_prefill_tokens(tempo_session *s, const int32_t *prompt, int P,
     tp_budget_log(s->budget, "After prefill", s->kv);
     log_memory_layers(s, "After prefill");
     return 0;
+}
 
-fail:
+/* The prompt's forward failed. */
+static int prefill_fail(tp_session *s, const char *msg, tempo_error *err) {
+    /* the spill files' disk is full */
+    return prefill_fail_code(s, strstr(msg, "--kv-offload") ? TEMPO_ERR_IO : TEMPO_ERR_INTERNAL, msg, err);
+}
+
+/* A failed prefill leaves a clean session in state S_FAILED with the message. */
+static int prefill_fail_code(tp_session *s, tempo_status code, const char *why, tempo_error *err) {
+    char msg[TP_ERR_LEN];
+    snprintf(msg, sizeof msg, "%s", why);
     set_err(err, code, msg);
     free_buffers(s);
     tp_record_free(&s->rec);
@@ -1131,6 +1155,48 @@ void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_st
             set_err(err ? &err[i] : NULL, step_failure(msg), msg);
             s->state = S_FAILED;
         }
+    }
+}
+
+/* Prefill n sessions: each is set up as by tempo_session_prefill (tokens, budget, buffers, its
+ * prompt's KV slots), then every prompt goes through the model in ONE batched forward (causal
+ * within each prompt, sessions apart), as a server admits several requests at once. */
+void tempo_session_prefill_batch(tempo_session *const *ss, const char *const *prompts, int n, int *rc,
+                                 tempo_error *err) {
+    char msg[TP_ERR_LEN];
+    tp_fwd_seq seqs[TP_MATMUL_MAX_BATCH];
+    int idx[TP_MATMUL_MAX_BATCH];
+    int n_seqs = 0;
+    for (int i = 0; i < n; i++) {
+        tp_session *s = ss[i];
+        tempo_error *e = err ? &err[i] : NULL;
+        if (!s) { rc[i] = -1; set_err(e, TEMPO_ERR_ARG, "no session"); continue; }
+        if (s->m != ss[0]->m) { rc[i] = -1; set_err(e, TEMPO_ERR_ARG, "sessions of different models"); continue; }
+        /* a session on a GPU, or past the sequence list, feeds its prompt alone */
+        s->defer_prompt_forward = !s->be && n_seqs < TP_MATMUL_MAX_BATCH;
+        rc[i] = tempo_session_prefill(s, prompts ? prompts[i] : NULL, e);
+        s->defer_prompt_forward = false;
+        if (rc[i] == 0 && s->state == S_PROMPT_READY) {
+            seqs[n_seqs] = (tp_fwd_seq){ s->kv, &s->prompt_batch };
+            idx[n_seqs++] = i;
+        }
+    }
+    if (n_seqs == 0) return;
+    tp_session *lead = ss[idx[0]];
+    for (int q = 1; q < n_seqs; q++)
+        if (tp_compute_max_ctx(ss[idx[q]]->compute) > tp_compute_max_ctx(lead->compute)) lead = ss[idx[q]];
+    msg[0] = 0;
+    if (n_seqs > 1 && !lead->multi_ready &&
+        tp_budget_reserve_more(lead->budget, tp_compute_multi_bytes(lead->m, TP_MATMUL_MAX_BATCH), "the batch logits buffer", msg) == 0) {
+        if (tp_compute_enable_multi(lead->compute, msg) == 0) lead->multi_ready = true;
+    }
+    msg[0] = 0;
+    int frc = tp_forward_multi(lead->m, lead->compute, seqs, n_seqs, msg);
+    for (int q = 0; q < n_seqs; q++) {
+        tp_session *s = ss[idx[q]];
+        tempo_error *e = err ? &err[idx[q]] : NULL;
+        s->forward_calls++;
+        rc[idx[q]] = frc ? prefill_fail(s, msg, e) : prefill_finish(s, e);
     }
 }
 
