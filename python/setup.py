@@ -1,6 +1,6 @@
 """Bundles libtempo into the package when it is built from a source checkout.
 
-`pip install --no-build-isolation ./python` runs this in the checkout (pip builds in place):
+`pip install ./python` runs this in the checkout (pip builds in place):
 `make build/libtempo.so` in the repository above (nothing to do when it is up to date), then the
 shared library is copied in as tempo/libtempo.so.0, where the loader looks after $TEMPO_LIBRARY.
 TEMPO_BUNDLE=0 skips it (a distribution that ships libtempo.so.0 on the search path).

@@ -42,7 +42,7 @@ def _load():
         raise ImportError(
             f"tempo: cannot find {SONAME}: build it (make) and set TEMPO_LIBRARY=/path/to/build/libtempo.so, "
             "install it (make install, then ldconfig), or install this package from a source checkout "
-            "(pip install --no-build-isolation ./python), which bundles the library") from None
+            "(pip install ./python), which bundles the library") from None
 
 
 lib, library_path = _load()
