@@ -201,7 +201,7 @@ static int bench_prompt(const char *path, int threads, const level_probe *lp, fi
     tp_load_opts o = { 0 };
     tp_model *m = tp_model_load(path, &o, err);
     if (!m) { fprintf(stderr, "bench: %s\n", err); return -1; }
-    tp_model_place_weights(m); /* as tempo_model_open does */
+    tp_model_place_weights(m, 0, false); /* as tempo_model_open does on the CPU */
     bench_compute = tp_compute_new(m, threads, 0, 1024, err);
     if (!bench_compute) { fprintf(stderr, "bench: %s\n", err); tp_model_free(m); return -1; }
     weight_counts(m, &fi->bytes, &fi->layer_macs, &fi->out_macs);

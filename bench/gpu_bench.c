@@ -27,7 +27,7 @@
 #include "core/common.h"
 #include "format/gguf.h"
 #include "gpu/gpu.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "model/model.h"
 #include "tools/gguf_write.h"
 #include "tools/xalloc.h"

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "core/common.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -82,7 +82,7 @@ static tp_model *load(const char *path) {
             return NULL;
         }
     }
-    if (m) tp_model_place_weights(m); /* as tempo_model_open does */
+    if (m) tp_model_place_weights(m, 0, false); /* as tempo_model_open does on the CPU */
     return m;
 }
 

@@ -273,7 +273,7 @@ TEST(gpu_rmsnorm_mixture_match_cpu) {
  *    identical inputs); a wrong block layout, mask or head moves logits by whole units and
  *    changes the greedy tokens. */
 #include "format/gguf.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "model/model.h"
 #include "tools/gguf_write.h"
 

@@ -14,7 +14,7 @@
 #include "core/common.h"
 #include "format/gguf.h"
 #include "kv/kvcache.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "model/model.h"
 #include "tempo/prune.h"
 #include "tempo/select.h"

@@ -6,7 +6,7 @@
 
 #include "core/common.h"
 #include "gpu/gpu.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 
 bool tempo_gpu_built(void) { return tp_gpu_built(); }
 

@@ -17,7 +17,7 @@
 #include "format/safetensors.h"
 #include "gpu/gpu.h"
 #include "memory/memory.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -141,7 +141,7 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         tp_set_error(err, TEMPO_ERR_MEMORY_LIMIT, "%s", msg);
         return NULL;
     }
-    /* The GPU backend (model/backend.h): the device, and the weights uploaded to it; the file's
+    /* The GPU backend (gpu/backend.h): the device, and the weights uploaded to it; the file's
      * pages of uploaded tensors are given back as they go, so they are not read in first. */
     tp_device_opts dopts = { .device = mp->device, .gpu_layers = mp->gpu_layers, .adapt = mp->gpu_adapt,
                              .auto_cpu = offload || q8, .kv_type = (tp_kv_type)mp->kv_cache_type,
@@ -154,7 +154,8 @@ tempo_model *tempo_model_open(const char *path, const tempo_model_params *mp, te
         tp_set_error(err, code, "%s", msg);
         return NULL;
     }
-    tp_model_place_weights(m); /* the host's weights into the CPU kernels' layouts (kernels/matmul.h) */
+    /* the host's weights into the CPU kernels' layouts (kernels/matmul.h) */
+    tp_model_place_weights(m, m->dev ? m->dev->layers : 0, m->dev && m->dev->head);
     if (!m->dev && m->gguf) prefault(m->gguf->map, m->gguf->map_size, &done, total, mp);
     if (!m->dev && m->hf) {
         const st_set *st = m->hf;

@@ -100,7 +100,7 @@ void tp_kv_layer_read(tp_kv *kv, int l);
 /* Disk bytes of the spill files (0 in memory). */
 size_t tp_kv_spill_bytes(const tp_kv *kv);
 
-/* The first n layers' K/V live on a GPU (model/backend.h): their host rows are given up (never
+/* The first n layers' K/V live on a GPU (gpu/backend.h): their host rows are given up (never
  * touched, so never resident) and compaction leaves those layers to the device, which keeps
  * each slot's rows in place (tp_slot.row). On an empty cache, not offloaded (--kv-offload). */
 void tp_kv_set_device_layers(tp_kv *kv, int n);

@@ -43,7 +43,7 @@ typedef struct {
     /* --kv-offload: the cache's rows live in spill files; tp_budget_plan_offload reserves the
      * memory its resident part may ever hold, after which a member costs only its record. */
     bool offload;
-    /* A GPU session (model/backend.h): the KV rows of the first device_layers layers live on the
+    /* A GPU session (gpu/backend.h): the KV rows of the first device_layers layers live on the
      * device, reserved once for the cache's capacity (tp_budget_set_device), so a step's new slots
      * cost host memory for the other layers only. The automatic width still counts a slot's every
      * layer, and keeps the device's part within device_room bytes (its free memory less the

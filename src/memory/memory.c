@@ -20,7 +20,7 @@
 #include "core/common.h"
 #include "core/jsonbuild.h"
 #include "gpu/gpu.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "model/model.h"
 
 /* The lock guards the session sums (kv, work, records, sessions): sessions of one model run on

@@ -61,7 +61,7 @@ void tp_memory_set_other(tempo_memory_monitor *mm, size_t bytes);
 void tp_memory_set_weights(tempo_memory_monitor *mm, size_t bytes);
 /* Weights (weight_bytes + owned_bytes) of a loaded model, and "other" = what the process holds
  * beyond them and the sessions' parts now (resident set minus those). A model on a GPU
- * (m->dev, model/backend.h): the host part of its weights (the file's pages given back after the
+ * (m->dev, gpu/backend.h): the host part of its weights (the file's pages given back after the
  * upload are not counted), its device weight bytes as the model's GPU part, and the device whose
  * real allocation and free memory the stats report. */
 void tp_memory_set_model(tempo_memory_monitor *mm, const struct tempo_model *m);

@@ -21,7 +21,6 @@
 #include "core/common.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
-#include "model/backend.h"
 #include "model/hf.h"
 #include "model/hparams.h"
 #include "tensor/dtype.h"
@@ -185,15 +184,15 @@ static const float *load_vector(loader *ld, const char *name, int n, bool option
  * (its released pages must stay file-backed). TEMPO_NO_REPACK=1 keeps the
  * files' pages and layout (shared page cache; the kernels then build their
  * tiles per call, far slower). */
-void tp_model_place_weights(tp_model *m) {
+void tp_model_place_weights(tp_model *m, int gpu_layers, bool head_on_gpu) {
     const char *no = getenv("TEMPO_NO_REPACK");
     if (no && *no && strcmp(no, "0") != 0) return;
-    const int on_dev = m->dev ? m->dev->layers : 0;
-    const bool head = m->dev && m->dev->head;
+    const int on_dev = gpu_layers > 0 ? gpu_layers : 0;
+    const bool head = on_dev > 0 && head_on_gpu;
     const st_set *st = m->hf;
     int n_maps = m->gguf ? 1 : st ? st->n_files : 0;
     if (!n_maps) return;
-    if (!m->dev) {
+    if (on_dev == 0) {
         if (m->gguf && m->gguf->data_offset < m->gguf->map_size)
             tp_weights_to_hugepages((void *)(uintptr_t)(m->gguf->map + m->gguf->data_offset),
                                     m->gguf->map_size - m->gguf->data_offset);

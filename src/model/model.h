@@ -65,7 +65,7 @@ struct tempo_model {
     tempo_model_params params;
     int n_threads;             /* params.threads resolved (0 -> online cores) */
     struct tempo_memory_monitor *mon;
-    struct tp_device *dev;     /* the compute device and the weights on it (model/backend.h); NULL: the CPU */
+    struct tp_device *dev;     /* the compute device and the weights on it (gpu/backend.h); NULL: the CPU */
 };
 
 typedef struct {
@@ -77,9 +77,11 @@ tp_model *tp_model_load(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_gguf(const char *path, const tp_load_opts *opts, char *err);
 tp_model *tp_model_load_hf(const char *dir, const tp_load_opts *opts, char *err); /* model/hf.c */
 /* The host's weights into the CPU kernels' layouts (huge pages, interleaved
- * tiles; model.c), after the device decision; tempo_model_open calls it. Out
- * of memory leaves (some of) them as they are: the kernels read every layout. */
-void tp_model_place_weights(tp_model *m);
+ * tiles; model.c), after the device decision: the first gpu_layers layers (and
+ * the output head when head_on_gpu) are on a GPU and left alone; tempo_model_open
+ * calls it. Out of memory leaves (some of) them as they are: the kernels read
+ * every layout. */
+void tp_model_place_weights(tp_model *m, int gpu_layers, bool head_on_gpu);
 void tp_model_free(tp_model *m);
 
 /* Size of the model's weights without loading it (for the memory check before loading). */
@@ -117,7 +119,7 @@ typedef struct {
     const float *layer_weights;
     float *attn;
     /* Optional TEMPO mixture (design/tempo-semantics.md section 4), computed by a GPU backend
-     * (model/backend.h) that runs every layer and the output head: with mix [n] (the members'
+     * (gpu/backend.h) that runs every layer and the output head: with mix [n] (the members'
      * weights, summing to 1) and probs [n_vocab], probs = sum_i mix[i] * softmax(logits of token i),
      * so only this distribution comes back to the host (logits may be NULL). tp_forward does not
      * read them. */

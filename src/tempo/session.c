@@ -34,7 +34,7 @@
 #include "memory/breakdown.h"
 #include "memory/budget.h"
 #include "memory/memory.h"
-#include "model/backend.h"
+#include "gpu/backend.h"
 #include "output/text.h"
 #include "tempo/mcts.h"
 #include "tempo/prune.h"
@@ -64,7 +64,7 @@ struct tempo_session {
     tp_budget *budget;
     tp_kv *kv;
     tp_compute *compute;
-    tp_backend *be;         /* on a GPU: the device's KV rows and buffers (model/backend.h); NULL: the CPU */
+    tp_backend *be;         /* on a GPU: the device's KV rows and buffers (gpu/backend.h); NULL: the CPU */
     tp_sampler *sampler;
 
     /* the record */
@@ -394,7 +394,7 @@ static int mcts_step(tp_session *s, int k, int n, char *msg) {
 }
 
 /* ------------------------------------------------------------------- GPU -- */
-/* A session of a model on a GPU (model/backend.h): its backend holds the device's KV rows for the
+/* A session of a model on a GPU (gpu/backend.h): its backend holds the device's KV rows for the
  * cache's whole capacity (they never move: compaction and truncation renumber slots only), the
  * step's scratch and the staging buffers. They are reserved in the budget before anything is
  * allocated, and checked against the device's free memory; with --memory-policy adapt a session

@@ -1,6 +1,6 @@
-/* backend.c: the model's device and a session's backend (model/backend.h) over the Vulkan code
+/* backend.c: the model's device and a session's backend (gpu/backend.h) over the Vulkan code
  * of src/gpu; the CPU is tp_forward itself. */
-#include "model/backend.h"
+#include "gpu/backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
