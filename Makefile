@@ -258,7 +258,7 @@ build/bench_spill: bench/spill.c build/libtempo_tools.a build/libtempo.a
 # seeds and every regression case (tests/test_fuzz_replay.c).
 test: deps
 	$(MAKE) --no-print-directory build/asan/test_tempo build/asan/tempo build/asan/example_embed build/tempo \
-	  build/libtempo.so build/tempo.pc $(FUZZ_REPLAY)
+	  build/libtempo.so build/tempo.pc $(FUZZ_REPLAY) $(FUZZ_SEEDS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 LSAN_OPTIONS=suppressions=tests/lsan.supp \
 	TEMPO_BIN=build/asan/tempo TEMPO_RELEASE_BIN=build/tempo TEMPO_EXAMPLE_BIN=build/asan/example_embed \
 	build/asan/test_tempo $(T)
@@ -348,13 +348,14 @@ clean:
 
 # ---- fuzzing (tests/fuzz/) -------------------------------------------------
 # Every parser of untrusted input has a libFuzzer harness tests/fuzz/fuzz_NAME.c
-# with seeds in tests/fuzz/corpus/NAME/ and every crash found kept in
-# tests/fuzz/regressions/NAME/.
+# with seeds generated into build/fuzz-seeds/corpus/NAME/ by tests/fuzz/make_seeds.c (with the
+# binary regression inputs, build/fuzz-seeds/regressions/NAME/) and every crash found kept in
+# tests/fuzz/regressions/NAME/ (a binary one then becomes a generator in make_seeds.c).
 #   make fuzz                 each harness for FUZZ_SECONDS (default 60) with clang's
 #                             libFuzzer + ASan + UBSan; one line per harness:
 #                             executions, coverage, corpus, crashes
 #   make fuzz FUZZ=gguf       only that harness (FUZZ is a list of names)
-#   make fuzz-seeds           regenerate the committed seed corpora
+#   make fuzz-seeds           generate the seed corpora and binary regression inputs
 #   make test                 replays seeds and regressions with gcc's ASan (no clang needed)
 # Needs clang and libclang-rt-dev (Debian: apt-get install clang libclang-rt-14-dev).
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -395,10 +396,16 @@ build/fuzz/make_seeds: tests/fuzz/make_seeds.c tests/fuzz/common.c build/libtemp
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT_CFLAGS) -Itests/fuzz -o $@ tests/fuzz/make_seeds.c tests/fuzz/common.c build/libtempo_tools.a build/libtempo.a $(DEPLIBS)
 
-fuzz-seeds: build/fuzz/make_seeds
-	build/fuzz/make_seeds tests/fuzz/corpus
+# The seeds and the binary regression inputs are generated, never kept in git (make_seeds.c).
+FUZZ_SEEDS := build/fuzz-seeds/stamp
+$(FUZZ_SEEDS): build/fuzz/make_seeds
+	rm -rf build/fuzz-seeds
+	build/fuzz/make_seeds build/fuzz-seeds
+	@touch $@
 
-fuzz-build: $(FUZZ:%=build/fuzz/fuzz_%)
+fuzz-seeds: $(FUZZ_SEEDS)
+
+fuzz-build: $(FUZZ:%=build/fuzz/fuzz_%) $(FUZZ_SEEDS)
 
 fuzz: fuzz-build
 	@echo "fuzzing $(words $(FUZZ)) harnesses for $(FUZZ_SECONDS) s each (logs: build/fuzz/NAME.log)"

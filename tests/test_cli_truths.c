@@ -223,7 +223,7 @@ TEST(cli_truths_non_finite_logits) {
 TEST(cli_truths_context_claim_allocates_nothing) {
     const char *bin = getenv("TEMPO_RELEASE_BIN");
     if (!bin || !*bin) bin = "build/tempo";
-    const char *model = "tests/fuzz/corpus/gguf/issue11-context-1e8.gguf";
+    const char *model = "build/fuzz-seeds/corpus/gguf/issue11-context-1e8.gguf"; /* make test makes it */
     REQUIRE(access(model, R_OK) == 0);
     char cmd[1024], err[TP_ERR_LEN];
     size_t peak = 0;

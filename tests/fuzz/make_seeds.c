@@ -1,7 +1,11 @@
-/* make_seeds.c: writes the seed corpora of tests/fuzz/corpus/<harness>/ (make
- * fuzz-seeds). Small, valid (or nearly) inputs that reach deep into each parser;
- * the fuzzers mutate from them. Everything is generated here, nothing copied
- * from ../shared, so the committed files can be re-made exactly. */
+/* make_seeds.c: writes the seed corpora, ROOT/corpus/<harness>/, and the
+ * regression inputs of crashes found in binary formats, ROOT/regressions/<harness>/
+ * (make fuzz-seeds; ROOT is build/fuzz-seeds). Seeds are small, valid (or
+ * nearly) inputs that reach deep into each parser; the fuzzers mutate from them.
+ * Everything is generated here, nothing copied from ../shared and no binary
+ * input kept in git: `make test` builds them and replays them all. A crash the
+ * fuzzer finds lands in tests/fuzz/regressions/<harness>/; a text input may stay
+ * there, a binary one becomes a generator below (regressions()) with its fix. */
 #include "fuzz.h"
 
 #include <stdio.h>
@@ -17,12 +21,15 @@
 #include "tensor/dtype.h"
 
 static const char *root;
+static const char *kind = "corpus"; /* or "regressions" */
 
 static char *out_path(const char *harness, const char *name) {
     static char p[1024];
-    snprintf(p, sizeof p, "%s/%s", root, harness);
+    snprintf(p, sizeof p, "%s/%s", root, kind);
     mkdir(p, 0777);
-    snprintf(p, sizeof p, "%s/%s/%s", root, harness, name);
+    snprintf(p, sizeof p, "%s/%s/%s", root, kind, harness);
+    mkdir(p, 0777);
+    snprintf(p, sizeof p, "%s/%s/%s/%s", root, kind, harness, name);
     return p;
 }
 
@@ -134,8 +141,54 @@ static void safetensors_seeds(const char *tmp) {
     tp_st_writer_free(w);
 }
 
+/* Crashes the fuzzers found, each re-made by the construction that caused it: every one was an
+ * error message quoting a name from the file that held a newline (messages are one line now:
+ * tp_fail turns control characters into '?'). */
+static void regressions(void) {
+    kind = "regressions";
+    /* GGUF: the file cut inside the tensor info of a tensor whose name holds a newline */
+    char tmp[600], err[TP_ERR_LEN];
+    snprintf(tmp, sizeof tmp, "%s/tiny.gguf", fuzz_dir());
+    gguf_file *f = fuzz_tiny_gguf(tmp, TINY_BPE | TINY_F16 | TINY_TIED) ? tp_gguf_open(tmp, err) : NULL;
+    if (!f) exit(1);
+    gguf_writer *w = tp_gguf_writer_new(0);
+    tp_gguf_w_copy_kv(w, f, NULL);
+    static const char bad_name[] = "output_norm\nweight";
+    for (uint64_t t = 0; t < f->n_tensors; t++) {
+        const gguf_tensor *x = &f->tensors[t];
+        tp_gguf_w_tensor_ref(w, t == f->n_tensors - 1 ? bad_name : x->name, x->type, x->n_dims, x->ne, x->data);
+    }
+    char renamed[620];
+    snprintf(renamed, sizeof renamed, "%s/renamed.gguf", fuzz_dir()); /* tmp is mapped: the tensors' data */
+    if (tp_gguf_writer_save(w, renamed, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    tp_gguf_writer_free(w);
+    tp_gguf_close(f);
+    size_t n;
+    char *b = tp_read_file(renamed, &n, err);
+    if (!b) { fprintf(stderr, "%s\n", err); exit(1); }
+    char *at = memmem(b, n, bad_name, sizeof bad_name - 1);
+    if (!at) exit(1);
+    fuzz_write(out_path("gguf", "error-quotes-tensor-name-with-newline.gguf"), b,
+               (size_t)(at - b) + sizeof bad_name - 1 + 2); /* the name, then 2 bytes of its dimension count */
+    free(b);
+
+    /* safetensors: a tensor named "a\nb" whose data range does not match its shape */
+    static const char hdr[] = "{\"a\\nb\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}";
+    uint8_t st[8 + sizeof hdr - 1 + 4];
+    uint64_t hl = sizeof hdr - 1;
+    for (int i = 0; i < 8; i++) st[i] = (uint8_t)(hl >> (8 * i));
+    memcpy(st + 8, hdr, sizeof hdr - 1);
+    memset(st + 8 + hl, 0, 4);
+    fuzz_write(out_path("safetensors", "error-quotes-tensor-name-with-newline.safetensors"), st, sizeof st);
+
+    /* tokenizer_config.json (mode 2): a bos_token whose text holds an escaped newline */
+    seed_mode_text("hf_config", "error-quotes-bos-token-with-newline.bin", 2,
+                   "{\"bos_token\": \"<|begin_of_tex\\nt1e308|>\", \"e_toko1e308d_oken\": false}");
+    kind = "corpus";
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: make_seeds CORPUS_DIR\n"); return 2; }
+    if (argc != 2) { fprintf(stderr, "usage: make_seeds ROOT (writes ROOT/corpus and ROOT/regressions)\n"); return 2; }
     root = argv[1];
     mkdir(root, 0777);
     gguf_seeds();
@@ -194,5 +247,25 @@ int main(int argc, char **argv) {
     seed_mode_text("tok_encode", "bpe-unicode.bin", 1, "\xe4\xbd\xa0\xe5\xa5\xbd  'll 've 12345\r\n\xc3\x28 \xf0\x28\x8c\x28");
     static const uint8_t ids[13] = { 1 | 16, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0, 0xf5, 1, 0 }; /* 1, INT_MAX, 128512 */
     fuzz_write(out_path("tok_encode", "bpe-ids.bin"), ids, sizeof ids);
+    /* request bodies of the four endpoint kinds (the server harness) */
+    fuzz_write_text(out_path("server_body", "branch.json"),
+                    "{\"request\": {\"prompt\": \"x\", \"max_tokens\": 6}, \"path\": [[432], [383, 322]], "
+                    "\"step\": 2, \"token_id\": 261, \"stream\": false}");
+    fuzz_write_text(out_path("server_body", "chat.json"),
+                    "{\"messages\": [{\"role\": \"system\", \"content\": \"You tell stories.\"}, "
+                    "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"hi\"}]}], "
+                    "\"max_completion_tokens\": 6, \"logprobs\": true, \"top_logprobs\": 3, "
+                    "\"selection_threshold\": 0.05}");
+    fuzz_write_text(out_path("server_body", "completion.json"),
+                    "{\"prompt\": \"Once upon a time\", \"max_tokens\": 8, \"temperature\": 0, "
+                    "\"stop\": [\"\\n\", \" end\"], \"logprobs\": 2, \"stream\": true, "
+                    "\"stream_options\": {\"include_usage\": true}}");
+    fuzz_write_text(out_path("server_body", "generate.json"),
+                    "{\"prompt\": \"x\", \"max_tokens\": 12, \"selection_threshold\": 0.1, "
+                    "\"use_retroactive_removal\": true, \"attention_threshold\": 0.02, "
+                    "\"dynamic_threshold\": true, \"bezier_p1\": 0.3, \"use_relu\": true, "
+                    "\"relu_activation_point\": 0.4, \"show_token_ids\": true, \"isolate\": true, "
+                    "\"min_steps\": 2, \"seed\": 7}");
+    regressions();
     return 0;
 }

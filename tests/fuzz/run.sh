@@ -22,7 +22,7 @@ esac
 # a 256 MB limit, so a bigger one means something escaped it); -timeout: an
 # input that takes 10 s is a finding too.
 "$bin" -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-    -artifact_prefix="$regr/" $dict "$work" "tests/fuzz/corpus/$name" >"$log" 2>&1
+    -artifact_prefix="$regr/" $dict "$work" "build/fuzz-seeds/corpus/$name" >"$log" 2>&1
 rc=$?
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1)
