@@ -67,6 +67,9 @@ char *test_run_capture(const char *cmd, int *status);
 const char *test_tempo_bin(void);
 /* Parse a line of space-separated ints; returns count. */
 int test_parse_ints(const char *s, int *out, int cap);
+/* llama.cpp's greedy ids for stories260K and "Once upon a time" (64 tokens, from
+ * ../shared/models/reference); returns the count, 0 when the file is missing. */
+int test_reference_greedy_ids(int *out, int cap);
 /* A fresh temporary directory (malloc'ed path). */
 char *test_tmpdir(void);
 /* The Vulkan device GPU tests run on, as a device value ("gpu:0"): the best usable hardware GPU,

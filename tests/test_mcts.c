@@ -15,7 +15,6 @@
 #include "tempo/session.h"
 
 #define STORIES SHARED_DIR "/models/stories260K.gguf"
-#define GREEDY_REF SHARED_DIR "/models/reference/stories260K-llamacpp-greedy.txt"
 #define PROMPT "Once upon a time"
 
 static tempo_model *open_stories(void) {
@@ -59,28 +58,11 @@ static tempo_result *run_mcts(tempo_model *m, const tempo_gen_params *c, step_ho
     return r;
 }
 
-/* llama.cpp's greedy ids for "Once upon a time" (64 tokens). */
-static int reference_ids(int *out, int cap) {
-    char err[TP_ERR_LEN];
-    char *text = tp_read_file(GREEDY_REF, NULL, err);
-    if (!text) return 0;
-    int n = 0;
-    char *sec = strstr(text, "=== model: models/stories260K.gguf  prompt: \"Once upon a time\"");
-    char *line = sec ? strstr(sec, "generated_tokens:") : NULL;
-    if (line) {
-        char *eol = strchr(line, '\n');
-        if (eol) *eol = 0;
-        n = test_parse_ints(line + strlen("generated_tokens:"), out, cap);
-    }
-    free(text);
-    return n;
-}
-
 /* One simulation, no rollout: PUCT's first pick is the most probable candidate (every score is
  * 0 before any visit, ties go to selection order), so every step commits the greedy token. */
 TEST(mcts_one_simulation_depth_zero_is_greedy) {
     int ref[128];
-    int nref = reference_ids(ref, 128);
+    int nref = test_reference_greedy_ids(ref, 128);
     REQUIRE(nref == 64);
     tempo_model *m = open_stories();
     REQUIRE(m);

@@ -22,7 +22,6 @@
 #include "tokenizer/tokenizer.h"
 
 #define STORIES SHARED_DIR "/models/stories260K.gguf"
-#define GREEDY_REF SHARED_DIR "/models/reference/stories260K-llamacpp-greedy.txt"
 #define PROMPT "Once upon a time"
 
 /* stories260K on the backend under test: the CPU, or test_backend's device with every layer. */
@@ -105,23 +104,6 @@ static tempo_result *run(tempo_model *m, const tempo_gen_params *c, const run_op
     return r;
 }
 
-/* llama.cpp's greedy ids for "Once upon a time" (64 tokens). */
-static int reference_ids(int *out, int cap) {
-    char err[TP_ERR_LEN];
-    char *text = tp_read_file(GREEDY_REF, NULL, err);
-    if (!text) return 0;
-    int n = 0;
-    char *sec = strstr(text, "=== model: models/stories260K.gguf  prompt: \"Once upon a time\"");
-    char *line = sec ? strstr(sec, "generated_tokens:") : NULL;
-    if (line) {
-        char *eol = strchr(line, '\n');
-        if (eol) *eol = 0;
-        n = test_parse_ints(line + strlen("generated_tokens:"), out, cap);
-    }
-    free(text);
-    return n;
-}
-
 /* Same steps, same members in the same order, probabilities within tol, same pruning. */
 /* The same, comparing each step's members as a set (a replayed run may order them differently). */
 static void check_same_members(const tempo_result *a, const tempo_result *b, double tol) {
@@ -179,7 +161,7 @@ static int count_pruned(const tempo_result *r) {
 /* ------------------------------------------------------- invariant 1 -- */
 static void check_greedy(tempo_model *m, tempo_gen_params *c) {
     int ref[128];
-    int nref = reference_ids(ref, 128);
+    int nref = test_reference_greedy_ids(ref, 128);
     REQUIRE(nref == 64);
     tempo_result *r = run(m, c, NULL);
     REQUIRE(r);

@@ -1,6 +1,7 @@
 /* util.c: helpers shared by the tests. */
 #include "test.h"
 
+#include "core/common.h"
 #include "gpu/gpu.h"
 
 #include <stdlib.h>
@@ -37,6 +38,22 @@ int test_parse_ints(const char *s, int *out, int cap) {
         out[n++] = (int)v;
         s = end;
     }
+    return n;
+}
+
+int test_reference_greedy_ids(int *out, int cap) {
+    char err[TP_ERR_LEN];
+    char *text = tp_read_file(SHARED_DIR "/models/reference/stories260K-llamacpp-greedy.txt", NULL, err);
+    if (!text) return 0;
+    int n = 0;
+    char *sec = strstr(text, "=== model: models/stories260K.gguf  prompt: \"Once upon a time\"");
+    char *line = sec ? strstr(sec, "generated_tokens:") : NULL;
+    if (line) {
+        char *eol = strchr(line, '\n');
+        if (eol) *eol = 0;
+        n = test_parse_ints(line + strlen("generated_tokens:"), out, cap);
+    }
+    free(text);
     return n;
 }
 

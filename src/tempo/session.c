@@ -1090,6 +1090,24 @@ int tempo_session_step(tempo_session *s, tempo_step_info *out, tempo_error *err)
     return rc;
 }
 
+/* One forward for the sequences of several sessions (sessions ss[idx[q]], seqs[q]): the pass runs
+ * on the compute context with the most cache slots, so every other session's cache fits its
+ * attention buffers (a session's capacity is its context's). A logits buffer for all rows, so the
+ * output matrix is read once, is reserved once in that lead session's budget; without it, each
+ * session's logits take their own product. */
+static int forward_sessions(tempo_session *const *ss, const int *idx, const tp_fwd_seq *seqs, int n_seqs, char *msg) {
+    tp_session *lead = ss[idx[0]];
+    for (int q = 1; q < n_seqs; q++)
+        if (tp_compute_max_ctx(ss[idx[q]]->compute) > tp_compute_max_ctx(lead->compute)) lead = ss[idx[q]];
+    msg[0] = 0;
+    if (n_seqs > 1 && !lead->multi_ready &&
+        tp_budget_reserve_more(lead->budget, tp_compute_multi_bytes(lead->m, TP_MATMUL_MAX_BATCH), "the batch logits buffer", msg) == 0) {
+        if (tp_compute_enable_multi(lead->compute, msg) == 0) lead->multi_ready = true;
+    }
+    msg[0] = 0;
+    return tp_forward_multi(lead->m, lead->compute, seqs, n_seqs, msg);
+}
+
 void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_step_info *out, tempo_error *err) {
     char msg[TP_ERR_LEN];
     tp_fwd_seq seqs[TP_MATMUL_MAX_BATCH];
@@ -1122,21 +1140,8 @@ void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_st
         }
     }
     if (n_seqs > 0) {
-        /* The pass runs on the compute context with the most cache slots: every other session's
-         * cache fits its attention buffers (a session's capacity is its context's). */
-        tp_session *lead = ss[idx[0]];
-        for (int q = 1; q < n_seqs; q++)
-            if (tp_compute_max_ctx(ss[idx[q]]->compute) > tp_compute_max_ctx(lead->compute)) lead = ss[idx[q]];
-        msg[0] = 0;
-        /* A logits buffer for all rows, so the output matrix is read once: reserved once in the
-         * lead session's budget; without it, each session's logits take their own product. */
-        if (n_seqs > 1 && !lead->multi_ready &&
-            tp_budget_reserve_more(lead->budget, tp_compute_multi_bytes(lead->m, TP_MATMUL_MAX_BATCH), "the batch logits buffer", msg) == 0) {
-            if (tp_compute_enable_multi(lead->compute, msg) == 0) lead->multi_ready = true;
-        }
-        msg[0] = 0;
         double t0 = tp_now();
-        int frc = tp_forward_multi(lead->m, lead->compute, seqs, n_seqs, msg);
+        int frc = forward_sessions(ss, idx, seqs, n_seqs, msg);
         double dt = tp_now() - t0;
         for (int q = 0; q < n_seqs; q++) {
             tp_session *s = ss[idx[q]];
@@ -1182,16 +1187,7 @@ void tempo_session_prefill_batch(tempo_session *const *ss, const char *const *pr
         }
     }
     if (n_seqs == 0) return;
-    tp_session *lead = ss[idx[0]];
-    for (int q = 1; q < n_seqs; q++)
-        if (tp_compute_max_ctx(ss[idx[q]]->compute) > tp_compute_max_ctx(lead->compute)) lead = ss[idx[q]];
-    msg[0] = 0;
-    if (n_seqs > 1 && !lead->multi_ready &&
-        tp_budget_reserve_more(lead->budget, tp_compute_multi_bytes(lead->m, TP_MATMUL_MAX_BATCH), "the batch logits buffer", msg) == 0) {
-        if (tp_compute_enable_multi(lead->compute, msg) == 0) lead->multi_ready = true;
-    }
-    msg[0] = 0;
-    int frc = tp_forward_multi(lead->m, lead->compute, seqs, n_seqs, msg);
+    int frc = forward_sessions(ss, idx, seqs, n_seqs, msg);
     for (int q = 0; q < n_seqs; q++) {
         tp_session *s = ss[idx[q]];
         tempo_error *e = err ? &err[idx[q]] : NULL;
