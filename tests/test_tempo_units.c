@@ -115,6 +115,31 @@ TEST(tempo_mixture_weights_and_single_member) {
     CHECK(tp_argmax(o1, 3, NULL) == 2);
 }
 
+/* The pool version splits the vocabulary across threads: the same bits as one thread, for
+ * one member and several, with a vocabulary that does not divide evenly. */
+TEST(tempo_mixture_pool_equals_serial_bit_for_bit) {
+    enum { V = 4099, N = 8 };
+    static float a[N * V], b[N * V], oa[V], ob[V];
+    uint32_t r = 7;
+    tp_pool *pool = tp_pool_create(0);
+    REQUIRE(pool != NULL);
+    const int ns[] = { 1, 3, N };
+    for (int c = 0; c < 3; c++) {
+        int n = ns[c];
+        float p[N];
+        for (int j = 0; j < n; j++) p[j] = 0.05f + 0.1f * (float)j;
+        for (int i = 0; i < n * V; i++) {
+            r = r * 1664525u + 1013904223u;
+            a[i] = b[i] = (float)(r >> 8) / (float)(1u << 24) * 30.0f - 15.0f;
+        }
+        tp_mixture(a, p, n, V, oa);
+        tp_mixture_pool(b, p, n, V, ob, pool);
+        CHECK(memcmp(oa, ob, sizeof oa) == 0);
+        CHECK(memcmp(a, b, sizeof(float) * (size_t)n * V) == 0);
+    }
+    tp_pool_free(pool);
+}
+
 TEST(tempo_prune_layer_weights) {
     float w[5];
     tp_prune_layer_weights(5, true, w); /* linspace(.2, 1, 5) / 3 */

@@ -151,6 +151,7 @@ int tp_compute_enable_multi(tp_compute *c, char *err) {
 }
 
 int tp_compute_threads(const tp_compute *c) { return c->n_threads; }
+tp_pool *tp_compute_pool(tp_compute *c) { return c->pool; }
 int tp_compute_max_ctx(const tp_compute *c) { return c->max_ctx; }
 size_t tp_compute_bytes(const tp_compute *c) { return c ? c->bytes : 0; }
 
@@ -279,6 +280,21 @@ static void attend(const attn_job *J, int r, int h, float *scores, float *tmp) {
     }
 }
 
+/* SwiGLU of the chunk's FFN activations, split across the pool: element-wise, so the split
+ * changes no bit, and its expf per element is worth the wake-up from one token up. */
+typedef struct {
+    float *a;
+    const float *b;
+    size_t n;
+} swiglu_job;
+
+static void swiglu_task(void *ctx, int ith, int nth) {
+    const swiglu_job *J = ctx;
+    size_t per = (J->n + (size_t)nth - 1) / (size_t)nth, i0 = per * (size_t)ith;
+    size_t i1 = i0 + per < J->n ? i0 + per : J->n;
+    if (i0 < i1) tp_swiglu(J->a + i0, J->b + i0, (int)(i1 - i0));
+}
+
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_job *J = ctx;
     tp_compute *c = J->c;
@@ -365,7 +381,8 @@ static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_
             tp_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)i * dim, L->ffn_norm, dim, hp->eps);
         tp_matmul(c->mm, c->hb, c->xb, nb, &L->w_gate);
         tp_matmul(c->mm, c->hb2, c->xb, nb, &L->w_up);
-        tp_swiglu(c->hb, c->hb2, nb * hp->ffn_dim);
+        swiglu_job sw = { c->hb, c->hb2, (size_t)nb * (size_t)hp->ffn_dim };
+        tp_pool_run(c->pool, swiglu_task, &sw);
         tp_matmul(c->mm, c->xb, c->hb, nb, &L->w_down);
         for (size_t i = 0; i < (size_t)nb * dim; i++) c->x[i] += c->xb[i];
     }

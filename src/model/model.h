@@ -137,6 +137,8 @@ tp_compute *tp_compute_new(const tp_model *m, int n_threads, int max_batch, int 
 void tp_compute_free(tp_compute *c);
 int tp_compute_threads(const tp_compute *c);
 int tp_compute_max_ctx(const tp_compute *c);
+/* The context's thread pool (the session's per-step work outside the forward runs on it too). */
+tp_pool *tp_compute_pool(tp_compute *c);
 /* Heap bytes the context holds, and what tp_compute_new would allocate (for the budget before allocating). */
 size_t tp_compute_bytes(const tp_compute *c);
 size_t tp_compute_estimate_bytes(const tp_model *m, int n_threads, int max_batch, int max_ctx);

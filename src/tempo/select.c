@@ -83,13 +83,85 @@ void tp_prob_softmax(float *x, int n) {
 }
 
 void tp_mixture(float *logits, const float *p, int n, int n_vocab, float *out) {
-    float total = 0.0f;
-    for (int j = 0; j < n; j++) total += p[j];
-    memset(out, 0, sizeof(float) * (size_t)n_vocab);
-    for (int j = 0; j < n; j++) {
-        float *row = logits + (size_t)j * n_vocab;
-        tp_prob_softmax(row, n_vocab);
-        float w = total > 0.0f ? p[j] / total : 1.0f / (float)n;
-        for (int i = 0; i < n_vocab; i++) out[i] += w * row[i];
+    tp_mixture_pool(logits, p, n, n_vocab, out, NULL);
+}
+
+/* The pool version's shared state: each stage is one tp_pool_run. The arithmetic of every
+ * element is tp_prob_softmax's and the serial mixture's, in the same order. */
+enum { MIX_MAX, MIX_EXP, MIX_SUM, MIX_MIX };
+#define MIX_MAX_THREADS 64
+#define MIX_MAX_ROWS 64
+
+typedef struct {
+    float *logits, *out;
+    const float *p;
+    int n, n_vocab, stage;
+    float total;
+    float mx[MIX_MAX_ROWS], inv[MIX_MAX_ROWS];
+    float part[MIX_MAX_THREADS][MIX_MAX_ROWS]; /* per thread, per row: its slice's max */
+} mix_job;
+
+static void mix_task(void *ctx, int ith, int nth) {
+    mix_job *J = ctx;
+    const int V = J->n_vocab;
+    if (J->stage == MIX_SUM) { /* a row's denominator in index order, as tp_prob_softmax adds it */
+        for (int j = ith; j < J->n; j += nth) {
+            const float *row = J->logits + (size_t)j * V;
+            float sum = 0.0f;
+            for (int i = 0; i < V; i++) sum += row[i];
+            J->inv[j] = 1.0f / sum;
+        }
+        return;
     }
+    int per = (V + nth - 1) / nth, i0 = per * ith, i1 = i0 + per < V ? i0 + per : V;
+    for (int j = 0; j < J->n && J->stage != MIX_MIX; j++) {
+        float *row = J->logits + (size_t)j * V;
+        if (J->stage == MIX_MAX) {
+            float mx = i0 < i1 ? row[i0] : row[0];
+            for (int i = i0 + 1; i < i1; i++) if (row[i] > mx) mx = row[i];
+            J->part[ith][j] = mx;
+        } else {
+            const float mx = J->mx[j];
+            for (int i = i0; i < i1; i++) row[i] = expf(row[i] - mx);
+        }
+    }
+    if (J->stage != MIX_MIX || i0 >= i1) return;
+    memset(J->out + i0, 0, sizeof(float) * (size_t)(i1 - i0));
+    for (int j = 0; j < J->n; j++) {
+        float *row = J->logits + (size_t)j * V;
+        const float inv = J->inv[j];
+        float w = J->total > 0.0f ? J->p[j] / J->total : 1.0f / (float)J->n;
+        for (int i = i0; i < i1; i++) row[i] *= inv;
+        for (int i = i0; i < i1; i++) J->out[i] += w * row[i];
+    }
+}
+
+void tp_mixture_pool(float *logits, const float *p, int n, int n_vocab, float *out, tp_pool *pool) {
+    int nth = pool ? tp_pool_threads(pool) : 1;
+    if (nth < 2 || nth > MIX_MAX_THREADS || n > MIX_MAX_ROWS || n_vocab < 2 * nth) {
+        float total = 0.0f;
+        for (int j = 0; j < n; j++) total += p[j];
+        memset(out, 0, sizeof(float) * (size_t)n_vocab);
+        for (int j = 0; j < n; j++) {
+            float *row = logits + (size_t)j * n_vocab;
+            tp_prob_softmax(row, n_vocab);
+            float w = total > 0.0f ? p[j] / total : 1.0f / (float)n;
+            for (int i = 0; i < n_vocab; i++) out[i] += w * row[i];
+        }
+        return;
+    }
+    mix_job J = { .logits = logits, .out = out, .p = p, .n = n, .n_vocab = n_vocab };
+    for (int j = 0; j < n; j++) J.total += p[j];
+    J.stage = MIX_MAX;
+    tp_pool_run(pool, mix_task, &J);
+    for (int j = 0; j < n; j++) { /* max is exact whatever the split */
+        J.mx[j] = J.part[0][j];
+        for (int t = 1; t < nth; t++) if (J.part[t][j] > J.mx[j]) J.mx[j] = J.part[t][j];
+    }
+    J.stage = MIX_EXP;
+    tp_pool_run(pool, mix_task, &J);
+    J.stage = MIX_SUM;
+    tp_pool_run(pool, mix_task, &J);
+    J.stage = MIX_MIX;
+    tp_pool_run(pool, mix_task, &J);
 }

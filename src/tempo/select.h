@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kernels/threadpool.h"
+
 /* Threshold schedule (section 5). */
 typedef struct {
     double selection_threshold;   /* tau_0 */
@@ -44,5 +46,10 @@ void tp_prob_softmax(float *x, int n);
 /* Mixture (section 4): out = sum_j w_j softmax(logits_j), w_j = p_j / sum p.
  * logits: [n][n_vocab], overwritten with the members' softmax. */
 void tp_mixture(float *logits, const float *p, int n, int n_vocab, float *out);
+/* The same on a thread pool (NULL: this thread), bit for bit: the vocabulary is split across
+ * the threads for the max, the exponentials, the scaling and the sum over members, and each
+ * row's softmax denominator is still added up in index order (by one thread per row). It is the
+ * largest per-step work outside the model's forward (a 128K vocabulary is 128K expf per member). */
+void tp_mixture_pool(float *logits, const float *p, int n, int n_vocab, float *out, tp_pool *pool);
 
 #endif

@@ -108,6 +108,7 @@ struct tempo_session {
     bool feeding, fed_already, want_attn;
     bool dev_mix;                /* the backend computes D on the device (every layer there; TEMPO mode) */
     bool mixed;                  /* the feed in flight leaves D_k in D itself */
+    bool dist_ready, dist_finite; /* step_distribution ran for the feed in flight; its verdict */
     bool multi_ready;            /* the compute context has its batch logits buffer */
     int attn_rows, attn_stride;  /* of the last forward's summary */
 
@@ -939,7 +940,7 @@ static int budget_width(tp_session *s, int k, int n) {
  * other sessions'), 0 when there is nothing to feed (or it was fed already: --disable-kv-cache
  * rebuilds with its own passes), -1 when the run is over (state S_DONE) or failed. */
 static int step_begin(tp_session *s, char *msg) {
-    s->feeding = s->fed_already = s->mixed = false;
+    s->feeding = s->fed_already = s->mixed = s->dist_ready = false;
     s->n_events = 0;
     s->attn_rows = 0;
     if (s->state != S_RUNNING) return -1;
@@ -992,6 +993,18 @@ static int step_begin(tp_session *s, char *msg) {
     return 1;
 }
 
+/* The fed set's distribution D_k (and the raw logits for standard sampling) and whether it is
+ * finite: the arithmetic of step_end, on pool (NULL: this thread). It touches only the session's
+ * own buffers, so tempo_session_step_batch runs it for several sessions at once. */
+static void step_distribution(tp_session *s, tp_pool *pool) {
+    if (!(s->feeding || s->fed_already) || s->dist_ready) return;
+    int n = s->rec.steps[s->rec.n_steps - 1].n_tokens;
+    if (s->standard) memcpy(s->zraw, s->logits, sizeof(float) * (size_t)s->V);
+    if (!s->mixed) tp_mixture_pool(s->logits, s->probs, n, s->V, s->D, pool);
+    s->dist_finite = all_finite(s->D, s->V) && (!s->standard || all_finite(s->zraw, s->V));
+    s->dist_ready = true;
+}
+
 /* Second half: the fed set's distributions and pruning, then the next set. Returns as
  * tempo_session_step. */
 static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
@@ -1001,9 +1014,9 @@ static int step_end(tp_session *s, tempo_step_info *out, char *msg) {
         s->pending = false;
         s->fed_steps++;
         s->fed_tokens += n;
-        if (s->standard) memcpy(s->zraw, s->logits, sizeof(float) * (size_t)s->V);
-        if (!s->mixed) tp_mixture(s->logits, s->probs, n, s->V, s->D);
-        if (!all_finite(s->D, s->V) || (s->standard && !all_finite(s->zraw, s->V))) {
+        step_distribution(s, tp_compute_pool(s->compute));
+        s->dist_ready = false;
+        if (!s->dist_finite) {
             tp_fail(msg, "non-finite logits at step %d (the model produced NaN or infinite values)", k);
             stop(s, TEMPO_STOP_ERROR, msg);
             return -1;
@@ -1108,6 +1121,19 @@ static int forward_sessions(tempo_session *const *ss, const int *idx, const tp_f
     return tp_forward_multi(lead->m, lead->compute, seqs, n_seqs, msg);
 }
 
+typedef struct {
+    tempo_session *const *ss;
+    const int *rc; /* 2: the session goes on to step_end */
+    int n;
+    tp_pool *pool;
+} dist_job;
+
+static void dist_task(void *ctx, int ith, int nth) {
+    const dist_job *J = ctx;
+    for (int i = 0, q = 0; i < J->n; i++)
+        if (J->rc[i] == 2 && q++ % nth == ith) step_distribution(J->ss[i], NULL);
+}
+
 void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_step_info *out, tempo_error *err) {
     char msg[TP_ERR_LEN];
     tp_fwd_seq seqs[TP_MATMUL_MAX_BATCH];
@@ -1150,6 +1176,16 @@ void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_st
             if (frc) { stop(s, TEMPO_STOP_ERROR, msg); s->state = S_FAILED; rc[idx[q]] = -1; }
         }
     }
+    /* The sessions' distributions side by side, one session per thread (a 128K vocabulary is
+     * 128K expf per member: on one thread, 8 sessions' would leave the others idle). */
+    dist_job D = { ss, rc, n, NULL };
+    int ready = 0;
+    for (int i = 0; i < n; i++)
+        if (rc[i] == 2) {
+            ready++;
+            if (!D.pool) D.pool = tp_compute_pool(ss[i]->compute);
+        }
+    if (ready >= 2) tp_pool_run(D.pool, dist_task, &D);
     for (int i = 0; i < n; i++) {
         tp_session *s = ss[i];
         if (rc[i] == -1 && s && s->state == S_FAILED) { set_err(err ? &err[i] : NULL, TEMPO_ERR_INTERNAL, s->msg); continue; }
