@@ -86,6 +86,11 @@ void tp_mixture(float *logits, const float *p, int n, int n_vocab, float *out) {
     tp_mixture_pool(logits, p, n, n_vocab, out, NULL);
 }
 
+/* Member j's weight in the mixture: p_j / sum p (uniform when every p is 0). */
+static float mixture_weight(const float *p, float total, int j, int n) {
+    return total > 0.0f ? p[j] / total : 1.0f / (float)n;
+}
+
 /* The pool version's shared state: each stage is one tp_pool_run. The arithmetic of every
  * element is tp_prob_softmax's and the serial mixture's, in the same order. */
 enum { MIX_MAX, MIX_EXP, MIX_SUM, MIX_MIX };
@@ -104,54 +109,59 @@ typedef struct {
 static void mix_task(void *ctx, int ith, int nth) {
     mix_job *J = ctx;
     const int V = J->n_vocab;
-    if (J->stage == MIX_SUM) { /* a row's denominator in index order, as tp_prob_softmax adds it */
+    /* this thread's slice of the vocabulary (possibly empty) */
+    int per = (V + nth - 1) / nth, i0 = per * ith, i1 = i0 + per < V ? i0 + per : V;
+    switch (J->stage) {
+    case MIX_MAX:
+        for (int j = 0; j < J->n; j++) {
+            const float *row = J->logits + (size_t)j * V;
+            float mx = i0 < i1 ? row[i0] : row[0];
+            for (int i = i0 + 1; i < i1; i++) if (row[i] > mx) mx = row[i];
+            J->part[ith][j] = mx;
+        }
+        break;
+    case MIX_EXP:
+        for (int j = 0; j < J->n; j++) {
+            float *row = J->logits + (size_t)j * V;
+            for (int i = i0; i < i1; i++) row[i] = expf(row[i] - J->mx[j]);
+        }
+        break;
+    case MIX_SUM: /* whole rows: a denominator is added in index order, as tp_prob_softmax adds it */
         for (int j = ith; j < J->n; j += nth) {
             const float *row = J->logits + (size_t)j * V;
             float sum = 0.0f;
             for (int i = 0; i < V; i++) sum += row[i];
             J->inv[j] = 1.0f / sum;
         }
-        return;
-    }
-    int per = (V + nth - 1) / nth, i0 = per * ith, i1 = i0 + per < V ? i0 + per : V;
-    for (int j = 0; j < J->n && J->stage != MIX_MIX; j++) {
-        float *row = J->logits + (size_t)j * V;
-        if (J->stage == MIX_MAX) {
-            float mx = i0 < i1 ? row[i0] : row[0];
-            for (int i = i0 + 1; i < i1; i++) if (row[i] > mx) mx = row[i];
-            J->part[ith][j] = mx;
-        } else {
-            const float mx = J->mx[j];
-            for (int i = i0; i < i1; i++) row[i] = expf(row[i] - mx);
+        break;
+    case MIX_MIX:
+        if (i0 >= i1) break;
+        memset(J->out + i0, 0, sizeof(float) * (size_t)(i1 - i0));
+        for (int j = 0; j < J->n; j++) {
+            float *row = J->logits + (size_t)j * V;
+            const float w = mixture_weight(J->p, J->total, j, J->n);
+            for (int i = i0; i < i1; i++) row[i] *= J->inv[j];
+            for (int i = i0; i < i1; i++) J->out[i] += w * row[i];
         }
-    }
-    if (J->stage != MIX_MIX || i0 >= i1) return;
-    memset(J->out + i0, 0, sizeof(float) * (size_t)(i1 - i0));
-    for (int j = 0; j < J->n; j++) {
-        float *row = J->logits + (size_t)j * V;
-        const float inv = J->inv[j];
-        float w = J->total > 0.0f ? J->p[j] / J->total : 1.0f / (float)J->n;
-        for (int i = i0; i < i1; i++) row[i] *= inv;
-        for (int i = i0; i < i1; i++) J->out[i] += w * row[i];
+        break;
     }
 }
 
 void tp_mixture_pool(float *logits, const float *p, int n, int n_vocab, float *out, tp_pool *pool) {
+    float total = 0.0f;
+    for (int j = 0; j < n; j++) total += p[j];
     int nth = pool ? tp_pool_threads(pool) : 1;
     if (nth < 2 || nth > MIX_MAX_THREADS || n > MIX_MAX_ROWS || n_vocab < 2 * nth) {
-        float total = 0.0f;
-        for (int j = 0; j < n; j++) total += p[j];
         memset(out, 0, sizeof(float) * (size_t)n_vocab);
         for (int j = 0; j < n; j++) {
             float *row = logits + (size_t)j * n_vocab;
             tp_prob_softmax(row, n_vocab);
-            float w = total > 0.0f ? p[j] / total : 1.0f / (float)n;
+            const float w = mixture_weight(p, total, j, n);
             for (int i = 0; i < n_vocab; i++) out[i] += w * row[i];
         }
         return;
     }
-    mix_job J = { .logits = logits, .out = out, .p = p, .n = n, .n_vocab = n_vocab };
-    for (int j = 0; j < n; j++) J.total += p[j];
+    mix_job J = { .logits = logits, .out = out, .p = p, .n = n, .n_vocab = n_vocab, .total = total };
     J.stage = MIX_MAX;
     tp_pool_run(pool, mix_task, &J);
     for (int j = 0; j < n; j++) { /* max is exact whatever the split */

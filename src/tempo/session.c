@@ -1125,7 +1125,6 @@ typedef struct {
     tempo_session *const *ss;
     const int *rc; /* 2: the session goes on to step_end */
     int n;
-    tp_pool *pool;
 } dist_job;
 
 static void dist_task(void *ctx, int ith, int nth) {
@@ -1178,14 +1177,12 @@ void tempo_session_step_batch(tempo_session *const *ss, int n, int *rc, tempo_st
     }
     /* The sessions' distributions side by side, one session per thread (a 128K vocabulary is
      * 128K expf per member: on one thread, 8 sessions' would leave the others idle). */
-    dist_job D = { ss, rc, n, NULL };
+    dist_job D = { ss, rc, n };
+    tp_pool *pool = NULL;
     int ready = 0;
     for (int i = 0; i < n; i++)
-        if (rc[i] == 2) {
-            ready++;
-            if (!D.pool) D.pool = tp_compute_pool(ss[i]->compute);
-        }
-    if (ready >= 2) tp_pool_run(D.pool, dist_task, &D);
+        if (rc[i] == 2 && ready++ == 0) pool = tp_compute_pool(ss[i]->compute);
+    if (ready >= 2) tp_pool_run(pool, dist_task, &D);
     for (int i = 0; i < n; i++) {
         tp_session *s = ss[i];
         if (rc[i] == -1 && s && s->state == S_FAILED) { set_err(err ? &err[i] : NULL, TEMPO_ERR_INTERNAL, s->msg); continue; }
