@@ -13,7 +13,9 @@
  * step(8) <= 1.3 x step(1), and >= 170 TEMPO steps/s on the 3B F16 shape.
  *
  *   build/gpu_bench [--device gpu[:N]] [--tiny] [--shapes 1b,3b] [--types f16,q4_0]
- *                   [--steps N] [--dir DIR] [--keep]
+ *                   [--steps N] [--dir DIR] [--keep] [--profile]
+ * --profile: GPU timestamps after every dispatch; prints where a step's time goes
+ * at each width (the timestamps cost a little: take the table from a run without).
  * --tiny: a 2-layer, 256-wide shape with a 1024-token vocabulary (for testing the
  * script on lavapipe: bench/gpu.sh --tiny --device gpu:0).
  */
@@ -204,7 +206,7 @@ static double step_time(tempo_model *m, int width, int steps) {
 
 int main(int argc, char **argv) {
     const char *device = "gpu", *dir = NULL, *shapes = "1b,3b", *types = "f16,q4_0";
-    bool keep = false, tiny = false;
+    bool keep = false, tiny = false, profile = false;
     int steps = 32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
@@ -214,9 +216,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep")) keep = true;
         else if (!strcmp(argv[i], "--tiny")) tiny = true;
+        else if (!strcmp(argv[i], "--profile")) profile = true;
         else {
             fprintf(stderr, "usage: gpu_bench [--device gpu[:N]] [--tiny] [--shapes 1b,3b] [--types f16,q4_0] "
-                            "[--steps N] [--dir DIR] [--keep]\n");
+                            "[--steps N] [--dir DIR] [--keep] [--profile]\n");
             return 2;
         }
     }
@@ -234,6 +237,7 @@ int main(int argc, char **argv) {
     if (!g) { fprintf(stderr, "gpu_bench: %s\n", err); return 1; }
     tp_gpu_mem gm;
     tp_gpu_mem_get(g, &gm);
+    if (profile) tp_gpu_profile_set(g, true); /* before the models' sessions exist */
     size_t probe = tiny ? (64u << 20) : (1u << 30);
     double bw = tp_gpu_read_bandwidth(g, probe, 10, err);
     if (bw <= 0) { fprintf(stderr, "gpu_bench: bandwidth probe: %s\n", err); return 1; }
@@ -300,7 +304,24 @@ int main(int argc, char **argv) {
 
             static const int widths[5] = { 1, 2, 4, 8, 16 };
             double st[5];
-            for (int k = 0; k < 5; k++) st[k] = step_time(m, widths[k], steps);
+            char prof[5][512];
+            for (int k = 0; k < 5; k++) {
+                tp_gpu_profile pr;
+                tp_gpu_profile_read(g, &pr); /* clears */
+                st[k] = step_time(m, widths[k], steps);
+                tp_gpu_profile_read(g, &pr);
+                prof[k][0] = 0;
+                if (profile && pr.submits) {
+                    double per = 1e3 / (double)pr.submits;
+                    int n = snprintf(prof[k], sizeof prof[k], "      w%-2d step %.3f ms: device %.3f ms (", widths[k],
+                                     st[k] * 1e3, pr.span_s * per);
+                    for (int i = 0; i < pr.n && n < (int)sizeof prof[k] - 64; i++)
+                        n += snprintf(prof[k] + n, sizeof prof[k] - (size_t)n, "%s%s %.3f x%.0f", i ? ", " : "", pr.name[i],
+                                      pr.gpu_s[i] * per, (double)pr.count[i] / (double)pr.submits);
+                    snprintf(prof[k] + n, sizeof prof[k] - (size_t)n, "); host: record %.3f, submit to fence %.3f, %.1f submits",
+                             pr.record_s * per, pr.wait_s * per, (double)pr.submits / (3.0 * steps));
+                }
+            }
             double decode = st[0] > 0 ? 1.0 / st[0] : 0;
             char row[128];
             int n = 0;
@@ -309,6 +330,8 @@ int main(int argc, char **argv) {
             printf("%-5s %-5s %8.1f %9.1f %9.1f %9.1f %6.1f%% | %-40s | %6.2f   (write %.0fs, load %.1fs)\n", s->name,
                    ti ? "Q4_0" : "F16", bpt / (1 << 20), roof, decode, fwd_tps, 100.0 * decode / roof, row, ratio, t_write,
                    t_load);
+            for (int k = 0; k < 5; k++)
+                if (prof[k][0]) printf("%s\n", prof[k]);
             fflush(stdout);
             /* the targets (issue 13, for an H100/H200) */
             if (!tiny) {

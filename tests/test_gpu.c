@@ -250,6 +250,41 @@ TEST(gpu_rmsnorm_mixture_match_cpu) {
     tp_gpu_close(g);
 }
 
+/* The profile bench/gpu_bench prints: with profiling on, a submission's
+ * dispatches are timed by GPU timestamps and summed per shader; reading clears
+ * the sums; with it off, nothing is recorded. */
+TEST(gpu_profile_times_each_shader) {
+    tp_gpu *g = open_gpu();
+    if (!g) return;
+    char err[TP_ERR_LEN] = "";
+    enum { N = 256, NB = 2 };
+    float x[N * NB], w[N], y[N * NB];
+    for (int i = 0; i < N * NB; i++) x[i] = frand();
+    for (int i = 0; i < N; i++) w[i] = 1.0f;
+    tp_gpu_profile pr;
+    tp_gpu_profile_read(g, &pr); /* clear */
+    tp_gpu_profile_set(g, true);
+    REQUIRE(tp_gpu_check_rmsnorm(g, x, w, N, NB, 1e-5f, y, err) == 0);
+    tp_gpu_profile_set(g, false);
+    tp_gpu_profile_read(g, &pr);
+    int rms = -1;
+    for (int i = 0; i < pr.n; i++)
+        if (!strcmp(pr.name[i], "rmsnorm")) rms = i;
+    CHECK_MSG(pr.submits >= 1 && rms >= 0, "submits %llu, rows %d", (unsigned long long)pr.submits, pr.n);
+    if (rms >= 0) {
+        CHECK_INT_EQ((int)pr.count[rms], 1);
+        CHECK(pr.gpu_s[rms] >= 0 && pr.gpu_s[rms] <= pr.span_s && pr.span_s < 10);
+        CHECK(pr.wait_s > 0 && pr.record_s >= 0);
+    }
+    tp_gpu_profile_read(g, &pr);
+    CHECK_INT_EQ((int)pr.submits, 0);
+    REQUIRE(tp_gpu_check_rmsnorm(g, x, w, N, NB, 1e-5f, y, err) == 0); /* profiling off */
+    tp_gpu_profile_read(g, &pr);
+    CHECK_INT_EQ((int)pr.submits, 0);
+    CHECK_INT_EQ(pr.n, 0);
+    tp_gpu_close(g);
+}
+
 
 /* ------------------------------------------------- the forward, every type --
  * The whole pass on the GPU against the CPU for every GPU weight type: the shared stories260K
@@ -1076,7 +1111,14 @@ TEST(gpu_cli_devices_flags_log_and_json) {
     char *out = test_run_capture(cmd, &st);
     REQUIRE(out);
     CHECK_INT_EQ(st, 0);
-    CHECK_MSG(strstr(out, "cpu") && strstr(out, "--device auto uses: cpu"), "%s", out); /* never lavapipe by itself */
+    /* auto: a hardware GPU when there is one, else the CPU; never lavapipe by itself */
+    tp_gpu_device_info all[16];
+    char e0[TP_ERR_LEN];
+    int n_all = tp_gpu_devices(all, 16, e0);
+    bool hardware = false;
+    for (int i = 0; i < n_all && i < 16; i++) hardware |= !all[i].software;
+    CHECK_MSG(strstr(out, "cpu") && strstr(out, hardware ? "--device auto uses: gpu:" : "--device auto uses: cpu"), "%s",
+              out);
     const char *dev = test_gpu_device();
     if (dev) CHECK_MSG(strstr(out, dev) != NULL, "%s", out);
     free(out);

@@ -182,4 +182,24 @@ int tp_gpu_check_quant(tp_gpu *g, int kind, const float *x, int n, int8_t *q, fl
  * `bytes` by a reduction kernel (the roofline of bench/gpu.sh). */
 double tp_gpu_read_bandwidth(tp_gpu *g, size_t bytes, int reps, char *err);
 
+/* Where the device's time goes (bench/gpu_bench). With profiling on, every
+ * dispatch and copy of a submission is followed by a GPU timestamp and the gaps
+ * between them are summed per shader; the host's time recording a submission
+ * and waiting for it is summed beside. Turn it on before the sessions whose
+ * forwards it should see are created (their command buffers get the query
+ * pool then); reading returns the sums since the last read and clears them. */
+#define TP_GPU_PROF_ROWS 12
+typedef struct {
+    const char *name[TP_GPU_PROF_ROWS]; /* shader, or "copy" */
+    double gpu_s[TP_GPU_PROF_ROWS];
+    uint64_t count[TP_GPU_PROF_ROWS];
+    int n;
+    uint64_t submits;
+    double span_s;   /* first to last timestamp of each submission, summed */
+    double record_s; /* host: beginning the recording to submitting it */
+    double wait_s;   /* host: submitting to the fence */
+} tp_gpu_profile;
+void tp_gpu_profile_set(tp_gpu *g, bool on);
+void tp_gpu_profile_read(tp_gpu *g, tp_gpu_profile *out);
+
 #endif

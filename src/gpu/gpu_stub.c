@@ -41,6 +41,8 @@ const char *tp_gpu_name(const tp_gpu *g) { (void)g; return ""; }
 int tp_gpu_index(const tp_gpu *g) { (void)g; return -1; }
 bool tp_gpu_is_software(const tp_gpu *g) { (void)g; return false; }
 void tp_gpu_mem_get(const tp_gpu *g, tp_gpu_mem *out) { (void)g; memset(out, 0, sizeof *out); }
+void tp_gpu_profile_set(tp_gpu *g, bool on) { (void)g; (void)on; }
+void tp_gpu_profile_read(tp_gpu *g, tp_gpu_profile *out) { (void)g; memset(out, 0, sizeof *out); }
 
 tp_gpu_weights *tp_gpu_weights_new(tp_gpu *g, const tp_model *m, int n_layers, size_t max_bytes, char *err) {
     (void)g; (void)m; (void)n_layers; (void)max_bytes;

@@ -730,6 +730,62 @@ VkPipeline tp_vk_pipeline_get(tp_gpu *g, int shader, const uint32_t *spec, int n
 }
 
 /* -------------------------------------------------------------- commands -- */
+/* Profiling: a timestamp once the commands before it are done, labelled with
+ * the shader (or SH_COUNT for a copy, -1 for the start). */
+static void stamp(tp_vk_cmd *c, int label) {
+    if (!c->qp || c->nq == TP_VK_MAX_QUERIES) return;
+    tp_vk.vkCmdWriteTimestamp(c->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, c->qp, c->nq);
+    c->label[c->nq++] = (int8_t)label;
+}
+
+/* Sum a finished submission's timestamps into the device's profile. */
+static void profile_add(tp_vk_cmd *c, double t_submit, double t_done) {
+    tp_gpu *g = c->g;
+    uint64_t ts[TP_VK_MAX_QUERIES];
+    if (c->nq < 2 ||
+        tp_vk.vkGetQueryPoolResults(g->dev, c->qp, 0, c->nq, sizeof(uint64_t) * c->nq, ts, sizeof(uint64_t),
+                                    VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) != VK_SUCCESS)
+        return;
+    double ns = (double)g->props.limits.timestampPeriod;
+    pthread_mutex_lock(&g->lock);
+    for (uint32_t i = 1; i < c->nq; i++) {
+        int l = c->label[i] < 0 ? SH_COUNT : c->label[i];
+        g->prof_s[l] += (double)(ts[i] - ts[i - 1]) * ns * 1e-9;
+        g->prof_n[l]++;
+    }
+    g->prof_span_s += (double)(ts[c->nq - 1] - ts[0]) * ns * 1e-9;
+    g->prof_record_s += t_submit - c->t_begin;
+    g->prof_wait_s += t_done - t_submit;
+    g->prof_submits++;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void tp_gpu_profile_set(tp_gpu *g, bool on) {
+    pthread_mutex_lock(&g->lock);
+    g->prof_on = on;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void tp_gpu_profile_read(tp_gpu *g, tp_gpu_profile *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&g->lock);
+    for (int i = 0; i <= SH_COUNT && out->n < TP_GPU_PROF_ROWS; i++) {
+        if (!g->prof_n[i]) continue;
+        out->name[out->n] = i < SH_COUNT ? shader_names[i] : "copy";
+        out->gpu_s[out->n] = g->prof_s[i];
+        out->count[out->n++] = g->prof_n[i];
+    }
+    out->submits = g->prof_submits;
+    out->span_s = g->prof_span_s;
+    out->record_s = g->prof_record_s;
+    out->wait_s = g->prof_wait_s;
+    memset(g->prof_s, 0, sizeof g->prof_s);
+    memset(g->prof_n, 0, sizeof g->prof_n);
+    g->prof_span_s = g->prof_record_s = g->prof_wait_s = 0;
+    g->prof_submits = 0;
+    pthread_mutex_unlock(&g->lock);
+}
+
 int tp_vk_cmd_init(tp_gpu *g, tp_vk_cmd *c, char *err) {
     memset(c, 0, sizeof *c);
     c->g = g;
@@ -746,6 +802,14 @@ int tp_vk_cmd_init(tp_gpu *g, tp_vk_cmd *c, char *err) {
         VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
         r = tp_vk.vkCreateFence(g->dev, &fci, NULL, &c->fence);
     }
+    pthread_mutex_lock(&g->lock);
+    bool prof = g->prof_on && g->props.limits.timestampComputeAndGraphics;
+    pthread_mutex_unlock(&g->lock);
+    if (r == VK_SUCCESS && prof) {
+        VkQueryPoolCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                      .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = TP_VK_MAX_QUERIES };
+        if (tp_vk.vkCreateQueryPool(g->dev, &qci, NULL, &c->qp) != VK_SUCCESS) c->qp = VK_NULL_HANDLE; /* no profile */
+    }
     if (r != VK_SUCCESS) {
         tp_vk_cmd_free(c);
         return tp_fail(err, "Vulkan device %d (%s): cannot create a command buffer: %s", g->index, g->name,
@@ -758,6 +822,7 @@ void tp_vk_cmd_free(tp_vk_cmd *c) {
     if (!c->g) return;
     VkDevice d = c->g->dev;
     if (c->fence) tp_vk.vkDestroyFence(d, c->fence, NULL);
+    if (c->qp) tp_vk.vkDestroyQueryPool(d, c->qp, NULL);
     if (c->cb) tp_vk.vkFreeCommandBuffers(d, c->pool, 1, &c->cb);
     if (c->pool) tp_vk.vkDestroyCommandPool(d, c->pool, NULL);
     memset(c, 0, sizeof *c);
@@ -769,6 +834,12 @@ void tp_vk_cmd_begin(tp_vk_cmd *c) {
                                     .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
     tp_vk.vkBeginCommandBuffer(c->cb, &bi);
     c->recording = true;
+    if (c->qp) {
+        c->t_begin = tp_now();
+        c->nq = 0;
+        tp_vk.vkCmdResetQueryPool(c->cb, c->qp, 0, TP_VK_MAX_QUERIES);
+        stamp(c, -1);
+    }
 }
 
 int tp_vk_cmd_submit(tp_vk_cmd *c, char *err) {
@@ -784,11 +855,13 @@ int tp_vk_cmd_submit(tp_vk_cmd *c, char *err) {
     if (r != VK_SUCCESS)
         return tp_fail(err, "Vulkan device %d (%s): recording failed: %s", g->index, g->name, tp_vk_result_str(r));
     VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &c->cb };
+    double t_submit = c->qp ? tp_now() : 0;
     pthread_mutex_lock(&g->lock); /* vkQueueSubmit needs the queue to itself */
     r = tp_vk.vkQueueSubmit(g->queue, 1, &si, c->fence);
     pthread_mutex_unlock(&g->lock);
     if (r == VK_SUCCESS) r = tp_vk.vkWaitForFences(g->dev, 1, &c->fence, VK_TRUE, FENCE_TIMEOUT_NS);
     tp_vk.vkResetFences(g->dev, 1, &c->fence);
+    if (r == VK_SUCCESS && c->qp) profile_add(c, t_submit, tp_now());
     if (r != VK_SUCCESS)
         return tp_fail(err, "Vulkan device %d (%s): %s", g->index, g->name,
                        r == VK_TIMEOUT ? "the device did not finish the step within 120 s" : tp_vk_result_str(r));
@@ -808,12 +881,21 @@ void tp_vk_dispatch(tp_vk_cmd *c, VkPipeline p, const void *pc, size_t pc_size, 
     tp_vk.vkCmdBindPipeline(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, p);
     tp_vk.vkCmdPushConstants(c->cb, c->g->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, (uint32_t)pc_size, pc);
     tp_vk.vkCmdDispatch(c->cb, gx, gy, gz);
+    if (c->qp) {
+        int shader = -1;
+        pthread_mutex_lock(&c->g->lock);
+        for (int i = 0; i < c->g->n_pipes && shader < 0; i++)
+            if (c->g->pipes[i].pipe == p) shader = c->g->pipes[i].shader;
+        pthread_mutex_unlock(&c->g->lock);
+        stamp(c, shader < 0 ? SH_COUNT : shader);
+    }
 }
 
 void tp_vk_copy(tp_vk_cmd *c, const tp_vk_buf *src, size_t src_off, const tp_vk_buf *dst, size_t dst_off, size_t n) {
     if (!n) return;
     VkBufferCopy r = { src_off, dst_off, n };
     tp_vk.vkCmdCopyBuffer(c->cb, src->buf, dst->buf, 1, &r);
+    stamp(c, SH_COUNT);
 }
 
 static int transfer(tp_gpu *g, tp_vk_buf *dev, size_t off, void *host, size_t n, bool up, char *err) {

@@ -41,7 +41,9 @@
     X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer)                    \
     X(vkCmdBindPipeline) X(vkCmdPushConstants) X(vkCmdDispatch) X(vkCmdPipelineBarrier)      \
     X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkCreateFence) X(vkDestroyFence)                 \
-    X(vkResetFences) X(vkWaitForFences) X(vkQueueSubmit) X(vkDeviceWaitIdle)
+    X(vkResetFences) X(vkWaitForFences) X(vkQueueSubmit) X(vkDeviceWaitIdle)                \
+    X(vkCreateQueryPool) X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) \
+    X(vkGetQueryPoolResults)
 
 typedef struct {
     PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
@@ -70,6 +72,7 @@ enum {
 
 #define TP_VK_MAX_SPEC 4
 #define TP_VK_MAX_PIPELINES 64
+#define TP_VK_MAX_QUERIES 1024
 
 typedef struct {
     int shader;
@@ -113,6 +116,12 @@ struct tp_gpu {
     uint64_t by_kind[TP_GPU_MEM_KINDS];
     uint64_t dev_bytes, host_bytes, peak;
     char name[256];
+    /* profiling (tp_gpu_profile_set), summed under lock */
+    bool prof_on;
+    double prof_s[SH_COUNT + 1]; /* per shader, then copies */
+    uint64_t prof_n[SH_COUNT + 1];
+    double prof_span_s, prof_record_s, prof_wait_s;
+    uint64_t prof_submits;
 };
 
 /* A recording: one command buffer and its fence, reused. */
@@ -122,6 +131,11 @@ typedef struct {
     VkCommandBuffer cb;
     VkFence fence;
     bool recording;
+    /* profiling: a timestamp after every command, labelled with its shader */
+    VkQueryPool qp;
+    uint32_t nq;
+    int8_t label[TP_VK_MAX_QUERIES];
+    double t_begin;
 } tp_vk_cmd;
 
 extern tp_vk_fns tp_vk;

@@ -16,8 +16,9 @@
 #include "core/common.h"
 #include "tensor/dtype.h"
 
-#define WG_MM 64    /* matmul: threads per workgroup */
-#define WG_ROW 64   /* one workgroup per row: rmsnorm */
+#define WG_MM 64    /* matmul of quantized weights: threads per workgroup */
+#define WG_MM_F 128 /* matmul of float weights */
+#define WG_ROW 256  /* one workgroup per row: rmsnorm (a few loads per thread, not a chain of 32) */
 #define WG_WIDE 256 /* one workgroup per long row: softmax over the vocabulary */
 #define WG_ELEM 64  /* one invocation per element */
 #define WG_ATTN 64
@@ -84,9 +85,9 @@ int tp_vk_op_matmul(tp_vk_cmd *c, const tp_vk_weight *const *w, int nw, VkDevice
     int kind = tp_vk_act_kind(w0->type);
     VkPipeline p;
     u32 gx, gy;
-    /* a subgroup per row: as many rows per workgroup as it has subgroups */
-    u32 rpw = c->g->subgroup_size ? WG_MM / c->g->subgroup_size : 1;
-    if (rpw < 1) rpw = 1;
+    /* mm_q: a subgroup per row; mm_f: a subgroup per pair of rows */
+    u32 sg = c->g->subgroup_size ? c->g->subgroup_size : WG_MM;
+    u32 rpw = kind == 0 ? 2 * (WG_MM_F / sg > 0 ? WG_MM_F / sg : 1) : (WG_MM / sg > 0 ? WG_MM / sg : 1);
     grid((rows + rpw - 1) / rpw, &gx, &gy);
     if (kind == 0) {
         if (w0->type != TP_F32 && w0->type != TP_F16 && w0->type != TP_BF16)
@@ -94,7 +95,7 @@ int tp_vk_op_matmul(tp_vk_cmd *c, const tp_vk_weight *const *w, int nw, VkDevice
         struct { u64 w0, w1, w2, y0, y1, y2, x, x2; u32 n0, n1, n2, n_in, nb, row_bytes, ldx, acc, ldy0, ldy1, ldy2, glu; } pc = {
             wa[0], wa[1], wa[2], ya[0], ya[1], ya[2], x, x2, n[0], n[1], n[2], (u32)w0->n_in, (u32)nb,
             (u32)w0->row_bytes, (u32)ldx, accumulate, ld[0], ld[1], ld[2], x2 != 0 };
-        if (!(p = pipe(c, SH_MM_F, WG_MM, w0->type, rpw, err))) return -1;
+        if (!(p = pipe(c, SH_MM_F, WG_MM_F, w0->type, rpw, err))) return -1;
         tp_vk_dispatch(c, p, &pc, sizeof pc, gx, gy, 1);
     } else {
         struct { u64 w0, w1, w2, y0, y1, y2, xq; u32 n0, n1, n2, n_in, nb, row_bytes, acc, ldy0, ldy1, ldy2; } pc = {

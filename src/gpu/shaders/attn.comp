@@ -16,6 +16,7 @@
 // One workgroup per (token, head); with the summary, one per token looping
 // over its heads, so that one thread owns attn[i][j] for all heads (no atomics).
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : enable
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint F16 = 0;
@@ -53,6 +54,12 @@ float score(uint64_t krow, uint hd) {
         for (uint d = 0u; d < hd; d++) s += qs[d] * F32(krow).v[d];
     }
     return s;
+}
+
+// Value d of a cache row's V for this head.
+float vval(uint row, uint64_t koff, uint kv_dim, uint esz, uint d) {
+    uint64_t vrow = pc.vc + uint64_t(row) * kv_dim * esz + koff;
+    return F16 != 0u ? half_to_float(ld16(vrow + 2ul * d)) : F32(vrow).v[d];
 }
 
 void main() {
@@ -108,13 +115,19 @@ void main() {
             for (uint k = 0u; k < MAXD; k++) {
                 const uint d = tid + k * WG;
                 if (d >= hd) break;
-                for (uint jj = 0u; jj < cnt; jj++) {
-                    if (ps[jj] == 0.0) continue;
-                    uint64_t vrow = pc.vc + uint64_t(rs[jj]) * kv_dim * esz + koff;
-                    float vv = F16 != 0u ? half_to_float(ld16(vrow + 2ul * d))
-                                         : F32(vrow).v[d];
-                    acc[k] += ps[jj] * vv;
+                // Four slots' values are loaded before the first is added, so
+                // four loads are in flight instead of one (a thread's loop is
+                // a chain of memory latencies otherwise). They are added in
+                // slot order; a slot it may not see (p = 0) adds nothing.
+                uint jj = 0u;
+                for (; jj + 4u <= cnt; jj += 4u) {
+                    float vv[4];
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) vv[e] = vval(rs[jj + e], koff, kv_dim, esz, d);
+                    [[unroll]] for (uint e = 0u; e < 4u; e++)
+                        if (ps[jj + e] != 0.0) acc[k] += ps[jj + e] * vv[e];
                 }
+                for (; jj < cnt; jj++)
+                    if (ps[jj] != 0.0) acc[k] += ps[jj] * vval(rs[jj], koff, kv_dim, esz, d);
             }
             barrier();
         }

@@ -14,6 +14,7 @@
 // Work split as in mm_f: a subgroup per row, one group of 32 per lane per
 // iteration, TILE tokens per pass over the weights.
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : enable
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TYPE = 2; // ggml ids: 8 Q8_0, 2 Q4_0, 12 Q4_K, 14 Q6_K
@@ -47,17 +48,27 @@ Group decode(uint64_t row, uint g) {
     Group o;
     o.mn = 0.0;
     if (TYPE == 8u) { // Q8_0: 34-byte blocks {f16 d, int8 qs[32]}
+        // the block's 34 bytes from 9 aligned words (the block starts 2-byte aligned)
         uint64_t b = row + 34ul * g;
-        o.s0 = o.s1 = half_to_float(ld16(b));
-        for (uint k = 0u; k < 8u; k++) o.q[k] = ld32u(b + 2ul + 4ul * k) ^ 0x80808080u;
+        U32 p = U32(b & ~uint64_t(3));
+        uint w[9];
+        [[unroll]] for (uint k = 0u; k < 9u; k++) w[k] = p.v[k];
+        const bool odd = (b & 2ul) != 0ul;
+        o.s0 = o.s1 = half_to_float(odd ? w[0] >> 16 : w[0] & 0xFFFFu);
+        [[unroll]] for (uint k = 0u; k < 8u; k++) o.q[k] = (odd ? w[k + 1u] : (w[k] >> 16) | (w[k + 1u] << 16)) ^ 0x80808080u;
         o.off = 128;
     } else if (TYPE == 2u) { // Q4_0: 18-byte blocks {f16 d, nibbles qs[16]}; low nibbles are values 0-15
+        // the block's 18 bytes from 5 aligned words (the block starts 2-byte aligned)
         uint64_t b = row + 18ul * g;
-        o.s0 = o.s1 = half_to_float(ld16(b));
-        for (uint k = 0u; k < 4u; k++) {
-            uint w = ld32u(b + 2ul + 4ul * k);
-            o.q[k] = w & 0x0F0F0F0Fu;
-            o.q[k + 4u] = (w >> 4) & 0x0F0F0F0Fu;
+        U32 p = U32(b & ~uint64_t(3));
+        uint w[5];
+        [[unroll]] for (uint k = 0u; k < 5u; k++) w[k] = p.v[k];
+        const bool odd = (b & 2ul) != 0ul;
+        o.s0 = o.s1 = half_to_float(odd ? w[0] >> 16 : w[0] & 0xFFFFu);
+        [[unroll]] for (uint k = 0u; k < 4u; k++) {
+            uint x = odd ? w[k + 1u] : (w[k] >> 16) | (w[k + 1u] << 16);
+            o.q[k] = x & 0x0F0F0F0Fu;
+            o.q[k + 4u] = (x >> 4) & 0x0F0F0F0Fu;
         }
         o.off = 8;
     } else if (TYPE == 12u) { // Q4_K: 144-byte super-blocks of 8 groups {f16 d, dmin, scales[12], qs[128]}
@@ -100,6 +111,21 @@ int dot4(uint w, uint x) {
     return xs.x * ws.x + xs.y * ws.y + xs.z * ws.z + xs.w * ws.w;
 }
 
+// One weight group against token t's activation group g: 8 words of int8,
+// then d, m, and the sums of values 0-15 and 16-31.
+float group_dot(Group grp, uint t, uint g, uint G, bool kquant) {
+    uint64_t xa = pc.xq + 48ul * (uint64_t(t) * G + g);
+    uvec4 q0 = U4(xa).v[0], q1 = U4(xa).v[1], dm = U4(xa).v[2];
+    float xd = uintBitsToFloat(dm.x), xm = uintBitsToFloat(dm.y);
+    int i0 = -grp.off * int(dm.z), i1 = -grp.off * int(dm.w);
+    i0 += dot4(grp.q[0], q0.x) + dot4(grp.q[1], q0.y) + dot4(grp.q[2], q0.z) + dot4(grp.q[3], q0.w);
+    i1 += dot4(grp.q[4], q1.x) + dot4(grp.q[5], q1.y) + dot4(grp.q[6], q1.z) + dot4(grp.q[7], q1.w);
+    precise float v;
+    if (kquant) v = xd * (grp.s0 * float(i0) + grp.s1 * float(i1)) + grp.mn * xm;
+    else v = (grp.s0 * xd) * float(i0 + i1);
+    return v;
+}
+
 void main() {
     const uint SG = gl_SubgroupSize, lane = gl_SubgroupInvocationID;
     const uint G = pc.n_in / 32u;
@@ -118,21 +144,23 @@ void main() {
             const uint nt = min(TILE, pc.nb - b0);
             float acc[TILE];
             for (uint t = 0u; t < TILE; t++) acc[t] = 0.0;
-            for (uint g = lane; g < G; g += SG) {
-                Group grp = decode(row, g);
+            // Two groups per lane per iteration (g and g + SG, decoded before
+            // either is used, so both blocks' loads are in flight together),
+            // added in the order g, g + SG as the one-group loop would.
+            uint g = lane;
+            for (; g + SG < G; g += 2u * SG) {
+                Group ga = decode(row, g), gb = decode(row, g + SG);
                 for (uint t = 0u; t < TILE; t++) {
                     if (t >= nt) break;
-                    // one activation group: 8 words of int8, then d, m, and the sums of values 0-15 and 16-31
-                    uint64_t xa = pc.xq + 48ul * (uint64_t(b0 + t) * G + g);
-                    uvec4 q0 = U4(xa).v[0], q1 = U4(xa).v[1], dm = U4(xa).v[2];
-                    float xd = uintBitsToFloat(dm.x), xm = uintBitsToFloat(dm.y);
-                    int i0 = -grp.off * int(dm.z), i1 = -grp.off * int(dm.w);
-                    i0 += dot4(grp.q[0], q0.x) + dot4(grp.q[1], q0.y) + dot4(grp.q[2], q0.z) + dot4(grp.q[3], q0.w);
-                    i1 += dot4(grp.q[4], q1.x) + dot4(grp.q[5], q1.y) + dot4(grp.q[6], q1.z) + dot4(grp.q[7], q1.w);
-                    precise float v;
-                    if (kquant) v = xd * (grp.s0 * float(i0) + grp.s1 * float(i1)) + grp.mn * xm;
-                    else v = (grp.s0 * xd) * float(i0 + i1);
-                    acc[t] += v;
+                    acc[t] += group_dot(ga, b0 + t, g, G, kquant);
+                    acc[t] += group_dot(gb, b0 + t, g + SG, G, kquant);
+                }
+            }
+            if (g < G) {
+                Group ga = decode(row, g);
+                for (uint t = 0u; t < TILE; t++) {
+                    if (t >= nt) break;
+                    acc[t] += group_dot(ga, b0 + t, g, G, kquant);
                 }
             }
             for (uint t = 0u; t < TILE; t++) {
