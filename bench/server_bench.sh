@@ -10,6 +10,7 @@
 #   - the ratio of the two (median of ROUNDS rounds), and that each client's text equals the
 #     same request run alone.
 # The machine is shared: compare the ratio, which both sides of one round measure alike.
+# TEMPO_BIN=path runs another build of tempo (an A/B of two builds, alternated by the caller).
 #
 #   sh bench/server_bench.sh [TOKENS [ROUNDS]]      (defaults 32 and 3; THREADS=n to pin threads)
 set -eu
@@ -33,7 +34,7 @@ if [ ! -f "$MODEL" ]; then
     cat "$OUT/bench.txt"; exit 1; }
 fi
 
-build/tempo serve --model "$MODEL" --port 0 --parallel 8 --queue 8 ${THREADS:+--threads $THREADS} \
+"${TEMPO_BIN:-build/tempo}" serve --model "$MODEL" --port 0 --parallel 8 --queue 8 ${THREADS:+--threads $THREADS} \
   > "$OUT/url" 2> "$OUT/server.err" &
 SERVER_PID=$!
 i=0

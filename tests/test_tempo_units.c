@@ -1,6 +1,7 @@
 /* test_tempo_units.c: TEMPO's pure parts: thresholds at known points, selection
  * (inclusive threshold, top-W cap, ties, end of generation, fallback), the mixture,
  * pruning weights and decisions, the sampler, text and JSON output. */
+#include <math.h>
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -117,6 +118,43 @@ TEST(tempo_mixture_weights_and_single_member) {
 
 /* The pool version splits the vocabulary across threads: the same bits as one thread, for
  * one member and several, with a vocabulary that does not divide evenly. */
+/* The reference: the loop tp_argmax's contract names. */
+static int argmax_loop(const float *D, int n, const uint8_t *skip) {
+    int best = -1;
+    for (int i = 0; i < n; i++) {
+        if (skip && skip[i]) continue;
+        if (best < 0 || D[i] > D[best]) best = i;
+    }
+    return best;
+}
+
+/* tp_argmax (two passes, 8 chains) returns the plain loop's index: ties, skipped ids,
+ * -inf, NaN (first or not), every length around the 8-wide blocks. */
+TEST(tempo_argmax_equals_the_loop) {
+    float D[75];
+    uint8_t skip[75];
+    uint32_t r = 12345;
+    int cases = 0;
+    for (int n = 0; n <= 75; n++)
+        for (int rep = 0; rep < 40; rep++) {
+            for (int i = 0; i < n; i++) {
+                r = r * 1664525u + 1013904223u;
+                int kind = (int)(r >> 28); /* 16 kinds */
+                D[i] = kind < 8 ? (float)((r >> 8) % 5) /* many ties */
+                     : kind < 12 ? (float)(r >> 8) / 16777216.0f
+                     : kind < 14 ? -INFINITY : kind < 15 ? NAN : INFINITY;
+                if (rep % 3 == 0 && kind == 15) D[i] = -INFINITY; /* sometimes no +inf at all */
+                skip[i] = (uint8_t)(((r >> 4) & 3) == 0);
+            }
+            if (rep % 5 == 0 && n > 0) D[0] = NAN;
+            if (rep % 7 == 0) for (int i = 0; i < n; i++) skip[i] = 1;
+            CHECK_INT_EQ(tp_argmax(D, n, NULL), argmax_loop(D, n, NULL));
+            CHECK_INT_EQ(tp_argmax(D, n, skip), argmax_loop(D, n, skip));
+            cases++;
+        }
+    CHECK_INT_EQ(cases, 76 * 40);
+}
+
 TEST(tempo_mixture_pool_equals_serial_bit_for_bit) {
     enum { V = 4099, N = 8 };
     static float a[N * V], b[N * V], oa[V], ob[V];

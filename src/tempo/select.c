@@ -30,13 +30,41 @@ double tp_threshold(const tp_threshold_params *p, int k) {
     return tau;
 }
 
+/* The first index, not skipped, holding the largest value: what the loop
+ *     if (best < 0 || D[i] > D[best]) best = i;
+ * returns (ties keep the lower id; a NaN is never larger, but a NaN in the first
+ * place stays), in two passes that have no branch on the data: the maximum, in 8
+ * independent chains (max is exact, so their order does not matter), then the
+ * first index holding it. It runs over the vocabulary once or twice a token. */
 int tp_argmax(const float *D, int n, const uint8_t *skip) {
-    int best = -1;
-    for (int i = 0; i < n; i++) {
-        if (skip && skip[i]) continue;
-        if (best < 0 || D[i] > D[best]) best = i; /* strict: ties keep the lower id */
+    int first = 0;
+    if (skip)
+        while (first < n && skip[first]) first++;
+    if (first == n) return -1;
+    if (D[first] != D[first]) return first; /* NaN first: the loop keeps it */
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = -INFINITY;
+    int i = first;
+    if (!skip) {
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) m[j] = D[i + j] > m[j] ? D[i + j] : m[j];
+        for (; i < n; i++) m[0] = D[i] > m[0] ? D[i] : m[0];
+    } else {
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float v = skip[i + j] ? -INFINITY : D[i + j];
+                m[j] = v > m[j] ? v : m[j];
+            }
+        for (; i < n; i++) {
+            float v = skip[i] ? -INFINITY : D[i];
+            m[0] = v > m[0] ? v : m[0];
+        }
     }
-    return best;
+    float mx = m[0];
+    for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
+    for (i = first; i < n; i++)
+        if (D[i] == mx && (!skip || !skip[i])) return i;
+    return first; /* every candidate -inf or NaN after the first: the loop keeps the first */
 }
 
 int tp_select(const float *D, int n_vocab, const uint8_t *is_eog, double tau, int W,

@@ -109,6 +109,7 @@ struct tempo_session {
     bool dev_mix;                /* the backend computes D on the device (every layer there; TEMPO mode) */
     bool mixed;                  /* the feed in flight leaves D_k in D itself */
     bool dist_ready, dist_finite; /* step_distribution ran for the feed in flight; its verdict */
+    int picked;                  /* standard sampling: the next token, drawn by step_distribution (-1: not yet) */
     bool multi_ready;            /* the compute context has its batch logits buffer */
     int attn_rows, attn_stride;  /* of the last forward's summary */
 
@@ -174,6 +175,7 @@ tempo_session *tempo_session_new(tempo_model *m, const tempo_gen_params *p, temp
     s->L = m->hp.n_layers;
     s->T = p->max_tokens;
     s->standard = p->default_mode;
+    s->picked = -1;
     s->nocache = p->disable_kv_cache;
     s->mem_prune = p->memory_policy == TEMPO_MEMORY_PRUNE && !s->standard;
     s->pruning = (p->use_retroactive_pruning || s->mem_prune) && !s->standard;
@@ -856,11 +858,17 @@ static void memory_prune(tp_session *s, int k, int want) {
 
 /* ---------------------------------------------------------------- one step -- */
 
+/* Standard sampling's token for step k (end-of-generation ids are banned before min_steps). */
+static int sampler_pick(tp_session *s, int k) {
+    const uint8_t *ban = k < s->p.min_steps ? s->is_eog : NULL;
+    return tp_sampler_pick(s->sampler, s->zraw, s->hist, s->P + k, ban);
+}
+
 /* Choose S_k into s->ids/s->probs; 0 = stop at end of generation. */
 static int choose(tp_session *s, int k, int width) {
     if (s->standard) {
-        const uint8_t *ban = k < s->p.min_steps ? s->is_eog : NULL;
-        int id = tp_sampler_pick(s->sampler, s->zraw, s->hist, s->P + k, ban);
+        int id = s->picked >= 0 ? s->picked : sampler_pick(s, k);
+        s->picked = -1;
         if (s->is_eog[id] && k >= s->p.min_steps) return 0;
         s->ids[0] = id;
         s->probs[0] = s->D[id];
@@ -941,6 +949,7 @@ static int budget_width(tp_session *s, int k, int n) {
  * rebuilds with its own passes), -1 when the run is over (state S_DONE) or failed. */
 static int step_begin(tp_session *s, char *msg) {
     s->feeding = s->fed_already = s->mixed = s->dist_ready = false;
+    s->picked = -1;
     s->n_events = 0;
     s->attn_rows = 0;
     if (s->state != S_RUNNING) return -1;
@@ -1003,6 +1012,10 @@ static void step_distribution(tp_session *s, tp_pool *pool) {
     if (!s->mixed) tp_mixture_pool(s->logits, s->probs, n, s->V, s->D, pool);
     s->dist_finite = all_finite(s->D, s->V) && (!s->standard || all_finite(s->zraw, s->V));
     s->dist_ready = true;
+    /* Standard sampling draws the next token from the session's own logits, history and
+     * generator only, so it is drawn here too (side by side in a batch) when step_end will
+     * ask for it: the distribution is finite and the generation goes on. */
+    if (s->standard && s->dist_finite && s->rec.n_steps < s->T) s->picked = sampler_pick(s, s->rec.n_steps);
 }
 
 /* Second half: the fed set's distributions and pruning, then the next set. Returns as
