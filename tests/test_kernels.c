@@ -419,6 +419,79 @@ TEST(kernels_matmul_rejects_bad_shape) {
     tp_matmul_ctx_free(c);
 }
 
+/* tp_matmul_group (q, k, v or gate, up: the input quantized once, one pool run over every
+ * matrix's rows) equals tp_matmul per matrix bit for bit: every level, the types that have
+ * tiles, repacked and row-layout matrices side by side, row counts off the 16-row tiles,
+ * batches across the 8-input tile and the 64-input batch; a group of mixed types falls back
+ * to one product each, and a bad matrix in a group gets NaN alone. */
+TEST(kernels_matmul_group_equals_one_by_one) {
+    static const uint32_t types[] = { TP_Q4_0, TP_Q8_0, TP_Q4_K, TP_Q6_K, TP_F16, TP_BF16 };
+    static const int n_outs[3] = { 64, 21, 37 }, nbs[] = { 1, 3, 8, 13, 70 };
+    const int n_in = 512, NB = 70;
+    tp_pool *pool = tp_pool_create(3);
+    tp_matmul_ctx *c = tp_matmul_ctx_new(pool, n_in);
+    REQUIRE(pool && c);
+    float *x = malloc(sizeof(float) * (size_t)NB * n_in);
+    for (int i = 0; i < NB * n_in; i++) x[i] = rnd_act();
+    float *ya[3], *yb[3];
+    for (int i = 0; i < 3; i++) {
+        ya[i] = malloc(sizeof(float) * (size_t)NB * n_outs[i]);
+        yb[i] = malloc(sizeof(float) * (size_t)NB * n_outs[i]);
+    }
+    int compared = 0;
+    for (size_t li = 0; li < sizeof k_levels / sizeof k_levels[0]; li++) {
+        if (tp_matmul_set_simd(k_levels[li])) continue;
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            uint8_t *wd[3];
+            tp_weight W[3];
+            const tp_weight *Wp[3];
+            for (int i = 0; i < 3; i++) {
+                size_t rb;
+                wd[i] = make_weights(types[ti], n_in, n_outs[i], &rb);
+                W[i] = (tp_weight){ .data = wd[i], .type = types[ti], .n_in = n_in, .n_out = n_outs[i] };
+                if (i < 2) tp_weight_repack(&W[i]); /* the third stays in rows */
+                Wp[i] = &W[i];
+            }
+            for (size_t bi = 0; bi < sizeof nbs / sizeof nbs[0]; bi++) {
+                int nb = nbs[bi];
+                for (int n = 2; n <= 3; n++) {
+                    tp_matmul_group(c, ya, x, nb, Wp, n);
+                    for (int i = 0; i < n; i++) {
+                        tp_matmul(c, yb[i], x, nb, &W[i]);
+                        CHECK_MSG(!memcmp(ya[i], yb[i], sizeof(float) * (size_t)nb * n_outs[i]),
+                                  "%s %s nb %d: matrix %d of a group of %d differs", k_levels[li],
+                                  tp_dtype_name(types[ti]), nb, i, n);
+                        compared++;
+                    }
+                }
+            }
+            for (int i = 0; i < 3; i++) free(wd[i]);
+        }
+    }
+    tp_matmul_set_simd(NULL);
+    CHECK(compared >= 6 * 5 * 5);
+
+    /* mixed types, and a bad matrix in a group */
+    size_t rb;
+    uint8_t *w0 = make_weights(TP_Q4_0, n_in, 64, &rb), *w1 = make_weights(TP_Q8_0, n_in, 21, &rb);
+    tp_weight M[3] = { { .data = w0, .type = TP_Q4_0, .n_in = n_in, .n_out = 64 },
+                       { .data = w1, .type = TP_Q8_0, .n_in = n_in, .n_out = 21 },
+                       { .data = w0, .type = TP_Q4_0, .n_in = 48, .n_out = 2 } /* not whole blocks */ };
+    const tp_weight *Mp[3] = { &M[0], &M[1], &M[2] };
+    tp_matmul_group(c, ya, x, 5, Mp, 3);
+    for (int i = 0; i < 2; i++) {
+        tp_matmul(c, yb[i], x, 5, &M[i]);
+        CHECK(!memcmp(ya[i], yb[i], sizeof(float) * 5 * (size_t)n_outs[i]));
+    }
+    CHECK(isnan(ya[2][0]) && isnan(ya[2][9]));
+    free(w0);
+    free(w1);
+    for (int i = 0; i < 3; i++) { free(ya[i]); free(yb[i]); }
+    free(x);
+    tp_matmul_ctx_free(c);
+    tp_pool_free(pool);
+}
+
 TEST(kernels_repack_only_what_it_can) {
     uint8_t w[16 * 18 * 2];
     memset(w, 0x11, sizeof w);

@@ -421,8 +421,11 @@ struct tp_matmul_ctx {
     size_t scratch_bytes;
     size_t bytes;
 
-    /* the product being computed (valid during a pool run) */
-    tp_mm_job job;
+    /* the products being computed (valid during a pool run): one job per matrix of a group
+     * (they share the quantized input), job i's chunks numbered from first_chunk[i] */
+    tp_mm_job job[TP_MATMUL_MAX_GROUP];
+    int n_jobs;
+    int first_chunk[TP_MATMUL_MAX_GROUP + 1];
     const tp_mm_impl *impl;
     tp_mm_kernel kernel;
     int kind;
@@ -492,7 +495,7 @@ void tp_matmul_ctx_free(tp_matmul_ctx *c) {
 size_t tp_matmul_ctx_bytes(const tp_matmul_ctx *c) { return c ? c->bytes : 0; }
 
 static void quantize_acts(const tp_matmul_ctx *c, int b0, int b1) {
-    const tp_mm_job *J = &c->job;
+    const tp_mm_job *J = &c->job[0];
     const int off = tp_mm_offset(J->type), nb = J->nb;
     const size_t QB = c->kind == TP_ACT_Q8K ? 256 : 32;
     tp_mm_quant_fn q = c->impl->quant[c->kind];
@@ -504,7 +507,7 @@ static void quantize_acts(const tp_matmul_ctx *c, int b0, int b1) {
 
 static void quant_task(void *ctx, int ith, int nth) {
     tp_matmul_ctx *c = ctx;
-    int nb = c->job.nb;
+    int nb = c->job[0].nb;
     quantize_acts(c, nb * ith / nth, nb * (ith + 1) / nth);
 }
 
@@ -512,61 +515,74 @@ static void matmul_task(void *ctx, int ith, int nth) {
     (void)nth;
     tp_matmul_ctx *c = ctx;
     uint8_t *scratch = c->scratch + (size_t)ith * c->scratch_bytes;
+    int i = 0;
     for (;;) {
         int k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
         if (k >= c->n_chunks) break;
-        int r0 = k * c->chunk_rows, r1 = r0 + c->chunk_rows;
-        if (r1 > c->job.n_out) r1 = c->job.n_out;
-        c->kernel(&c->job, r0, r1, scratch);
+        while (k >= c->first_chunk[i + 1]) i++; /* chunks are taken in increasing order */
+        const tp_mm_job *J = &c->job[i];
+        int r0 = (k - c->first_chunk[i]) * c->chunk_rows, r1 = r0 + c->chunk_rows;
+        if (r1 > J->n_out) r1 = J->n_out;
+        c->kernel(J, r0, r1, scratch);
     }
 }
 
-void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w) {
-    const tp_mm_impl *impl = &g_impl[level_now()];
+/* Can this build's level compute w? (A caller bug otherwise: the loader checks types and shapes.) */
+static bool computable(const tp_matmul_ctx *c, const tp_mm_impl *impl, const tp_weight *w) {
     uint32_t type = w->type;
-    int n_in = w->n_in, n_out = w->n_out;
     size_t be = tp_dtype_block_elems(type);
     int kind = tp_mm_act_kind(type);
-    int bad = type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || n_in % (int)be != 0 ||
-              n_in > c->max_n_in || !impl->kernel[type] || (kind != TP_ACT_F32 && !impl->quant[kind]) ||
-              (w->layout == TP_WL_R16 && tp_r16_block_bytes(type) == 0) ||
-              (w->layout == TP_WL_R4 && !tp_mm_is_float(type)) || w->layout > TP_WL_R4;
-    if (bad) {
-        /* A caller bug (the loader checks types and shapes): make it visible. */
-        for (size_t i = 0; i < (size_t)nb * (size_t)n_out; i++) y[i] = NAN;
-        return;
-    }
+    return !(type >= TP_MM_NTYPES || !tp_dtype_supported(type) || be == 0 || w->n_in % (int)be != 0 ||
+             w->n_in > c->max_n_in || !impl->kernel[type] || (kind != TP_ACT_F32 && !impl->quant[kind]) ||
+             (w->layout == TP_WL_R16 && tp_r16_block_bytes(type) == 0) ||
+             (w->layout == TP_WL_R4 && !tp_mm_is_float(type)) || w->layout > TP_WL_R4);
+}
+
+/* The products of x with w[0..n), which share type and input length: the input quantized
+ * once per batch of TP_MATMUL_MAX_BATCH, the rows of all of them in one pool run. */
+static void matmul_same(tp_matmul_ctx *c, const tp_mm_impl *impl, float *const *y, const float *x, int nb,
+                        const tp_weight *const *w, int n) {
+    uint32_t type = w[0]->type;
+    int n_in = w[0]->n_in, kind = tp_mm_act_kind(type);
     c->impl = impl;
     c->kernel = impl->kernel[type];
     c->kind = kind;
-    tp_mm_job *J = &c->job;
-    J->w = w->data;
-    J->row_bytes = tp_dtype_row_bytes(type, (size_t)n_in);
-    J->type = type;
-    J->layout = w->layout;
-    J->n_in = n_in;
-    J->n_out = n_out;
-    J->xq = c->xq;
-    J->xd = c->xd;
-    J->xc = c->xc;
-    J->xs = c->xs;
-    J->xsum = c->xsum;
+    c->n_jobs = n;
 
     /* Rows in chunks of whole 16-row tiles, handed out dynamically: a few
      * chunks per thread keep the threads balanced (a thread the OS
      * preempts holds up one chunk, not a fixed share), and each chunk is a
      * long sequential stream. */
-    int tiles = (n_out + 15) / 16;
+    int tiles = 0;
+    for (int i = 0; i < n; i++) tiles += (w[i]->n_out + 15) / 16;
     int per = tiles / (c->n_threads * 6);
     if (per < 1) per = 1;
     c->chunk_rows = 16 * per;
-    c->n_chunks = (n_out + c->chunk_rows - 1) / c->chunk_rows;
+    c->first_chunk[0] = 0;
+    for (int i = 0; i < n; i++) {
+        tp_mm_job *J = &c->job[i];
+        J->w = w[i]->data;
+        J->row_bytes = tp_dtype_row_bytes(type, (size_t)n_in);
+        J->type = type;
+        J->layout = w[i]->layout;
+        J->n_in = n_in;
+        J->n_out = w[i]->n_out;
+        J->xq = c->xq;
+        J->xd = c->xd;
+        J->xc = c->xc;
+        J->xs = c->xs;
+        J->xsum = c->xsum;
+        c->first_chunk[i + 1] = c->first_chunk[i] + (w[i]->n_out + c->chunk_rows - 1) / c->chunk_rows;
+    }
+    c->n_chunks = c->first_chunk[n];
 
     for (int b0 = 0; b0 < nb; b0 += TP_MATMUL_MAX_BATCH) {
         int nbc = nb - b0 < TP_MATMUL_MAX_BATCH ? nb - b0 : TP_MATMUL_MAX_BATCH;
-        J->nb = nbc;
-        J->xf = x + (size_t)b0 * n_in;
-        J->y = y + (size_t)b0 * n_out;
+        for (int i = 0; i < n; i++) {
+            c->job[i].nb = nbc;
+            c->job[i].xf = x + (size_t)b0 * n_in;
+            c->job[i].y = y[i] + (size_t)b0 * c->job[i].n_out;
+        }
         if (kind != TP_ACT_F32) {
             if (nbc > 1 && c->n_threads > 1 && (size_t)nbc * (size_t)n_in >= 16384)
                 tp_pool_run(c->pool, quant_task, c);
@@ -576,6 +592,29 @@ void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weig
         atomic_store_explicit(&c->next_chunk, 0, memory_order_relaxed);
         if (c->n_chunks == 1) matmul_task(c, 0, 1); /* one chunk: no need to wake anyone */
         else tp_pool_run(c->pool, matmul_task, c);
+    }
+}
+
+void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w) {
+    tp_matmul_group(c, &y, x, nb, &w, 1);
+}
+
+void tp_matmul_group(tp_matmul_ctx *c, float *const *y, const float *x, int nb, const tp_weight *const *w, int n) {
+    const tp_mm_impl *impl = &g_impl[level_now()];
+    bool same = n >= 1 && n <= TP_MATMUL_MAX_GROUP;
+    for (int i = 0; i < n && same; i++)
+        same = computable(c, impl, w[i]) && w[i]->type == w[0]->type && w[i]->n_in == w[0]->n_in;
+    if (same) {
+        matmul_same(c, impl, y, x, nb, w, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!computable(c, impl, w[i])) {
+            /* A caller bug (the loader checks types and shapes): make it visible. */
+            for (size_t e = 0; e < (size_t)nb * (size_t)w[i]->n_out; e++) y[i][e] = NAN;
+            continue;
+        }
+        matmul_same(c, impl, &y[i], x, nb, &w[i], 1);
     }
 }
 

@@ -69,6 +69,14 @@ size_t tp_matmul_ctx_estimate_bytes(int n_threads, int max_n_in);
 
 void tp_matmul(tp_matmul_ctx *c, float *y, const float *x, int nb, const tp_weight *w);
 
+/* y[i] = products of the same input x with w[i], i < n <= TP_MATMUL_MAX_GROUP (q, k and v;
+ * gate and up). When the weights share their type and input length, the input is quantized
+ * once and one pool run covers every matrix's rows (one wake-up and one wait instead of one
+ * per matrix and per quantization); otherwise it is tp_matmul per matrix. The outputs are
+ * tp_matmul's bit for bit either way. */
+#define TP_MATMUL_MAX_GROUP 3
+void tp_matmul_group(tp_matmul_ctx *c, float *const *y, const float *x, int nb, const tp_weight *const *w, int n);
+
 /* Which SIMD level the dispatcher picked: "avx512", "avx2" or "generic".
  * The best level the CPU supports, unless the environment variable
  * TEMPO_SIMD=generic|avx2|avx512 (read once; "scalar" is an alias of

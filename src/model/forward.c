@@ -359,9 +359,10 @@ static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_
         const tp_layer *L = &m->layers[l];
         for (int i = 0; i < nb; i++)
             tp_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)i * dim, L->attn_norm, dim, hp->eps);
-        tp_matmul(c->mm, c->q, c->xb, nb, &L->wq);
-        tp_matmul(c->mm, c->k, c->xb, nb, &L->wk);
-        tp_matmul(c->mm, c->v, c->xb, nb, &L->wv);
+        /* q, k and v read the same input: quantized once, one pool run (tp_matmul_group) */
+        float *const qkv_y[3] = { c->q, c->k, c->v };
+        const tp_weight *const qkv_w[3] = { &L->wq, &L->wk, &L->wv };
+        tp_matmul_group(c->mm, qkv_y, c->xb, nb, qkv_w, 3);
         for (int i = 0; i < nb; i++) {
             for (int h = 0; h < hp->n_heads; h++) rope_head(m, c->q + (size_t)i * q_dim + (size_t)h * hd, pos[i]);
             for (int h = 0; h < hp->n_kv_heads; h++) rope_head(m, c->k + (size_t)i * kv_dim + (size_t)h * hd, pos[i]);
@@ -379,8 +380,9 @@ static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_
 
         for (int i = 0; i < nb; i++)
             tp_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)i * dim, L->ffn_norm, dim, hp->eps);
-        tp_matmul(c->mm, c->hb, c->xb, nb, &L->w_gate);
-        tp_matmul(c->mm, c->hb2, c->xb, nb, &L->w_up);
+        float *const gu_y[2] = { c->hb, c->hb2 };
+        const tp_weight *const gu_w[2] = { &L->w_gate, &L->w_up };
+        tp_matmul_group(c->mm, gu_y, c->xb, nb, gu_w, 2);
         swiglu_job sw = { c->hb, c->hb2, (size_t)nb * (size_t)hp->ffn_dim };
         tp_pool_run(c->pool, swiglu_task, &sw);
         tp_matmul(c->mm, c->xb, c->hb, nb, &L->w_down);
