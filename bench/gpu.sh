@@ -3,12 +3,13 @@
 # backend, write 1B- and 3B-shaped random-weight GGUF files (F16, Q4_0), and
 # print decode tokens/s and TEMPO steps/s at widths 1, 2, 4, 8, 16 against the
 # device's memory-bandwidth roofline, with issue 13's targets (H100/H200).
-# About 3-5 minutes on an H100 (most of it writing and reading the files).
+# About 2 minutes on an H200 (123 s measured; most of it writing the files).
 #
 #   bench/gpu.sh                       # the best hardware GPU
 #   bench/gpu.sh --device gpu:1        # a given Vulkan device (see build/tempo devices)
 #   bench/gpu.sh --tiny --device gpu:0 # a 2-layer model in seconds, e.g. on lavapipe
 # Other options: --shapes 1b,3b  --types f16,q4_0  --steps N  --dir DIR  --keep
+#   --profile (GPU timestamps after every dispatch: where a step's time goes, per width)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! pkg-config --exists vulkan 2>/dev/null || ! command -v glslc >/dev/null 2>&1; then
