@@ -155,6 +155,35 @@ TEST(tempo_argmax_equals_the_loop) {
     CHECK_INT_EQ(cases, 76 * 40);
 }
 
+/* tp_prob_softmax finds its maximum in 8 chains: the same bits as the one-chain loop it
+ * replaced (this reference), on every length around the chains, with ties, -inf and a NaN. */
+static void softmax_loop(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+TEST(tempo_softmax_equals_the_one_chain_loop) {
+    float a[80], b[80];
+    uint32_t r = 777;
+    for (int n = 1; n <= 80; n++)
+        for (int rep = 0; rep < 20; rep++) {
+            for (int i = 0; i < n; i++) {
+                r = r * 1664525u + 1013904223u;
+                int kind = (int)(r >> 28);
+                a[i] = kind < 6 ? (float)((r >> 8) % 7) : kind < 14 ? ((float)(r >> 8) / 16777216.0f - 0.5f) * 20.0f
+                     : kind < 15 ? -INFINITY : NAN;
+            }
+            memcpy(b, a, sizeof(float) * (size_t)n);
+            tp_prob_softmax(a, n);
+            softmax_loop(b, n);
+            CHECK_MSG(!memcmp(a, b, sizeof(float) * (size_t)n), "n %d rep %d", n, rep);
+        }
+}
+
 TEST(tempo_mixture_pool_equals_serial_bit_for_bit) {
     enum { V = 4099, N = 8 };
     static float a[N * V], b[N * V], oa[V], ob[V];

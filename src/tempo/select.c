@@ -101,9 +101,23 @@ int tp_select(const float *D, int n_vocab, const uint8_t *is_eog, double tau, in
     return n;
 }
 
+/* max of x[i0..i1), i1 > i0: the value `for (i) if (x[i] > mx) mx = x[i]` from mx = x[i0] gives
+ * on finite input, in 8 chains (max is exact, so the grouping changes nothing; one chain is a
+ * latency-bound 128K-step dependency over the vocabulary). */
+static float max_of(const float *x, int i0, int i1) {
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = x[i0];
+    int i = i0 + 1;
+    for (; i + 8 <= i1; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < i1; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
+    float mx = m[0];
+    for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
+    return mx;
+}
+
 void tp_prob_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    float mx = max_of(x, 0, n);
     float sum = 0.0f;
     for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
     float inv = 1.0f / sum;
@@ -143,9 +157,7 @@ static void mix_task(void *ctx, int ith, int nth) {
     case MIX_MAX:
         for (int j = 0; j < J->n; j++) {
             const float *row = J->logits + (size_t)j * V;
-            float mx = i0 < i1 ? row[i0] : row[0];
-            for (int i = i0 + 1; i < i1; i++) if (row[i] > mx) mx = row[i];
-            J->part[ith][j] = mx;
+            J->part[ith][j] = i0 < i1 ? max_of(row, i0, i1) : row[0];
         }
         break;
     case MIX_EXP:

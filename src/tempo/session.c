@@ -348,9 +348,16 @@ static int forward(tp_session *s, const tp_batch *b, char *msg) {
 }
 
 static bool all_finite(const float *x, int n) {
-    float acc = 0.0f;
-    for (int i = 0; i < n; i++) acc += x[i] * 0.0f; /* NaN or inf anywhere makes acc NaN */
-    return acc == 0.0f;
+    /* NaN or inf anywhere makes its chain NaN; 8 chains, not one (a chain of 128K dependent
+     * additions is latency-bound: ~0.1 ms a check, twice a token per session) */
+    float acc[8] = { 0 };
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j] * 0.0f;
+    for (; i < n; i++) acc[0] += x[i] * 0.0f;
+    float all = 0.0f;
+    for (int j = 0; j < 8; j++) all += acc[j];
+    return all == 0.0f;
 }
 
 /* ------------------------------------------------------------------ MCTS -- */
