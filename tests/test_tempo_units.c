@@ -327,6 +327,87 @@ TEST(tempo_sampler_seeded_and_distribution) {
     tp_sampler_free(s2);
 }
 
+/* The sampler as it was with a full sort of the vocabulary (the reference): the draws of
+ * tp_sampler_pick, which sorts only the prefix that top-k / top-p reach, must be the same. */
+static int ref_cmp_desc(const void *a, const void *b, void *ctx) {
+    const float *x = ctx;
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (x[i] != x[j]) return x[i] > x[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+static int ref_pick(const tp_sampler_params *p, tp_rng *rng, float *logits, int V, const uint8_t *ban, int32_t *idx,
+                    float *val) {
+    if (ban)
+        for (int i = 0; i < V; i++) if (ban[i]) logits[i] = -INFINITY;
+    int best = tp_argmax(logits, V, ban);
+    if (p->temperature <= 0.0) return best;
+    int n = 0;
+    for (int i = 0; i < V; i++) if (!ban || !ban[i]) idx[n++] = i;
+    float inv_t = (float)(1.0 / p->temperature);
+    if ((p->top_k > 0 && p->top_k < n) || p->top_p < 1.0) qsort_r(idx, (size_t)n, sizeof(int32_t), ref_cmp_desc, logits);
+    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    float mx = -INFINITY;
+    for (int c = 0; c < n; c++) if (logits[idx[c]] > mx) mx = logits[idx[c]];
+    double sum = 0.0;
+    for (int c = 0; c < n; c++) { val[c] = expf((logits[idx[c]] - mx) * inv_t); sum += val[c]; }
+    if (p->top_p < 1.0) {
+        double acc = 0.0;
+        int keep = n;
+        for (int c = 0; c < n; c++) {
+            acc += val[c] / sum;
+            if (acc >= p->top_p) { keep = c + 1; break; }
+        }
+        n = keep;
+        sum = 0.0;
+        for (int c = 0; c < n; c++) sum += val[c];
+    }
+    double u = tp_rng_uniform(rng) * sum, acc = 0.0;
+    for (int c = 0; c < n; c++) {
+        acc += val[c];
+        if (u < acc) return idx[c];
+    }
+    return idx[n - 1];
+}
+
+TEST(tempo_sampler_prefix_sort_equals_full_sort) {
+    enum { V = 3000, DRAWS = 40 };
+    static const double temps[] = { 0.3, 1.0, 4.0 }, top_ps[] = { 1.0, 0.9, 0.5, 0.999, 1e-4 };
+    static const int top_ks[] = { 0, 1, 7, 40, V - 1 };
+    float *z = malloc(sizeof(float) * V), *za = malloc(sizeof(float) * V), *zb = malloc(sizeof(float) * V);
+    float *val = malloc(sizeof(float) * V);
+    int32_t *idx = malloc(sizeof(int32_t) * V);
+    uint8_t *ban = malloc(V);
+    uint32_t r = 99;
+    int draws = 0;
+    for (size_t ti = 0; ti < sizeof temps / sizeof temps[0]; ti++)
+        for (size_t ki = 0; ki < sizeof top_ks / sizeof top_ks[0]; ki++)
+            for (size_t pi = 0; pi < sizeof top_ps / sizeof top_ps[0]; pi++) {
+                tp_sampler_params sp = { temps[ti], top_ks[ki], top_ps[pi], 1.0, 1000 + ti * 100 + ki * 10 + pi };
+                tp_sampler *s = tp_sampler_new(&sp, V);
+                tp_rng rng;
+                tp_rng_seed(&rng, sp.seed);
+                for (int d = 0; d < DRAWS; d++) {
+                    for (int i = 0; i < V; i++) {
+                        r = r * 1664525u + 1013904223u;
+                        /* logits of a real model's spread, some ties, a few far below */
+                        z[i] = (r >> 28) == 0 ? (float)((r >> 8) % 3) : ((float)(r >> 8) / 16777216.0f) * 12.0f - 8.0f;
+                        ban[i] = (uint8_t)((r & 0xFF) == 0);
+                    }
+                    const uint8_t *b = d % 2 ? ban : NULL;
+                    memcpy(za, z, sizeof(float) * V);
+                    memcpy(zb, z, sizeof(float) * V);
+                    int got = tp_sampler_pick(s, za, NULL, 0, b), want = ref_pick(&sp, &rng, zb, V, b, idx, val);
+                    CHECK_MSG(got == want, "T %g top_k %d top_p %g draw %d: %d, the full sort %d", sp.temperature,
+                              sp.top_k, sp.top_p, d, got, want);
+                    draws++;
+                }
+                tp_sampler_free(s);
+            }
+    CHECK_INT_EQ(draws, 3 * 5 * 5 * DRAWS);
+    free(z); free(za); free(zb); free(val); free(idx); free(ban);
+}
+
 TEST(tempo_rng_uniform_range) {
     tp_rng r;
     tp_rng_seed(&r, 123);

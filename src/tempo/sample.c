@@ -58,34 +58,95 @@ int tp_sampler_pick(tp_sampler *s, float *logits, const int32_t *hist, int n_his
     if (best < 0) best = tp_argmax(logits, V, NULL);
     if (s->p.temperature <= 0.0) return best;
 
-    /* Candidates: every allowed id, sorted when top-k or top-p needs an order. */
-    int n = 0;
-    for (int i = 0; i < V; i++) if (!ban || !ban[i]) s->idx[n++] = i;
-    if (n == 0) return best;
     float inv_t = (float)(1.0 / s->p.temperature);
-    int sorted = (s->p.top_k > 0 && s->p.top_k < n) || s->p.top_p < 1.0;
-    if (sorted) qsort_r(s->idx, (size_t)n, sizeof(int32_t), cmp_desc, logits);
-    if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
-
-    /* Softmax over the candidates at temperature T. */
-    float mx = -INFINITY;
-    for (int c = 0; c < n; c++) if (logits[s->idx[c]] > mx) mx = logits[s->idx[c]];
+    int n = 0;
+    for (int i = 0; i < V; i++) if (!ban || !ban[i]) n++;
+    if (n == 0) return best;
+    const bool use_k = s->p.top_k > 0 && s->p.top_k < n, use_p = s->p.top_p < 1.0;
+    const float mx = logits[best]; /* the largest allowed logit */
     double sum = 0.0;
-    for (int c = 0; c < n; c++) {
-        s->val[c] = expf((logits[s->idx[c]] - mx) * inv_t);
-        sum += s->val[c];
-    }
-    if (s->p.top_p < 1.0) {
-        /* Smallest prefix whose mass reaches top_p (at least one candidate). */
-        double acc = 0.0;
-        int keep = n;
-        for (int c = 0; c < n; c++) {
-            acc += s->val[c] / sum;
-            if (acc >= s->p.top_p) { keep = c + 1; break; }
+    if (!use_k && !use_p) {
+        /* every allowed id, in id order */
+        n = 0;
+        for (int i = 0; i < V; i++)
+            if (!ban || !ban[i]) {
+                s->idx[n] = i;
+                s->val[n] = expf((logits[i] - mx) * inv_t);
+                sum += s->val[n++];
+            }
+    } else {
+        /* The candidates in descending order of logit (ties by id) are needed only as far as
+         * top-k or the top-p mass reaches. The ids whose logit is at least L are a prefix of
+         * that order whatever L is (a larger logit never has a smaller weight), so sorting the
+         * ids above a falling L until the prefix is long enough gives the same prefix as
+         * sorting all of them, without sorting the vocabulary every token. */
+        /* top-p without top-k: the mass of every allowed id, added in id order (a full sort
+         * added it in logit order: the sums differ in the last bits of a double) */
+        double total = 0.0;
+        if (!use_k)
+            for (int i = 0; i < V; i++)
+                if (!ban || !ban[i]) total += expf((logits[i] - mx) * inv_t);
+        static const float span[] = { 4.0f, 8.0f, 16.0f, 32.0f, 64.0f };
+        const bool small_k = use_k && s->p.top_k <= 256;
+        for (int round = 0;; round++) {
+            const bool last = small_k || round == (int)(sizeof span / sizeof span[0]);
+            const float L = last ? -INFINITY : mx - span[round] / inv_t;
+            int m = 0;
+            if (small_k) {
+                /* the k best by insertion into a sorted list: ids arrive ascending, so an
+                 * equal logit goes after the ones already there (ties by id) */
+                const int k = s->p.top_k;
+                for (int i = 0; i < V; i++) {
+                    if (ban && ban[i]) continue;
+                    const float x = logits[i];
+                    if (m == k && !(x > logits[s->idx[k - 1]])) continue;
+                    int at = m < k ? m : k - 1;
+                    while (at > 0 && x > logits[s->idx[at - 1]]) {
+                        s->idx[at] = s->idx[at - 1];
+                        at--;
+                    }
+                    s->idx[at] = i;
+                    if (m < k) m++;
+                }
+            } else {
+                for (int i = 0; i < V; i++)
+                    if ((!ban || !ban[i]) && logits[i] >= L) s->idx[m++] = i;
+                if (!last && use_k && m < s->p.top_k) continue; /* not k of them yet */
+                if (m > 1) qsort_r(s->idx, (size_t)m, sizeof(int32_t), cmp_desc, logits);
+            }
+            if (use_k) {
+                /* softmax over the k best, then top-p among them: exactly as over a full sort */
+                n = s->p.top_k;
+                for (int c = 0; c < n; c++) {
+                    s->val[c] = expf((logits[s->idx[c]] - mx) * inv_t);
+                    sum += s->val[c];
+                }
+                if (use_p) {
+                    double acc = 0.0;
+                    int keep = n;
+                    for (int c = 0; c < n; c++) {
+                        acc += s->val[c] / sum;
+                        if (acc >= s->p.top_p) { keep = c + 1; break; }
+                    }
+                    n = keep;
+                    sum = 0.0;
+                    for (int c = 0; c < n; c++) sum += s->val[c];
+                }
+                break;
+            }
+            /* top-p: the smallest prefix whose mass reaches top_p (at least one candidate) */
+            double acc = 0.0;
+            int keep = -1;
+            for (int c = 0; c < m; c++) {
+                s->val[c] = expf((logits[s->idx[c]] - mx) * inv_t);
+                acc += s->val[c] / total;
+                if (acc >= s->p.top_p) { keep = c + 1; break; }
+            }
+            if (keep < 0 && !last) continue; /* the prefix is too short: lower L */
+            n = keep < 0 ? m : keep;
+            for (int c = 0; c < n; c++) sum += s->val[c];
+            break;
         }
-        n = keep;
-        sum = 0.0;
-        for (int c = 0; c < n; c++) sum += s->val[c];
     }
     double u = tp_rng_uniform(&s->rng) * sum, acc = 0.0;
     for (int c = 0; c < n; c++) {

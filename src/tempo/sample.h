@@ -31,7 +31,11 @@ void tp_sampler_free(tp_sampler *s);
 /* Pick a token from raw logits (modified in place). hist: the ids so far (prompt
  * and generated) for the repetition penalty, applied once per distinct id the
  * llama.cpp way (positive logits divided, negative multiplied). ban: ids never
- * picked (NULL = none). Order: penalty, ban, temperature, top-k, top-p, draw. */
+ * picked (NULL = none). Order: penalty, ban, temperature, top-k, top-p, draw.
+ * top-k and top-p need the candidates in descending order of logit (ties by id),
+ * but only as far as the k-th or as far as the mass reaches top_p: that prefix is
+ * sorted, not the vocabulary. top-p's denominator (without top-k) is the mass of
+ * every allowed id added in id order. */
 int tp_sampler_pick(tp_sampler *s, float *logits, const int32_t *hist, int n_hist, const uint8_t *ban);
 
 #endif
