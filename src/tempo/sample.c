@@ -39,6 +39,56 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
     return (i > j) - (i < j);
 }
 
+/* The allowed ids whose logit is at least L into s->idx, in id order or (sort) in descending
+ * order of logit, ties by id; returns their number. */
+static int sorted_above(tp_sampler *s, float *logits, const uint8_t *ban, float L, bool sort) {
+    int m = 0;
+    for (int i = 0; i < s->n_vocab; i++)
+        if ((!ban || !ban[i]) && logits[i] >= L) s->idx[m++] = i;
+    if (sort && m > 1) qsort_r(s->idx, (size_t)m, sizeof(int32_t), cmp_desc, logits);
+    return m;
+}
+
+/* The k best allowed ids into s->idx in that order, by insertion into a sorted list (for a
+ * small k): ids arrive ascending, so an equal logit goes after the ones already there. */
+static int best_k(tp_sampler *s, const float *logits, const uint8_t *ban, int k) {
+    int m = 0;
+    for (int i = 0; i < s->n_vocab; i++) {
+        if (ban && ban[i]) continue;
+        const float x = logits[i];
+        if (m == k && !(x > logits[s->idx[k - 1]])) continue;
+        int at = m < k ? m : k - 1;
+        while (at > 0 && x > logits[s->idx[at - 1]]) {
+            s->idx[at] = s->idx[at - 1];
+            at--;
+        }
+        s->idx[at] = i;
+        if (m < k) m++;
+    }
+    return m;
+}
+
+/* The weights of the first n candidates at temperature 1/inv_t into s->val; their sum, in order. */
+static double weights(tp_sampler *s, const float *logits, int n, float mx, float inv_t) {
+    double sum = 0.0;
+    for (int c = 0; c < n; c++) {
+        s->val[c] = expf((logits[s->idx[c]] - mx) * inv_t);
+        sum += s->val[c];
+    }
+    return sum;
+}
+
+/* Top-p: the length of the smallest prefix of val whose mass over denom reaches top_p, or -1
+ * when all n do not reach it. */
+static int reach(const float *val, int n, double denom, double top_p) {
+    double acc = 0.0;
+    for (int c = 0; c < n; c++) {
+        acc += val[c] / denom;
+        if (acc >= top_p) return c + 1;
+    }
+    return -1;
+}
+
 int tp_sampler_pick(tp_sampler *s, float *logits, const int32_t *hist, int n_hist, const uint8_t *ban) {
     const int V = s->n_vocab;
     if (s->p.repetition_penalty != 1.0 && n_hist > 0) {
@@ -64,87 +114,42 @@ int tp_sampler_pick(tp_sampler *s, float *logits, const int32_t *hist, int n_his
     if (n == 0) return best;
     const bool use_k = s->p.top_k > 0 && s->p.top_k < n, use_p = s->p.top_p < 1.0;
     const float mx = logits[best]; /* the largest allowed logit */
-    double sum = 0.0;
+    double sum;
     if (!use_k && !use_p) {
-        /* every allowed id, in id order */
-        n = 0;
-        for (int i = 0; i < V; i++)
-            if (!ban || !ban[i]) {
-                s->idx[n] = i;
-                s->val[n] = expf((logits[i] - mx) * inv_t);
-                sum += s->val[n++];
-            }
+        n = sorted_above(s, logits, ban, -INFINITY, false); /* every allowed id, in id order */
+        sum = weights(s, logits, n, mx, inv_t);
     } else {
         /* The candidates in descending order of logit (ties by id) are needed only as far as
          * top-k or the top-p mass reaches. The ids whose logit is at least L are a prefix of
          * that order whatever L is (a larger logit never has a smaller weight), so sorting the
          * ids above a falling L until the prefix is long enough gives the same prefix as
-         * sorting all of them, without sorting the vocabulary every token. */
-        /* top-p without top-k: the mass of every allowed id, added in id order (a full sort
-         * added it in logit order: the sums differ in the last bits of a double) */
+         * sorting all of them, without sorting the vocabulary every token. Top-p without
+         * top-k divides by the mass of every allowed id, added in id order (a full sort added
+         * it in logit order: the sums differ in the last bits of a double). */
+        const int k = use_k ? s->p.top_k : 0;
         double total = 0.0;
         if (!use_k)
             for (int i = 0; i < V; i++)
                 if (!ban || !ban[i]) total += expf((logits[i] - mx) * inv_t);
         static const float span[] = { 4.0f, 8.0f, 16.0f, 32.0f, 64.0f };
-        const bool small_k = use_k && s->p.top_k <= 256;
         for (int round = 0;; round++) {
-            const bool last = small_k || round == (int)(sizeof span / sizeof span[0]);
-            const float L = last ? -INFINITY : mx - span[round] / inv_t;
-            int m = 0;
-            if (small_k) {
-                /* the k best by insertion into a sorted list: ids arrive ascending, so an
-                 * equal logit goes after the ones already there (ties by id) */
-                const int k = s->p.top_k;
-                for (int i = 0; i < V; i++) {
-                    if (ban && ban[i]) continue;
-                    const float x = logits[i];
-                    if (m == k && !(x > logits[s->idx[k - 1]])) continue;
-                    int at = m < k ? m : k - 1;
-                    while (at > 0 && x > logits[s->idx[at - 1]]) {
-                        s->idx[at] = s->idx[at - 1];
-                        at--;
-                    }
-                    s->idx[at] = i;
-                    if (m < k) m++;
-                }
+            const bool last = round == (int)(sizeof span / sizeof span[0]);
+            if (k > 0 && k <= 256) {
+                n = best_k(s, logits, ban, k);
             } else {
-                for (int i = 0; i < V; i++)
-                    if ((!ban || !ban[i]) && logits[i] >= L) s->idx[m++] = i;
-                if (!last && use_k && m < s->p.top_k) continue; /* not k of them yet */
-                if (m > 1) qsort_r(s->idx, (size_t)m, sizeof(int32_t), cmp_desc, logits);
+                n = sorted_above(s, logits, ban, last ? -INFINITY : mx - span[round] / inv_t, true);
+                if (k > 0 && n < k && !last) continue; /* not k of them yet */
+                if (k > 0) n = k;
             }
-            if (use_k) {
-                /* softmax over the k best, then top-p among them: exactly as over a full sort */
-                n = s->p.top_k;
-                for (int c = 0; c < n; c++) {
-                    s->val[c] = expf((logits[s->idx[c]] - mx) * inv_t);
-                    sum += s->val[c];
-                }
-                if (use_p) {
-                    double acc = 0.0;
-                    int keep = n;
-                    for (int c = 0; c < n; c++) {
-                        acc += s->val[c] / sum;
-                        if (acc >= s->p.top_p) { keep = c + 1; break; }
-                    }
-                    n = keep;
-                    sum = 0.0;
-                    for (int c = 0; c < n; c++) sum += s->val[c];
-                }
-                break;
+            sum = weights(s, logits, n, mx, inv_t); /* top-k: the softmax over the k best */
+            if (!use_p) break;
+            int keep = reach(s->val, n, use_k ? sum : total, s->p.top_p);
+            if (keep < 0 && !use_k && !last) continue; /* the prefix is too short: lower L */
+            if (keep > 0) {
+                n = keep;
+                sum = 0.0;
+                for (int c = 0; c < n; c++) sum += s->val[c];
             }
-            /* top-p: the smallest prefix whose mass reaches top_p (at least one candidate) */
-            double acc = 0.0;
-            int keep = -1;
-            for (int c = 0; c < m; c++) {
-                s->val[c] = expf((logits[s->idx[c]] - mx) * inv_t);
-                acc += s->val[c] / total;
-                if (acc >= s->p.top_p) { keep = c + 1; break; }
-            }
-            if (keep < 0 && !last) continue; /* the prefix is too short: lower L */
-            n = keep < 0 ? m : keep;
-            for (int c = 0; c < n; c++) sum += s->val[c];
             break;
         }
     }

@@ -30,6 +30,21 @@ double tp_threshold(const tp_threshold_params *p, int k) {
     return tau;
 }
 
+/* max of x[i0..i1), i1 > i0: the value `for (i) if (x[i] > mx) mx = x[i]` from mx = x[i0] gives
+ * on finite input, in 8 chains (max is exact, so the grouping changes nothing; one chain is a
+ * latency-bound 128K-step dependency over the vocabulary). */
+static float max_of(const float *x, int i0, int i1) {
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = x[i0];
+    int i = i0 + 1;
+    for (; i + 8 <= i1; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < i1; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
+    float mx = m[0];
+    for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
+    return mx;
+}
+
 /* The first index, not skipped, holding the largest value: what the loop
  *     if (best < 0 || D[i] > D[best]) best = i;
  * returns (ties keep the lower id; a NaN is never larger, but a NaN in the first
@@ -42,14 +57,13 @@ int tp_argmax(const float *D, int n, const uint8_t *skip) {
         while (first < n && skip[first]) first++;
     if (first == n) return -1;
     if (D[first] != D[first]) return first; /* NaN first: the loop keeps it */
-    float m[8];
-    for (int j = 0; j < 8; j++) m[j] = -INFINITY;
+    float mx;
     int i = first;
     if (!skip) {
-        for (; i + 8 <= n; i += 8)
-            for (int j = 0; j < 8; j++) m[j] = D[i + j] > m[j] ? D[i + j] : m[j];
-        for (; i < n; i++) m[0] = D[i] > m[0] ? D[i] : m[0];
+        mx = max_of(D, first, n);
     } else {
+        float m[8];
+        for (int j = 0; j < 8; j++) m[j] = -INFINITY;
         for (; i + 8 <= n; i += 8)
             for (int j = 0; j < 8; j++) {
                 float v = skip[i + j] ? -INFINITY : D[i + j];
@@ -59,9 +73,9 @@ int tp_argmax(const float *D, int n, const uint8_t *skip) {
             float v = skip[i] ? -INFINITY : D[i];
             m[0] = v > m[0] ? v : m[0];
         }
+        mx = m[0];
+        for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
     }
-    float mx = m[0];
-    for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
     for (i = first; i < n; i++)
         if (D[i] == mx && (!skip || !skip[i])) return i;
     return first; /* every candidate -inf or NaN after the first: the loop keeps the first */
@@ -99,21 +113,6 @@ int tp_select(const float *D, int n_vocab, const uint8_t *is_eog, double tau, in
         n = 1;
     }
     return n;
-}
-
-/* max of x[i0..i1), i1 > i0: the value `for (i) if (x[i] > mx) mx = x[i]` from mx = x[i0] gives
- * on finite input, in 8 chains (max is exact, so the grouping changes nothing; one chain is a
- * latency-bound 128K-step dependency over the vocabulary). */
-static float max_of(const float *x, int i0, int i1) {
-    float m[8];
-    for (int j = 0; j < 8; j++) m[j] = x[i0];
-    int i = i0 + 1;
-    for (; i + 8 <= i1; i += 8)
-        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
-    for (; i < i1; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
-    float mx = m[0];
-    for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
-    return mx;
 }
 
 void tp_prob_softmax(float *x, int n) {

@@ -874,8 +874,7 @@ static int sampler_pick(tp_session *s, int k) {
 /* Choose S_k into s->ids/s->probs; 0 = stop at end of generation. */
 static int choose(tp_session *s, int k, int width) {
     if (s->standard) {
-        int id = s->picked >= 0 ? s->picked : sampler_pick(s, k);
-        s->picked = -1;
+        int id = s->picked >= 0 ? s->picked : sampler_pick(s, k); /* step_begin clears picked */
         if (s->is_eog[id] && k >= s->p.min_steps) return 0;
         s->ids[0] = id;
         s->probs[0] = s->D[id];
