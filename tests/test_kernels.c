@@ -704,6 +704,60 @@ TEST(kernels_softmax_matches_naive) {
     free(x); free(e);
 }
 
+/* tp_expf against exp in double: within 0.501 ulp (the rounding of a value computed to ~1e-14)
+ * over the whole finite range (every 997th float, ~4M values), overflow and underflow where
+ * float has them, NaN; and the 8- and 16-lane forms (tp_expf_sub, tp_swiglu) give the scalar's
+ * bits on every level, tails included. */
+TEST(kernels_expf_correctly_rounded_and_the_same_on_every_level) {
+    double worst = 0;
+    float worst_x = 0;
+    for (uint32_t u = 0; u < 0xFFFFFFFFu - 997; u += 997) {
+        float x;
+        memcpy(&x, &u, 4);
+        if (!(x >= -87.33f && x <= 88.72f)) continue; /* normal results */
+        const double want = exp((double)x);
+        const float w = (float)want;
+        const double ulp = (double)nextafterf(w, INFINITY) - (double)w;
+        const double e = fabs((double)tp_expf(x) - want) / ulp;
+        if (e > worst) { worst = e; worst_x = x; }
+    }
+    CHECK_MSG(worst <= 0.501, "tp_expf is %.4f ulp off at %.9g", worst, worst_x);
+    CHECK(tp_expf(0.0f) == 1.0f && tp_expf(-0.0f) == 1.0f);
+    CHECK(isinf(tp_expf(88.73f)) && isinf(tp_expf(INFINITY)) && tp_expf(88.72f) > 3.3e38f);
+    CHECK(tp_expf(-103.0f) > 0.0f && tp_expf(-103.0f) < 1.17549435e-38f); /* subnormal */
+    CHECK(tp_expf(-104.0f) == 0.0f && tp_expf(-INFINITY) == 0.0f);
+    CHECK(isnan(tp_expf(NAN)));
+
+    enum { N = 1000 + 13 };
+    float x[N], ref[N], got[N], a[N], b[N], sw[N];
+    for (int i = 0; i < N; i++) x[i] = (rnd_f() - 0.5f) * 240.0f; /* past both clamps */
+    x[3] = NAN; x[4] = INFINITY; x[5] = -INFINITY; x[6] = 0.0f;
+    for (int i = 0; i < N; i++) {
+        ref[i] = tp_expf(x[i] - 1.5f);
+        a[i] = x[i] * 0.2f;
+        b[i] = rnd_f() * 2 - 1;
+        sw[i] = a[i] / (1.0f + tp_expf(-a[i])) * b[i];
+    }
+    for (int l = 0; l < 3; l++) {
+        if (tp_matmul_set_simd(k_levels[l]) != 0) continue;
+        for (int n = 1; n <= N; n += (n < 40 ? 1 : 97)) { /* every tail length */
+            tp_expf_sub(got, x, 1.5f, n);
+            for (int i = 0; i < n; i++)
+                CHECK_MSG(memcmp(&got[i], &ref[i], 4) == 0 || (isnan(got[i]) && isnan(ref[i])),
+                          "%s exp of %.9g: %.9g, scalar %.9g", k_levels[l], x[i] - 1.5f, got[i], ref[i]);
+        }
+        memcpy(got, a, sizeof a);
+        tp_swiglu(got, b, N);
+        for (int i = 0; i < N; i++)
+            CHECK_MSG(memcmp(&got[i], &sw[i], 4) == 0 || (isnan(got[i]) && isnan(sw[i])),
+                      "%s swiglu of %.9g: %.9g, scalar %.9g", k_levels[l], a[i], got[i], sw[i]);
+        memcpy(got, x + 7, 64 * sizeof(float)); /* in place */
+        tp_expf_sub(got, got, 1.5f, 64);
+        CHECK(memcmp(got, ref + 7, 64 * sizeof(float)) == 0);
+    }
+    tp_matmul_set_simd(NULL);
+}
+
 TEST(kernels_swiglu_matches_naive) {
     float a[100], b[100], r[100];
     for (int i = 0; i < 100; i++) {

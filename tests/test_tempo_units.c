@@ -14,6 +14,7 @@
 #include "tempo/rng.h"
 #include "tempo/sample.h"
 #include "tempo/select.h"
+#include "kernels/ops.h"
 
 static tp_threshold_params thr(double t0, int T, bool dyn, bool relu) {
     tp_threshold_params p = { t0, T, dyn, 1.0, relu, 0.2, 0.8, 0.5 };
@@ -161,7 +162,7 @@ static void softmax_loop(float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
     float sum = 0.0f;
-    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    for (int i = 0; i < n; i++) { x[i] = tp_expf(x[i] - mx); sum += x[i]; }
     float inv = 1.0f / sum;
     for (int i = 0; i < n; i++) x[i] *= inv;
 }

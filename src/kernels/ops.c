@@ -2,18 +2,152 @@
  * computes them so that our activations track llama.cpp's:
  *  - rmsnorm: squares in float, summed in double; mean and 1/sqrt in float;
  *    out = (x * scale) * w (ggml_rms_norm followed by ggml_mul).
- *  - softmax: max-subtracted expf in float, sum in double, scaled by
+ *  - softmax: max-subtracted exp in float, sum in double, scaled by
  *    (float)(1/sum).
- *  - swiglu: silu(a) * b with silu(v) = v / (1 + expf(-v)).
- * dot and axpy: below (the same bits on every CPU).
+ *  - swiglu: silu(a) * b with silu(v) = v / (1 + exp(-v)).
+ * exp is tp_expf (below), whose 8- and 16-lane forms give its bits; dot and
+ * axpy: below too. Every operation here gives the same bits on every CPU.
  */
 #include "kernels/ops.h"
 
 #include <math.h>
+#include <string.h>
+
+#include "kernels/matmul.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+
+/* ---- exp ----
+ * libm's expf is one call per value; softmax over a 128K vocabulary and
+ * SwiGLU over every FFN activation call it millions of times a step. tp_expf
+ * computes e^x in double and rounds once to float, so it is the correctly
+ * rounded value but for inputs within ~1e-5 ulp of a rounding boundary (libm's
+ * expf is within 0.502 ulp too: the two agree on virtually every input); its
+ * 4- and 8-lane forms below compute the very same bits:
+ *   x clamped to [-104, 89] (beyond: 0 and +inf after the rounding; NaN stays);
+ *   n = nearest(x / ln 2), by adding 1.5 * 2^52 (n is then the low bits);
+ *   r = x - n ln 2, ln 2 in two parts (n * EXP_LN2_HI is exact), |r| <= 0.35;
+ *   e^r by its Taylor series to r^11 (Horner, FMA; the rest < 1e-14);
+ *   times 2^n, built in the exponent bits; then one rounding to float. */
+#define EXP_LOG2E 1.4426950408889634
+#define EXP_SHIFT 6755399441055744.0 /* 1.5 * 2^52 */
+#define EXP_LN2_HI 0x1.62e42fefa3800p-1
+#define EXP_LN2_LO 0x1.ef35793c76730p-45
+#define EXP_BIAS 0x4338000000000000LL /* the bits of EXP_SHIFT */
+
+static const double k_exp_taylor[12] = { /* 1/k!, k = 11 .. 0 */
+    1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720,
+    1.0 / 120,      1.0 / 24,      1.0 / 6,      1.0 / 2,     1.0,        1.0,
+};
+
+float tp_expf(float x) {
+    if (x != x) return x + x;
+    const double xd = x < -104.0f ? -104.0 : x > 89.0f ? 89.0 : (double)x;
+    const double t = fma(xd, EXP_LOG2E, EXP_SHIFT);
+    const double n = t - EXP_SHIFT;
+    double r = fma(n, -EXP_LN2_HI, xd);
+    r = fma(n, -EXP_LN2_LO, r);
+    double p = k_exp_taylor[0];
+    for (int k = 1; k < 12; k++) p = fma(p, r, k_exp_taylor[k]);
+    int64_t tb;
+    memcpy(&tb, &t, 8);
+    const uint64_t sb = (uint64_t)(tb - EXP_BIAS + 1023) << 52; /* 2^n */
+    double scale;
+    memcpy(&scale, &sb, 8);
+    return (float)(p * scale);
+}
+
+#if defined(__x86_64__)
+/* 4 lanes of tp_expf's double part (x already clamped). */
+__attribute__((target("avx2,fma"))) static inline __m128 exp4(__m128 xf) {
+    const __m256d x = _mm256_cvtps_pd(xf);
+    const __m256d t = _mm256_fmadd_pd(x, _mm256_set1_pd(EXP_LOG2E), _mm256_set1_pd(EXP_SHIFT));
+    const __m256d n = _mm256_sub_pd(t, _mm256_set1_pd(EXP_SHIFT));
+    __m256d r = _mm256_fmadd_pd(n, _mm256_set1_pd(-EXP_LN2_HI), x);
+    r = _mm256_fmadd_pd(n, _mm256_set1_pd(-EXP_LN2_LO), r);
+    __m256d p = _mm256_set1_pd(k_exp_taylor[0]);
+    for (int k = 1; k < 12; k++) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(k_exp_taylor[k]));
+    const __m256i sb = _mm256_slli_epi64(_mm256_add_epi64(_mm256_castpd_si256(t), _mm256_set1_epi64x(1023 - EXP_BIAS)), 52);
+    return _mm256_cvtpd_ps(_mm256_mul_pd(p, _mm256_castsi256_pd(sb)));
+}
+
+/* 8 lanes of tp_expf. The clamps keep a NaN (max/min return their second operand then). */
+__attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(-104.0f), x));
+    return _mm256_set_m128(exp4(_mm256_extractf128_ps(x, 1)), exp4(_mm256_castps256_ps128(x)));
+}
+
+/* 8 lanes of tp_expf's double part (x already clamped). */
+__attribute__((target("avx512f"))) static inline __m256 exp8d(__m256 xf) {
+    const __m512d x = _mm512_cvtps_pd(xf);
+    const __m512d t = _mm512_fmadd_pd(x, _mm512_set1_pd(EXP_LOG2E), _mm512_set1_pd(EXP_SHIFT));
+    const __m512d n = _mm512_sub_pd(t, _mm512_set1_pd(EXP_SHIFT));
+    __m512d r = _mm512_fmadd_pd(n, _mm512_set1_pd(-EXP_LN2_HI), x);
+    r = _mm512_fmadd_pd(n, _mm512_set1_pd(-EXP_LN2_LO), r);
+    __m512d p = _mm512_set1_pd(k_exp_taylor[0]);
+    for (int k = 1; k < 12; k++) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(k_exp_taylor[k]));
+    const __m512i sb = _mm512_slli_epi64(_mm512_add_epi64(_mm512_castpd_si512(t), _mm512_set1_epi64(1023 - EXP_BIAS)), 52);
+    return _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(sb)));
+}
+
+/* 16 lanes of tp_expf. */
+__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+    const __m256 lo = exp8d(_mm512_castps512_ps256(x));
+    const __m256 hi = exp8d(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
+__attribute__((target("avx2,fma"))) static void exp_sub_avx2(float *y, const float *x, float sub, int n) {
+    const __m256 s = _mm256_set1_ps(sub);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+    for (; i < n; i++) y[i] = tp_expf(x[i] - sub);
+}
+
+__attribute__((target("avx512f"))) static void exp_sub_avx512(float *y, const float *x, float sub, int n) {
+    const __m512 s = _mm512_set1_ps(sub);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s)));
+    for (; i < n; i++) y[i] = tp_expf(x[i] - sub);
+}
+
+/* silu(v) * b = v / (1 + exp(-v)) * b, in that order */
+__attribute__((target("avx2,fma"))) static void swiglu_avx2(float *a, const float *b, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(a + i);
+        const __m256 e = exp8(_mm256_xor_ps(v, neg));
+        _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(b + i)));
+    }
+    for (; i < n; i++) a[i] = a[i] / (1.0f + tp_expf(-a[i])) * b[i];
+}
+
+__attribute__((target("avx512f"))) static void swiglu_avx512(float *a, const float *b, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(a + i);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_storeu_ps(a + i, _mm512_mul_ps(_mm512_div_ps(v, _mm512_add_ps(one, e)), _mm512_loadu_ps(b + i)));
+    }
+    for (; i < n; i++) a[i] = a[i] / (1.0f + tp_expf(-a[i])) * b[i];
+}
+#endif
+
+/* The vector forms run at the level the matmul dispatcher picked (TEMPO_SIMD
+ * caps both), so a generic run tests the scalar form. */
+void tp_expf_sub(float *y, const float *x, float sub, int n) {
+#if defined(__x86_64__)
+    const char *lv = tp_simd_level();
+    if (lv[0] == 'a' && lv[3] == '5') { exp_sub_avx512(y, x, sub, n); return; }
+    if (lv[0] == 'a') { exp_sub_avx2(y, x, sub, n); return; }
+#endif
+    for (int i = 0; i < n; i++) y[i] = tp_expf(x[i] - sub);
+}
 
 void tp_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     double s[4] = { 0, 0, 0, 0 };
@@ -32,21 +166,20 @@ void tp_softmax(float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++)
         if (x[i] > mx) mx = x[i];
+    tp_expf_sub(x, x, mx, n);
     double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        float e = expf(x[i] - mx);
-        x[i] = e;
-        sum += (double)e;
-    }
+    for (int i = 0; i < n; i++) sum += (double)x[i];
     const float inv = (float)(1.0 / sum);
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 void tp_swiglu(float *a, const float *b, int n) {
-    for (int i = 0; i < n; i++) {
-        float v = a[i];
-        a[i] = v / (1.0f + expf(-v)) * b[i];
-    }
+#if defined(__x86_64__)
+    const char *lv = tp_simd_level();
+    if (lv[0] == 'a' && lv[3] == '5') { swiglu_avx512(a, b, n); return; }
+    if (lv[0] == 'a') { swiglu_avx2(a, b, n); return; }
+#endif
+    for (int i = 0; i < n; i++) a[i] = a[i] / (1.0f + tp_expf(-a[i])) * b[i];
 }
 
 /* dot and axpy: one order on every CPU, the float kernels' (matmul.h): 16

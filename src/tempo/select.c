@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/ops.h"
+
 double tp_bezier(double t, double p1, double p2) {
     double u = 1.0 - t;
     return 3.0 * u * u * t * p1 + 3.0 * u * t * t * p2 + t * t * t;
@@ -118,7 +120,8 @@ int tp_select(const float *D, int n_vocab, const uint8_t *is_eog, double tau, in
 void tp_prob_softmax(float *x, int n) {
     float mx = max_of(x, 0, n);
     float sum = 0.0f;
-    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    tp_expf_sub(x, x, mx, n);
+    for (int i = 0; i < n; i++) sum += x[i];
     float inv = 1.0f / sum;
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
@@ -162,7 +165,7 @@ static void mix_task(void *ctx, int ith, int nth) {
     case MIX_EXP:
         for (int j = 0; j < J->n; j++) {
             float *row = J->logits + (size_t)j * V;
-            for (int i = i0; i < i1; i++) row[i] = expf(row[i] - J->mx[j]);
+            if (i0 < i1) tp_expf_sub(row + i0, row + i0, J->mx[j], i1 - i0);
         }
         break;
     case MIX_SUM: /* whole rows: a denominator is added in index order, as tp_prob_softmax adds it */
