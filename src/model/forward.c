@@ -47,6 +47,7 @@ struct tp_compute {
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; /* [max_batch][...] */
     float *scores;   /* [n_threads][max_ctx] */
     float *kvtmp;    /* [n_threads][2 * head_dim] rows converted from f16/q8_0 */
+    float *rope;     /* [max_batch][rope_dim]: each row's cos, sin of its position's angles */
     float *logits;   /* [max_batch][n_vocab] for batches of several sequences (tp_compute_enable_multi) */
     int n_vocab;
     size_t bytes;
@@ -64,14 +65,15 @@ static int resolve_threads(int n_threads) {
 }
 
 /* The buffer sizes, in floats, in one place for tp_compute_new and the estimate. */
-typedef struct { size_t x, xb, q, kv, att, hb, scores, kvtmp; } work_sizes;
+typedef struct { size_t x, xb, q, kv, att, hb, scores, kvtmp, rope; } work_sizes;
 
 static work_sizes sizes_of(const tp_model *m, int n_threads, int max_batch, int max_ctx) {
     const tp_hparams *hp = &m->hp;
     size_t B = (size_t)max_batch, q_dim = (size_t)hp->n_heads * hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hp->head_dim;
     size_t wide = (size_t)hp->dim > q_dim ? (size_t)hp->dim : q_dim;
     work_sizes z = { B * hp->dim, B * wide, B * q_dim, B * kv_dim, B * q_dim, B * hp->ffn_dim,
-                     (size_t)n_threads * max_ctx, (size_t)n_threads * 2 * hp->head_dim };
+                     (size_t)n_threads * max_ctx, (size_t)n_threads * 2 * hp->head_dim,
+                     B * (size_t)(hp->rope_dim > 0 ? hp->rope_dim : 1) };
     return z;
 }
 
@@ -82,7 +84,7 @@ static int clamp_batch(int max_batch) {
 size_t tp_compute_estimate_bytes(const tp_model *m, int n_threads, int max_batch, int max_ctx) {
     n_threads = resolve_threads(n_threads);
     work_sizes z = sizes_of(m, n_threads, clamp_batch(max_batch), max_ctx);
-    size_t floats = z.x + z.xb + z.q + 2 * z.kv + z.att + 2 * z.hb + z.scores + z.kvtmp;
+    size_t floats = z.x + z.xb + z.q + 2 * z.kv + z.att + 2 * z.hb + z.scores + z.kvtmp + z.rope;
     int max_in = m->hp.ffn_dim > m->hp.dim ? m->hp.ffn_dim : m->hp.dim;
     if (m->hp.n_heads * m->hp.head_dim > max_in) max_in = m->hp.n_heads * m->hp.head_dim;
     return floats * sizeof(float) + tp_matmul_ctx_estimate_bytes(n_threads, max_in);
@@ -90,7 +92,7 @@ size_t tp_compute_estimate_bytes(const tp_model *m, int n_threads, int max_batch
 
 void tp_compute_free(tp_compute *c) {
     if (!c) return;
-    float *bufs[] = { c->x, c->xb, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->scores, c->kvtmp, c->logits };
+    float *bufs[] = { c->x, c->xb, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->scores, c->kvtmp, c->rope, c->logits };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tp_free_aligned(bufs[i]);
     if (c->mm) tp_matmul_ctx_free(c->mm);
     if (c->pool) tp_pool_free(c->pool);
@@ -123,9 +125,10 @@ tp_compute *tp_compute_new(const tp_model *m, int n_threads, int max_batch, int 
     c->hb2 = work_alloc(c, z.hb);
     c->scores = work_alloc(c, z.scores);
     c->kvtmp = work_alloc(c, z.kvtmp);
+    c->rope = work_alloc(c, z.rope);
     int max_in = hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim;
     if (hp->n_heads * hp->head_dim > max_in) max_in = hp->n_heads * hp->head_dim;
-    if (c->x && c->xb && c->q && c->k && c->v && c->att && c->hb && c->hb2 && c->scores && c->kvtmp)
+    if (c->x && c->xb && c->q && c->k && c->v && c->att && c->hb && c->hb2 && c->scores && c->kvtmp && c->rope)
         c->mm = tp_matmul_ctx_new(c->pool, max_in);
     if (!c->mm) {
         char g[32];
@@ -170,13 +173,23 @@ int tp_model_finish(tp_model *m, const tp_load_opts *opts, char *err) {
     return 0;
 }
 
-/* Rotate one head's first rope_dim values by the position's angles. GGUF
- * (Meta) layout rotates adjacent pairs; Hugging Face layout pairs i with i+half. */
-static void rope_head(const tp_model *m, float *h, int pos) {
+/* The cosines and sines of a position's angles, theta_i = pos * inv_freq_i: cs[i], cs[half + i].
+ * Computed once per row of a forward; every head of every layer rotates by the same angles. */
+static void rope_angles(const tp_model *m, float *cs, int pos) {
     int half = m->hp.rope_dim / 2;
     for (int i = 0; i < half; i++) {
         float theta = (float)pos * m->rope_inv_freq[i];
-        float c = cosf(theta), s = sinf(theta);
+        cs[i] = cosf(theta);
+        cs[half + i] = sinf(theta);
+    }
+}
+
+/* Rotate one head's first rope_dim values by the angles of rope_angles. GGUF
+ * (Meta) layout rotates adjacent pairs; Hugging Face layout pairs i with i+half. */
+static void rope_head(const tp_model *m, float *h, const float *cs) {
+    int half = m->hp.rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float c = cs[i], s = cs[half + i];
         int a = m->hp.rope_split_half ? i : 2 * i;
         int b = m->hp.rope_split_half ? i + half : 2 * i + 1;
         float x0 = h[a], x1 = h[b];
@@ -355,6 +368,7 @@ static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_
     size_t attn_work = 0;
     for (int p = 0; p < n_parts; p++) attn_work += (size_t)parts[p].count * (parts[p].base + parts[p].count);
     attn_work *= (size_t)hp->n_heads * hd;
+    for (int i = 0; i < nb; i++) rope_angles(m, c->rope + (size_t)i * hp->rope_dim, pos[i]);
     for (int l = l0; l < hp->n_layers; l++) {
         const tp_layer *L = &m->layers[l];
         for (int i = 0; i < nb; i++)
@@ -364,8 +378,9 @@ static void run_layers(tp_model *m, tp_compute *c, const seq_part *parts, int n_
         const tp_weight *const qkv_w[3] = { &L->wq, &L->wk, &L->wv };
         tp_matmul_group(c->mm, qkv_y, c->xb, nb, qkv_w, 3);
         for (int i = 0; i < nb; i++) {
-            for (int h = 0; h < hp->n_heads; h++) rope_head(m, c->q + (size_t)i * q_dim + (size_t)h * hd, pos[i]);
-            for (int h = 0; h < hp->n_kv_heads; h++) rope_head(m, c->k + (size_t)i * kv_dim + (size_t)h * hd, pos[i]);
+            const float *cs = c->rope + (size_t)i * hp->rope_dim;
+            for (int h = 0; h < hp->n_heads; h++) rope_head(m, c->q + (size_t)i * q_dim + (size_t)h * hd, cs);
+            for (int h = 0; h < hp->n_kv_heads; h++) rope_head(m, c->k + (size_t)i * kv_dim + (size_t)h * hd, cs);
             const seq_part *P = &parts[part_of[i]];
             tp_kv_store(P->kv, l, P->base + (i - P->row0), c->k + (size_t)i * kv_dim, c->v + (size_t)i * kv_dim);
         }
