@@ -769,6 +769,28 @@ TEST(kernels_swiglu_matches_naive) {
     for (int i = 0; i < 100; i++) CHECK_NEAR(a[i], r[i], 1e-6 * fabs(r[i]) + 1e-7);
 }
 
+/* The weighted sum of rows (attention's p x V) equals zeroing then tp_axpy_f32 per row with
+ * p != 0, bit for bit: widths around the 64- and 8-value blocks, strides past the width, zeros
+ * skipped (a row with p == 0 is never read: NaN there must not leak). */
+TEST(kernels_wsum_rows_equals_axpy_per_row) {
+    enum { R = 37, S = 263 };
+    static float rows[R * S];
+    float p[R], got[S], want[S];
+    for (int i = 0; i < R * S; i++) rows[i] = rnd_f() * 2 - 1;
+    for (int n = 1; n <= 256; n += (n < 72 ? 1 : 61)) {
+        for (int nr = 1; nr <= R; nr += 9) {
+            for (int j = 0; j < nr; j++) p[j] = (j % 4 == 1) ? 0.0f : rnd_f();
+            if (nr > 1) rows[1 * S + n / 2] = NAN; /* p[1] == 0 */
+            tp_wsum_rows_f32(got, p, rows, S, nr, n);
+            for (int i = 0; i < n; i++) want[i] = 0.0f;
+            for (int j = 0; j < nr; j++)
+                if (p[j] != 0.0f) tp_axpy_f32(want, p[j], rows + (size_t)j * S, n);
+            CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)n) == 0, "n %d rows %d", n, nr);
+            rows[1 * S + n / 2] = 0.5f;
+        }
+    }
+}
+
 TEST(kernels_dot_axpy_match_naive) {
     float a[131], b[131], y[131], y2[131];
     for (int n = 0; n <= 131; n += (n < 40 ? 1 : 13)) {

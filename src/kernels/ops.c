@@ -104,14 +104,22 @@ __attribute__((target("avx2,fma"))) static void exp_sub_avx2(float *y, const flo
     const __m256 s = _mm256_set1_ps(sub);
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
-    for (; i < n; i++) y[i] = tp_expf(x[i] - sub);
+    if (i < n) { /* the tail in one padded vector: the same bits as tp_expf, without its libm fma calls */
+        float t[8] = { 0 };
+        memcpy(t, x + i, sizeof(float) * (size_t)(n - i));
+        _mm256_storeu_ps(t, exp8(_mm256_sub_ps(_mm256_loadu_ps(t), s)));
+        memcpy(y + i, t, sizeof(float) * (size_t)(n - i));
+    }
 }
 
 __attribute__((target("avx512f"))) static void exp_sub_avx512(float *y, const float *x, float sub, int n) {
     const __m512 s = _mm512_set1_ps(sub);
     int i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s)));
-    for (; i < n; i++) y[i] = tp_expf(x[i] - sub);
+    if (i < n) { /* the tail in one masked vector */
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    }
 }
 
 /* silu(v) * b = v / (1 + exp(-v)) * b, in that order */
@@ -215,6 +223,49 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, con
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 #endif
+
+#if defined(__x86_64__)
+/* 64 outputs in 8 registers across all the rows: out is read and written once, not once per row. */
+__attribute__((target("avx2,fma"))) static void wsum_avx2(float *out, const float *p, const float *rows, size_t stride,
+                                                       int n_rows, int n) {
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m256 acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        for (int j = 0; j < n_rows; j++) {
+            if (p[j] == 0.0f) continue;
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            const float *r = rows + (size_t)j * stride + i;
+            for (int k = 0; k < 8; k++) acc[k] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(r + 8 * k), acc[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + i + 8 * k, acc[k]);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < n_rows; j++)
+            if (p[j] != 0.0f) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(rows + (size_t)j * stride + i), acc);
+        _mm256_storeu_ps(out + i, acc);
+    }
+    for (; i < n; i++) {
+        float a = 0.0f;
+        for (int j = 0; j < n_rows; j++)
+            if (p[j] != 0.0f) a = fmaf(p[j], rows[(size_t)j * stride + i], a);
+        out[i] = a;
+    }
+}
+#endif
+
+void tp_wsum_rows_f32(float *out, const float *p, const float *rows, size_t stride, int n_rows, int n) {
+#if defined(__x86_64__)
+    if (have_avx2_fma()) {
+        wsum_avx2(out, p, rows, stride, n_rows, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) out[i] = 0.0f;
+    for (int j = 0; j < n_rows; j++)
+        if (p[j] != 0.0f) tp_axpy_f32(out, p[j], rows + (size_t)j * stride, n);
+}
 
 float tp_dot_f32(const float *a, const float *b, int n) {
 #if defined(__x86_64__)

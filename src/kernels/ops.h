@@ -20,5 +20,9 @@ void tp_swiglu(float *a, const float *b, int n);
 float tp_dot_f32(const float *a, const float *b, int n);
 /* y += a * x */
 void tp_axpy_f32(float *y, float a, const float *x, int n);
+/* out[0..n) = the sum of p[j] * row j over the n_rows rows (row j at rows + j * stride), skipping
+ * p[j] == 0: out zeroed, then tp_axpy_f32 of each row in order, bit for bit, with out held in
+ * registers across the rows. */
+void tp_wsum_rows_f32(float *out, const float *p, const float *rows, size_t stride, int n_rows, int n);
 
 #endif

@@ -265,24 +265,25 @@ static void attend(const attn_job *J, int r, int h, float *scores, float *tmp) {
         scores[j] = s;
         if (s > maxs) maxs = s;
     }
-    /* softmax over the visible slots (every query sees at least itself) */
+    /* softmax over the visible slots (every query sees at least itself; -inf gives 0) */
+    tp_expf_sub(scores, scores, maxs, n_slots);
     double sum = 0;
-    for (int j = 0; j < n_slots; j++) {
-        float e = scores[j] == -INFINITY ? 0.0f : expf(scores[j] - maxs);
-        scores[j] = e;
-        sum += e;
-    }
+    for (int j = 0; j < n_slots; j++) sum += scores[j];
     float inv = (float)(1.0 / sum);
-    memset(out, 0, (size_t)hd * sizeof(float));
-    for (int j = 0; j < n_slots; j++) {
-        if (scores[j] == 0.0f) continue;
-        float p = scores[j] * inv;
-        scores[j] = p;
-        if (kv->type == TP_KV_F16) p = tp_f16_to_f32(tp_f32_to_f16(p)); /* as ggml: f16 probabilities times f16 V */
-        const float *vr;
-        if (kv->type == TP_KV_F32) vr = (const float *)tp_kv_vrow(kv, J->layer, j) + (size_t)kvh * hd;
-        else { tp_kv_load(kv, tp_kv_vrow(kv, J->layer, j), kvh * hd, hd, tmp + hd); vr = tmp + hd; }
-        tp_axpy_f32(out, p, vr, hd);
+    for (int j = 0; j < n_slots; j++) scores[j] *= inv;
+    if (kv->type == TP_KV_F32) {
+        /* the rows' weighted sum with the output in registers (tp_axpy_f32 per row, bit for bit) */
+        const float *v0 = (const float *)tp_kv_vrow(kv, J->layer, 0) + (size_t)kvh * hd;
+        tp_wsum_rows_f32(out, scores, v0, tp_kv_row_bytes(kv) / sizeof(float), n_slots, hd);
+    } else {
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int j = 0; j < n_slots; j++) {
+            if (scores[j] == 0.0f) continue;
+            float p = scores[j];
+            if (kv->type == TP_KV_F16) p = tp_f16_to_f32(tp_f32_to_f16(p)); /* as ggml: f16 probabilities times f16 V */
+            tp_kv_load(kv, tp_kv_vrow(kv, J->layer, j), kvh * hd, hd, tmp + hd);
+            tp_axpy_f32(out, p, tmp + hd, hd);
+        }
     }
     const tp_batch *b = P->b;
     float lw = b->layer_weights ? b->layer_weights[J->layer] : 0.0f;
