@@ -25,7 +25,7 @@
  * computes e^x in double and rounds once to float, so it is the correctly
  * rounded value but for inputs within ~1e-5 ulp of a rounding boundary (libm's
  * expf is within 0.502 ulp too: the two agree on virtually every input); its
- * 4- and 8-lane forms below compute the very same bits:
+ * 8- and 16-lane forms below compute the very same bits:
  *   x clamped to [-104, 89] (beyond: 0 and +inf after the rounding; NaN stays);
  *   n = nearest(x / ln 2), by adding 1.5 * 2^52 (n is then the low bits);
  *   r = x - n ln 2, ln 2 in two parts (n * EXP_LN2_HI is exact), |r| <= 0.35;
@@ -146,13 +146,20 @@ __attribute__((target("avx512f"))) static void swiglu_avx512(float *a, const flo
 }
 #endif
 
-/* The vector forms run at the level the matmul dispatcher picked (TEMPO_SIMD
- * caps both), so a generic run tests the scalar form. */
+#if defined(__x86_64__)
+/* The lanes exp runs in: those of the level the matmul dispatcher picked (TEMPO_SIMD caps both),
+ * so that a generic run tests the scalar form. */
+static int exp_lanes(void) {
+    const char *level = tp_simd_level();
+    return !strcmp(level, "avx512") ? 16 : !strcmp(level, "avx2") ? 8 : 1;
+}
+#endif
+
 void tp_expf_sub(float *y, const float *x, float sub, int n) {
 #if defined(__x86_64__)
-    const char *lv = tp_simd_level();
-    if (lv[0] == 'a' && lv[3] == '5') { exp_sub_avx512(y, x, sub, n); return; }
-    if (lv[0] == 'a') { exp_sub_avx2(y, x, sub, n); return; }
+    const int lanes = exp_lanes();
+    if (lanes == 16) { exp_sub_avx512(y, x, sub, n); return; }
+    if (lanes == 8) { exp_sub_avx2(y, x, sub, n); return; }
 #endif
     for (int i = 0; i < n; i++) y[i] = tp_expf(x[i] - sub);
 }
@@ -183,9 +190,9 @@ void tp_softmax(float *x, int n) {
 
 void tp_swiglu(float *a, const float *b, int n) {
 #if defined(__x86_64__)
-    const char *lv = tp_simd_level();
-    if (lv[0] == 'a' && lv[3] == '5') { swiglu_avx512(a, b, n); return; }
-    if (lv[0] == 'a') { swiglu_avx2(a, b, n); return; }
+    const int lanes = exp_lanes();
+    if (lanes == 16) { swiglu_avx512(a, b, n); return; }
+    if (lanes == 8) { swiglu_avx2(a, b, n); return; }
 #endif
     for (int i = 0; i < n; i++) a[i] = a[i] / (1.0f + tp_expf(-a[i])) * b[i];
 }
