@@ -970,6 +970,13 @@ TEST(server_chat_template) {
     CHECK_INT_EQ(status, 200);
     REQUIRE(c);
     int prompt_tokens = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "usage"), "prompt_tokens")->valueint;
+    /* llama.cpp's "timings" beside the usage: the same counts, durations that are not negative */
+    const cJSON *tm = cJSON_GetObjectItem(c, "timings");
+    REQUIRE(tm);
+    CHECK_INT_EQ(cJSON_GetObjectItem(tm, "prompt_n")->valueint, prompt_tokens);
+    CHECK_INT_EQ(cJSON_GetObjectItem(tm, "predicted_n")->valueint,
+                 cJSON_GetObjectItem(cJSON_GetObjectItem(c, "usage"), "completion_tokens")->valueint);
+    CHECK(cJSON_GetObjectItem(tm, "prompt_ms")->valuedouble >= 0 && cJSON_GetObjectItem(tm, "predicted_ms")->valuedouble >= 0);
     cJSON *t = post_json(s.port, "/tokenize",
                          "{\"content\": \"<|im_start|>system\\nBe brief.<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n"
                          "<|im_start|>assistant\\n\"}", &status);

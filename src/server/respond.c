@@ -497,6 +497,23 @@ static cJSON *usage_json(const srv_job *j) {
     return u;
 }
 
+/* llama.cpp's server "timings": the prompt (admitted to prefilled: queueing excluded) and the
+ * generation (prefilled to the last step), in milliseconds. */
+static cJSON *timings_json(const srv_job *j) {
+    cJSON *t = cJSON_CreateObject();
+    int n = j->result ? j->result->n_steps : 0;
+    double pms = (j->t_prefilled - j->t_admitted) * 1e3, gms = (j->t_last_step - j->t_prefilled) * 1e3;
+    if (pms < 0) pms = 0;
+    if (gms < 0) gms = 0;
+    cJSON_AddNumberToObject(t, "prompt_n", j->n_prompt_tokens);
+    cJSON_AddNumberToObject(t, "prompt_ms", pms);
+    cJSON_AddNumberToObject(t, "prompt_per_second", pms > 0 ? j->n_prompt_tokens / pms * 1e3 : 0);
+    cJSON_AddNumberToObject(t, "predicted_n", n);
+    cJSON_AddNumberToObject(t, "predicted_ms", gms);
+    cJSON_AddNumberToObject(t, "predicted_per_second", gms > 0 ? n / gms * 1e3 : 0);
+    return t;
+}
+
 static cJSON *tempo_extra(const srv_job *j) {
     cJSON *x = cJSON_CreateObject();
     cJSON *steps = cJSON_AddArrayToObject(x, "steps");
@@ -537,6 +554,7 @@ char *srv_final_json(srv_job *j) {
     if (j->req.tempo) cJSON_AddItemToObject(c, "tempo", tempo_extra(j));
     cJSON_AddItemToArray(ch, c);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
+    cJSON_AddItemToObject(o, "timings", timings_json(j));
     srv_buf_free(&text);
     return print_and_free(o);
 }
@@ -572,6 +590,7 @@ void srv_final_stream(srv_job *j) {
             j->pending_prunes = NULL;
         }
         cJSON_AddItemToArray(ch, choice);
+        cJSON_AddItemToObject(c, "timings", timings_json(j));
         j->text_sent = j->text.len;
         char *s = print_and_free(c);
         srv_buf_printf(out, "data: %s\n\n", s ? s : "{}");

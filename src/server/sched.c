@@ -169,6 +169,12 @@ static int job_started(srv_sched *sc, srv_job *j, int rc, tempo_error *e, int ot
 
 /* --------------------------------------------------------------- the loop -- */
 
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static void *sched_main(void *arg) {
     srv_sched *sc = arg;
     int n = 0; /* running jobs: sc->running[0..n) */
@@ -193,7 +199,9 @@ static void *sched_main(void *arg) {
         if (n_admit) tempo_memory_free_memory(tempo_model_memory(sc->m));
         /* The admitted prompts go through the model together, one batched forward. */
         int n_new = 0;
+        const double t_admit = mono_s();
         for (int i = 0; i < n_admit; i++) {
+            admit[i]->t_admitted = t_admit;
             if (cancel_all) atomic_store(&admit[i]->cancelled, 1);
             if (job_create(sc, admit[i], n) == 0) admit[n_new++] = admit[i];
         }
@@ -207,6 +215,8 @@ static void *sched_main(void *arg) {
                 prompts[i] = admit[i]->prompt;
             }
             tempo_session_prefill_batch(ss, prompts, n_new, prc, perr);
+            const double t_done = mono_s();
+            for (int i = 0; i < n_new; i++) admit[i]->t_prefilled = admit[i]->t_last_step = t_done;
             /* job i was judged against the memory of the running jobs and of the i set up before it */
             int n_before = n;
             for (int i = 0; i < n_new; i++)
@@ -220,6 +230,7 @@ static void *sched_main(void *arg) {
             sc->sessions[i] = sc->running[i]->s;
         }
         tempo_session_step_batch(sc->sessions, n, sc->rc, sc->out, sc->errs);
+        const double t_step = mono_s();
 
         int kept = 0;
         for (int i = 0; i < n; i++) {
@@ -231,6 +242,7 @@ static void *sched_main(void *arg) {
                 srv_fail(&j->err, 500, NULL, NULL, "%s", sc->errs[i].message);
                 pthread_mutex_unlock(&j->mu);
             }
+            if (rc > 0) j->t_last_step = t_step;
             if (rc >= 0 && srv_on_step(j, rc, &sc->out[i])) rc = -1;
             if (rc <= 0 || j->finish_now) job_end(sc, j);
             else sc->running[kept++] = j;

@@ -122,6 +122,7 @@ typedef struct srv_job {
     cJSON *logprobs;        /* per content token: {id, text, logprob, top: [[id, lp]...]} */
     cJSON *prunes;          /* every pruning event, in order */
     cJSON *pending_prunes;  /* stream: events not sent yet */
+    double t_admitted, t_prefilled, t_last_step; /* CLOCK_MONOTONIC seconds, for "timings" */
 } srv_job;
 
 srv_job *srv_job_new(void);

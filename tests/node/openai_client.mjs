@@ -25,16 +25,20 @@ assert.equal(c.usage.completion_tokens, 12);
 assert.equal(c.usage.total_tokens, c.usage.prompt_tokens + 12); ok();
 
 // the same, streamed: the chunks add up to the same text
-let streamed = '', finish = null, usage = null;
+let streamed = '', finish = null, usage = null, timings = null;
 const cs = await client.completions.create({ model, prompt, max_tokens: 12, temperature: 0, stream: true,
                                              stream_options: { include_usage: true } });
 for await (const chunk of cs) {
   if (chunk.usage) usage = chunk.usage;
+  if (chunk.timings) timings = chunk.timings; // llama.cpp's extra field, on the finishing chunk
   for (const ch of chunk.choices) { streamed += ch.text; if (ch.finish_reason) finish = ch.finish_reason; }
 }
 assert.equal(streamed, c.choices[0].text);
 assert.equal(finish, 'length');
-assert.equal(usage.completion_tokens, 12); ok();
+assert.equal(usage.completion_tokens, 12);
+assert.equal(timings.predicted_n, 12);
+assert.equal(timings.prompt_n, usage.prompt_tokens);
+assert.ok(timings.prompt_ms >= 0 && timings.predicted_ms >= 0 && timings.predicted_per_second >= 0); ok();
 
 // stop strings: the text ends before the first one, which is not included
 const word = c.choices[0].text.split(' ').filter(w => w.length > 2)[1];
