@@ -422,15 +422,15 @@ struct tp_matmul_ctx {
     size_t bytes;
 
     /* the products being computed (valid during a pool run): one job per matrix of a group
-     * (they share the quantized input), job i's chunks numbered from first_chunk[i] */
+     * (they share the quantized input), job i's 16-row tiles numbered from first_tile[i] */
     tp_mm_job job[TP_MATMUL_MAX_GROUP];
     int n_jobs;
-    int first_chunk[TP_MATMUL_MAX_GROUP + 1];
+    int first_tile[TP_MATMUL_MAX_GROUP + 1];
     const tp_mm_impl *impl;
     tp_mm_kernel kernel;
     int kind;
-    int chunk_rows, n_chunks;
-    _Alignas(64) atomic_int next_chunk;
+    int chunk_tiles, n_tiles; /* the largest chunk; all tiles */
+    _Alignas(64) atomic_int next_tile;
 };
 
 /* The context's buffer sizes, shared by tp_matmul_ctx_new and the estimate. */
@@ -476,7 +476,7 @@ tp_matmul_ctx *tp_matmul_ctx_new(tp_pool *pool, int max_n_in) {
         tp_matmul_ctx_free(c);
         return NULL;
     }
-    atomic_init(&c->next_chunk, 0);
+    atomic_init(&c->next_tile, 0);
     level_now();
     return c;
 }
@@ -511,17 +511,27 @@ static void quant_task(void *ctx, int ith, int nth) {
     quantize_acts(c, nb * ith / nth, nb * (ith + 1) / nth);
 }
 
+/* Chunks of tiles from a shared counter ("guided"): at most chunk_tiles, and past the last
+ * ~third of the tiles a chunk is a share of what is left (left / (2 * nth)), down to one tile, so
+ * that the threads finish together instead of one waiting out another's last long chunk (at 64
+ * tokens a chunk of 16-row tiles is ~0.4 ms). A chunk never crosses from one matrix to the next. */
 static void matmul_task(void *ctx, int ith, int nth) {
-    (void)nth;
     tp_matmul_ctx *c = ctx;
     uint8_t *scratch = c->scratch + (size_t)ith * c->scratch_bytes;
-    int i = 0;
+    int i = 0; /* the job of the last chunk: a thread's chunks come in increasing order */
     for (;;) {
-        int k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
-        if (k >= c->n_chunks) break;
-        while (k >= c->first_chunk[i + 1]) i++; /* chunks are taken in increasing order */
+        int t0 = atomic_load_explicit(&c->next_tile, memory_order_relaxed), size;
+        do {
+            if (t0 >= c->n_tiles) return;
+            while (t0 >= c->first_tile[i + 1]) i++;
+            size = (c->n_tiles - t0) / (2 * nth);
+            if (size > c->chunk_tiles) size = c->chunk_tiles;
+            if (size < 1) size = 1;
+            if (size > c->first_tile[i + 1] - t0) size = c->first_tile[i + 1] - t0;
+        } while (!atomic_compare_exchange_weak_explicit(&c->next_tile, &t0, t0 + size, memory_order_relaxed,
+                                                        memory_order_relaxed));
         const tp_mm_job *J = &c->job[i];
-        int r0 = (k - c->first_chunk[i]) * c->chunk_rows, r1 = r0 + c->chunk_rows;
+        int r0 = (t0 - c->first_tile[i]) * 16, r1 = r0 + size * 16;
         if (r1 > J->n_out) r1 = J->n_out;
         c->kernel(J, r0, r1, scratch);
     }
@@ -557,8 +567,8 @@ static void matmul_same(tp_matmul_ctx *c, const tp_mm_impl *impl, float *const *
     for (int i = 0; i < n; i++) tiles += (w[i]->n_out + 15) / 16;
     int per = tiles / (c->n_threads * 6);
     if (per < 1) per = 1;
-    c->chunk_rows = 16 * per;
-    c->first_chunk[0] = 0;
+    c->chunk_tiles = per;
+    c->first_tile[0] = 0;
     for (int i = 0; i < n; i++) {
         tp_mm_job *J = &c->job[i];
         J->w = w[i]->data;
@@ -572,9 +582,9 @@ static void matmul_same(tp_matmul_ctx *c, const tp_mm_impl *impl, float *const *
         J->xc = c->xc;
         J->xs = c->xs;
         J->xsum = c->xsum;
-        c->first_chunk[i + 1] = c->first_chunk[i] + (w[i]->n_out + c->chunk_rows - 1) / c->chunk_rows;
+        c->first_tile[i + 1] = c->first_tile[i] + (w[i]->n_out + 15) / 16;
     }
-    c->n_chunks = c->first_chunk[n];
+    c->n_tiles = c->first_tile[n];
 
     for (int b0 = 0; b0 < nb; b0 += TP_MATMUL_MAX_BATCH) {
         int nbc = nb - b0 < TP_MATMUL_MAX_BATCH ? nb - b0 : TP_MATMUL_MAX_BATCH;
@@ -589,8 +599,8 @@ static void matmul_same(tp_matmul_ctx *c, const tp_mm_impl *impl, float *const *
             else
                 quantize_acts(c, 0, nbc);
         }
-        atomic_store_explicit(&c->next_chunk, 0, memory_order_relaxed);
-        if (c->n_chunks == 1) matmul_task(c, 0, 1); /* one chunk: no need to wake anyone */
+        atomic_store_explicit(&c->next_tile, 0, memory_order_relaxed);
+        if (c->n_tiles <= c->chunk_tiles) matmul_task(c, 0, 1); /* one chunk: no need to wake anyone */
         else tp_pool_run(c->pool, matmul_task, c);
     }
 }
