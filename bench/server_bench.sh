@@ -97,9 +97,9 @@ for r in $(seq 1 "$ROUNDS"); do
   # alone, the tokens over the sum of the requests' generation times; together, over the longest
   # one (which spans the others but for the last tick of the ones admitted later).
   gen_solo=$(for c in 1 2 3 4 5 6 7 8; do echo "$(timing_of "$OUT/solo.$c" predicted_n) $(timing_of "$OUT/solo.$c" predicted_ms)"; done |
-    awk '{ n += $1; ms += $2 } END { print ms > 0 ? n / ms * 1000 : 0 }')
+    awk '{ n += $1; ms += $2 } END { print (ms > 0 ? n / ms * 1000 : 0) }')
   gen_multi=$(for c in 1 2 3 4 5 6 7 8; do echo "$(timing_of "$OUT/multi.$c" predicted_n) $(timing_of "$OUT/multi.$c" predicted_ms)"; done |
-    awk '{ n += $1; if ($2 > ms) ms = $2 } END { print ms > 0 ? n / ms * 1000 : 0 }')
+    awk '{ n += $1; if ($2 > ms) ms = $2 } END { print (ms > 0 ? n / ms * 1000 : 0) }')
   gen_ratio=$(calc "$gen_multi / $gen_solo")
   printf '         generation phase (server timings): 1 client %.2f tokens/s, 8 clients %.2f tokens/s: %.2fx\n' \
     "$gen_solo" "$gen_multi" "$gen_ratio"
