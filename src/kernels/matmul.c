@@ -387,6 +387,7 @@ static int level_now(void) {
 }
 
 const char *tp_simd_level(void) { return k_level_names[level_now()]; }
+int tp_simd_level_id(void) { return level_now(); }
 
 int tp_simd_available(const char *name) {
     level_now();

@@ -84,6 +84,8 @@ void tp_matmul_group(tp_matmul_ctx *c, float *const *y, const float *x, int nb, 
  * has, as on a CPU without the higher ones (tp_matmul_set_simd refuses them).
  * "avx512" needs AVX-512 F/BW/VL and VNNI. */
 const char *tp_simd_level(void);
+/* The same level as a number: 0 generic, 1 avx2, 2 avx512 (an atomic load: for per-call dispatch). */
+int tp_simd_level_id(void);
 
 /* Force a level by name (tests, benchmarks); NULL restores the automatic
  * choice. Returns 0, or -1 if the name is unknown or this CPU (or TEMPO_SIMD)

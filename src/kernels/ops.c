@@ -150,8 +150,8 @@ __attribute__((target("avx512f"))) static void swiglu_avx512(float *a, const flo
 /* The lanes exp runs in: those of the level the matmul dispatcher picked (TEMPO_SIMD caps both),
  * so that a generic run tests the scalar form. */
 static int exp_lanes(void) {
-    const char *level = tp_simd_level();
-    return !strcmp(level, "avx512") ? 16 : !strcmp(level, "avx2") ? 8 : 1;
+    const int level = tp_simd_level_id();
+    return level == 2 ? 16 : level == 1 ? 8 : 1;
 }
 #endif
 
